@@ -1,0 +1,1 @@
+"""Datasets (TFDS builders generated in code or read from local files), vocabularies, batches."""

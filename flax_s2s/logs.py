@@ -1,0 +1,79 @@
+"""Where metrics go: `WORKDIR/metrics.jsonl` (one JSON object per line) and a progress line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import tqdm
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic) or hasattr(value, "__array__"):
+        value = np.asarray(value)
+        return value.item() if value.ndim == 0 else value.tolist()
+    return value
+
+
+class MetricsWriter:
+    """Appends `{"step": ..., "split": ..., **metrics}` lines to `WORKDIR/metrics.jsonl`."""
+
+    def __init__(self, workdir: str, enabled: bool = True) -> None:
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.enabled = enabled
+
+    def write(self, step: int, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
+        record = {"step": int(step), "split": split, **{k: _plain(v) for k, v in metrics.items()}}
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        return record
+
+
+class Progress:
+    """A tqdm bar with loss, steps/s and ETA on a terminal; one plain line per log interval
+    otherwise (logs and CI stay readable)."""
+
+    def __init__(self, start_step: int, total_steps: int, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.interactive = enabled and sys.stdout.isatty()
+        self.total = total_steps
+        self.start_step, self.start_time = start_step, time.time()
+        self.bar = (
+            tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+            if self.interactive
+            else None
+        )
+
+    def update(self, step: int) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        shown = {k: f"{v:.4g}" for k, v in metrics.items() if isinstance(v, float | int)}
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+            return
+        elapsed = time.time() - self.start_time
+        rate = (step - self.start_step) / max(elapsed, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        fields = " ".join(f"{k}={v}" for k, v in shown.items())
+        print(f"step {step}/{self.total} {fields} steps/s={rate:.2f} eta={eta:.0f}s", flush=True)
+
+    def write(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            print(message, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

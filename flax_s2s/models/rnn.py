@@ -1,0 +1,138 @@
+"""LSTM/GRU encoder-decoder with additive (Bahdanau) attention.
+
+Encoder: embeddings -> (bi)directional recurrent layers over the padded source.
+Decoder: one recurrent cell per target step, reading [embedding of the previous token; the previous
+attentional vector] ("input feeding", Luong et al. 2015, so the model knows what it attended to),
+then additive attention over the encoder memory with the new hidden state as query, then
+`tanh(W [h; context])` -> output projection.
+
+The module exposes the decoder step-function seam (`encode`, `init_cache`, `step`); the
+teacher-forced `forward` is the same `step` scanned over the gold inputs (see
+`flax_s2s.models.Seq2Seq`), so training and decoding run one code path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from flax_s2s.data.vocab import PAD
+
+Array = jax.Array
+
+
+def _cell(kind: str, features: int, dtype: Any, name: str | None = None) -> nn.RNNCellBase:
+    if kind == "lstm":
+        return nn.OptimizedLSTMCell(features, dtype=dtype, name=name)
+    if kind == "gru":
+        return nn.GRUCell(features, dtype=dtype, name=name)
+    raise ValueError(f"model.cell must be 'lstm' or 'gru', got {kind!r}")
+
+
+class AdditiveAttention(nn.Module):
+    """score(q, k_j) = v . tanh(W_q q + W_k m_j), softmax over non-pad source positions."""
+
+    features: int
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.query_proj = nn.Dense(self.features, use_bias=False, dtype=self.dtype)
+        self.key_proj = nn.Dense(self.features, dtype=self.dtype)
+        self.energy = nn.Dense(1, use_bias=False, dtype=self.dtype)
+
+    def keys(self, memory: Array) -> Array:
+        """[batch, src_len, memory_features] -> [batch, src_len, features]; once per input."""
+        return self.key_proj(memory)
+
+    def __call__(self, query: Array, keys: Array, memory: Array, src_mask: Array):
+        """query [batch, features_q] -> (context [batch, memory_features], weights [batch, src])."""
+        energies = self.energy(jnp.tanh(keys + self.query_proj(query)[:, None, :]))[..., 0]
+        energies = jnp.where(src_mask, energies.astype(jnp.float32), -1e9)
+        weights = jax.nn.softmax(energies, axis=-1)
+        context = jnp.einsum("bs,bsf->bf", weights.astype(memory.dtype), memory)
+        return context, weights
+
+
+class RnnSeq2Seq(nn.Module):
+    """Recurrent encoder-decoder with attention.
+
+    Attributes:
+      src_vocab_size, tgt_vocab_size: vocabulary sizes (PAD=0 included).
+      emb_dim: embedding width; hidden_dim: recurrent state width (each direction).
+      cell: "lstm" or "gru"; bidirectional: encoder reads both ways (memory is 2*hidden_dim wide).
+      num_encoder_layers: stacked encoder layers; attention_dim: width of the additive scorer.
+      dropout_rate: on embeddings and on the attentional vector, in training only.
+    """
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    emb_dim: int = 64
+    hidden_dim: int = 256
+    cell: str = "lstm"
+    bidirectional: bool = True
+    num_encoder_layers: int = 1
+    attention_dim: int = 128
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.src_embed = nn.Embed(self.src_vocab_size, self.emb_dim, name="src_embed")
+        self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.emb_dim, name="tgt_embed")
+        layers = []
+        for i in range(self.num_encoder_layers):
+            forward = nn.RNN(_cell(self.cell, self.hidden_dim, self.dtype), name=f"enc_fwd_{i}")
+            if self.bidirectional:
+                backward = nn.RNN(
+                    _cell(self.cell, self.hidden_dim, self.dtype),
+                    reverse=True,
+                    keep_order=True,
+                    name=f"enc_bwd_{i}",
+                )
+                forward = nn.Bidirectional(forward, backward, name=f"enc_{i}")
+            layers.append(forward)
+        self.encoder_layers = layers
+        # The decoder's first state is a learned function of the mean encoder memory.
+        self.bridge = nn.Dense(self.hidden_dim, dtype=self.dtype, name="bridge")
+        self.decoder_cell = _cell(self.cell, self.hidden_dim, self.dtype, name="decoder_cell")
+        self.attention = AdditiveAttention(self.attention_dim, self.dtype, name="attention")
+        self.attentional = nn.Dense(self.hidden_dim, dtype=self.dtype, name="attentional")
+        self.output_proj = nn.Dense(self.tgt_vocab_size, dtype=self.dtype, name="output_proj")
+        self.dropout = nn.Dropout(self.dropout_rate)
+
+    def encode(self, src_tokens: Array, train: bool = False) -> dict[str, Array]:
+        """src_tokens [batch, src_len] -> memory [batch, src_len, d], keys, src_mask."""
+        src_mask = src_tokens != PAD
+        lengths = src_mask.sum(-1).astype(jnp.int32)
+        x = self.dropout(self.src_embed(src_tokens), deterministic=not train)
+        for layer in self.encoder_layers:
+            x = layer(x, seq_lengths=lengths)
+        return {"memory": x, "keys": self.attention.keys(x), "src_mask": src_mask}
+
+    def init_cache(self, encoded: dict[str, Array]) -> dict[str, Any]:
+        """The decoder state before BOS: recurrent carry and a zero attentional vector."""
+        mask = encoded["src_mask"][..., None].astype(encoded["memory"].dtype)
+        pooled = (encoded["memory"] * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
+        h = jnp.tanh(self.bridge(pooled))
+        carry = (jnp.zeros_like(h), h) if self.cell == "lstm" else h
+        return {"carry": carry, "feed": jnp.zeros_like(h)}
+
+    def step(
+        self, encoded: dict[str, Array], cache: dict[str, Any], prev_tokens: Array, train: bool = False
+    ) -> tuple[Array, dict[str, Any]]:
+        """prev_tokens [batch] -> (logits [batch, tgt_vocab], next cache)."""
+        x = self.dropout(self.tgt_embed(prev_tokens), deterministic=not train)
+        carry, h = self.decoder_cell(cache["carry"], jnp.concatenate([x, cache["feed"]], -1))
+        context, weights = self.attention(h, encoded["keys"], encoded["memory"], encoded["src_mask"])
+        self.sow("intermediates", "attention_weights", weights)
+        attentional = jnp.tanh(self.attentional(jnp.concatenate([h, context], -1)))
+        logits = self.output_proj(self.dropout(attentional, deterministic=not train))
+        return logits.astype(jnp.float32), {"carry": carry, "feed": attentional}
+
+    def __call__(self, src_tokens: Array, tgt_inputs: Array, train: bool = False) -> Array:
+        """Creates every parameter (used by `init`): logits of the first target position."""
+        encoded = self.encode(src_tokens, train)
+        logits, _ = self.step(encoded, self.init_cache(encoded), tgt_inputs[:, 0], train)
+        return logits

@@ -1,0 +1,26 @@
+"""Train a flax_s2s model: `python train.py --config configs/addition_lstm.py --workdir DIR`.
+
+Any config field can be overridden: `--config.num_train_steps=500 --config.model.hidden_dim=128`.
+Running again with the same workdir resumes from its latest checkpoint.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from flax_s2s import training
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocabularies.")
+config_flags.DEFINE_config_file(
+    "config", "configs/addition_lstm.py", "Path to a config file.", lock_config=True
+)
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    training.run(flags.FLAGS.config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -4,7 +4,7 @@ Any config field can be overridden: `--config.num_train_steps=500 --config.model
 Running again with the same workdir resumes from its latest checkpoint.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from flax_s2s import training
@@ -19,6 +19,8 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax and grain log every save at INFO
     training.run(flags.FLAGS.config, _WORKDIR.value)
 
 

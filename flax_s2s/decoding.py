@@ -2,7 +2,9 @@
 
 Every function returns `(tokens [batch, max_len], lengths [batch], scores [batch])`: tokens after
 EOS are PAD, a length counts the tokens up to and including EOS, a score is the sum of the chosen
-tokens' log-probabilities. Each is compiled once per (model, batch, max_len) and reused.
+tokens' log-probabilities. PAD and BOS are never emitted: their logits are masked before the
+softmax, so the probabilities are renormalised over the tokens a decoder may produce. Each function
+is compiled once per (model, batch, max_len) and reused.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ def greedy(model: Seq2Seq, variables: Any, src_tokens: Array, max_len: int):
     def body(state):
         position, tokens, prev_tokens, finished, scores, cache = state
         logits, cache = model.step(variables, encoded, cache, prev_tokens, position)
-        log_probs = jax.nn.log_softmax(logits)
-        next_tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        log_probs = output_log_probs(logits)
+        next_tokens = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
         chosen = jnp.take_along_axis(log_probs, next_tokens[:, None], axis=-1)[:, 0]
         next_tokens = jnp.where(finished, PAD, next_tokens)
         scores = scores + jnp.where(finished, 0.0, chosen)
@@ -57,6 +59,12 @@ def greedy(model: Seq2Seq, variables: Any, src_tokens: Array, max_len: int):
 
     _, tokens, _, _, scores, _ = jax.lax.while_loop(cond, body, init)
     return tokens, sequence_lengths(tokens), scores
+
+
+def output_log_probs(logits: Array) -> Array:
+    """log_softmax over the tokens a decoder may emit (PAD and BOS masked). [..., vocab]."""
+    never = jnp.zeros(logits.shape[-1], bool).at[jnp.array([PAD, BOS])].set(True)
+    return jax.nn.log_softmax(jnp.where(never, -jnp.inf, logits.astype(jnp.float32)))
 
 
 def sequence_lengths(tokens: Array) -> Array:

@@ -58,6 +58,7 @@ def prepare(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     """Generates (once) and returns the builder for task `name`, stored under `data_dir`."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
+    tfds.disable_progress_bar()  # its per-split bars are noise in logs
     builder = TASKS[name](data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
     return builder

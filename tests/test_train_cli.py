@@ -1,0 +1,59 @@
+"""train.py end to end, in a subprocess, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+TINY = [
+    "--config.model.emb_dim=16", "--config.model.hidden_dim=32", "--config.model.attention_dim=16",
+    "--config.batch_size=32", "--config.eval_batch_size=500", "--config.log_every=10",
+    "--config.eval_every=10", "--config.checkpoint_every=10",
+]
+
+
+def _train(workdir, data_dir, *extra, check=True):
+    command = [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}",
+               f"--config={os.path.join(ROOT, 'configs/addition_lstm.py')}",
+               f"--config.data_dir={data_dir}", *TINY, *extra]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py failed:\n{result.stdout}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.mark.slow
+def test_train_py_runs_writes_metrics_and_checkpoints_then_resumes(tmp_path, addition_data_dir):
+    workdir = tmp_path / "run"
+    result = _train(workdir, addition_data_dir, "--config.num_train_steps=20")
+    assert "final test" in result.stdout and "wall time" in result.stdout
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert {(r["step"], r["split"]) for r in records} >= {
+        (10, "train"), (20, "train"), (10, "validation"), (20, "test")
+    }
+    test_record = next(r for r in records if r["split"] == "test")
+    assert 0.0 <= test_record["exact_match"] <= 1.0 and test_record["loss"] > 0
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["10", "20"]
+
+    resumed = _train(workdir, addition_data_dir, "--config.num_train_steps=30")
+    assert "resumed" in resumed.stdout and "at step 20" in resumed.stdout
+    assert "30" in os.listdir(workdir / "checkpoints")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.model.hiden_dim=3", "hiden_dim"),
+        ("--config.num_train_steps=many", "num_train_steps"),
+        ("--config.max_tgt_len=1", "max_tgt_len"),
+        ("--config.model.cell=rnn", "model.cell"),
+    ],
+)
+def test_bad_overrides_fail_before_anything_runs_naming_the_key(tmp_path, override, message):
+    result = _train(tmp_path / "bad", tmp_path / "no_data", override, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (tmp_path / "no_data").exists(), "failed config should not prepare data"

@@ -1,0 +1,44 @@
+import pytest
+
+from flax_s2s.data.vocab import BOS, EOS, PAD, UNK, SymbolVocab
+
+
+def test_special_ids_are_fixed():
+    assert (PAD, BOS, EOS, UNK) == (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "texts, separator, sample",
+    [
+        (["12+7", "999+1"], "", "91+27"),
+        (["HH AH L OW", "W ER L D"], " ", "W OW L D"),
+    ],
+)
+def test_round_trip(tmp_path, texts, separator, sample):
+    vocab = SymbolVocab.build(texts, separator)
+    ids = vocab.encode(sample)
+    assert ids[-1] == EOS and min(ids[:-1]) > UNK
+    assert vocab.decode(ids) == sample
+    vocab.save(tmp_path / "v.json")
+    assert SymbolVocab.load(tmp_path / "v.json") == vocab
+    assert SymbolVocab.load(tmp_path / "v.json").encode(sample) == ids
+
+
+def test_unknown_symbols_become_unk_and_are_counted():
+    vocab = SymbolVocab.build(["123"])
+    assert vocab.encode("1x2y", add_eos=False) == [vocab.encode("1", False)[0], UNK,
+                                                  vocab.encode("2", False)[0], UNK]
+    assert vocab.unk_count == 2
+
+
+def test_decode_stops_at_eos_and_skips_pad_and_bos():
+    vocab = SymbolVocab.build(["ab"])
+    a, b = vocab.encode("ab", add_eos=False)
+    assert vocab.decode([BOS, a, PAD, b, EOS, a, a]) == "ab"
+
+
+def test_rejects_duplicates_and_specials():
+    with pytest.raises(ValueError, match="repeated"):
+        SymbolVocab(["a", "a"])
+    with pytest.raises(ValueError, match="special"):
+        SymbolVocab(["<pad>"])

@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.type = "lstm"  # lstm (RNN encoder-decoder with attention; cell below)
     config.model.cell = "lstm"  # lstm | gru
     config.model.emb_dim = 64
-    config.model.hidden_dim = 256  # recurrent width, per direction
+    config.model.hidden_dim = 128  # recurrent width, per direction
     config.model.bidirectional = True  # encoder reads both ways
     config.model.num_encoder_layers = 1
     config.model.attention_dim = 128  # width of the additive (Bahdanau) scorer
@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- optimisation: adamw, linear warmup then cosine decay, global-norm clipping ---
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.learning_rate = 3e-3  # peak, reached after warmup_steps
+    config.optimizer.learning_rate = 1e-2  # peak, reached after warmup_steps
     config.optimizer.warmup_steps = 100
     config.optimizer.end_lr_factor = 0.01  # final learning rate = factor * peak
     config.optimizer.b1 = 0.9
@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.label_smoothing = 0.0
 
     # --- loop ---
-    config.num_train_steps = 3000
+    config.num_train_steps = 3500
     config.log_every = 100  # train loss/accuracy to metrics.jsonl and the progress line
     config.eval_every = 1000  # eval on eval_splits; the test split is evaluated once at the end
     config.eval_splits = ("validation",)

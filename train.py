@@ -8,6 +8,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from flax_s2s import training
+from flax_s2s.config_validation import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocabularies.")
 config_flags.DEFINE_config_file(
@@ -21,7 +22,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax and grain log every save at INFO
-    training.run(flags.FLAGS.config, _WORKDIR.value)
+    try:
+        training.run(flags.FLAGS.config, _WORKDIR.value)
+    except (ConfigError, training.NonFiniteError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -54,4 +54,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.final_eval_split = "test"
     config.checkpoint_every = 1000
     config.max_checkpoints = 3  # newest checkpoints kept
+    # Also keep the best `keep_best` checkpoints by `best_metric` ("split/metric" of the periodic
+    # eval; "max" or "min" is better). With keep_best > 0 every eval step is also saved.
+    config.keep_best = 0
+    config.best_metric = "validation/exact_match"
+    config.best_mode = "max"
+
+    # --- reliability ---
+    # A step with a non-finite loss or gradient norm never updates the parameters. "skip": count
+    # it (train metric `nonfinite_steps`) and go on; "stop": end the run at the next log or
+    # checkpoint step with an error, keeping the last good checkpoint as the newest.
+    config.nonfinite_policy = "skip"
+    config.debug_nonfinite_step = -1  # fault injection for tests: the loss is NaN at this step
     return config

@@ -9,46 +9,116 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any
 
 import grain
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 
 class Checkpointer:
-    """`WORKDIR/checkpoints/<step>/{state, data, config}`; keeps the newest `max_to_keep`."""
+    """`WORKDIR/checkpoints/<step>/{state, data, config}`.
 
-    def __init__(self, directory: str, max_to_keep: int = 3) -> None:
+    Keeps the newest `max_to_keep` checkpoints and, when `keep_best` > 0, also the `keep_best`
+    best by the metric passed to `save(..., metric=...)` (higher is better when `best_mode` is
+    "max").
+    """
+
+    def __init__(
+        self, directory: str, max_to_keep: int = 3, keep_best: int = 0, best_mode: str = "max"
+    ) -> None:
         self.directory = os.path.abspath(directory)
+        keep: list[policies.PreservationPolicy] = [policies.LatestN(n=max_to_keep)]
+        if keep_best > 0:
+            keep.append(
+                policies.BestN(
+                    get_metric_fn=lambda metrics: metrics["metric"],
+                    reverse=best_mode == "min",
+                    n=keep_best,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(
+                create=True, preservation_policy=policies.AnyPreservationPolicy(keep)
+            ),
         )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any, data_iterator: Any, config: dict, force: bool = False) -> bool:
-        """Saves asynchronously-safe copies; returns whether a checkpoint was written."""
+    def save(
+        self,
+        step: int,
+        state: Any,
+        data_iterator: Any,
+        config: dict,
+        force: bool = False,
+        metric: float | None = None,
+    ) -> bool:
+        """Writes checkpoint `step` and waits until it is committed; returns whether it was
+        written (False when `step` is already saved). `metric` ranks it for `keep_best`."""
         args = {
             "state": ocp.args.StandardSave(state),
             "config": ocp.args.JsonSave(config),
         }
         if data_iterator is not None:
             args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-        saved = self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+        metrics = None if metric is None else {"metric": float(metric)}
+        saved = self.manager.save(
+            step, args=ocp.args.Composite(**args), force=force, metrics=metrics
+        )
         self.manager.wait_until_finished()
         return saved
 
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
     def restore(self, state_template: Any, data_iterator: Any = None, step: int | None = None):
-        """Restores `step` (default: latest) into the structure of `state_template`; the data
-        iterator, if given, is moved to the saved position in place. Returns the state."""
-        step = self.latest_step() if step is None else step
-        args = {"state": ocp.args.StandardRestore(state_template)}
-        if data_iterator is not None:
-            args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**args))
-        return restored["state"]
+        """Restores `step` (default: the newest readable one) into the structure of
+        `state_template`; the data iterator, if given, is moved to the saved position in place.
+
+        Without an explicit step, a checkpoint that fails to read (truncated or deleted files)
+        is skipped with a warning naming it, and the next older one is tried.
+        Returns the state.
+        """
+        candidates = [step] if step is not None else self.all_steps()[::-1]
+        errors = []
+        for candidate in candidates:
+            args = {"state": ocp.args.StandardRestore(state_template)}
+            if data_iterator is not None:
+                args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+            try:
+                restored = self.manager.restore(candidate, args=ocp.args.Composite(**args))
+            except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                if step is not None:
+                    raise
+                path = os.path.join(self.directory, str(candidate))
+                warnings.warn(f"checkpoint {path} is unreadable, skipping it: {error!r:.300}",
+                              stacklevel=2)
+                errors.append(candidate)
+                continue
+            self._set_aside(errors)
+            self.restored_step = candidate
+            return restored["state"]
+        raise FileNotFoundError(
+            f"no readable checkpoint in {self.directory} (unreadable steps: {errors})"
+        )
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Moves unreadable step directories to `unreadable-<step>` (kept for inspection), so
+        the resumed run can save those steps again."""
+        for step in steps:
+            source = os.path.join(self.directory, str(step))
+            target, n = os.path.join(self.directory, f"unreadable-{step}"), 1
+            while os.path.exists(target):
+                target, n = os.path.join(self.directory, f"unreadable-{step}.{n}"), n + 1
+            if os.path.exists(source):
+                os.replace(source, target)
+        if steps:
+            self.manager.reload()
 
     def restore_config(self, step: int | None = None) -> dict:
         step = self.latest_step() if step is None else step

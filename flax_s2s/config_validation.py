@@ -12,6 +12,8 @@ from flax_s2s.data.tasks import TASKS
 
 _CHOICES = {
     "too_long": ("drop", "error"),
+    "nonfinite_policy": ("skip", "stop"),
+    "best_mode": ("max", "min"),
     "model.type": ("lstm",),
     "model.cell": ("lstm", "gru"),
 }
@@ -60,5 +62,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.label_smoothing={config.label_smoothing}: must be in [0, 1)")
     if not 0.0 <= config.model.dropout_rate < 1.0:
         raise ConfigError(f"config.model.dropout_rate={config.model.dropout_rate}: must be in [0, 1)")
+    if config.keep_best < 0:
+        raise ConfigError(f"config.keep_best={config.keep_best}: must be >= 0")
+    split, _, metric = config.best_metric.partition("/")
+    if config.keep_best > 0 and (split not in config.eval_splits or not metric):
+        raise ConfigError(
+            f"config.best_metric={config.best_metric!r}: must be 'split/metric' with split in "
+            f"config.eval_splits={list(config.eval_splits)}"
+        )
     if config.optimizer.learning_rate <= 0:
         raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate}: must be > 0")

@@ -21,6 +21,7 @@ from flax_s2s.data import pipeline
 from flax_s2s.data.task_data import load_task_data
 from flax_s2s.logs import MetricsWriter, Progress
 from flax_s2s.models import Seq2Seq, build_model, decoder_inputs
+from flax_s2s.signals import GracefulStop
 
 Array = jax.Array
 
@@ -87,15 +88,37 @@ def make_train_step(model: Seq2Seq, tx: optax.GradientTransformation, config: ml
 
     def train_step(state: TrainState, batch: dict[str, Array]):
         step_rng = jax.random.fold_in(state.rng, state.step)
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        grad_fn = jax.value_and_grad(_with_fault_injection(loss_fn, config, state.step), has_aux=True)
         (loss, aux), grads = grad_fn(state.params, batch, step_rng)
+        grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        step_metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        # A non-finite loss or gradient skips the update (params and optimizer state are kept);
+        # the loop counts these steps and, under nonfinite_policy="stop", ends the run.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, opt_state),
+            (state.params, state.opt_state),
+        )
+        step_metrics = {"loss": loss, "grad_norm": grad_norm, **aux,
+                        "nonfinite_steps": 1 - finite.astype(jnp.int32)}
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, step_metrics
 
     return train_step
+
+
+def _with_fault_injection(loss_fn, config: ml_collections.ConfigDict, step: Array):
+    """Makes the loss NaN at `config.debug_nonfinite_step` (for testing the non-finite guard)."""
+    if config.debug_nonfinite_step < 0:
+        return loss_fn
+
+    def poisoned(*args):
+        loss, aux = loss_fn(*args)
+        return jnp.where(step == config.debug_nonfinite_step, jnp.nan, loss), aux
+
+    return poisoned
 
 
 def make_eval_step(model: Seq2Seq, config: ml_collections.ConfigDict):
@@ -136,58 +159,107 @@ def evaluate(eval_step, variables, examples: pipeline.Examples, batch_size: int)
     }
 
 
-def _mean_metrics(history: list[dict[str, Array]]) -> dict[str, float]:
-    stacked = jax.device_get(history)  # the one host sync per log interval
-    return {k: float(np.mean([h[k] for h in stacked])) for k in stacked[0]}
+class NonFiniteError(RuntimeError):
+    """Training met a non-finite loss or gradient under nonfinite_policy="stop"."""
+
+
+def _summarize(history: list[dict[str, Array]]) -> dict[str, float]:
+    """Means over a log interval; `nonfinite_steps` is a count. One host sync per interval."""
+    stacked = jax.device_get(history)
+    summary = {k: float(np.mean([h[k] for h in stacked])) for k in stacked[0]}
+    summary["nonfinite_steps"] = int(sum(h["nonfinite_steps"] for h in stacked))
+    return summary
+
+
+def _params_finite(params: Any) -> bool:
+    return bool(jax.tree.reduce(lambda ok, x: ok & jnp.isfinite(x).all(), params, jnp.asarray(True)))
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: str):
+    """Data, model, optimizer, and the train state restored from the newest readable checkpoint."""
+    splits = ("train", *config.eval_splits, config.final_eval_split)
+    data = load_task_data(config, workdir, tuple(dict.fromkeys(splits)))
+    model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
+    tx = make_optimizer(config)
+    train_data = pipeline.train_dataset(data.splits["train"], config.batch_size, config.seed)
+    data_iterator = pipeline.train_iterator(train_data)
+    state = create_train_state(model, tx, config.seed, train_data[0])
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), config.max_checkpoints, config.keep_best,
+        config.best_mode,
+    )
+    if checkpointer.all_steps():
+        state = checkpointer.restore(state, data_iterator)
+        print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
+    return data, model, tx, state, data_iterator, checkpointer
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains `config` in `workdir` (resuming from its latest checkpoint), evaluates on the final
-    eval split, and returns {"step", "final": metrics, "wall_time_s"}."""
+    """Trains `config` in `workdir` (resuming from its newest readable checkpoint), evaluates on
+    the final eval split, and returns {"step", "final": metrics, "wall_time_s", "stopped_by"}.
+
+    SIGTERM/SIGINT end the run early after saving a checkpoint (`stopped_by` names the signal,
+    and no final evaluation runs). Non-finite steps skip their update; under
+    nonfinite_policy="stop" the run raises NonFiniteError at the next log or checkpoint step,
+    without saving, so the last good checkpoint stays the newest.
+    """
     start_time = time.time()
     validate_config(config)
     os.makedirs(workdir, exist_ok=True)
-    splits = ("train", *config.eval_splits, config.final_eval_split)
-    data = load_task_data(config, workdir, tuple(dict.fromkeys(splits)))
-    train_examples = data.splits["train"]
-    model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
-    tx = make_optimizer(config)
-
-    train_data = pipeline.train_dataset(train_examples, config.batch_size, config.seed)
-    data_iterator = pipeline.train_iterator(train_data)
-    state = create_train_state(model, tx, config.seed, train_data[0])
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.max_checkpoints)
+    data, model, tx, state, data_iterator, checkpointer = _setup(config, workdir)
     config_dict = json.loads(config.to_json())
-    if checkpointer.latest_step() is not None:
-        state = checkpointer.restore(state, data_iterator)
-        print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
-
     train_step = jax.jit(make_train_step(model, tx, config), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, config))
     writer = MetricsWriter(workdir)
+    best_split, best_name = config.best_metric.split("/")
+
+    def save(step: int, metric: float | None = None) -> None:
+        if not _params_finite(state.params):
+            raise NonFiniteError(f"step {step}: parameters are not finite; not saving them")
+        checkpointer.save(step, state, data_iterator, config_dict, metric=metric)
+
     step = int(state.step)
     progress = Progress(step, config.num_train_steps)
     history: list[dict[str, Array]] = []
-    while step < config.num_train_steps:
-        state, step_metrics = train_step(state, next(data_iterator))
-        step += 1
-        history.append(step_metrics)
-        progress.update(step)
-        if step % config.log_every == 0 or step == config.num_train_steps:
-            logged = _mean_metrics(history)
-            history = []
-            writer.write(step, "train", logged)
-            progress.log(step, logged)
-        if step % config.eval_every == 0 and step < config.num_train_steps:
-            for split in config.eval_splits:
-                result = evaluate(eval_step, state.variables, data.splits[split], config.eval_batch_size)
-                writer.write(step, split, result)
-                progress.write(f"step {step} {split}: " + _format(result))
-        if step % config.checkpoint_every == 0 or step == config.num_train_steps:
-            checkpointer.save(step, state, data_iterator, config_dict)
+    with GracefulStop() as stop:
+        while step < config.num_train_steps and not stop.requested:
+            state, step_metrics = train_step(state, next(data_iterator))
+            step += 1
+            history.append(step_metrics)
+            progress.update(step)
+            last = step == config.num_train_steps
+            is_eval = step % config.eval_every == 0 and not last
+            is_save = (step % config.checkpoint_every == 0 or last or stop.requested
+                       or (is_eval and config.keep_best > 0))
+            if step % config.log_every == 0 or last or is_save:
+                logged = _summarize(history)
+                history = []
+                if logged["nonfinite_steps"] and config.nonfinite_policy == "stop":
+                    raise NonFiniteError(
+                        f"non-finite loss or gradient in {logged['nonfinite_steps']} step(s) up "
+                        f"to step {step}; stopping (nonfinite_policy='stop'). The newest "
+                        f"checkpoint in {checkpointer.directory} is the last good one."
+                    )
+                writer.write(step, "train", logged)
+                progress.log(step, logged)
+            metric = None
+            if is_eval:
+                for split in config.eval_splits:
+                    result = evaluate(eval_step, state.variables, data.splits[split],
+                                      config.eval_batch_size)
+                    writer.write(step, split, result)
+                    progress.write(f"step {step} {split}: " + _format(result))
+                    metric = result.get(best_name) if split == best_split else metric
+            if is_save:
+                save(step, metric)
     progress.close()
-    checkpointer.save(step, state, data_iterator, config_dict)  # no-op when already saved
+    save(step)  # a no-op when this step is saved already
     checkpointer.close()
+    if stop.requested:
+        print(f"stopped by {stop.signal_name} at step {step}; checkpoint saved in "
+              f"{checkpointer.directory}/{step}", flush=True)
+        return {"step": step, "final": {}, "wall_time_s": time.time() - start_time,
+                "stopped_by": stop.signal_name}
 
     final = {}
     for split in dict.fromkeys((*config.eval_splits, config.final_eval_split)):
@@ -197,7 +269,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     for split, result in final.items():
         print(f"final {split} (step {step}): {_format(result)}", flush=True)
     print(f"wall time: {wall_time:.1f}s", flush=True)
-    return {"step": step, "final": final, "wall_time_s": wall_time}
+    return {"step": step, "final": final, "wall_time_s": wall_time, "stopped_by": None}
 
 
 def _format(result: dict[str, float]) -> str:
@@ -205,6 +277,6 @@ def _format(result: dict[str, float]) -> str:
 
 
 __all__ = [
-    "TrainState", "create_train_state", "evaluate", "make_eval_step", "make_optimizer",
+    "NonFiniteError", "TrainState", "create_train_state", "evaluate", "make_eval_step", "make_optimizer",
     "make_train_step", "run",
 ]

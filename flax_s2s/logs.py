@@ -1,4 +1,5 @@
-"""Where metrics go: `WORKDIR/metrics.jsonl` (one JSON object per line) and a progress line."""
+"""Where metrics go: `WORKDIR/metrics.jsonl` (one JSON object per line), TensorBoard event files
+in `WORKDIR/tensorboard/` (tensorboardX: no TensorFlow needed), and a progress line."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import tqdm
+from tensorboardX import SummaryWriter
 
 
 def _plain(value: Any) -> Any:
@@ -20,18 +22,29 @@ def _plain(value: Any) -> Any:
 
 
 class MetricsWriter:
-    """Appends `{"step": ..., "split": ..., **metrics}` lines to `WORKDIR/metrics.jsonl`."""
+    """Appends `{"step": ..., "split": ..., **metrics}` lines to `WORKDIR/metrics.jsonl` and
+    writes each scalar to TensorBoard as `<split>/<name>` (lists, e.g. accuracy by position, go to
+    the JSON lines only). `enabled=False` (processes other than 0) writes nothing."""
 
     def __init__(self, workdir: str, enabled: bool = True) -> None:
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.enabled = enabled
+        self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard")) if enabled else None
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
         record = {"step": int(step), "split": split, **{k: _plain(v) for k, v in metrics.items()}}
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            for name, value in record.items():
+                if name not in ("step", "split") and isinstance(value, int | float):
+                    self.tensorboard.add_scalar(f"{split}/{name}", value, int(step))
+            self.tensorboard.flush()
         return record
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 class Progress:

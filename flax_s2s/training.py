@@ -256,6 +256,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     save(step)  # a no-op when this step is saved already
     checkpointer.close()
     if stop.requested:
+        writer.close()
         print(f"stopped by {stop.signal_name} at step {step}; checkpoint saved in "
               f"{checkpointer.directory}/{step}", flush=True)
         return {"step": step, "final": {}, "wall_time_s": time.time() - start_time,
@@ -265,6 +266,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     for split in dict.fromkeys((*config.eval_splits, config.final_eval_split)):
         final[split] = evaluate(eval_step, state.variables, data.splits[split], config.eval_batch_size)
         writer.write(step, split, final[split])
+    writer.close()
     wall_time = time.time() - start_time
     for split, result in final.items():
         print(f"final {split} (step {step}): {_format(result)}", flush=True)

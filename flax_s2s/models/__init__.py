@@ -107,6 +107,36 @@ class Seq2Seq:
         return logits.transpose(1, 0, 2)
 
 
+def attention_weights(
+    model: Seq2Seq, variables: Variables, src_tokens: Array, tgt_inputs: Array
+) -> list[Array]:
+    """Decoder-to-source attention under teacher forcing, for plots: one [batch, tgt, src] array
+    per attention layer (heads averaged), rows summing to 1 over non-pad source positions.
+
+    Modules sow their attention as intermediates named "attention_weights": per step
+    ([batch, src] or [batch, heads, src]) from `step`, collected here across a scan.
+    """
+    encoded = model.encode(variables, src_tokens)
+    cache = model.init_cache(variables, encoded, tgt_inputs.shape[1])
+    module = model.module
+
+    def body(cache, inputs):
+        position, prev_tokens = inputs
+        (_, cache), state = module.apply(
+            variables, encoded, cache, prev_tokens, False,
+            method=type(module).step, mutable=["intermediates"],
+        )
+        sown = jax.tree.leaves(
+            state["intermediates"], is_leaf=lambda x: isinstance(x, tuple)
+        )  # tuples of sown values, one tuple per sowing layer, in module order
+        per_layer = [jnp.asarray(values[-1]) for values in sown]
+        return cache, [w.mean(1) if w.ndim == 3 else w for w in per_layer]
+
+    positions = jnp.arange(tgt_inputs.shape[1])
+    _, weights = jax.lax.scan(body, cache, (positions, tgt_inputs.T))
+    return [w.transpose(1, 0, 2) for w in weights]
+
+
 def build_model(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
     """The model named by `config.model.type`, wrapped in the step-function seam."""
     model_config = config.model

@@ -1,0 +1,222 @@
+"""Pictures of a run: `python -m flax_s2s.report --workdir DIR` writes PNGs and `DIR/report/report.md`.
+
+- curves.png: train loss, eval loss (teacher forced) and eval accuracy (teacher forced vs free
+  running) against steps;
+- schedule.png: the teacher-forcing probability p(step) the run trained with;
+- by_position.png: accuracy by target position, teacher forced vs free running, at the last eval
+  (the exposure-bias picture: free-running errors compound along the output);
+- attention.png: decoder-to-source attention for a few validation examples, source tokens on one
+  axis and predicted tokens on the other.
+
+`python -m flax_s2s.report --compare DIR1 DIR2 ... --out DIR` overlays runs on the same axes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+Records = list[dict]
+
+
+def load_records(workdir: str) -> Records:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: is {workdir} a flax_s2s workdir?")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _series(records: Records, split: str, key: str) -> tuple[list[int], list[float]]:
+    points = [(r["step"], r[key]) for r in records if r["split"] == split and key in r]
+    # A resumed run may log a step twice; keep the last value of each step.
+    merged = dict(points)
+    return list(merged), list(merged.values())
+
+
+def _eval_splits(records: Records) -> list[str]:
+    return list(dict.fromkeys(r["split"] for r in records if r["split"] != "train"))
+
+
+def plot_curves(runs: dict[str, Records], path: str) -> str:
+    fig, (loss_ax, eval_ax, acc_ax) = plt.subplots(1, 3, figsize=(15, 4))
+    for name, records in runs.items():
+        prefix = f"{name}: " if len(runs) > 1 else ""
+        loss_ax.plot(*_series(records, "train", "loss"), label=f"{prefix}train")
+        for split in _eval_splits(records):
+            eval_ax.plot(*_series(records, split, "loss"), marker="o", label=f"{prefix}{split}")
+            acc_ax.plot(*_series(records, split, "token_accuracy"), marker="o",
+                        label=f"{prefix}{split} teacher-forced token acc")
+            acc_ax.plot(*_series(records, split, "exact_match"), marker="s", linestyle="--",
+                        label=f"{prefix}{split} free-running exact match")
+    for ax, title in ((loss_ax, "train loss"), (eval_ax, "eval loss (teacher forced)"),
+                      (acc_ax, "eval accuracy")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    loss_ax.set_yscale("log")
+    return _save(fig, path)
+
+
+def plot_schedule(runs: dict[str, Records], path: str) -> str:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, records in runs.items():
+        steps, probs = _series(records, "train", "teacher_forcing_prob")
+        if not steps:  # runs without scheduled sampling are fully teacher forced
+            steps = _series(records, "train", "loss")[0]
+            probs = [1.0] * len(steps)
+        ax.plot(steps, probs, label=name)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("step")
+    ax.set_ylabel("p(feed the gold token)")
+    ax.set_title("teacher-forcing schedule")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_by_position(runs: dict[str, Records], path: str) -> str | None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for name, records in runs.items():
+        evals = [r for r in records if "fr_accuracy_by_position" in r]
+        if not evals:
+            continue
+        last = evals[-1]
+        prefix = f"{name} " if len(runs) > 1 else ""
+        positions = np.arange(len(last["fr_accuracy_by_position"]))
+        ax.plot(positions, last["tf_accuracy_by_position"], marker="o",
+                label=f"{prefix}teacher forced ({last['split']}, step {last['step']})")
+        ax.plot(positions, last["fr_accuracy_by_position"], marker="s", linestyle="--",
+                label=f"{prefix}free running")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("target position")
+    ax.set_ylabel("token accuracy")
+    ax.set_title("exposure bias: accuracy by position")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_attention(workdir: str, path: str, num_examples: int = 4, layer: int = -1) -> str:
+    """Heatmaps of attention for the first `num_examples` validation examples, decoded greedily
+    by the latest checkpoint; `layer` picks the attention layer (Transformer cross-attention is
+    averaged over heads)."""
+    sources, predictions, weights = attention_examples(workdir, num_examples, layer)
+    fig, axes = plt.subplots(1, len(sources), figsize=(4 * len(sources), 4), squeeze=False)
+    for ax, src, pred, w in zip(axes[0], sources, predictions, weights, strict=True):
+        ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(src)), src)
+        ax.set_yticks(range(len(pred)), pred)
+        ax.set_xlabel("source")
+        ax.set_ylabel("prediction")
+    fig.suptitle(f"decoder-to-source attention (layer {layer})")
+    return _save(fig, path)
+
+
+def attention_examples(workdir: str, num_examples: int, layer: int = -1):
+    """(source symbols, predicted symbols incl. EOS, weights [pred, src]) per example."""
+    from flax_s2s import decoding
+    from flax_s2s.checkpoint import Checkpointer
+    from flax_s2s.data.task_data import load_task_data
+    from flax_s2s.data.vocab import PAD, SPECIALS
+    from flax_s2s.models import attention_weights, build_model, decoder_inputs
+
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    config = ml_collections.ConfigDict(checkpointer.restore_config())
+    variables = checkpointer.restore_variables()
+    split = config.eval_splits[0] if config.eval_splits else config.final_eval_split
+    data = load_task_data(config, workdir, (split,))
+    model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
+    src_tokens = data.splits[split].src[:num_examples]
+    predicted, lengths, _ = decoding.greedy(model, variables, src_tokens, max_len=config.max_tgt_len)
+    weights = np.asarray(attention_weights(model, variables, src_tokens, decoder_inputs(predicted))[layer])
+    out = []
+    for row, src in enumerate(np.asarray(src_tokens)):
+        src_len, pred_len = int((src != PAD).sum()), max(int(lengths[row]), 1)
+        out.append((
+            [data.src_vocab.symbols[t] for t in src[:src_len]],
+            [data.tgt_vocab.symbols[t] if t >= len(SPECIALS) else SPECIALS[t]
+             for t in np.asarray(predicted[row, :pred_len])],
+            weights[row, :pred_len, :src_len],
+        ))
+    return tuple(zip(*out, strict=True))
+
+
+def _save(fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _final_table(runs: dict[str, Records]) -> list[str]:
+    keys = ("loss", "token_accuracy", "fr_token_accuracy", "exact_match")
+    lines = ["| run | split | step | " + " | ".join(keys) + " |",
+             "|---|---|---|" + "---|" * len(keys)]
+    for name, records in runs.items():
+        for split in _eval_splits(records):
+            last = [r for r in records if r["split"] == split][-1]
+            values = " | ".join(f"{last[k]:.4f}" if k in last else "" for k in keys)
+            lines.append(f"| {name} | {split} | {last['step']} | {values} |")
+    return lines
+
+
+def write_report(workdirs: Sequence[str], out_dir: str, attention: bool = True,
+                 layer: int = -1) -> str:
+    """Writes the PNGs and report.md into `out_dir`; returns the report's path."""
+    os.makedirs(out_dir, exist_ok=True)
+    runs = {os.path.basename(os.path.normpath(w)): load_records(w) for w in workdirs}
+    figures = {
+        "Curves": plot_curves(runs, os.path.join(out_dir, "curves.png")),
+        "Teacher-forcing schedule": plot_schedule(runs, os.path.join(out_dir, "schedule.png")),
+        "Accuracy by target position": plot_by_position(
+            runs, os.path.join(out_dir, "by_position.png")),
+    }
+    if attention and len(workdirs) == 1:
+        figures["Attention"] = plot_attention(workdirs[0], os.path.join(out_dir, "attention.png"),
+                                              layer=layer)
+    lines = [f"# Report: {', '.join(runs)}", "", "## Final metrics", "", *_final_table(runs), ""]
+    for title, figure in figures.items():
+        if figure is None:
+            lines += [f"## {title}", "", "(not recorded by this run)", ""]
+        else:
+            lines += [f"## {title}", "", f"![{title}]({os.path.basename(figure)})", ""]
+    report = os.path.join(out_dir, "report.md")
+    with open(report, "w") as f:
+        f.write("\n".join(lines))
+    return report
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir; the report goes to WORKDIR/report.")
+_COMPARE = flags.DEFINE_list("compare", None, "Workdirs to overlay (needs --out).")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/report).")
+_LAYER = flags.DEFINE_integer("layer", -1, "Attention layer to draw (Transformer).")
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    if bool(_WORKDIR.value) == bool(_COMPARE.value):
+        raise app.UsageError("give exactly one of --workdir or --compare")
+    if _COMPARE.value:
+        if not _OUT.value:
+            raise app.UsageError("--compare needs --out")
+        report = write_report(_COMPARE.value, _OUT.value, attention=False)
+    else:
+        out = _OUT.value or os.path.join(_WORKDIR.value, "report")
+        report = write_report([_WORKDIR.value], out, layer=_LAYER.value)
+    print(f"wrote {report}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,83 @@
+"""The run report, TensorBoard scalars, and attention weights for heatmaps."""
+
+import glob
+import os
+import shutil
+import struct
+
+import jax
+import matplotlib.image
+import numpy as np
+import pytest
+from conftest import tiny_config
+from tensorboardX.proto import event_pb2
+
+from flax_s2s import report, training
+from flax_s2s.models import attention_weights, build_model, decoder_inputs
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, addition_data_dir):
+    workdir = tmp_path_factory.mktemp("runs") / "tiny"
+    training.run(tiny_config(data_dir=addition_data_dir), str(workdir))
+    return str(workdir)
+
+
+def _read_scalar_tags(event_dir):
+    """Tags in TensorBoard event files, read with the event protobuf (TFRecord framing)."""
+    tags = set()
+    for path in glob.glob(os.path.join(event_dir, "events.out.tfevents.*")):
+        data, offset = open(path, "rb").read(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            tags.update(value.tag for value in event.summary.value)
+            offset += 12 + length + 4
+    return tags
+
+
+def test_tensorboard_holds_the_scalars(workdir):
+    tags = _read_scalar_tags(os.path.join(workdir, "tensorboard"))
+    assert {"train/loss", "train/token_accuracy", "validation/loss", "validation/exact_match",
+            "test/exact_match", "test/fr_token_accuracy"} <= tags
+
+
+EXPECTED_PIXELS = {"curves.png": (400, 1500), "schedule.png": (400, 600),
+                   "attention.png": (400, 1600)}
+
+
+def test_report_writes_non_blank_pngs_of_the_expected_size_and_links_them(workdir, tmp_path):
+    path = report.write_report([workdir], str(tmp_path))
+    text = open(path).read()
+    for name, (height, width) in EXPECTED_PIXELS.items():
+        image = matplotlib.image.imread(tmp_path / name)
+        assert image.shape[:2] == (height, width), name
+        assert image[..., :3].var() > 0, f"{name} is blank"
+        assert f"]({name})" in text
+    assert "| tiny | test | 20 |" in text
+
+
+def test_compare_overlays_runs(workdir, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(workdir, other)
+    path = report.write_report([workdir, str(other)], str(tmp_path / "cmp"), attention=False)
+    text = open(path).read()
+    assert "| tiny | test |" in text and "| other | test |" in text
+    assert matplotlib.image.imread(tmp_path / "cmp" / "curves.png").var() > 0
+
+
+def test_attention_weights_sum_to_one_over_source_and_ignore_padding():
+    config = tiny_config()
+    model = build_model(config, 12, 12)
+    src = np.array([[4, 5, 6, 7, 0, 0], [8, 9, 0, 0, 0, 0]], np.int32)
+    tgt = np.array([[4, 5, 2, 0], [6, 7, 8, 2]], np.int32)
+    variables = model.init(jax.random.PRNGKey(0), src, tgt)
+    (weights,) = attention_weights(model, variables, src, decoder_inputs(tgt))
+    weights = np.asarray(weights)
+    assert weights.shape == (2, 4, 6)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(weights[0, :, 4:] == 0) and np.all(weights[1, :, 2:] == 0)
+    # Extra padding columns change nothing.
+    wider = np.pad(src, ((0, 0), (0, 3)))
+    (padded,) = attention_weights(model, variables, wider, decoder_inputs(tgt))
+    np.testing.assert_allclose(np.asarray(padded)[..., :6], weights, atol=1e-6)

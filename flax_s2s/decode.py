@@ -186,8 +186,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if not os.path.isdir(args.workdir):
             raise DecodeError(f"--workdir {args.workdir!r} does not exist")
-        lines = _read_lines(args.input)
+        # A file is read first, to fail fast; stdin only once the model is known to load.
+        lines = None if args.input is None else _read_lines(args.input)
         trained = load_trained_model(args.workdir)
+        lines = _read_lines(None) if lines is None else lines
         outputs = decode_lines(trained, lines, args.beam, args.alpha, args.batch_size)
     except DecodeError as error:
         raise SystemExit(f"decode: {error}") from None

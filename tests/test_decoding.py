@@ -157,14 +157,15 @@ def _all_hypotheses(vocab, max_len):
     yield from itertools.product(words, repeat=max_len)
 
 
-def _reference_beam_search(table, vocab, beam_size, max_len, alpha):
+def _reference_beam_search(next_log_probs, vocab, beam_size, max_len, alpha):
     """Plain beam search, run to max_len without early stopping: each step keeps the beam_size
     best candidates; those ending in EOS (or all, at max_len) finish, and the beam_size best
-    not ending in EOS stay live. Returns [(hypothesis, score)], best first."""
+    not ending in EOS stay live. `next_log_probs(prefix)` gives log-probs [vocab].
+    Returns [(hypothesis, score)], best first."""
     live, finished = [((), 0.0)], []
     for position in range(max_len):
         candidates = sorted(
-            ((prefix + (token,), log_prob + table[prefix][token])
+            ((prefix + (token,), log_prob + next_log_probs(prefix)[token])
              for prefix, log_prob in live for token in _emittable(vocab)),
             key=lambda c: -c[1],
         )
@@ -206,7 +207,7 @@ def test_beam_search_equals_reference_beam_search(seam_model, prefix_tables, bea
         model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha
     ))
     for b, table in enumerate(prefix_tables):
-        expected = _reference_beam_search(table, TGT_VOCAB, beam_size, SEARCH_LEN, alpha)
+        expected = _reference_beam_search(table.get, TGT_VOCAB, beam_size, SEARCH_LEN, alpha)
         np.testing.assert_allclose(scores[b], [s for _, s in expected], rtol=1e-5, atol=1e-5)
         for k in range(beam_size):  # robust to ties: each returned hypothesis has its own score
             hypothesis = _hypothesis(tokens[b, k], lengths[b, k])
@@ -273,17 +274,27 @@ class MarkovDecoder:
         return variables["table"][position, prev_tokens], cache
 
 
-def _markov_table():
-    """Two likely outputs: "A EOS" (p = .5 * .9) and "B B B EOS" (p = .45 * .95 ** 3)."""
-    table = np.full((4, 5, 5), 1e-6)
-    table[:, :, [PAD, BOS]] = 0.0  # never emitted
-    table[0, BOS, [A, B, EOS]] = 0.5, 0.45, 0.05
-    table[1, A, EOS] = 0.9
-    table[1:, B, B] = 0.95
-    table[3, B, [B, EOS]] = 0.025, 0.95
-    table /= table.sum(-1, keepdims=True)
+def _log_table(rows):
+    """{(position, prev): {token: p}} -> log-prob table [4, 5, 5]; unlisted rows uniform over
+    EOS, A, B; PAD and BOS never emitted."""
+    table = np.zeros((4, 5, 5))
+    table[:, :, [EOS, A, B]] = 1 / 3
+    for (position, prev), probs in rows.items():
+        table[position, prev] = 0.0
+        table[position, prev, list(probs)] = list(probs.values())
     with np.errstate(divide="ignore"):
         return np.log(table).astype(np.float32)
+
+
+def _markov_table():
+    """Two likely outputs: "A EOS" (p = .5 * .9) and "B B B EOS" (p = .45 * .95 ** 3)."""
+    return _log_table({
+        (0, BOS): {A: 0.5, B: 0.45, EOS: 0.05},
+        (1, A): {EOS: 0.9, A: 0.05, B: 0.05},
+        (1, B): {B: 0.95, A: 0.025, EOS: 0.025},
+        (2, B): {B: 0.95, A: 0.025, EOS: 0.025},
+        (3, B): {EOS: 0.95, A: 0.025, B: 0.025},
+    })
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
@@ -502,3 +513,28 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     assert "line 3: empty" in result.stderr
     assert "line 4: 1 symbol(s) outside the source vocabulary read as <unk>: 'x'" in result.stderr
     assert "line 5: 11 source symbols exceed the model's max_src_len=8" in result.stderr
+
+
+def test_early_stop_keeps_searching_while_the_penalty_can_still_lift_a_live_prefix():
+    """"EOS" alone (p = .4) finishes first; "A A A EOS" (p = .35 * .97 ** 3) scores higher once
+    the length penalty (alpha = 1) divides it by 1.5. A stop rule that ignored the penalty
+    still to come would return "EOS"."""
+    table = _log_table({
+        (0, BOS): {EOS: 0.4, A: 0.35, B: 0.25},
+        (1, A): {A: 0.97, EOS: 0.015, B: 0.015},
+        (2, A): {A: 0.97, EOS: 0.015, B: 0.015},
+        (3, A): {EOS: 0.97, A: 0.015, B: 0.015},
+    })
+
+    def next_log_probs(prefix):
+        return table[len(prefix), (BOS, *prefix)[-1]]
+
+    src = np.ones((1, 2), np.int32)
+    for alpha, best in ((0.0, (EOS,)), (1.0, (A, A, A, EOS))):
+        expected = _reference_beam_search(next_log_probs, 5, 1, 4, alpha)
+        assert expected[0][0] == best
+        tokens, lengths, scores = jax.device_get(decoding.beam_search(
+            MarkovDecoder(), {"table": table}, src, beam_size=1, max_len=4, alpha=alpha
+        ))
+        assert _hypothesis(tokens[0, 0], lengths[0, 0]) == best
+        np.testing.assert_allclose(scores[0, 0], expected[0][1], rtol=1e-6)

@@ -52,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every = 1000  # eval on eval_splits; the test split is evaluated once at the end
     config.eval_splits = ("validation",)
     config.final_eval_split = "test"
+    # Free-running eval metrics decode greedily (0) or with beam search of this width, ranking
+    # hypotheses by log p / ((5 + length) / 6) ** eval_length_alpha (GNMT length penalty).
+    config.eval_beam_size = 0
+    config.eval_length_alpha = 0.6
     config.checkpoint_every = 1000
     config.max_checkpoints = 3  # newest checkpoints kept
     # Also keep the best `keep_best` checkpoints by `best_metric` ("split/metric" of the periodic

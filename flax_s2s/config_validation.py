@@ -58,6 +58,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("max_src_len", "max_tgt_len"):
         if config[key] < 2:
             raise ConfigError(f"config.{key}={config[key]}: must be >= 2")
+    if config.eval_beam_size < 0:
+        raise ConfigError(
+            f"config.eval_beam_size={config.eval_beam_size}: must be >= 0 (0: greedy decoding)"
+        )
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ConfigError(f"config.label_smoothing={config.label_smoothing}: must be in [0, 1)")
     if not 0.0 <= config.model.dropout_rate < 1.0:

@@ -1,33 +1,117 @@
 """Jit-compiled decoding over the decoder step-function seam (see `flax_s2s.models`).
 
-Every function returns `(tokens [batch, max_len], lengths [batch], scores [batch])`: tokens after
-EOS are PAD, a length counts the tokens up to and including EOS, a score is the sum of the chosen
-tokens' log-probabilities. PAD and BOS are never emitted: their logits are masked before the
-softmax, so the probabilities are renormalised over the tokens a decoder may produce. Each function
-is compiled once per (model, batch, max_len) and reused.
+Three searches share one set of conventions, so their outputs compare directly:
+- `greedy` and `sample` return `(tokens [batch, max_len], lengths [batch], scores [batch])`;
+  `beam_search` returns the same with a beam axis after batch, hypotheses best first.
+- Tokens after EOS are PAD; a length counts the tokens up to and including EOS. A sequence that
+  reaches `max_len` without EOS ends there (truncated) and its length is `max_len`.
+- PAD and BOS are never emitted: their logits are masked before the softmax, so probabilities are
+  renormalised over the tokens a decoder may produce (`output_log_probs`).
+- A greedy or sampled score is the sum of the emitted tokens' log-probabilities under the model
+  (before any temperature or truncation); a beam-search score is that sum divided by the GNMT
+  length penalty ((5 + length) / 6) ** alpha, which is the same number when alpha = 0.
+
+Each function is compiled once per (model, batch, src_len, max_len[, beam_size]) and reused:
+temperature, top_k, top_p and alpha are traced values, so changing them does not recompile, and
+neither does passing an argument by keyword instead of by position (see `_compiled_once`).
+
+The functions never look inside a model. Beam search relies on one property of the seam: every
+leaf of `encoded` and of the decoder cache has the batch as its leading axis (true of an RNN's
+(h, c) and of a Transformer's per-layer key/value cache), so tiling and reordering beams are one
+`jax.tree.map` each.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flax_s2s.data.vocab import BOS, EOS, PAD
 from flax_s2s.models import Seq2Seq
 
 Array = jax.Array
+Decoded = tuple[Array, Array, Array]  # tokens, lengths, scores
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_len"))
-def greedy(model: Seq2Seq, variables: Any, src_tokens: Array, max_len: int):
-    """Argmax decoding, a `lax.while_loop` that stops once every sequence has emitted EOS.
+def output_log_probs(logits: Array) -> Array:
+    """log_softmax over the tokens a decoder may emit (PAD and BOS masked). [..., vocab]."""
+    never = jnp.zeros(logits.shape[-1], bool).at[jnp.array([PAD, BOS])].set(True)
+    return jax.nn.log_softmax(jnp.where(never, -jnp.inf, logits.astype(jnp.float32)))
 
-    Args:
-      src_tokens: [batch, src_len] int32, PAD-padded.
-      max_len: the most tokens to emit per sequence (static), EOS included.
+
+def sequence_lengths(tokens: Array) -> Array:
+    """Tokens up to and including the first EOS (all non-PAD tokens when no EOS). [...]."""
+    return (tokens != PAD).sum(-1).astype(jnp.int32)
+
+
+def length_penalty(lengths: Array | int, alpha: Array | float) -> Array:
+    """GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al. 2016); a beam-search score is
+    log p(sequence) / length_penalty(length, alpha)."""
+    return ((5.0 + jnp.asarray(lengths, jnp.float32)) / 6.0) ** alpha
+
+
+def _compiled_once(*static_argnames: str) -> Callable[[Callable], Callable]:
+    """`jax.jit` with `static_argnames`, called with every argument positional, defaults filled
+    in and numbers as 32-bit arrays.
+
+    jax.jit keys its cache on how a call passes its arguments: `f(x, 6)`, `f(x, n=6)` and a
+    default left out are separate entries, each compiled anew, as are 0.5 and np.float32(0.5).
+    Normalising the call first gives one compilation per shape, however callers spell it.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+        static_argnums = tuple(
+            i for i, name in enumerate(signature.parameters) if name in static_argnames
+        )
+        jitted = jax.jit(fn, static_argnums=static_argnums)
+
+        defaults = [p.default for p in signature.parameters.values()]
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return jitted(*(
+                value if i in static_argnums else _as_array(value, defaults[i])
+                for i, value in enumerate(bound.args)
+            ))
+
+        call.jitted = jitted  # for .lower(), cache inspection
+        return call
+
+    return decorate
+
+
+def _as_array(value: Any, default: Any) -> Any:
+    """A Python or NumPy number as an int32 / float32 array, typed like the parameter's default
+    (so alpha=1 and alpha=0.6 share a compilation); anything else unchanged."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        return value
+    is_integer = isinstance(default if default is not inspect.Parameter.empty else value,
+                            (int, np.integer))
+    return jnp.asarray(value, jnp.int32 if is_integer else jnp.float32)
+
+
+# --- greedy and sampling: one token per row and step ---
+
+
+def _decode_one_per_step(
+    model: Seq2Seq,
+    variables: Any,
+    src_tokens: Array,
+    max_len: int,
+    choose: Callable[[Array, Array], Array],
+) -> Decoded:
+    """A `lax.while_loop` that stops once every row has emitted EOS or `max_len` tokens.
+
+    `choose(log_probs [batch, vocab], position)` picks the next tokens [batch].
     """
     batch = src_tokens.shape[0]
     encoded = model.encode(variables, src_tokens)
@@ -49,7 +133,7 @@ def greedy(model: Seq2Seq, variables: Any, src_tokens: Array, max_len: int):
         position, tokens, prev_tokens, finished, scores, cache = state
         logits, cache = model.step(variables, encoded, cache, prev_tokens, position)
         log_probs = output_log_probs(logits)
-        next_tokens = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+        next_tokens = choose(log_probs, position).astype(jnp.int32)
         chosen = jnp.take_along_axis(log_probs, next_tokens[:, None], axis=-1)[:, 0]
         next_tokens = jnp.where(finished, PAD, next_tokens)
         scores = scores + jnp.where(finished, 0.0, chosen)
@@ -61,12 +145,223 @@ def greedy(model: Seq2Seq, variables: Any, src_tokens: Array, max_len: int):
     return tokens, sequence_lengths(tokens), scores
 
 
-def output_log_probs(logits: Array) -> Array:
-    """log_softmax over the tokens a decoder may emit (PAD and BOS masked). [..., vocab]."""
-    never = jnp.zeros(logits.shape[-1], bool).at[jnp.array([PAD, BOS])].set(True)
-    return jax.nn.log_softmax(jnp.where(never, -jnp.inf, logits.astype(jnp.float32)))
+@_compiled_once("model", "max_len")
+def greedy(model: Seq2Seq, variables: Any, src_tokens: Array, max_len: int) -> Decoded:
+    """Argmax decoding.
+
+    Args:
+      model: the seam adapter (static: hashable).
+      variables: the model's variable dict ({"params": ...}).
+      src_tokens: [batch, src_len] int32, PAD-padded.
+      max_len: the most tokens to emit per sequence (static), EOS included.
+
+    Returns:
+      tokens [batch, max_len], lengths [batch], scores [batch] (sum of log-probabilities).
+    """
+    return _decode_one_per_step(
+        model, variables, src_tokens, max_len, lambda log_probs, _: jnp.argmax(log_probs, -1)
+    )
 
 
-def sequence_lengths(tokens: Array) -> Array:
-    """Tokens up to and including the first EOS (all non-PAD tokens when no EOS). [batch]."""
-    return (tokens != PAD).sum(-1).astype(jnp.int32)
+def sampling_logits(log_probs: Array, temperature: Array | float, top_k: Array | int,
+                    top_p: Array | float) -> Array:
+    """The logits `sample` draws from: log_probs / temperature, then all but the `top_k` most
+    likely tokens masked (0: keep all), then top-p (nucleus) truncation: keep the fewest most
+    likely tokens whose probability (after temperature and top-k) adds up to >= top_p. Tokens
+    tied with the last kept one are kept too. [batch, vocab] -> [batch, vocab], -inf = dropped.
+
+    Temperature must be > 0 here; `sample` treats temperature 0 as argmax.
+    """
+    logits = log_probs / temperature
+    ranked = -jnp.sort(-logits, axis=-1)  # descending
+    vocab = logits.shape[-1]
+    # top_k is traced (no recompile per value), so the cut-off is read from the sorted logits
+    # rather than taken with lax.top_k, whose k must be static.
+    kth = jnp.take_along_axis(ranked, jnp.clip(top_k - 1, 0, vocab - 1)[None, None], -1)
+    logits = jnp.where((top_k > 0) & (logits < kth), -jnp.inf, logits)
+    ranked = jnp.where((top_k > 0) & (ranked < kth), -jnp.inf, ranked)
+    probs = jax.nn.softmax(ranked, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs  # probability of the more likely tokens
+    smallest_kept = jnp.where(mass_before < top_p, ranked, jnp.inf).min(-1, keepdims=True)
+    return jnp.where(logits < smallest_kept, -jnp.inf, logits)
+
+
+@_compiled_once("model", "max_len")
+def sample(
+    model: Seq2Seq,
+    variables: Any,
+    src_tokens: Array,
+    max_len: int,
+    rng: Array,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> Decoded:
+    """Ancestral sampling with temperature, top-k and top-p (nucleus) truncation.
+
+    Args:
+      src_tokens: [batch, src_len] int32; max_len: static, as in `greedy`.
+      rng: a PRNG key; step t draws with fold_in(rng, t), so a fixed key gives fixed outputs for
+        a fixed batch (the draws of a row depend on the batch shape, not on the other rows).
+      temperature: > 0 divides the log-probabilities; 0 means argmax (greedy).
+      top_k: keep the k most likely tokens (0: all). top_p: nucleus mass in (0, 1] (1: all).
+        See `sampling_logits`; top-k applies before top-p.
+
+    Returns:
+      tokens [batch, max_len], lengths [batch], and scores [batch]: the sum of the emitted
+      tokens' log-probabilities under the model, before temperature and truncation.
+    """
+
+    def choose(log_probs, position):
+        safe_temperature = jnp.where(temperature > 0, temperature, 1.0)
+        logits = sampling_logits(log_probs, safe_temperature, top_k, top_p)
+        drawn = jax.random.categorical(jax.random.fold_in(rng, position), logits, axis=-1)
+        return jnp.where(temperature > 0, drawn, jnp.argmax(log_probs, -1))
+
+    return _decode_one_per_step(model, variables, src_tokens, max_len, choose)
+
+
+# --- beam search ---
+
+
+class _Beams(NamedTuple):
+    """Beam-search loop state; -inf marks an empty slot (a beam or hypothesis not yet found)."""
+
+    position: Array  # scalar: tokens emitted so far
+    live_tokens: Array  # [batch, beam, max_len] prefixes still growing (no EOS)
+    live_log_probs: Array  # [batch, beam] log p(prefix)
+    finished_tokens: Array  # [batch, beam, max_len] ended by EOS or by max_len, best first
+    finished_scores: Array  # [batch, beam] log p / length_penalty
+    cache: Any  # decoder cache of the live beams, leaves [batch * beam, ...]
+
+
+def _gather_beams(x: Array, beam_indices: Array) -> Array:
+    """x [batch, beams, ...], beam_indices [batch, n] -> [batch, n, ...]."""
+    return x[jnp.arange(x.shape[0])[:, None], beam_indices]
+
+
+def _best(scores: Array, tokens: Array, n: int) -> tuple[Array, Array]:
+    """The n best of scores [batch, m] with their tokens [batch, m, max_len], best first.
+    On ties lax.top_k prefers the lower index, so hypotheses found earlier stay."""
+    best_scores, indices = jax.lax.top_k(scores, n)
+    return best_scores, _gather_beams(tokens, indices)
+
+
+@_compiled_once("model", "beam_size", "max_len")
+def beam_search(
+    model: Seq2Seq,
+    variables: Any,
+    src_tokens: Array,
+    beam_size: int,
+    max_len: int,
+    alpha: float = 0.6,
+) -> Decoded:
+    """Beam search with the GNMT length penalty, all inputs of a batch at once.
+
+    Each step extends the `beam_size` live prefixes of every input by every token and ranks the
+    candidates by log-probability. Candidates ending in EOS that rank among the `beam_size` best
+    leave the beam for the finished set (so beam_size 1 with alpha 0 is exactly greedy); the best
+    `beam_size` candidates not ending in EOS stay live. At `max_len` the best candidates finish
+    truncated. Finished hypotheses are ranked by log p / length_penalty(length, alpha) and the
+    best `beam_size` kept.
+
+    The loop stops early when, for every input, `beam_size` hypotheses are finished and none can
+    be beaten. This rule is exact, not a heuristic: log-probabilities only fall as a prefix grows,
+    so no extension of a live prefix scores above best_live_log_prob / max length_penalty over
+    the lengths still reachable (valid for any sign of alpha); once the worst kept hypothesis is
+    at least that, running on to `max_len` would return the same hypotheses.
+
+    Args:
+      model, variables: as in `greedy`.
+      src_tokens: [batch, src_len] int32, PAD-padded.
+      beam_size: live prefixes and returned hypotheses per input (static).
+      max_len: the most tokens per hypothesis, EOS included (static).
+      alpha: length-penalty exponent; 0 ranks by log-probability alone, larger favours longer
+        hypotheses (traced: changing it does not recompile).
+
+    Returns:
+      tokens [batch, beam_size, max_len], lengths [batch, beam_size], scores [batch, beam_size],
+      best first. When fewer than `beam_size` distinct hypotheses exist, the rest score -inf.
+    """
+    batch = src_tokens.shape[0]
+    encoded = model.encode(variables, src_tokens)
+    # Beam b of input i is row i * beam_size + b of every encoded and cache leaf.
+    encoded = jax.tree.map(lambda x: jnp.repeat(x, beam_size, axis=0), encoded)
+    empty = jnp.full((batch, beam_size), -jnp.inf)
+    init = _Beams(
+        position=jnp.asarray(0),
+        live_tokens=jnp.full((batch, beam_size, max_len), PAD, jnp.int32),
+        # One live prefix (BOS) per input; identical copies would fill the beam with duplicates.
+        live_log_probs=empty.at[:, 0].set(0.0),
+        finished_tokens=jnp.full((batch, beam_size, max_len), PAD, jnp.int32),
+        finished_scores=empty,
+        cache=model.init_cache(variables, encoded, max_len),
+    )
+
+    def cond(beams: _Beams) -> Array:
+        reachable = jnp.maximum(length_penalty(beams.position + 1, alpha),
+                                length_penalty(max_len, alpha))
+        best_possible = beams.live_log_probs.max(-1) / reachable
+        worst_kept = beams.finished_scores.min(-1)  # -inf while a slot is empty
+        return (beams.position < max_len) & ~jnp.all(worst_kept >= best_possible)
+
+    def body(beams: _Beams) -> _Beams:
+        position = beams.position
+        prev_tokens = jnp.where(
+            position == 0, BOS, beams.live_tokens[:, :, jnp.maximum(position - 1, 0)]
+        )
+        logits, cache = model.step(
+            variables, encoded, beams.cache, prev_tokens.reshape(-1), position
+        )
+        log_probs = output_log_probs(logits).reshape(batch, beam_size, -1)
+        vocab = log_probs.shape[-1]
+        candidates = beams.live_log_probs[:, :, None] + log_probs  # [batch, beam, vocab]
+
+        def extend(flat_indices):  # [batch, n] indices into beam * vocab -> tokens [b, n, len]
+            prefixes = _gather_beams(beams.live_tokens, flat_indices // vocab)
+            return prefixes.at[:, :, position].set(flat_indices % vocab)
+
+        # Finished: the top candidates that end in EOS, or all of them at max_len.
+        top_log_probs, top_indices = jax.lax.top_k(candidates.reshape(batch, -1), beam_size)
+        ends = (top_indices % vocab == EOS) | (position + 1 == max_len)
+        new_scores = jnp.where(ends, top_log_probs / length_penalty(position + 1, alpha), -jnp.inf)
+        finished_scores, finished_tokens = _best(
+            jnp.concatenate([beams.finished_scores, new_scores], axis=1),
+            jnp.concatenate([beams.finished_tokens, extend(top_indices)], axis=1),
+            beam_size,
+        )
+
+        # Live: the best candidates that do not end in EOS; their caches follow them.
+        not_eos = jnp.where(jnp.arange(vocab) == EOS, -jnp.inf, candidates)
+        live_log_probs, live_indices = jax.lax.top_k(not_eos.reshape(batch, -1), beam_size)
+        rows = (jnp.arange(batch)[:, None] * beam_size + live_indices // vocab).reshape(-1)
+        return _Beams(
+            position=position + 1,
+            live_tokens=extend(live_indices),
+            live_log_probs=live_log_probs,
+            finished_tokens=finished_tokens,
+            finished_scores=finished_scores,
+            cache=jax.tree.map(lambda leaf: leaf[rows], cache),
+        )
+
+    final = jax.lax.while_loop(cond, body, init)
+    tokens = final.finished_tokens
+    return tokens, sequence_lengths(tokens), final.finished_scores
+
+
+def best_sequences(
+    model: Seq2Seq,
+    variables: Any,
+    src_tokens: Array,
+    max_len: int,
+    beam_size: int = 0,
+    alpha: float = 0.6,
+) -> Array:
+    """The one output per input that free-running evaluation scores: greedy when beam_size is 0,
+    else the best beam-search hypothesis. [batch, src_len] -> tokens [batch, max_len]."""
+    if beam_size == 0:
+        return greedy(model, variables, src_tokens, max_len=max_len)[0]
+    tokens, _, _ = beam_search(
+        model, variables, src_tokens, beam_size=beam_size, max_len=max_len, alpha=alpha
+    )
+    return tokens[:, 0]

@@ -122,15 +122,17 @@ def _with_fault_injection(loss_fn, config: ml_collections.ConfigDict, step: Arra
 
 
 def make_eval_step(model: Seq2Seq, config: ml_collections.ConfigDict):
-    """(variables, batch) -> sums for teacher-forced and free-running (greedy) metrics."""
+    """(variables, batch) -> sums for teacher-forced and free-running metrics; free running
+    decodes greedily, or with beam search when config.eval_beam_size > 0."""
 
     def eval_step(variables, batch):
         tgt_tokens, example_weights = batch["tgt_tokens"], batch["weights"]
         weights = metrics.token_weights(tgt_tokens, example_weights)
         encoded = model.encode(variables, batch["src_tokens"])
         logits = model.forward(variables, encoded, decoder_inputs(tgt_tokens))
-        predicted, _, _ = decoding.greedy(
-            model, variables, batch["src_tokens"], max_len=tgt_tokens.shape[1]
+        predicted = decoding.best_sequences(
+            model, variables, batch["src_tokens"], tgt_tokens.shape[1],
+            config.eval_beam_size, config.eval_length_alpha,
         )
         return {
             "loss_sum": metrics.cross_entropy_sum(logits, tgt_tokens, weights),

@@ -1,12 +1,22 @@
+import contextlib
+import dataclasses
+import functools
+import itertools
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ROOT, tiny_config
 
 from configs import default
-from flax_s2s import decoding
+from flax_s2s import decode, decoding, training
+from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data.vocab import BOS, EOS, PAD
-from flax_s2s.models import build_model
+from flax_s2s.models import build_model, decoder_inputs
 
 VOCAB, MAX_LEN = 9, 6
 
@@ -55,8 +65,6 @@ def test_greedy_score_is_sum_of_chosen_log_probs(random_model):
     model, variables, src = random_model
     tokens, lengths, scores = decoding.greedy(model, variables, src, max_len=MAX_LEN)
     # teacher-force the decoded tokens and add up their log-probabilities
-    from flax_s2s.models import decoder_inputs
-
     logits = model.forward(variables, model.encode(variables, src), decoder_inputs(tokens))
     logits = np.asarray(logits).copy()
     logits[..., [PAD, BOS]] = -np.inf
@@ -65,3 +73,468 @@ def test_greedy_score_is_sum_of_chosen_log_probs(random_model):
         n = int(lengths[b])
         expected = sum(log_probs[b, t, int(tokens[b, t])] for t in range(n))
         np.testing.assert_allclose(float(scores[b]), expected, rtol=1e-5, atol=1e-5)
+
+
+# --- over the seam, for every model type build_model knows ---
+
+TGT_VOCAB, SRC_VOCAB, SEARCH_LEN = 7, 9, 4
+# Three real sources and one all-PAD row, as the last eval batch is padded.
+SRC = np.array([[4, 5, 6, 0], [7, 8, 0, 0], [4, 4, 4, 4], [0, 0, 0, 0]], np.int32)
+REAL_ROWS = 3
+# Shrinks whichever of these sizes a model type's config has.
+TINY_SIZES = {"emb_dim": 8, "hidden_dim": 16, "attention_dim": 8}
+
+
+def _model_types() -> list[str]:
+    types = []
+    for model_type in ("lstm", "transformer"):
+        config = default.get_config()
+        config.model.type = model_type
+        try:
+            build_model(config, SRC_VOCAB, TGT_VOCAB)
+        except ValueError:  # not on this branch
+            continue
+        types.append(model_type)
+    return types
+
+
+def _tiny_model(model_type: str, tgt_vocab: int, seed: int = 1):
+    config = default.get_config()
+    config.model.type = model_type
+    config.model.update({k: v for k, v in TINY_SIZES.items() if k in config.model})
+    model = build_model(config, SRC_VOCAB, tgt_vocab)
+    tgt = np.zeros((len(SRC), SEARCH_LEN), np.int32)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), SRC, tgt)
+    # Scaled-up weights give peaked, varied next-token distributions (at init they are nearly
+    # uniform, which would make every hypothesis tie).
+    return model, jax.tree.map(lambda w: 3 * w, variables)
+
+
+@pytest.fixture(scope="module", params=_model_types())
+def seam_model(request):
+    return _tiny_model(request.param, TGT_VOCAB)
+
+
+def _emittable(vocab: int) -> list[int]:
+    return [t for t in range(vocab) if t not in (PAD, BOS)]
+
+
+def _prefix_log_probs(model, variables, src_row, vocab, max_len):
+    """{prefix: next-token log-probs [vocab]} for every prefix (no EOS) of up to max_len - 1
+    tokens, read from the model's teacher-forced logits and normalised in NumPy."""
+    sequences = np.array(list(itertools.product(_emittable(vocab), repeat=max_len)), np.int32)
+    src = np.repeat(src_row[None], len(sequences), axis=0)
+    logits = np.asarray(
+        jax.jit(lambda v, s, t: model.forward(v, model.encode(v, s), t))(
+            variables, src, decoder_inputs(sequences)
+        ),
+        np.float64,
+    )
+    logits[..., [PAD, BOS]] = -np.inf
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    table = {}
+    for sequence, row in zip(sequences.tolist(), log_probs, strict=True):
+        for t in range(max_len):
+            table[tuple(sequence[:t])] = row[t]
+    return table
+
+
+def _penalty(length, alpha):
+    return ((5 + length) / 6) ** alpha
+
+
+def _score(table, hypothesis, alpha):
+    log_prob = sum(table[hypothesis[:t]][token] for t, token in enumerate(hypothesis))
+    return log_prob / _penalty(len(hypothesis), alpha)
+
+
+def _all_hypotheses(vocab, max_len):
+    """Every output a decoder can produce: n < max_len words then EOS, or max_len words."""
+    words = [t for t in _emittable(vocab) if t != EOS]
+    for n in range(max_len):
+        yield from (prefix + (EOS,) for prefix in itertools.product(words, repeat=n))
+    yield from itertools.product(words, repeat=max_len)
+
+
+def _reference_beam_search(next_log_probs, vocab, beam_size, max_len, alpha):
+    """Plain beam search, run to max_len without early stopping: each step keeps the beam_size
+    best candidates; those ending in EOS (or all, at max_len) finish, and the beam_size best
+    not ending in EOS stay live. `next_log_probs(prefix)` gives log-probs [vocab].
+    Returns [(hypothesis, score)], best first."""
+    live, finished = [((), 0.0)], []
+    for position in range(max_len):
+        candidates = sorted(
+            ((prefix + (token,), log_prob + next_log_probs(prefix)[token])
+             for prefix, log_prob in live for token in _emittable(vocab)),
+            key=lambda c: -c[1],
+        )
+        for hypothesis, log_prob in candidates[:beam_size]:
+            if hypothesis[-1] == EOS or position + 1 == max_len:
+                finished.append((hypothesis, log_prob / _penalty(len(hypothesis), alpha)))
+        live = [c for c in candidates if c[0][-1] != EOS][:beam_size]
+    return sorted(finished, key=lambda h: -h[1])[:beam_size]
+
+
+def _hypothesis(tokens_row, length):
+    return tuple(int(t) for t in tokens_row[: int(length)])
+
+
+@pytest.fixture(scope="module")
+def prefix_tables(seam_model):
+    model, variables = seam_model
+    return [_prefix_log_probs(model, variables, SRC[b], TGT_VOCAB, SEARCH_LEN)
+            for b in range(REAL_ROWS)]
+
+
+def test_beam_size_1_with_alpha_0_equals_greedy(seam_model):
+    model, variables = seam_model
+    tokens, lengths, scores = decoding.greedy(model, variables, SRC, max_len=SEARCH_LEN)
+    beam_tokens, beam_lengths, beam_scores = decoding.beam_search(
+        model, variables, SRC, beam_size=1, max_len=SEARCH_LEN, alpha=0.0
+    )
+    np.testing.assert_array_equal(beam_tokens[:, 0], tokens)
+    np.testing.assert_array_equal(beam_lengths[:, 0], lengths)
+    np.testing.assert_allclose(beam_scores[:, 0], scores, rtol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
+@pytest.mark.parametrize("beam_size", [1, 2, 3])
+def test_beam_search_equals_reference_beam_search(seam_model, prefix_tables, beam_size, alpha):
+    """Also checks that stopping early is exact: the reference always runs to max_len."""
+    model, variables = seam_model
+    tokens, lengths, scores = jax.device_get(decoding.beam_search(
+        model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha
+    ))
+    for b, table in enumerate(prefix_tables):
+        expected = _reference_beam_search(table.get, TGT_VOCAB, beam_size, SEARCH_LEN, alpha)
+        np.testing.assert_allclose(scores[b], [s for _, s in expected], rtol=1e-5, atol=1e-5)
+        for k in range(beam_size):  # robust to ties: each returned hypothesis has its own score
+            hypothesis = _hypothesis(tokens[b, k], lengths[b, k])
+            np.testing.assert_allclose(scores[b, k], _score(table, hypothesis, alpha), rtol=1e-5)
+            assert (tokens[b, k, lengths[b, k]:] == PAD).all()
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_exhaustive_beam_finds_every_hypothesis_in_brute_force_order(
+    seam_model, prefix_tables, alpha
+):
+    model, variables = seam_model
+    beam_size = 5**SEARCH_LEN  # more than the 341 hypotheses over 5 emittable tokens
+    tokens, lengths, scores = jax.device_get(decoding.beam_search(
+        model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha
+    ))
+    hypotheses = list(_all_hypotheses(TGT_VOCAB, SEARCH_LEN))
+    for b, table in enumerate(prefix_tables):
+        expected = sorted((_score(table, h, alpha) for h in hypotheses), reverse=True)
+        found = np.isfinite(scores[b])
+        assert found.sum() == len(hypotheses)
+        np.testing.assert_allclose(scores[b, found], expected, rtol=1e-5, atol=1e-5)
+        returned = {_hypothesis(tokens[b, k], lengths[b, k]) for k in np.flatnonzero(found)}
+        assert returned == set(hypotheses)
+        best = _hypothesis(tokens[b, 0], lengths[b, 0])
+        assert best == max(hypotheses, key=lambda h: _score(table, h, alpha))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_beam_best_is_between_greedy_and_the_optimum(seam_model, prefix_tables, alpha):
+    """Beam search can in general prune the greedy path and end below greedy; on this model it
+    does not, and it never beats the brute-force optimum (it returns real hypotheses)."""
+    model, variables = seam_model
+    tokens, lengths, scores = jax.device_get(
+        decoding.greedy(model, variables, SRC, max_len=SEARCH_LEN)
+    )
+    greedy_scores = scores / _penalty(lengths, alpha)
+    hypotheses = list(_all_hypotheses(TGT_VOCAB, SEARCH_LEN))
+    for beam_size in (2, 3):
+        _, _, beam_scores = decoding.beam_search(
+            model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha
+        )
+        for b, table in enumerate(prefix_tables):
+            optimum = max(_score(table, h, alpha) for h in hypotheses)
+            assert greedy_scores[b] - 1e-5 <= beam_scores[b, 0] <= optimum + 1e-5
+
+
+# --- the length penalty, on a hand-built decoder ---
+
+A, B = 3, 4  # the two words of the hand-built decoder (ids after the specials PAD, BOS, EOS)
+
+
+@dataclasses.dataclass(frozen=True)
+class MarkovDecoder:
+    """The seam over a table: log p(next | position, previous token) = table[position, prev]."""
+
+    def encode(self, variables, src_tokens):
+        return {"src_tokens": src_tokens}
+
+    def init_cache(self, variables, encoded, max_len):
+        return jnp.zeros(encoded["src_tokens"].shape[0])  # nothing to remember
+
+    def step(self, variables, encoded, cache, prev_tokens, position):
+        return variables["table"][position, prev_tokens], cache
+
+
+def _log_table(rows):
+    """{(position, prev): {token: p}} -> log-prob table [4, 5, 5]; unlisted rows uniform over
+    EOS, A, B; PAD and BOS never emitted."""
+    table = np.zeros((4, 5, 5))
+    table[:, :, [EOS, A, B]] = 1 / 3
+    for (position, prev), probs in rows.items():
+        table[position, prev] = 0.0
+        table[position, prev, list(probs)] = list(probs.values())
+    with np.errstate(divide="ignore"):
+        return np.log(table).astype(np.float32)
+
+
+def _markov_table():
+    """Two likely outputs: "A EOS" (p = .5 * .9) and "B B B EOS" (p = .45 * .95 ** 3)."""
+    return _log_table({
+        (0, BOS): {A: 0.5, B: 0.45, EOS: 0.05},
+        (1, A): {EOS: 0.9, A: 0.05, B: 0.05},
+        (1, B): {B: 0.95, A: 0.025, EOS: 0.025},
+        (2, B): {B: 0.95, A: 0.025, EOS: 0.025},
+        (3, B): {EOS: 0.95, A: 0.025, B: 0.025},
+    })
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_length_penalty_ranks_as_the_formula_says(alpha):
+    table = _markov_table()
+    short, long = (A, EOS), (B, B, B, EOS)
+    log_p = {}
+    for h in (short, long):
+        previous = (BOS, *h[:-1])
+        log_p[h] = sum(float(table[t, previous[t], token]) for t, token in enumerate(h))
+    expected = {h: log_p[h] / ((5 + len(h)) / 6) ** alpha for h in (short, long)}
+    ranked = sorted(expected, key=expected.get, reverse=True)
+    # log p(short) > log p(long), but the penalty grows with length: alpha 1 puts long first.
+    assert ranked == ([long, short] if alpha == 1.0 else [short, long])
+
+    src = np.ones((1, 2), np.int32)
+    tokens, lengths, scores = jax.device_get(decoding.beam_search(
+        MarkovDecoder(), {"table": table}, src, beam_size=2, max_len=4, alpha=alpha
+    ))
+    assert [_hypothesis(tokens[0, k], lengths[0, k]) for k in range(2)] == ranked
+    np.testing.assert_allclose(scores[0], [expected[h] for h in ranked], rtol=1e-6)
+
+
+# --- sampling ---
+
+
+def test_sampling_at_temperature_0_or_top_k_1_is_greedy(seam_model):
+    model, variables = seam_model
+    expected = jax.device_get(decoding.greedy(model, variables, SRC, max_len=SEARCH_LEN))
+    rng = jax.random.PRNGKey(0)
+    for settings in ({"temperature": 0.0}, {"temperature": 1e-6}, {"top_k": 1},
+                     {"top_p": 1e-6, "temperature": 5.0}):
+        got = jax.device_get(decoding.sample(model, variables, SRC, SEARCH_LEN, rng, **settings))
+        np.testing.assert_array_equal(got[0], expected[0], err_msg=str(settings))
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_allclose(got[2], expected[2], rtol=1e-6)
+
+
+def test_sampling_with_a_fixed_key_is_deterministic(seam_model):
+    model, variables = seam_model
+    draw = functools.partial(decoding.sample, model, variables, SRC, SEARCH_LEN)
+    first, again = draw(jax.random.PRNGKey(3)), draw(jax.random.PRNGKey(3))
+    jax.tree.map(np.testing.assert_array_equal, first, again)
+    assert not np.array_equal(first[0], draw(jax.random.PRNGKey(4))[0])
+
+
+def _truncated_softmax(log_probs, temperature, top_k, top_p):
+    """NumPy: the distribution `sample` draws from (top-k, then nucleus, renormalised)."""
+    logits = log_probs / temperature
+    order = [t for t in np.argsort(-logits, kind="stable") if np.isfinite(logits[t])]
+    if top_k:
+        order = order[:top_k]
+    probs = np.exp(logits[order] - logits[order].max())
+    probs /= probs.sum()
+    kept = np.searchsorted(np.cumsum(probs), top_p) + 1  # fewest tokens with mass >= top_p
+    result = np.zeros_like(log_probs)
+    result[order[:kept]] = probs[:kept] / probs[:kept].sum()
+    return result
+
+
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p", [(1.0, 0, 1.0), (0.7, 3, 1.0), (1.5, 0, 0.6), (1.0, 4, 0.85)]
+)
+def test_first_token_frequencies_match_the_truncated_softmax(
+    seam_model, temperature, top_k, top_p
+):
+    model, variables = seam_model
+    draws = 4000
+    src = np.repeat(SRC[:1], draws, axis=0)
+    tokens, _, _ = decoding.sample(
+        model, variables, src, 1, jax.random.PRNGKey(7), temperature, top_k, top_p
+    )
+    counts = np.bincount(np.asarray(tokens[:, 0]), minlength=TGT_VOCAB)
+    encoded = model.encode(variables, SRC[:1])
+    logits, _ = model.step(variables, encoded, model.init_cache(variables, encoded, 1),
+                           np.array([BOS]), 0)
+    logits = np.asarray(logits[0], np.float64)
+    logits[[PAD, BOS]] = -np.inf
+    log_probs = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+    expected = _truncated_softmax(log_probs, temperature, top_k, top_p)
+    assert (expected > 0).sum() >= 2, "the case should leave a choice"
+    if top_k or top_p < 1:
+        assert (expected[_emittable(TGT_VOCAB)] == 0).any(), "the case should truncate"
+    standard_error = np.sqrt(expected * (1 - expected) / draws)
+    assert np.all(np.abs(counts / draws - expected) <= 3 * standard_error), (counts, expected)
+
+
+# --- batching and compilation ---
+
+
+def test_outputs_do_not_depend_on_the_rest_of_the_batch(seam_model):
+    model, variables = seam_model
+    alone = SRC[2:3]  # the same input decoded by itself and as row 2 of the padded batch
+    for search in (
+        functools.partial(decoding.greedy, max_len=SEARCH_LEN),
+        functools.partial(decoding.beam_search, beam_size=3, max_len=SEARCH_LEN, alpha=0.6),
+    ):
+        in_batch = jax.device_get(search(model, variables, SRC))
+        by_itself = jax.device_get(search(model, variables, alone))
+        np.testing.assert_array_equal(by_itself[0][0], in_batch[0][2])
+        np.testing.assert_array_equal(by_itself[1][0], in_batch[1][2])
+        np.testing.assert_allclose(by_itself[2][0], in_batch[2][2], rtol=1e-5)
+
+
+@contextlib.contextmanager
+def _count_compiles():
+    """Counts XLA compilations (jax.monitoring's backend-compile events) inside the block."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_second_call_with_new_values_does_not_recompile(seam_model):
+    model, variables = seam_model
+    other_variables = jax.tree.map(lambda w: w * 0.5, variables)
+    other_src = SRC[::-1].copy()
+    keys = jax.random.split(jax.random.PRNGKey(0))
+    # (function, first call: keywords and defaults, second call: new values, all positional)
+    calls = [
+        (decoding.greedy, dict(max_len=SEARCH_LEN), (SEARCH_LEN,)),
+        (decoding.sample, dict(max_len=SEARCH_LEN, rng=keys[0]),
+         (SEARCH_LEN, keys[1], 0.5, 2, np.float32(0.9))),
+        (decoding.beam_search, dict(beam_size=2, max_len=SEARCH_LEN), (2, SEARCH_LEN, 1)),
+    ]
+    for search, first, second in calls:
+        jax.block_until_ready(search(model, variables, SRC, **first))
+        with _count_compiles() as compiles:
+            jax.block_until_ready(search(model, other_variables, other_src, *second))
+        assert compiles == [], search.__name__
+    with _count_compiles() as compiles:  # the counter does see a new shape compile
+        jax.block_until_ready(decoding.greedy(model, variables, SRC[:2], max_len=SEARCH_LEN))
+    assert compiles
+
+
+# --- beam search in training's evaluation ---
+
+
+def test_eval_step_scores_the_beam_output_when_configured(seam_model):
+    model, variables = seam_model
+    beam_tokens, _, _ = decoding.beam_search(
+        model, variables, SRC, beam_size=3, max_len=SEARCH_LEN, alpha=0.6
+    )
+    greedy_tokens, _, _ = decoding.greedy(model, variables, SRC, max_len=SEARCH_LEN)
+    weights = (np.arange(len(SRC)) < REAL_ROWS).astype(np.float32)  # the PAD row does not count
+    differ = (np.asarray(beam_tokens[:, 0]) != np.asarray(greedy_tokens)).any(-1)[:REAL_ROWS]
+    assert differ.any(), "the case should have beam and greedy disagree"
+    # Targets are the beam's best outputs, on which greedy decoding scores below 100% exact.
+    batch = {"src_tokens": SRC, "tgt_tokens": np.asarray(beam_tokens[:, 0]), "weights": weights}
+    config = default.get_config()
+    config.eval_beam_size, config.eval_length_alpha = 3, 0.6
+    sums = jax.jit(training.make_eval_step(model, config))(variables, batch)
+    assert float(sums["exact"]) == REAL_ROWS
+    assert float(sums["fr_correct"]) == float(sums["tokens"])
+
+
+def test_negative_eval_beam_size_is_refused_naming_the_key():
+    config = default.get_config()
+    config.eval_beam_size = -1
+    with pytest.raises(ConfigError, match="eval_beam_size"):
+        validate_config(config)
+
+
+# --- the decode CLI ---
+
+
+def test_decode_cli_explains_a_workdir_without_checkpoint(tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        decode.main(["--workdir", str(tmp_path)])
+    assert os.listdir(tmp_path) == [], "looking for a checkpoint must not create directories"
+    with pytest.raises(SystemExit, match="does not exist"):
+        decode.main(["--workdir", str(tmp_path / "missing")])
+
+
+@pytest.mark.slow
+def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(**{
+        "data_dir": addition_data_dir, "num_train_steps": 60, "eval_every": 1000,
+        "eval_batch_size": 500, "final_eval_split": "validation",
+        "optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 10,
+    })
+    training.run(config, workdir)  # long enough to emit digits, not to add
+    lines = ["12+34", "999+1", "", "7+x8", "1+2+3+4+5+6", "5+5", " 40+2 ", "0+0"]
+    input_file = tmp_path / "input.txt"
+    input_file.write_text("\n".join(lines) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "flax_s2s.decode", f"--workdir={workdir}", "--beam=2",
+         "--alpha=0.6", f"--input={input_file}", "--batch_size=3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # Reference: the decodable lines in one batch of their own, through the library.
+    trained = decode.load_trained_model(workdir)
+    decodable = [i for i, line in enumerate(lines) if i not in (2, 4)]  # empty, too long
+    src = np.zeros((len(decodable), config.max_src_len), np.int32)
+    for row, i in enumerate(decodable):
+        ids = trained.src_vocab.encode(lines[i].strip(), add_eos=False)
+        src[row, : len(ids)] = ids
+    tokens, _, _ = decoding.beam_search(
+        trained.model, trained.variables, src, beam_size=2, max_len=config.max_tgt_len, alpha=0.6
+    )
+    expected = [""] * len(lines)
+    for row, i in enumerate(decodable):
+        expected[i] = trained.tgt_vocab.decode(np.asarray(tokens[row, 0]))
+    assert result.stdout.splitlines() == expected
+    assert any(expected), "the tiny model should emit something"
+    assert "line 3: empty" in result.stderr
+    assert "line 4: 1 symbol(s) outside the source vocabulary read as <unk>: 'x'" in result.stderr
+    assert "line 5: 11 source symbols exceed the model's max_src_len=8" in result.stderr
+
+
+def test_early_stop_keeps_searching_while_the_penalty_can_still_lift_a_live_prefix():
+    """"EOS" alone (p = .4) finishes first; "A A A EOS" (p = .35 * .97 ** 3) scores higher once
+    the length penalty (alpha = 1) divides it by 1.5. A stop rule that ignored the penalty
+    still to come would return "EOS"."""
+    table = _log_table({
+        (0, BOS): {EOS: 0.4, A: 0.35, B: 0.25},
+        (1, A): {A: 0.97, EOS: 0.015, B: 0.015},
+        (2, A): {A: 0.97, EOS: 0.015, B: 0.015},
+        (3, A): {EOS: 0.97, A: 0.015, B: 0.015},
+    })
+
+    def next_log_probs(prefix):
+        return table[len(prefix), (BOS, *prefix)[-1]]
+
+    src = np.ones((1, 2), np.int32)
+    for alpha, best in ((0.0, (EOS,)), (1.0, (A, A, A, EOS))):
+        expected = _reference_beam_search(next_log_probs, 5, 1, 4, alpha)
+        assert expected[0][0] == best
+        tokens, lengths, scores = jax.device_get(decoding.beam_search(
+            MarkovDecoder(), {"table": table}, src, beam_size=1, max_len=4, alpha=alpha
+        ))
+        assert _hypothesis(tokens[0, 0], lengths[0, 0]) == best
+        np.testing.assert_allclose(scores[0, 0], expected[0][1], rtol=1e-6)

@@ -107,17 +107,6 @@ class Checkpointer:
             f"no readable checkpoint in {self.directory} (unreadable steps: {errors})"
         )
 
-    def restore_variables(self, step: int | None = None) -> dict[str, Any]:
-        """The model variables ({"params": ...}) of `step` (default: latest), without needing a
-        train-state template: for decoding, evaluation and reports."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-        )["state"]
-        return {k: restored[k] for k in ("params", "batch_stats") if restored.get(k)}
-
     def _set_aside(self, steps: list[int]) -> None:
         """Moves unreadable step directories to `unreadable-<step>` (kept for inspection), so
         the resumed run can save those steps again."""

@@ -21,7 +21,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -127,17 +126,15 @@ def plot_attention(workdir: str, path: str, num_examples: int = 4, layer: int = 
 def attention_examples(workdir: str, num_examples: int, layer: int = -1):
     """(source symbols, predicted symbols incl. EOS, weights [pred, src]) per example."""
     from flax_s2s import decoding
-    from flax_s2s.checkpoint import Checkpointer
     from flax_s2s.data.task_data import load_task_data
     from flax_s2s.data.vocab import PAD, SPECIALS
-    from flax_s2s.models import attention_weights, build_model, decoder_inputs
+    from flax_s2s.decode import load_trained_model
+    from flax_s2s.models import attention_weights, decoder_inputs
 
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    config = ml_collections.ConfigDict(checkpointer.restore_config())
-    variables = checkpointer.restore_variables()
+    trained = load_trained_model(workdir)
+    config, model, variables = trained.config, trained.model, trained.variables
     split = config.eval_splits[0] if config.eval_splits else config.final_eval_split
     data = load_task_data(config, workdir, (split,))
-    model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
     src_tokens = data.splits[split].src[:num_examples]
     predicted, lengths, _ = decoding.greedy(model, variables, src_tokens, max_len=config.max_tgt_len)
     weights = np.asarray(attention_weights(model, variables, src_tokens, decoder_inputs(predicted))[layer])

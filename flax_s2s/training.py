@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -14,7 +16,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from flax_s2s import decoding, metrics
+from flax_s2s import decoding, metrics, reference_eval
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
@@ -121,19 +123,51 @@ def make_eval_step(model: Seq2Seq, config: ml_collections.ConfigDict):
     return eval_step
 
 
-def evaluate(eval_step, variables, examples: pipeline.Examples, batch_size: int) -> dict[str, float]:
-    """Teacher-forced loss/accuracy and free-running token accuracy/exact match over a split."""
+def evaluate(
+    eval_step,
+    variables,
+    examples: pipeline.Examples,
+    batch_size: int,
+    text_metrics_fn: Callable[[Any], dict[str, float]] | None = None,
+) -> dict[str, float]:
+    """Teacher-forced loss/accuracy and free-running token accuracy/exact match over a split, plus
+    `text_metrics_fn(variables)` (e.g. multi-reference WER/PER, BLEU/chrF) when given."""
     totals: dict[str, float] = {}
     for batch in pipeline.eval_batches(examples, batch_size):
         for key, value in jax.device_get(eval_step(variables, batch)).items():
             totals[key] = totals.get(key, 0.0) + float(value)
     tokens, examples_count = max(totals["tokens"], 1.0), max(totals["examples"], 1.0)
-    return {
+    result = {
         "loss": totals["loss_sum"] / tokens,
         "token_accuracy": totals["tf_correct"] / tokens,
         "fr_token_accuracy": totals["fr_correct"] / tokens,
         "exact_match": totals["exact"] / examples_count,
     }
+    if text_metrics_fn is not None:
+        result.update(text_metrics_fn(variables))
+    return result
+
+
+def make_text_metrics_fns(
+    config: ml_collections.ConfigDict, model: Seq2Seq, data, splits
+) -> dict[str, Callable[[Any], dict[str, float]]]:
+    """Per split, variables -> `config.text_metrics` of its greedy outputs against all references
+    of each unique source. Empty when the config asks for no text metrics."""
+    if not config.text_metrics:
+        return {}
+    return {
+        split: functools.partial(
+            _text_metrics, model, pipeline.group_references(data.splits[split]), data.tgt_vocab, config
+        )
+        for split in splits
+    }
+
+
+def _text_metrics(model, grouped, tgt_vocab, config, variables) -> dict[str, float]:
+    return reference_eval.evaluate_references(
+        model, variables, grouped, tgt_vocab, tuple(config.text_metrics),
+        config.eval_batch_size, config.max_tgt_len,
+    )
 
 
 def _mean_metrics(history: list[dict[str, Array]]) -> dict[str, float]:
@@ -153,7 +187,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
     tx = make_optimizer(config)
 
-    train_data = pipeline.train_dataset(train_examples, config.batch_size, config.seed)
+    train_data = pipeline.train_dataset(
+        train_examples, config.batch_size, config.seed, bucket_boundaries=tuple(config.bucket_boundaries)
+    )
     data_iterator = pipeline.train_iterator(train_data)
     state = create_train_state(model, tx, config.seed, train_data[0])
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.max_checkpoints)
@@ -164,6 +200,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     train_step = jax.jit(make_train_step(model, tx, config), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, config))
+    text_metrics_fns = make_text_metrics_fns(config, model, data, splits[1:])
     writer = MetricsWriter(workdir)
     step = int(state.step)
     progress = Progress(step, config.num_train_steps)
@@ -180,7 +217,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             progress.log(step, logged)
         if step % config.eval_every == 0 and step < config.num_train_steps:
             for split in config.eval_splits:
-                result = evaluate(eval_step, state.variables, data.splits[split], config.eval_batch_size)
+                result = evaluate(
+                    eval_step, state.variables, data.splits[split], config.eval_batch_size,
+                    text_metrics_fns.get(split),
+                )
                 writer.write(step, split, result)
                 progress.write(f"step {step} {split}: " + _format(result))
         if step % config.checkpoint_every == 0 or step == config.num_train_steps:
@@ -191,7 +231,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     final = {}
     for split in dict.fromkeys((*config.eval_splits, config.final_eval_split)):
-        final[split] = evaluate(eval_step, state.variables, data.splits[split], config.eval_batch_size)
+        final[split] = evaluate(
+            eval_step, state.variables, data.splits[split], config.eval_batch_size,
+            text_metrics_fns.get(split),
+        )
         writer.write(step, split, final[split])
     wall_time = time.time() - start_time
     for split, result in final.items():
@@ -206,5 +249,5 @@ def _format(result: dict[str, float]) -> str:
 
 __all__ = [
     "TrainState", "create_train_state", "evaluate", "make_eval_step", "make_optimizer",
-    "make_train_step", "run",
+    "make_text_metrics_fns", "make_train_step", "run",
 ]

@@ -6,7 +6,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax
@@ -20,7 +20,8 @@ from flax_s2s import decoding, metrics, reference_eval
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
-from flax_s2s.data.task_data import load_task_data
+from flax_s2s.data.task_data import TaskData, load_task_data
+from flax_s2s.data.vocab import Vocab
 from flax_s2s.logs import MetricsWriter, Progress
 from flax_s2s.models import Seq2Seq, build_model, decoder_inputs
 
@@ -149,7 +150,7 @@ def evaluate(
 
 
 def make_text_metrics_fns(
-    config: ml_collections.ConfigDict, model: Seq2Seq, data, splits
+    config: ml_collections.ConfigDict, model: Seq2Seq, data: TaskData, splits: Sequence[str]
 ) -> dict[str, Callable[[Any], dict[str, float]]]:
     """Per split, variables -> `config.text_metrics` of its greedy outputs against all references
     of each unique source. Empty when the config asks for no text metrics."""
@@ -163,7 +164,13 @@ def make_text_metrics_fns(
     }
 
 
-def _text_metrics(model, grouped, tgt_vocab, config, variables) -> dict[str, float]:
+def _text_metrics(
+    model: Seq2Seq,
+    grouped: pipeline.GroupedReferences,
+    tgt_vocab: Vocab,
+    config: ml_collections.ConfigDict,
+    variables: Any,
+) -> dict[str, float]:
     return reference_eval.evaluate_references(
         model, variables, grouped, tgt_vocab, tuple(config.text_metrics),
         config.eval_batch_size, config.max_tgt_len,

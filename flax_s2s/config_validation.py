@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from flax_s2s.data.tasks import TASKS
+from flax_s2s.data.task_data import FILE_TASKS, TASK_NAMES, TASK_SPLITS, resolve_data_path
+from flax_s2s.metrics import TEXT_METRICS
 
 _CHOICES = {
     "too_long": ("drop", "error"),
@@ -16,6 +17,8 @@ _CHOICES = {
     "best_mode": ("max", "min"),
     "model.type": ("lstm",),
     "model.cell": ("lstm", "gru"),
+    "vocab.type": ("symbol", "sentencepiece"),
+    "vocab.sp_model_type": ("unigram", "bpe"),
 }
 _POSITIVE = (
     "batch_size",
@@ -43,10 +46,46 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
     return value
 
 
+def _validate_data(config: ml_collections.ConfigDict) -> None:
+    """The task, its data location and splits, buckets, vocabulary and text metrics."""
+    if config.task not in TASK_NAMES:
+        raise ConfigError(f"config.task={config.task!r}: must be one of {sorted(TASK_NAMES)}")
+    if config.task in FILE_TASKS:
+        if not config.data_path:
+            raise ConfigError(f"config.data_path is empty: task {config.task!r} reads local data from it")
+        path = resolve_data_path(config.data_path)
+        exists = path.is_file() if config.task == "cmudict_g2p" else path.is_dir()
+        if not exists:
+            kind = "file" if config.task == "cmudict_g2p" else "directory"
+            raise ConfigError(f"config.data_path={config.data_path!r}: no such {kind} {path}")
+    if config.task == "tfds" and not config.tfds_name:
+        raise ConfigError("config.tfds_name is empty: task 'tfds' loads a prepared dataset by name")
+    known_splits = TASK_SPLITS.get(config.task)
+    if known_splits:
+        for key in ("eval_splits", "final_eval_split"):
+            wanted = [config[key]] if isinstance(config[key], str) else list(config[key])
+            unknown = [split for split in wanted if split not in known_splits]
+            if unknown:
+                raise ConfigError(
+                    f"config.{key}={config[key]!r}: task {config.task!r} has only splits {list(known_splits)}"
+                )
+    boundaries = list(config.bucket_boundaries)
+    if any(not isinstance(b, int) or b < 1 for b in boundaries) or boundaries != sorted(set(boundaries)):
+        raise ConfigError(
+            f"config.bucket_boundaries={config.bucket_boundaries!r}: must be increasing ints >= 1"
+        )
+    if config.vocab.sp_vocab_size < 5:
+        raise ConfigError(f"config.vocab.sp_vocab_size={config.vocab.sp_vocab_size}: must be > 4")
+    unknown = [name for name in config.text_metrics if name not in TEXT_METRICS]
+    if unknown:
+        raise ConfigError(
+            f"config.text_metrics={config.text_metrics!r}: {unknown} not in {list(TEXT_METRICS)}"
+        )
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first impossible value."""
-    if config.task not in TASKS:
-        raise ConfigError(f"config.task={config.task!r}: must be one of {sorted(TASKS)}")
+    _validate_data(config)
     for key, allowed in _CHOICES.items():
         value = _get(config, key)
         if value not in allowed:

@@ -1,14 +1,21 @@
-"""Losses and metrics on padded target batches. PAD (id 0) positions never count.
+"""Losses and metrics. PAD (id 0) positions never count.
 
-The jitted functions return sums and counts, not means, so values from several batches (and the
-padded rows of the last eval batch, whose weight is 0) combine exactly.
+On padded target batches (jitted): the functions return sums and counts, not means, so values from
+several batches (and the padded rows of the last eval batch, whose weight is 0) combine exactly.
+
+On decoded text (host, multi-reference): word and phone error rates (the G2P metrics: an output is
+right if it equals any of its references; edit distances by rapidfuzz), BLEU and chrF (sacrebleu).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import optax
+import sacrebleu
+from rapidfuzz.distance import Levenshtein
 
 from flax_s2s.data.vocab import PAD
 
@@ -53,3 +60,66 @@ def exact_matches(predicted: Array, tgt_tokens: Array, example_weights: Array) -
 def accuracy_by_position(predicted: Array, tgt_tokens: Array, weights: Array) -> tuple[Array, Array]:
     """(correct [tgt_len], counted [tgt_len]) summed over the batch, for exposure-bias plots."""
     return ((predicted == tgt_tokens) * weights).sum(0), weights.sum(0)
+
+
+# --- text metrics on decoded outputs, each hypothesis against one or more references ---
+
+Tokens = Sequence[str]
+
+
+def _check_aligned(hypotheses: Sequence, references: Sequence[Sequence]) -> None:
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    if not hypotheses:
+        raise ValueError("no hypotheses to score")
+    empty = next((i for i, refs in enumerate(references) if not refs), None)
+    if empty is not None:
+        raise ValueError(f"item {empty} has no reference")
+
+
+def exact_match(hypotheses: Sequence[Tokens], references: Sequence[Sequence[Tokens]]) -> float:
+    """Fraction of hypotheses (token sequences) equal to at least one of their references."""
+    _check_aligned(hypotheses, references)
+    hits = sum(any(list(h) == list(r) for r in refs) for h, refs in zip(hypotheses, references, strict=True))
+    return hits / len(hypotheses)
+
+
+def word_error_rate(hypotheses: Sequence[Tokens], references: Sequence[Sequence[Tokens]]) -> float:
+    """G2P word error rate in percent: the share of words (items) whose output equals none of its
+    references. (Not the ASR WER, which is an edit rate; that is `phone_error_rate` over words.)"""
+    return 100.0 * (1.0 - exact_match(hypotheses, references))
+
+
+def phone_error_rate(hypotheses: Sequence[Tokens], references: Sequence[Sequence[Tokens]]) -> float:
+    """Token edit rate in percent: sum over items of the Levenshtein distance to the closest
+    reference, over the sum of those references' lengths (ties: the first reference listed)."""
+    _check_aligned(hypotheses, references)
+    errors = length = 0
+    for hypothesis, refs in zip(hypotheses, references, strict=True):
+        distances = [Levenshtein.distance(list(hypothesis), list(r)) for r in refs]
+        closest = min(range(len(refs)), key=distances.__getitem__)
+        errors += distances[closest]
+        length += len(refs[closest])
+    return 100.0 * errors / max(length, 1)
+
+
+def _reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """Per-item reference lists -> sacrebleu's streams (one per reference slot, None when an item
+    has fewer references)."""
+    slots = max(len(refs) for refs in references)
+    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(slots)]
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenization, 4-grams, exponential smoothing), 0-100."""
+    _check_aligned(hypotheses, references)
+    return sacrebleu.metrics.BLEU().corpus_score(list(hypotheses), _reference_streams(references)).score
+
+
+def chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Corpus chrF (sacrebleu defaults: character 6-grams, beta=2), 0-100."""
+    _check_aligned(hypotheses, references)
+    return sacrebleu.metrics.CHRF().corpus_score(list(hypotheses), _reference_streams(references)).score
+
+
+TEXT_METRICS = ("wer", "per", "bleu", "chrf")

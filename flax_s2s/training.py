@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax
@@ -14,11 +16,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from flax_s2s import decoding, metrics
+from flax_s2s import decoding, metrics, reference_eval
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
-from flax_s2s.data.task_data import load_task_data
+from flax_s2s.data.task_data import TaskData, load_task_data
+from flax_s2s.data.vocab import Vocab
 from flax_s2s.logs import MetricsWriter, Progress
 from flax_s2s.models import Seq2Seq, build_model, decoder_inputs
 from flax_s2s.signals import GracefulStop
@@ -146,19 +149,57 @@ def make_eval_step(model: Seq2Seq, config: ml_collections.ConfigDict):
     return eval_step
 
 
-def evaluate(eval_step, variables, examples: pipeline.Examples, batch_size: int) -> dict[str, float]:
-    """Teacher-forced loss/accuracy and free-running token accuracy/exact match over a split."""
+def evaluate(
+    eval_step,
+    variables,
+    examples: pipeline.Examples,
+    batch_size: int,
+    text_metrics_fn: Callable[[Any], dict[str, float]] | None = None,
+) -> dict[str, float]:
+    """Teacher-forced loss/accuracy and free-running token accuracy/exact match over a split, plus
+    `text_metrics_fn(variables)` (e.g. multi-reference WER/PER, BLEU/chrF) when given."""
     totals: dict[str, float] = {}
     for batch in pipeline.eval_batches(examples, batch_size):
         for key, value in jax.device_get(eval_step(variables, batch)).items():
             totals[key] = totals.get(key, 0.0) + float(value)
     tokens, examples_count = max(totals["tokens"], 1.0), max(totals["examples"], 1.0)
-    return {
+    result = {
         "loss": totals["loss_sum"] / tokens,
         "token_accuracy": totals["tf_correct"] / tokens,
         "fr_token_accuracy": totals["fr_correct"] / tokens,
         "exact_match": totals["exact"] / examples_count,
     }
+    if text_metrics_fn is not None:
+        result.update(text_metrics_fn(variables))
+    return result
+
+
+def make_text_metrics_fns(
+    config: ml_collections.ConfigDict, model: Seq2Seq, data: TaskData, splits: Sequence[str]
+) -> dict[str, Callable[[Any], dict[str, float]]]:
+    """Per split, variables -> `config.text_metrics` of its greedy outputs against all references
+    of each unique source. Empty when the config asks for no text metrics."""
+    if not config.text_metrics:
+        return {}
+    return {
+        split: functools.partial(
+            _text_metrics, model, pipeline.group_references(data.splits[split]), data.tgt_vocab, config
+        )
+        for split in splits
+    }
+
+
+def _text_metrics(
+    model: Seq2Seq,
+    grouped: pipeline.GroupedReferences,
+    tgt_vocab: Vocab,
+    config: ml_collections.ConfigDict,
+    variables: Any,
+) -> dict[str, float]:
+    return reference_eval.evaluate_references(
+        model, variables, grouped, tgt_vocab, tuple(config.text_metrics),
+        config.eval_batch_size, config.max_tgt_len,
+    )
 
 
 class NonFiniteError(RuntimeError):
@@ -183,7 +224,10 @@ def _setup(config: ml_collections.ConfigDict, workdir: str):
     data = load_task_data(config, workdir, tuple(dict.fromkeys(splits)))
     model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
     tx = make_optimizer(config)
-    train_data = pipeline.train_dataset(data.splits["train"], config.batch_size, config.seed)
+    train_data = pipeline.train_dataset(
+        data.splits["train"], config.batch_size, config.seed,
+        bucket_boundaries=tuple(config.bucket_boundaries),
+    )
     data_iterator = pipeline.train_iterator(train_data)
     state = create_train_state(model, tx, config.seed, train_data[0])
     checkpointer = Checkpointer(
@@ -212,6 +256,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     config_dict = json.loads(config.to_json())
     train_step = jax.jit(make_train_step(model, tx, config), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, config))
+    eval_splits = tuple(dict.fromkeys((*config.eval_splits, config.final_eval_split)))
+    text_metrics_fns = make_text_metrics_fns(config, model, data, eval_splits)
     writer = MetricsWriter(workdir)
     best_split, best_name = config.best_metric.split("/")
 
@@ -248,7 +294,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             if is_eval:
                 for split in config.eval_splits:
                     result = evaluate(eval_step, state.variables, data.splits[split],
-                                      config.eval_batch_size)
+                                      config.eval_batch_size, text_metrics_fns.get(split))
                     writer.write(step, split, result)
                     progress.write(f"step {step} {split}: " + _format(result))
                     metric = result.get(best_name) if split == best_split else metric
@@ -266,7 +312,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     final = {}
     for split in dict.fromkeys((*config.eval_splits, config.final_eval_split)):
-        final[split] = evaluate(eval_step, state.variables, data.splits[split], config.eval_batch_size)
+        final[split] = evaluate(
+            eval_step, state.variables, data.splits[split], config.eval_batch_size,
+            text_metrics_fns.get(split),
+        )
         writer.write(step, split, final[split])
     writer.close()
     wall_time = time.time() - start_time
@@ -281,6 +330,6 @@ def _format(result: dict[str, float]) -> str:
 
 
 __all__ = [
-    "NonFiniteError", "TrainState", "create_train_state", "evaluate", "make_eval_step", "make_optimizer",
-    "make_train_step", "run",
+    "NonFiniteError", "TrainState", "create_train_state", "evaluate", "make_eval_step",
+    "make_optimizer", "make_text_metrics_fns", "make_train_step", "run",
 ]

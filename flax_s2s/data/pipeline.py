@@ -3,18 +3,23 @@
 The examples of a split are tokenized once into two padded int32 matrices. Training batches come
 from a grain `MapDataset` over example indices: seeded shuffle (a fresh permutation each epoch),
 repeat, batch. Its iterator state (how many batches were drawn) is saved in every checkpoint, so a
-resumed run sees exactly the batches an uninterrupted one would.
+resumed run sees exactly the batches an uninterrupted one would. With length buckets, each batch
+holds examples of one bucket, cut to that bucket's static shape (one compile per bucket).
+
+For evaluation against several references (a word with alternative pronunciations),
+`group_references` gathers the unique sources of a split with all their targets.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 
 import grain
 import numpy as np
 
-from flax_s2s.data.vocab import PAD, SymbolVocab
+from flax_s2s.data.vocab import PAD, Vocab
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +47,8 @@ def read_split(builder, split: str) -> list[tuple[str, str]]:
 
 def tokenize(
     pairs: Sequence[tuple[str, str]],
-    src_vocab: SymbolVocab,
-    tgt_vocab: SymbolVocab,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
     max_src_len: int,
     max_tgt_len: int,
     too_long: str = "drop",
@@ -90,11 +95,13 @@ def train_dataset(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
+    bucket_boundaries: Sequence[int] = (),
 ) -> grain.MapDataset:
     """Endless shuffled batches {"src_tokens", "tgt_tokens"} of this process's rows.
 
     Every process draws the same global batch of `batch_size` indices and keeps its own
-    contiguous slice, so the global batch does not depend on the number of processes.
+    contiguous slice, so the global batch does not depend on the number of processes. With
+    `bucket_boundaries`, see `bucketed_train_dataset`.
     """
     if batch_size % process_count:
         raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} processes")
@@ -102,6 +109,8 @@ def train_dataset(
         raise ValueError(f"{len(examples)} training examples are fewer than batch_size={batch_size}")
     local = batch_size // process_count
     rows = slice(process_index * local, (process_index + 1) * local)
+    if bucket_boundaries:
+        return bucketed_train_dataset(examples, batch_size, seed, rows, bucket_boundaries)
 
     def gather(indices: np.ndarray) -> dict[str, np.ndarray]:
         indices = np.asarray(indices)[rows]
@@ -134,3 +143,109 @@ def eval_batches(examples: Examples, batch_size: int) -> Iterator[dict[str, np.n
             tgt = np.pad(tgt, ((0, missing), (0, 0)))
             weights = np.pad(weights, (0, missing))
         yield {"src_tokens": src, "tgt_tokens": tgt, "weights": weights}
+
+
+def bucket_shapes(max_src_len: int, max_tgt_len: int, boundaries: Sequence[int]) -> list[tuple[int, int]]:
+    """(src_len, tgt_len) of each bucket: one per boundary below the maximum lengths, both sides
+    cut at the boundary, then the full (max_src_len, max_tgt_len) for everything longer."""
+    shapes = [(min(b, max_src_len), min(b, max_tgt_len)) for b in sorted(set(boundaries))]
+    shapes.append((max_src_len, max_tgt_len))
+    return list(dict.fromkeys(shapes))
+
+
+def assign_buckets(examples: Examples, shapes: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Index of the first (smallest) bucket that fits each example's source and target. [n]."""
+    src_lengths = (examples.src != PAD).sum(1)
+    tgt_lengths = (examples.tgt != PAD).sum(1)  # EOS included
+    fits = np.stack([(src_lengths <= s) & (tgt_lengths <= t) for s, t in shapes], axis=1)
+    return fits.argmax(1)  # the last bucket always fits
+
+
+def bucketed_train_dataset(
+    examples: Examples,
+    batch_size: int,
+    seed: int,
+    rows: slice,
+    boundaries: Sequence[int],
+) -> grain.MapDataset:
+    """Batches of `batch_size` examples from one length bucket, cut to its shape.
+
+    Each epoch shuffles every bucket with a generator seeded by (seed, epoch), cuts it into full
+    batches (the remainder of a bucket waits for a later epoch's shuffle) and shuffles the order
+    of all batches. The plan depends only on (seed, epoch), so the dataset is indexable by batch
+    number and a checkpointed iterator position resumes exactly.
+    """
+    max_src_len, max_tgt_len = examples.src.shape[1], examples.tgt.shape[1]
+    shapes = bucket_shapes(max_src_len, max_tgt_len, boundaries)
+    bucket_of = assign_buckets(examples, shapes)
+    bucket_rows = [np.flatnonzero(bucket_of == b) for b in range(len(shapes))]
+    batches_per_epoch = sum(len(r) // batch_size for r in bucket_rows)
+    if batches_per_epoch == 0:
+        raise ValueError(f"no length bucket holds batch_size={batch_size} examples: {shapes}")
+
+    @functools.lru_cache(maxsize=2)
+    def epoch_plan(epoch: int) -> list[tuple[int, np.ndarray]]:
+        rng = np.random.default_rng([seed, epoch])
+        batches = []
+        for bucket, indices in enumerate(bucket_rows):
+            shuffled = rng.permutation(indices)
+            for start in range(0, len(shuffled) - batch_size + 1, batch_size):
+                batches.append((bucket, shuffled[start : start + batch_size]))
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def gather(batch_number: int) -> dict[str, np.ndarray]:
+        epoch, index = divmod(int(batch_number), batches_per_epoch)
+        bucket, indices = epoch_plan(epoch)[index]
+        src_len, tgt_len = shapes[bucket]
+        indices = indices[rows]
+        return {"src_tokens": examples.src[indices, :src_len], "tgt_tokens": examples.tgt[indices, :tgt_len]}
+
+    endless = 2**62  # batch numbers; grain's iterator state is the next one
+    return grain.MapDataset.range(endless).map(gather)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupedReferences:
+    """The unique sources of a split, each with every reference target it has.
+
+    `src` [n_sources, src_len] int32 (PAD-filled), `sources` and `references` the texts, in the
+    order each source first appears.
+    """
+
+    src: np.ndarray
+    sources: list[str]
+    references: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def _group(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, int], dict[str, list[str]]]:
+    first_row: dict[str, int] = {}
+    references: dict[str, list[str]] = {}
+    for row, (src_text, tgt_text) in enumerate(pairs):
+        first_row.setdefault(src_text, row)
+        references.setdefault(src_text, [])
+        if tgt_text not in references[src_text]:
+            references[src_text].append(tgt_text)
+    return first_row, references
+
+
+def group_references(examples: Examples) -> GroupedReferences:
+    """Groups a tokenized split by source text (reusing its source rows)."""
+    first_row, references = _group(examples.texts)
+    rows = list(first_row.values())
+    return GroupedReferences(examples.src[rows], list(first_row), list(references.values()))
+
+
+def group_pairs(
+    pairs: Sequence[tuple[str, str]], src_vocab: Vocab, min_src_len: int = 1
+) -> GroupedReferences:
+    """Groups raw (source, target) pairs by source and tokenizes the sources, padded to the
+    longest one (at least `min_src_len`); nothing is dropped, so every source is scored."""
+    first_row, references = _group(pairs)
+    src_ids = [src_vocab.encode(source, add_eos=False) for source in first_row]
+    src = np.full((len(src_ids), max([min_src_len, *map(len, src_ids)])), PAD, np.int32)
+    for row, ids in enumerate(src_ids):
+        src[row, : len(ids)] = ids
+    return GroupedReferences(src, list(first_row), list(references.values()))

@@ -1,0 +1,71 @@
+"""Does length bucketing pay on CMUdict G2P? Times the jitted train step at each bucket shape and
+weighs it by the share of batches each bucket gets, against every batch at the maximum lengths.
+
+    python bench/g2p_buckets.py [--config configs.g2p_lstm] [--steps 30] [--hidden_dim 256]
+
+Prints the bucket shares, seconds per step at each shape, and words/s with and without buckets.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from flax_s2s import training  # noqa: E402
+from flax_s2s.data import pipeline, task_data  # noqa: E402
+from flax_s2s.models import build_model  # noqa: E402
+
+
+def time_steps(train_step, state, batch, steps):
+    state, out = train_step(state, batch)  # compile
+    jax.block_until_ready(out)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, out = train_step(state, batch)
+    jax.block_until_ready(out)
+    return state, (time.perf_counter() - start) / steps
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="configs.g2p_lstm")
+    parser.add_argument("--hidden_dim", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--workdir", default="/tmp/g2p_bucket_bench")
+    args = parser.parse_args()
+    config = importlib.import_module(args.config).get_config()
+    config.model.hidden_dim = args.hidden_dim or config.model.hidden_dim
+    data = task_data.load_task_data(config, args.workdir, ("train",))
+    examples = data.splits["train"]
+    shapes = pipeline.bucket_shapes(config.max_src_len, config.max_tgt_len, config.bucket_boundaries)
+    shares = np.bincount(pipeline.assign_buckets(examples, shapes), minlength=len(shapes)) / len(examples)
+    model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
+    tx = training.make_optimizer(config)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(examples), config.batch_size, replace=False)
+    state = training.create_train_state(
+        model, tx, config.seed, {"src_tokens": examples.src[rows], "tgt_tokens": examples.tgt[rows]}
+    )
+    train_step = jax.jit(training.make_train_step(model, tx, config), donate_argnums=0)
+    seconds = []
+    for src_len, tgt_len in shapes:
+        fits = pipeline.assign_buckets(examples, shapes) <= shapes.index((src_len, tgt_len))
+        rows = rng.choice(np.flatnonzero(fits), config.batch_size, replace=False)
+        batch = {"src_tokens": examples.src[rows, :src_len], "tgt_tokens": examples.tgt[rows, :tgt_len]}
+        state, step_s = time_steps(train_step, state, batch, args.steps)
+        seconds.append(step_s)
+        print(f"shape src={src_len} tgt={tgt_len}: share {shares[shapes.index((src_len, tgt_len))]:.3f}, "
+              f"{step_s * 1000:.1f} ms/step", flush=True)
+    bucketed = float(np.dot(shares, seconds))
+    print(f"words/s: bucketed {config.batch_size / bucketed:.0f}, "
+          f"unbucketed {config.batch_size / seconds[-1]:.0f} (speed-up x{seconds[-1] / bucketed:.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Parallel text: local line-aligned files, or a TFDS translation dataset prepared elsewhere.
+
+Local files are read directly rather than through a TFDS builder: they are already one example a
+line, the pipeline tokenizes a whole split into memory anyway, and a prepared copy would go stale
+whenever the user edits the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tensorflow_datasets.core import read_only_builder
+
+SRC_SUFFIX, TGT_SUFFIX = ".src", ".tgt"
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 file without their line endings.
+
+    An empty file, or a line that is not valid UTF-8, raises a ValueError naming the file (and
+    the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    data = path.read_bytes()
+    if not data:
+        raise ValueError(f"{path}: empty file")
+    lines = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start} of the line)"
+            ) from None
+    if data.endswith(b"\n"):
+        lines.pop()  # the final newline ends the last line; it does not start another
+    return lines
+
+
+def read_parallel_files(src_path: str | Path, tgt_path: str | Path) -> list[tuple[str, str]]:
+    """(source, target) pairs of two line-aligned files; unequal line counts raise, naming the
+    first line that has no partner."""
+    src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)
+    if len(src_lines) != len(tgt_lines):
+        longer, shorter = (src_path, tgt_path) if len(src_lines) > len(tgt_lines) else (tgt_path, src_path)
+        first_unpaired = min(len(src_lines), len(tgt_lines)) + 1
+        raise ValueError(
+            f"{longer}:{first_unpaired}: no partner line in {shorter} "
+            f"({len(src_lines)} source lines, {len(tgt_lines)} target lines; files must be line-aligned)"
+        )
+    return list(zip(src_lines, tgt_lines, strict=True))
+
+
+def read_parallel_dir(directory: str | Path, splits: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """`DIRECTORY/{split}.src` and `DIRECTORY/{split}.tgt` for each split."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"parallel text directory {directory} does not exist")
+    return {
+        split: read_parallel_files(directory / f"{split}{SRC_SUFFIX}", directory / f"{split}{TGT_SUFFIX}")
+        for split in splits
+    }
+
+
+def read_tfds_translation(
+    name: str,
+    data_dir: str | None,
+    splits: Sequence[str],
+    src_key: str = "",
+    tgt_key: str = "",
+) -> dict[str, list[tuple[str, str]]]:
+    """(source, target) pairs of a TFDS dataset such as "wmt14_translate/de-en", already prepared
+    under `data_dir` in the array_record format. Nothing is downloaded or prepared here.
+
+    The source and target features default to the dataset's supervised keys (("de", "en") for
+    wmt14_translate/de-en); `src_key` / `tgt_key` override them, e.g. to translate the other way.
+    """
+    try:
+        # Reads the prepared files and their metadata only: no dataset code, no download.
+        builder = read_only_builder.builder_from_files(name, data_dir=data_dir or None)
+    except Exception as error:  # DatasetNotFoundError and friends; the hint matters more
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared under data dir {data_dir or '(TFDS default)'}: "
+            f"flax_s2s never downloads; prepare it where TensorFlow is available with "
+            f"`tfds build {name} --file_format=array_record --data_dir=DIR` ({error})"
+        ) from None
+    file_format = str(builder.info.file_format.value if builder.info.file_format else "")
+    if file_format != "array_record":
+        raise ValueError(
+            f"TFDS dataset {name!r} is stored as {file_format or 'unknown'}; reading it without "
+            f"TensorFlow needs array_record: rebuild it with --file_format=array_record"
+        )
+    keys = builder.info.supervised_keys or ("", "")
+    src_key, tgt_key = src_key or keys[0], tgt_key or keys[1]
+    features = list(builder.info.features.keys()) if hasattr(builder.info.features, "keys") else []
+    for role, key in (("source", src_key), ("target", tgt_key)):
+        if key not in features:
+            raise ValueError(
+                f"TFDS dataset {name!r}: {role} key {key!r} is not one of its features {features}"
+            )
+    missing = [split for split in splits if split not in builder.info.splits]
+    if missing:
+        raise ValueError(
+            f"TFDS dataset {name!r} has no split(s) {missing}; it has {list(builder.info.splits)}"
+        )
+    return {split: _read_tfds_split(builder, split, src_key, tgt_key) for split in splits}
+
+
+def _read_tfds_split(builder, split: str, src_key: str, tgt_key: str) -> list[tuple[str, str]]:
+    source = builder.as_data_source(split)
+    records = source.__getitems__(list(range(len(source))))
+    return [(_text(record, src_key), _text(record, tgt_key)) for record in records]
+
+
+def _text(record: dict, key: str) -> str:
+    value = record[key]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

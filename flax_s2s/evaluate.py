@@ -1,0 +1,77 @@
+"""Score a trained workdir on any `WORD<TAB>PHONES` file: word and phone error rates, exact match.
+
+    python -m flax_s2s.evaluate --workdir DIR --data FILE [--beam N]
+
+Loads the workdir's latest checkpoint, its config and its saved vocabularies, decodes every
+distinct word of FILE once and scores it against all the pronunciations FILE lists for it: a word
+is right when the output equals any of them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+import ml_collections
+from absl import app, flags, logging
+
+from flax_s2s import reference_eval, training
+from flax_s2s.checkpoint import Checkpointer
+from flax_s2s.data import cmudict_g2p, pipeline, task_data
+from flax_s2s.models import build_model
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (checkpoints, vocabularies).")
+_DATA = flags.DEFINE_string("data", None, "A WORD<TAB>PHONES file; alternatives on separate lines.")
+_BEAM = flags.DEFINE_integer("beam", 1, "Beam size; 1 decodes greedily.")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
+flags.mark_flags_as_required(["workdir", "data"])
+
+
+def load_trained(workdir: str):
+    """(config, model, variables, src_vocab, tgt_vocab, step) of a workdir's latest checkpoint."""
+    vocabs = task_data.load_vocabs(workdir)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    step = checkpointer.latest_step()
+    if vocabs is None or step is None:
+        raise FileNotFoundError(f"{workdir} holds no trained run (vocabularies and a checkpoint)")
+    config = ml_collections.ConfigDict(checkpointer.restore_config(step))
+    src_vocab, tgt_vocab = vocabs
+    model = build_model(config, len(src_vocab), len(tgt_vocab))
+    dummy = {"src_tokens": jnp.ones((1, 2), jnp.int32), "tgt_tokens": jnp.ones((1, 2), jnp.int32)}
+    template = training.create_train_state(model, training.make_optimizer(config), config.seed, dummy)
+    state = checkpointer.restore(template, step=step)
+    checkpointer.close()
+    return config, model, state.variables, src_vocab, tgt_vocab, step
+
+
+def evaluate_lexicon(
+    workdir: str, data_path: str, beam_size: int = 1, batch_size: int = 0
+) -> dict[str, float]:
+    """WER, PER (percent) and exact match (fraction) of the workdir's model on a lexicon file."""
+    reference_eval.check_beam_size(beam_size)
+    config, model, variables, src_vocab, tgt_vocab, step = load_trained(workdir)
+    grouped = pipeline.group_pairs(cmudict_g2p.read_lexicon(data_path), src_vocab, config.max_src_len)
+    results = reference_eval.evaluate_references(
+        model, variables, grouped, tgt_vocab, ("wer", "per", "exact_match"),
+        batch_size or config.eval_batch_size, config.max_tgt_len, beam_size,
+    )
+    return {"step": step, "words": len(grouped), **results}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    try:
+        result = evaluate_lexicon(_WORKDIR.value, _DATA.value, _BEAM.value, _BATCH.value)
+    except (ValueError, FileNotFoundError) as error:  # bad input: the message says it all
+        raise app.UsageError(str(error)) from None
+    print(f"{_DATA.value}: {result['words']} words, checkpoint step {result['step']}, beam {_BEAM.value}")
+    print(f"WER {result['wer']:.2f}%")
+    print(f"PER {result['per']:.2f}%")
+    print(f"exact match {100 * result['exact_match']:.2f}%")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,94 @@
+"""G2P end to end: config checks, a tiny training run reporting WER/PER, the evaluate CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, tiny_config
+from lexicon_fixture import lexicon_pairs, write_lexicon
+
+from configs import g2p_lstm
+from flax_s2s import training
+from flax_s2s.config_validation import ConfigError, validate_config
+from flax_s2s.data import cmudict_g2p
+
+
+def test_g2p_config_is_valid_and_points_at_the_standard_split_by_a_relative_path():
+    config = g2p_lstm.get_config()
+    assert config.data_path == "../shared/data/g2p/g014b2b.train"
+    if os.path.exists(os.path.join(ROOT, config.data_path)):
+        validate_config(config)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"task": "cmudict_g2p", "data_path": ""}, "config.data_path is empty"),
+        ({"task": "cmudict_g2p", "data_path": "no/such/file.txt"}, r"config.data_path='no/such/file.txt'"),
+        ({"task": "parallel_text", "data_path": "tests"}, None),  # a directory: accepted
+        ({"task": "tfds"}, "config.tfds_name is empty"),
+        ({"task": "nope"}, "config.task='nope'"),
+        ({"bucket_boundaries": (8, 4)}, "config.bucket_boundaries"),
+        ({"text_metrics": ("wer", "ter")}, "config.text_metrics"),
+        ({"vocab.type": "bytes"}, "config.vocab.type"),
+    ],
+)
+def test_data_config_errors_name_the_key(overrides, message):
+    config = tiny_config(**overrides)
+    if message is None:
+        validate_config(config)
+        return
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_cmudict_g2p_has_no_test_split(tmp_path):
+    lexicon = write_lexicon(tmp_path / "lexicon.txt", lexicon_pairs(50))
+    config = tiny_config(task="cmudict_g2p", data_path=str(lexicon))
+    with pytest.raises(ConfigError, match=r"config.final_eval_split='test'.*only splits"):
+        validate_config(config)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny G2P model trained for a few steps on the fixture lexicon."""
+    tmp = tmp_path_factory.mktemp("g2p_run")
+    lexicon = write_lexicon(tmp / "lexicon.txt", lexicon_pairs(400))
+    config = tiny_config(
+        task="cmudict_g2p", data_path=str(lexicon), data_dir=str(tmp / "tfds"), max_src_len=12,
+        max_tgt_len=12, final_eval_split="validation", num_train_steps=20, eval_every=1000,
+        checkpoint_every=1000, text_metrics=("wer", "per"),
+    )
+    config.vocab.tgt_separator = " "
+    config.optimizer.learning_rate = 1e-2
+    workdir = tmp / "run"
+    result = training.run(config, str(workdir))
+    return lexicon, workdir, result
+
+
+@pytest.mark.slow
+def test_training_reports_wer_and_per_and_the_cli_reproduces_them(trained, tmp_path):
+    lexicon, workdir, result = trained
+    final = result["final"]["validation"]
+    assert 0.0 <= final["wer"] <= 100.0 and final["per"] >= 0.0
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["split"] == "validation" and "wer" in r and "per" in r for r in records)
+
+    # The validation split written as a lexicon file: the CLI must score it as training did.
+    validation = [(w, p) for w, p in cmudict_g2p.read_lexicon(lexicon)
+                  if cmudict_g2p.split_of(w, with_test=False) == "validation"]
+    data = write_lexicon(tmp_path / "validation.txt", validation)
+    command = [sys.executable, "-m", "flax_s2s.evaluate", f"--workdir={workdir}", f"--data={data}"]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.rsplit(" ", 1) for line in out.stdout.splitlines()[1:])
+    assert float(lines["WER"].rstrip("%")) == pytest.approx(final["wer"], abs=0.01)
+    assert float(lines["PER"].rstrip("%")) == pytest.approx(final["per"], abs=0.01)
+    assert float(lines["exact match"].rstrip("%")) == pytest.approx(100 - final["wer"], abs=0.01)
+    assert f"{len({w for w, _ in validation})} words" in out.stdout
+
+    beam = subprocess.run([*command, "--beam=0"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert beam.returncode != 0 and "beam size must be >= 1" in beam.stderr

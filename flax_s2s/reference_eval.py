@@ -35,6 +35,7 @@ def decode_sources(
     batch_size: int,
     max_len: int,
     beam_size: int = 1,
+    alpha: float = 0.6,
 ) -> np.ndarray:
     """Output tokens [n, max_len] (PAD after EOS) for sources [n, src_len], in batches of a
     static shape (the last one padded with PAD rows, whose outputs are dropped)."""
@@ -43,29 +44,23 @@ def decode_sources(
         batch = src[start : start + batch_size]
         rows = len(batch)
         batch = np.pad(batch, ((0, batch_size - rows), (0, 0)), constant_values=PAD)
-        tokens = _decode(model, variables, batch, max_len, beam_size)
+        tokens = _decode(model, variables, batch, max_len, beam_size, alpha)
         outputs.append(np.asarray(jax.device_get(tokens))[:rows])
     return np.concatenate(outputs)
 
 
 def check_beam_size(beam_size: int) -> None:
-    """Fails early, before anything loads, for a beam size this version cannot decode with."""
+    """Fails early, before anything loads, for an impossible beam size."""
     if beam_size < 1:
-        raise ValueError(f"beam size must be >= 1, got {beam_size}")
-    if beam_size > 1 and not hasattr(decoding, "beam_search"):
-        raise ValueError(
-            f"beam size {beam_size} needs flax_s2s.decoding.beam_search, which this version lacks; "
-            "use beam size 1 (greedy)"
-        )
+        raise ValueError(f"beam size must be >= 1 (1 decodes greedily), got {beam_size}")
 
 
-def _decode(model: Seq2Seq, variables: Any, src_tokens: np.ndarray, max_len: int, beam_size: int):
+def _decode(model: Seq2Seq, variables: Any, src_tokens: np.ndarray, max_len: int, beam_size: int,
+            alpha: float = 0.6):
     check_beam_size(beam_size)
-    if beam_size == 1:
-        tokens, _, _ = decoding.greedy(model, variables, src_tokens, max_len=max_len)
-        return tokens
-    tokens = decoding.beam_search(model, variables, src_tokens, max_len=max_len, beam_size=beam_size)[0]
-    return tokens[:, 0] if tokens.ndim == 3 else tokens  # the best beam when all are returned
+    # beam 1 is exactly greedy (tested); greedy skips the beam bookkeeping
+    return decoding.best_sequences(model, variables, src_tokens, max_len, 0 if beam_size == 1
+                                   else beam_size, alpha)
 
 
 def score_texts(
@@ -106,8 +101,9 @@ def evaluate_references(
     batch_size: int,
     max_len: int,
     beam_size: int = 1,
+    alpha: float = 0.6,
 ) -> dict[str, float]:
     """Decodes every unique source of `grouped` and scores it against all of its references."""
-    tokens = decode_sources(model, variables, grouped.src, batch_size, max_len, beam_size)
+    tokens = decode_sources(model, variables, grouped.src, batch_size, max_len, beam_size, alpha)
     hypotheses = [tgt_vocab.decode(row) for row in tokens]
     return score_texts(hypotheses, grouped.references, names, tgt_vocab.separator)

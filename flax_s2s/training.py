@@ -199,6 +199,7 @@ def _text_metrics(
     return reference_eval.evaluate_references(
         model, variables, grouped, tgt_vocab, tuple(config.text_metrics),
         config.eval_batch_size, config.max_tgt_len,
+        beam_size=max(config.eval_beam_size, 1), alpha=config.eval_length_alpha,
     )
 
 

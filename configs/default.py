@@ -76,6 +76,31 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.grad_clip_norm = 1.0
     config.label_smoothing = 0.0
 
+    # --- teacher forcing / scheduled sampling (flax_s2s/forcing.py) ---
+    # At train step `step` each (example, target position) reads the gold previous token with
+    # probability p(step), otherwise the model's own token from the previous position. The mask is
+    # drawn from the train state's key folded with the step, so a resumed run draws the same masks.
+    config.teacher_forcing = ml_collections.ConfigDict()
+    # p(step): constant: p | linear: max(floor, k - slope * step)
+    #   | exponential: max(floor, k ** step), needs 0 < k < 1
+    #   | inverse_sigmoid: max(floor, k / (k + exp(step / k))), needs k >= 1 (p = 1/2 near
+    #     step = k * ln k)
+    # constant with p = 1 (the default) is plain teacher forcing on the parallel forward pass.
+    config.teacher_forcing.schedule = "constant"
+    config.teacher_forcing.p = 1.0  # constant schedule only; 0 = always the model's own tokens
+    config.teacher_forcing.k = 1.0  # linear: start value in [floor, 1]; else the decay rate
+    config.teacher_forcing.slope = 1e-4  # linear only: decrease of p per step, > 0
+    config.teacher_forcing.floor = 0.0  # lower bound of a decaying p, in [0, 1]
+    # The own token: "argmax" | "sample" (from softmax(logits / temperature)). Never differentiated.
+    # "soft" (the expected embedding under the softmax) is a later variant: the model seam feeds
+    # tokens, not embeddings, so config validation refuses it.
+    config.teacher_forcing.choice = "argmax"
+    config.teacher_forcing.temperature = 1.0  # choice="sample" only, > 0
+    # "exact": one lax.scan of the decoder step over target positions, each reading the model's
+    # real previous output. "two_pass": a teacher-forced parallel pass predicts the own tokens, a
+    # second parallel pass reads the mix (cheaper for Transformers; approximate).
+    config.teacher_forcing.mode = "exact"
+
     # --- loop ---
     config.num_train_steps = 3500
     config.log_every = 100  # train loss/accuracy to metrics.jsonl and the progress line

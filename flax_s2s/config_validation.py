@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from flax_s2s import forcing
 from flax_s2s.data.task_data import FILE_TASKS, TASK_NAMES, TASK_SPLITS, resolve_data_path
 from flax_s2s.metrics import TEXT_METRICS
 
@@ -19,6 +20,8 @@ _CHOICES = {
     "model.cell": ("lstm", "gru"),
     "vocab.type": ("symbol", "sentencepiece"),
     "vocab.sp_model_type": ("unigram", "bpe"),
+    "teacher_forcing.schedule": forcing.SCHEDULES,
+    "teacher_forcing.mode": forcing.MODES,
 }
 _POSITIVE = (
     "batch_size",
@@ -115,3 +118,32 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.optimizer.learning_rate <= 0:
         raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate}: must be > 0")
+    _validate_teacher_forcing(config.teacher_forcing)
+
+
+def _validate_teacher_forcing(tf: ml_collections.ConfigDict) -> None:
+    """The schedule's parameters must give a probability that never increases."""
+    if tf.choice in forcing.LATER_CHOICES:
+        raise ConfigError(
+            f"config.teacher_forcing.choice={tf.choice!r}: not implemented yet (a later variant: "
+            f"the model seam feeds tokens, not embeddings); use one of {list(forcing.CHOICES)}"
+        )
+    if tf.choice not in forcing.CHOICES:
+        raise ConfigError(
+            f"config.teacher_forcing.choice={tf.choice!r}: must be one of {list(forcing.CHOICES)}"
+        )
+    if tf.temperature <= 0:
+        raise ConfigError(f"config.teacher_forcing.temperature={tf.temperature}: must be > 0")
+    for key in ("p", "floor"):
+        if not 0.0 <= tf[key] <= 1.0:
+            raise ConfigError(f"config.teacher_forcing.{key}={tf[key]}: must be in [0, 1]")
+    needs = {
+        "linear": (tf.floor <= tf.k <= 1.0 and tf.slope > 0, "floor <= k <= 1 and slope > 0"),
+        "exponential": (0.0 < tf.k < 1.0, "0 < k < 1"),
+        "inverse_sigmoid": (tf.k >= 1.0, "k >= 1"),
+    }
+    if tf.schedule in needs and not needs[tf.schedule][0]:
+        raise ConfigError(
+            f"config.teacher_forcing (schedule={tf.schedule!r}, k={tf.k}, slope={tf.slope}, "
+            f"floor={tf.floor}): the {tf.schedule} schedule needs {needs[tf.schedule][1]}"
+        )

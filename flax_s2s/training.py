@@ -22,6 +22,7 @@ from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
 from flax_s2s.data.task_data import TaskData, load_task_data
 from flax_s2s.data.vocab import Vocab
+from flax_s2s.forcing import TeacherForcing
 from flax_s2s.logs import MetricsWriter, Progress
 from flax_s2s.models import Seq2Seq, build_model, decoder_inputs
 from flax_s2s.signals import GracefulStop
@@ -69,19 +70,24 @@ def create_train_state(
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
     variables = jax.jit(model.init)(init_rng, batch["src_tokens"], batch["tgt_tokens"])
     params = variables["params"]
-    return TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params), rng=train_rng)
+    # int32, not weakly typed: a restored step must not retrigger compilation of the train step
+    return TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=tx.init(params), rng=train_rng)
 
 
 def make_train_step(model: Seq2Seq, tx: optax.GradientTransformation, config: ml_collections.ConfigDict):
-    """(state, batch) -> (state, metrics); jit it once and reuse it."""
+    """(state, batch) -> (state, metrics); jit it once and reuse it.
 
-    def loss_fn(params, batch, rng):
+    The decoder reads gold or own tokens as `config.teacher_forcing` says (see flax_s2s.forcing).
+    """
+    forcing = TeacherForcing.from_config(config.teacher_forcing)
+
+    def loss_fn(params, batch, rng, step):
         variables = {"params": params}
         tgt_tokens = batch["tgt_tokens"]
         encode_rng, decode_rng = jax.random.split(rng)
         encoded = model.encode(variables, batch["src_tokens"], train=True, rng=encode_rng)
-        logits = model.forward(
-            variables, encoded, decoder_inputs(tgt_tokens), train=True, rng=decode_rng
+        logits = forcing.train_logits(
+            model, variables, encoded, tgt_tokens, step=step, step_rng=rng, dropout_rng=decode_rng
         )
         weights = metrics.token_weights(tgt_tokens)
         num_tokens = jnp.maximum(weights.sum(), 1.0)
@@ -92,7 +98,7 @@ def make_train_step(model: Seq2Seq, tx: optax.GradientTransformation, config: ml
     def train_step(state: TrainState, batch: dict[str, Array]):
         step_rng = jax.random.fold_in(state.rng, state.step)
         grad_fn = jax.value_and_grad(_with_fault_injection(loss_fn, config, state.step), has_aux=True)
-        (loss, aux), grads = grad_fn(state.params, batch, step_rng)
+        (loss, aux), grads = grad_fn(state.params, batch, step_rng, state.step)
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -106,6 +112,7 @@ def make_train_step(model: Seq2Seq, tx: optax.GradientTransformation, config: ml
         )
         step_metrics = {"loss": loss, "grad_norm": grad_norm, **aux,
                         "nonfinite_steps": 1 - finite.astype(jnp.int32)}
+        step_metrics["teacher_forcing_prob"] = forcing.prob(state.step)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, step_metrics
 
@@ -125,8 +132,9 @@ def _with_fault_injection(loss_fn, config: ml_collections.ConfigDict, step: Arra
 
 
 def make_eval_step(model: Seq2Seq, config: ml_collections.ConfigDict):
-    """(variables, batch) -> sums for teacher-forced and free-running metrics; free running
-    decodes greedily, or with beam search when config.eval_beam_size > 0."""
+    """(variables, batch) -> sums for teacher-forced and free-running metrics, in total and by
+    target position (the exposure-bias gap); free running decodes greedily, or with beam search
+    when config.eval_beam_size > 0."""
 
     def eval_step(variables, batch):
         tgt_tokens, example_weights = batch["tgt_tokens"], batch["weights"]
@@ -137,7 +145,14 @@ def make_eval_step(model: Seq2Seq, config: ml_collections.ConfigDict):
             model, variables, batch["src_tokens"], tgt_tokens.shape[1],
             config.eval_beam_size, config.eval_length_alpha,
         )
+        tf_by_position, tokens_by_position = metrics.accuracy_by_position(
+            logits.argmax(-1), tgt_tokens, weights
+        )
+        fr_by_position, _ = metrics.accuracy_by_position(predicted, tgt_tokens, weights)
         return {
+            "tf_correct_by_position": tf_by_position,
+            "fr_correct_by_position": fr_by_position,
+            "tokens_by_position": tokens_by_position,
             "loss_sum": metrics.cross_entropy_sum(logits, tgt_tokens, weights),
             "tf_correct": metrics.correct_tokens(logits.argmax(-1), tgt_tokens, weights),
             "fr_correct": metrics.correct_tokens(predicted, tgt_tokens, weights),
@@ -155,19 +170,27 @@ def evaluate(
     examples: pipeline.Examples,
     batch_size: int,
     text_metrics_fn: Callable[[Any], dict[str, float]] | None = None,
-) -> dict[str, float]:
-    """Teacher-forced loss/accuracy and free-running token accuracy/exact match over a split, plus
+) -> dict[str, Any]:
+    """Teacher-forced loss/accuracy and free-running token accuracy/exact match over a split, both
+    accuracies by target position (None where no example has a token), plus
     `text_metrics_fn(variables)` (e.g. multi-reference WER/PER, BLEU/chrF) when given."""
-    totals: dict[str, float] = {}
+    totals: dict[str, Any] = {}
     for batch in pipeline.eval_batches(examples, batch_size):
         for key, value in jax.device_get(eval_step(variables, batch)).items():
-            totals[key] = totals.get(key, 0.0) + float(value)
+            totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
     tokens, examples_count = max(totals["tokens"], 1.0), max(totals["examples"], 1.0)
+    counted = totals["tokens_by_position"]
+
+    def by_position(correct: np.ndarray) -> list[float | None]:
+        return [float(c / n) if n > 0 else None for c, n in zip(correct, counted, strict=True)]
+
     result = {
-        "loss": totals["loss_sum"] / tokens,
-        "token_accuracy": totals["tf_correct"] / tokens,
-        "fr_token_accuracy": totals["fr_correct"] / tokens,
-        "exact_match": totals["exact"] / examples_count,
+        "loss": float(totals["loss_sum"] / tokens),
+        "token_accuracy": float(totals["tf_correct"] / tokens),
+        "fr_token_accuracy": float(totals["fr_correct"] / tokens),
+        "exact_match": float(totals["exact"] / examples_count),
+        "tf_accuracy_by_position": by_position(totals["tf_correct_by_position"]),
+        "fr_accuracy_by_position": by_position(totals["fr_correct_by_position"]),
     }
     if text_metrics_fn is not None:
         result.update(text_metrics_fn(variables))
@@ -256,6 +279,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     data, model, tx, state, data_iterator, checkpointer = _setup(config, workdir)
     config_dict = json.loads(config.to_json())
     train_step = jax.jit(make_train_step(model, tx, config), donate_argnums=0)
+    teacher_forcing_prob = TeacherForcing.from_config(config.teacher_forcing).prob
     eval_step = jax.jit(make_eval_step(model, config))
     eval_splits = tuple(dict.fromkeys((*config.eval_splits, config.final_eval_split)))
     text_metrics_fns = make_text_metrics_fns(config, model, data, eval_splits)
@@ -296,6 +320,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 for split in config.eval_splits:
                     result = evaluate(eval_step, state.variables, data.splits[split],
                                       config.eval_batch_size, text_metrics_fns.get(split))
+                    result["teacher_forcing_prob"] = float(teacher_forcing_prob(step))
                     writer.write(step, split, result)
                     progress.write(f"step {step} {split}: " + _format(result))
                     metric = result.get(best_name) if split == best_split else metric
@@ -317,6 +342,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             eval_step, state.variables, data.splits[split], config.eval_batch_size,
             text_metrics_fns.get(split),
         )
+        final[split]["teacher_forcing_prob"] = float(teacher_forcing_prob(step))
         writer.write(step, split, final[split])
     writer.close()
     wall_time = time.time() - start_time
@@ -326,8 +352,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     return {"step": step, "final": final, "wall_time_s": wall_time, "stopped_by": None}
 
 
-def _format(result: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4f}" for k, v in result.items())
+def _format(result: dict[str, Any]) -> str:
+    """The scalar metrics on one line (the by-position lists are in metrics.jsonl)."""
+    return " ".join(f"{k}={v:.4f}" for k, v in result.items() if isinstance(v, float))
 
 
 __all__ = [

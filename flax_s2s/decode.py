@@ -29,8 +29,8 @@ from absl import logging
 
 from flax_s2s import decoding, training
 from flax_s2s.checkpoint import Checkpointer
-from flax_s2s.data.task_data import SRC_VOCAB_FILE, TGT_VOCAB_FILE, load_vocabs
-from flax_s2s.data.vocab import PAD, SPECIALS, UNK, SymbolVocab
+from flax_s2s.data.task_data import SRC_VOCAB, TGT_VOCAB, load_vocabs
+from flax_s2s.data.vocab import PAD, SPECIALS, UNK, SymbolVocab, Vocab
 from flax_s2s.models import Seq2Seq, build_model
 
 
@@ -45,8 +45,8 @@ class TrainedModel:
     config: ml_collections.ConfigDict
     model: Seq2Seq
     variables: dict[str, Any]
-    src_vocab: SymbolVocab
-    tgt_vocab: SymbolVocab
+    src_vocab: Vocab
+    tgt_vocab: Vocab
     step: int
 
 
@@ -66,7 +66,7 @@ def load_trained_model(workdir: str) -> TrainedModel:
         if step is None:
             raise no_checkpoint
         if vocabs is None:
-            raise DecodeError(f"{workdir!r} has no {SRC_VOCAB_FILE} / {TGT_VOCAB_FILE}")
+            raise DecodeError(f"{workdir!r} has no saved vocabularies ({SRC_VOCAB}.*, {TGT_VOCAB}.*)")
         config = ml_collections.ConfigDict(checkpointer.restore_config(step))
         model = build_model(config, len(vocabs[0]), len(vocabs[1]))
         # Restore into the shapes of a fresh train state; eval_shape builds them without
@@ -91,13 +91,12 @@ def _symbols(vocab: SymbolVocab, text: str) -> list[str]:
 
 
 def encode_lines(
-    lines: Sequence[str], vocab: SymbolVocab, max_src_len: int, warn
+    lines: Sequence[str], vocab: Vocab, max_src_len: int, warn
 ) -> list[list[int] | None]:
     """Token ids per line, or None for a line that cannot be decoded (reported through `warn`).
 
     Surrounding whitespace is ignored. Symbols outside `vocab` become UNK and are reported.
     """
-    known = set(vocab.symbols[len(SPECIALS):])
     encoded: list[list[int] | None] = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -106,11 +105,14 @@ def encode_lines(
             encoded.append(None)
             continue
         ids = vocab.encode(text, add_eos=False)
-        unknown = [s for s in _symbols(vocab, text) if s not in known]
+        unknown = ids.count(UNK)
         if unknown:
-            shown = ", ".join(repr(s) for s in dict.fromkeys(unknown))
-            warn(f"line {number}: {len(unknown)} symbol(s) outside the source vocabulary read as "
-                 f"{SPECIALS[UNK]}: {shown}")
+            shown = ""
+            if isinstance(vocab, SymbolVocab):  # symbols and ids align one to one
+                symbols = [s for s, i in zip(_symbols(vocab, text), ids, strict=True) if i == UNK]
+                shown = ": " + ", ".join(repr(s) for s in dict.fromkeys(symbols))
+            warn(f"line {number}: {unknown} symbol(s) outside the source vocabulary read as "
+                 f"{SPECIALS[UNK]}{shown}")
         if len(ids) > max_src_len:
             warn(f"line {number}: {len(ids)} source symbols exceed the model's "
                  f"max_src_len={max_src_len}; printing an empty line")

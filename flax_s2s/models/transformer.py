@@ -1,0 +1,342 @@
+"""Encoder-decoder Transformer (Vaswani et al. 2017) with an explicit KV cache for decoding.
+
+Encoder: token embeddings + positions -> layers of [self-attention, MLP], each a residual sublayer
+with its norm before ("pre") or after ("post") the residual sum (see `norms.py`).
+Decoder: the same with [causal self-attention, cross-attention over the encoder memory, MLP].
+
+The module exposes the decoder step-function seam (`encode`, `init_cache`, `step`, `forward`):
+- `forward` is the parallel teacher-forced pass, with a causal mask;
+- `step` decodes one position: it projects the new token's key and value, writes them into the
+  cache at `position`, and attends over positions <= `position`, so a token costs O(length).
+The cache is a plain pytree passed in and returned (no mutable linen collection), so `step` is a
+pure function of its inputs and beam search can reorder it with one tree_map. `init_cache` also
+projects the encoder memory into each layer's cross-attention keys and values, once per input.
+
+`dtype` is the compute dtype (e.g. bfloat16); parameters stay float32, attention logits and
+softmax and norm statistics are computed in float32, and logits are returned in float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flax_s2s.data.vocab import PAD
+from flax_s2s.models.norms import check_position, make_norm
+
+Array = jax.Array
+KeyValue = dict[str, Array]  # {"key", "value"}: [batch, length, heads, head_dim]
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyperparameters shared by all the modules below (hashable, like Flax's examples/wmt).
+
+    max_positions bounds learned position embeddings (and so the longest input or decode).
+    """
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 128
+    num_heads: int = 4
+    mlp_dim: int = 512
+    num_encoder_layers: int = 2
+    num_decoder_layers: int = 2
+    share_embeddings: bool = False
+    tie_output: bool = False
+    positions: str = "sinusoidal"
+    max_positions: int = 64
+    dropout_rate: float = 0.0
+    norm: str = "layer"
+    norm_position: str = "pre"
+    dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        check_position(self.norm_position)
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"model.d_model={self.d_model} must be divisible by "
+                f"model.num_heads={self.num_heads}"
+            )
+        if self.positions not in ("sinusoidal", "learned"):
+            raise ValueError(
+                f"model.positions must be 'sinusoidal' or 'learned', got {self.positions!r}"
+            )
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ValueError(
+                "model.share_embeddings needs one vocabulary for source and target; got sizes "
+                f"{self.src_vocab_size} and {self.tgt_vocab_size}"
+            )
+
+
+def sinusoidal_positions(positions: Array, features: int) -> Array:
+    """Fixed embeddings [*positions.shape, features]: sin on the first half, cos on the second,
+    wavelengths from 2 pi to 10^4 * 2 pi. Computed from the positions, so any position works."""
+    half = features // 2
+    inv_freq = np.exp(-np.log(10_000.0) * np.arange(half) / max(half - 1, 1)).astype(np.float32)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    table = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    return jnp.pad(table, [(0, 0)] * positions.ndim + [(0, features - 2 * half)])
+
+
+class Positions(nn.Module):
+    """Position embeddings for integer positions [...] -> [..., d_model]."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, positions: Array) -> Array:
+        c = self.config
+        if c.positions == "sinusoidal":
+            return sinusoidal_positions(positions, c.d_model).astype(c.dtype)
+        table = self.param(
+            "embedding", nn.initializers.normal(0.02), (c.max_positions, c.d_model), jnp.float32
+        )
+        return jnp.take(table, positions, axis=0).astype(c.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head dot-product attention with separate key/value projection, so that keys and
+    values can be computed once and cached. The core is `jax.nn.dot_product_attention`."""
+
+    config: TransformerConfig
+
+    def setup(self) -> None:
+        c = self.config
+        heads = (c.num_heads, c.d_model // c.num_heads)
+        self.query = nn.DenseGeneral(heads, dtype=c.dtype, name="query")
+        self.key = nn.DenseGeneral(heads, dtype=c.dtype, name="key")
+        self.value = nn.DenseGeneral(heads, dtype=c.dtype, name="value")
+        self.out = nn.DenseGeneral(c.d_model, axis=(-2, -1), dtype=c.dtype, name="out")
+
+    def project_kv(self, x: Array) -> KeyValue:
+        """x [batch, length, d_model] -> keys and values [batch, length, heads, head_dim]."""
+        return {"key": self.key(x), "value": self.value(x)}
+
+    def __call__(self, x: Array, kv: KeyValue, mask: Array) -> Array:
+        """Queries from x [batch, q_len, d_model] over kv; mask broadcasts to
+        [batch, heads, q_len, kv_len] (True: may attend). -> [batch, q_len, d_model]."""
+        query = self.query(x)
+        y = jax.nn.dot_product_attention(query, kv["key"], kv["value"], mask=mask)
+        return self.out(y)
+
+
+class Mlp(nn.Module):
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        c = self.config
+        x = nn.relu(nn.Dense(c.mlp_dim, dtype=c.dtype, name="hidden")(x))
+        x = nn.Dropout(c.dropout_rate)(x, deterministic=not train)
+        return nn.Dense(c.d_model, dtype=c.dtype, name="output")(x)
+
+
+class ResidualLayer(nn.Module):
+    """Shared plumbing of encoder and decoder layers: sublayer i reads `_sublayer_input(i, ...)`
+    and is added back by `_sublayer_output(i, ...)`; together they give pre- or post-norm.
+
+    The sublayer input is sown into "intermediates" (what the sublayer sees, after a pre-norm),
+    for the covariate-shift measurement in bench/norm_ablation.py.
+    """
+
+    config: TransformerConfig
+    num_sublayers: int = 2
+
+    def setup(self) -> None:
+        c = self.config
+        self.norms = [make_norm(c.norm, c.dtype) for _ in range(self.num_sublayers)]
+        self.dropout = nn.Dropout(c.dropout_rate)
+        self.build_sublayers()
+
+    def build_sublayers(self) -> None:
+        raise NotImplementedError
+
+    def _sublayer_input(self, index: int, name: str, x: Array, mask: Array, train: bool) -> Array:
+        if self.config.norm_position == "pre":
+            x = self.norms[index](x, mask, train)
+        self.sow("intermediates", f"{name}_input", x)
+        return x
+
+    def _sublayer_output(self, index: int, x: Array, y: Array, mask: Array, train: bool) -> Array:
+        x = x + self.dropout(y, deterministic=not train)
+        if self.config.norm_position == "post":
+            x = self.norms[index](x, mask, train)
+        return x
+
+
+class EncoderLayer(ResidualLayer):
+    def build_sublayers(self) -> None:
+        self.self_attention = Attention(self.config, name="self_attention")
+        self.mlp = Mlp(self.config, name="mlp")
+
+    def __call__(self, x: Array, src_mask: Array, train: bool) -> Array:
+        """x [batch, src_len, d_model], src_mask [batch, src_len] -> [batch, src_len, d_model]."""
+        y = self._sublayer_input(0, "self_attention", x, src_mask, train)
+        y = self.self_attention(y, self.self_attention.project_kv(y), src_mask[:, None, None, :])
+        x = self._sublayer_output(0, x, y, src_mask, train)
+        y = self._sublayer_input(1, "mlp", x, src_mask, train)
+        return self._sublayer_output(1, x, self.mlp(y, train), src_mask, train)
+
+
+class DecoderLayer(ResidualLayer):
+    num_sublayers: int = 3
+
+    def build_sublayers(self) -> None:
+        self.self_attention = Attention(self.config, name="self_attention")
+        self.cross_attention = Attention(self.config, name="cross_attention")
+        self.mlp = Mlp(self.config, name="mlp")
+
+    def cross_kv(self, memory: Array) -> KeyValue:
+        """The encoder memory's keys and values for this layer's cross-attention."""
+        return self.cross_attention.project_kv(memory)
+
+    def __call__(
+        self,
+        x: Array,
+        tgt_mask: Array,
+        cross_kv: KeyValue,
+        src_mask: Array,
+        train: bool,
+        self_cache: KeyValue | None = None,
+        position: Array | None = None,
+    ) -> tuple[Array, KeyValue | None]:
+        """The parallel causal pass over x [batch, tgt_len, d_model] when `self_cache` is None;
+        else one step (tgt_len == 1) at `position`, whose key and value are written into
+        self_cache [batch, max_len, heads, head_dim]. Returns (x, updated self_cache or None)."""
+        y = self._sublayer_input(0, "self_attention", x, tgt_mask, train)
+        kv = self.self_attention.project_kv(y)
+        if self_cache is None:
+            length = x.shape[1]
+            self_mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
+        else:
+            kv = jax.tree.map(
+                lambda cached, new: jax.lax.dynamic_update_slice_in_dim(cached, new, position, 1),
+                self_cache, kv,
+            )
+            self_cache = kv
+            self_mask = (jnp.arange(kv["key"].shape[1]) <= position)[None, None, None, :]
+        y = self.self_attention(y, kv, self_mask)
+        x = self._sublayer_output(0, x, y, tgt_mask, train)
+        y = self._sublayer_input(1, "cross_attention", x, tgt_mask, train)
+        y = self.cross_attention(y, cross_kv, src_mask[:, None, None, :])
+        x = self._sublayer_output(1, x, y, tgt_mask, train)
+        y = self._sublayer_input(2, "mlp", x, tgt_mask, train)
+        return self._sublayer_output(2, x, self.mlp(y, train), tgt_mask, train), self_cache
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer behind the step-function seam (see the module docstring)."""
+
+    config: TransformerConfig
+
+    def setup(self) -> None:
+        c = self.config
+        # Unit-variance embeddings, as in Flax's examples/wmt; tied logits are rescaled below.
+        embed_init = nn.initializers.normal(1.0)
+        self.src_embed = nn.Embed(c.src_vocab_size, c.d_model, c.dtype, embedding_init=embed_init)
+        self.tgt_embed = (
+            self.src_embed
+            if c.share_embeddings
+            else nn.Embed(c.tgt_vocab_size, c.d_model, c.dtype, embedding_init=embed_init)
+        )
+        self.positions = Positions(c)
+        self.encoder_layers = [EncoderLayer(c) for _ in range(c.num_encoder_layers)]
+        self.decoder_layers = [DecoderLayer(c) for _ in range(c.num_decoder_layers)]
+        # Pre-norm leaves the residual stream unnormalised; one final norm closes each stack.
+        final_kind = c.norm if c.norm_position == "pre" else "none"
+        self.encoder_norm = make_norm(final_kind, c.dtype)
+        self.decoder_norm = make_norm(final_kind, c.dtype)
+        self.dropout = nn.Dropout(c.dropout_rate)
+        if not c.tie_output:
+            self.output_proj = nn.Dense(c.tgt_vocab_size, dtype=c.dtype)
+
+    def _check_length(self, length: int) -> None:
+        c = self.config
+        if c.positions == "learned" and length > c.max_positions:
+            raise ValueError(
+                f"length {length} exceeds the {c.max_positions} learned positions "
+                "(max(max_src_len, max_tgt_len) of the training config)"
+            )
+
+    def encode(self, src_tokens: Array, train: bool = False) -> dict[str, Array]:
+        """src_tokens [batch, src_len] -> memory [batch, src_len, d_model] and
+        src_mask [batch, src_len]."""
+        self._check_length(src_tokens.shape[1])
+        src_mask = src_tokens != PAD
+        x = self.src_embed(src_tokens) + self.positions(jnp.arange(src_tokens.shape[1]))
+        x = self.dropout(x, deterministic=not train)
+        for layer in self.encoder_layers:
+            x = layer(x, src_mask, train)
+        return {"memory": self.encoder_norm(x, src_mask, train), "src_mask": src_mask}
+
+    def init_cache(self, encoded: dict[str, Array], max_len: int) -> dict[str, list[KeyValue]]:
+        """Empty self-attention caches for `max_len` positions, and the cross-attention keys and
+        values of the encoder memory, one of each per decoder layer."""
+        self._check_length(max_len)
+        c = self.config
+        batch = encoded["memory"].shape[0]
+        shape = (batch, max_len, c.num_heads, c.d_model // c.num_heads)
+        empty = {"key": jnp.zeros(shape, c.dtype), "value": jnp.zeros(shape, c.dtype)}
+        return {
+            "self": [empty for _ in self.decoder_layers],
+            "cross": [layer.cross_kv(encoded["memory"]) for layer in self.decoder_layers],
+        }
+
+    def _logits(self, x: Array, tgt_mask: Array, train: bool) -> Array:
+        x = self.decoder_norm(x, tgt_mask, train)
+        x = self.dropout(x, deterministic=not train)
+        if self.config.tie_output:
+            # Unit-variance embeddings give logits of variance d_model; rescale (examples/wmt).
+            logits = self.tgt_embed.attend(x) / jnp.sqrt(x.shape[-1]).astype(x.dtype)
+        else:
+            logits = self.output_proj(x)
+        return logits.astype(jnp.float32)
+
+    def forward(self, encoded: dict[str, Array], tgt_inputs: Array, train: bool = False) -> Array:
+        """Teacher-forced logits [batch, tgt_len, tgt_vocab] for decoder inputs [batch, tgt_len]."""
+        self._check_length(tgt_inputs.shape[1])
+        tgt_mask = tgt_inputs != PAD
+        x = self.tgt_embed(tgt_inputs) + self.positions(jnp.arange(tgt_inputs.shape[1]))
+        x = self.dropout(x, deterministic=not train)
+        for layer in self.decoder_layers:
+            cross_kv = layer.cross_kv(encoded["memory"])
+            x, _ = layer(x, tgt_mask, cross_kv, encoded["src_mask"], train)
+        return self._logits(x, tgt_mask, train)
+
+    def step(
+        self,
+        encoded: dict[str, Array],
+        cache: dict[str, list[KeyValue]],
+        prev_tokens: Array,
+        position: Array | int,
+        train: bool = False,
+    ) -> tuple[Array, dict[str, list[KeyValue]]]:
+        """prev_tokens [batch] at `position` -> (logits [batch, tgt_vocab], updated cache)."""
+        if train and self.config.norm == "batch":
+            raise ValueError(
+                "model.norm='batch' trains on the parallel teacher-forced path only: step-by-step "
+                "training has no batch x time statistics (see flax_s2s/models/norms.py)"
+            )
+        tgt_mask = (prev_tokens != PAD)[:, None]
+        x = self.tgt_embed(prev_tokens[:, None]) + self.positions(jnp.asarray(position)[None])
+        x = self.dropout(x, deterministic=not train)
+        self_caches = []
+        for layer, self_cache, cross_kv in zip(
+            self.decoder_layers, cache["self"], cache["cross"], strict=True
+        ):
+            x, self_cache = layer(
+                x, tgt_mask, cross_kv, encoded["src_mask"], train, self_cache, position
+            )
+            self_caches.append(self_cache)
+        logits = self._logits(x, tgt_mask, train)[:, 0]
+        return logits, {"self": self_caches, "cross": cache["cross"]}
+
+    def __call__(self, src_tokens: Array, tgt_inputs: Array, train: bool = False) -> Array:
+        """Creates every parameter (used by `init`): the teacher-forced logits."""
+        return self.forward(self.encode(src_tokens, train), tgt_inputs, train)

@@ -1,0 +1,205 @@
+"""The Transformer behind the step-function seam: KV-cache decoding against the parallel causal
+pass, padding invariance, pre/post training, bf16 against fp32. Also the same padding checks for
+the LSTM with norms, so the comparison is not Transformer-only."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY_TRANSFORMER, tiny_config, train_tiny
+
+from flax_s2s import metrics
+from flax_s2s.data.vocab import PAD
+from flax_s2s.models import build_model, decoder_inputs
+
+VOCAB = 12
+SRC = np.array([[4, 5, 6, 7, 0], [8, 9, 0, 0, 0], [10, 11, 4, 5, 6], [7, 0, 0, 0, 0]], np.int32)
+TGT = np.array([[7, 6, 5, 4, 2, 0], [9, 8, 2, 0, 0, 0], [6, 5, 4, 11, 10, 2], [7, 2, 0, 0, 0, 0]],
+               np.int32)
+EXTRA_PAD = 3  # columns of PAD appended to source and target in the padding checks
+
+
+def transformer_config(norm, norm_position, **overrides):
+    model = {"model.type": "transformer", "model.norm": norm, "model.norm_position": norm_position,
+             "model.d_model": 16, "model.num_heads": 2, "model.mlp_dim": 32,
+             "model.num_encoder_layers": 1, "model.num_decoder_layers": 2,
+             "max_src_len": SRC.shape[1] + EXTRA_PAD, "max_tgt_len": TGT.shape[1] + EXTRA_PAD}
+    return tiny_config(**{**model, **overrides})
+
+
+def lstm_config(norm, norm_position, **overrides):
+    # Unidirectional: pad positions follow the real ones, so only the norm could leak padding.
+    return tiny_config(**{"model.norm": norm, "model.norm_position": norm_position,
+                          "model.bidirectional": False, **overrides})
+
+
+def _perturb_batch_stats(variables, seed=7):
+    """Running statistics far from init (mean 0, var 1), so that using them is visible."""
+    stats = variables.get("batch_stats", {})
+    leaves, treedef = jax.tree.flatten(stats)
+    keys = jax.random.split(jax.random.PRNGKey(seed), max(len(leaves), 1))
+    leaves = [leaf + jax.random.uniform(key, leaf.shape, minval=0.2, maxval=1.5)
+              for leaf, key in zip(leaves, keys, strict=False)]
+    return {**variables, "batch_stats": jax.tree.unflatten(treedef, leaves)}
+
+
+@functools.cache
+def model_outputs(config_fn, norm, norm_position, overrides=()):
+    """Everything the seam tests compare, for one model, computed in one compiled call.
+
+    Padding is checked in training mode for BatchNorm (batch statistics, where padding could
+    leak in) and in eval mode otherwise (the models have no dropout, so the modes agree)."""
+    config = config_fn(norm, norm_position, **dict(overrides))
+    model = build_model(config, VOCAB, VOCAB)
+    variables = model.init(jax.random.PRNGKey(0), SRC, TGT)
+    variables = _perturb_batch_stats(variables)
+    train = norm == "batch"
+    pad = ((0, 0), (0, EXTRA_PAD))
+
+    def memory_and_logits(variables, src, tgt_inputs):
+        if not train:
+            encoded = model.encode(variables, src)
+            return encoded["memory"], model.forward(variables, encoded, tgt_inputs), {}
+        encoded, stats = model.encode(variables, src, train=True, update_stats=True)
+        logits, stats = model.forward({**variables, "batch_stats": stats}, encoded, tgt_inputs,
+                                      train=True, update_stats=True)
+        return encoded["memory"], logits, stats
+
+    @jax.jit
+    def run(variables):
+        tgt_inputs = decoder_inputs(TGT)
+        encoded = model.encode(variables, SRC)
+        outputs = {"logits": model.forward(variables, encoded, tgt_inputs)}
+        if config.model.type == "transformer":  # the recurrent forward *is* the scanned step
+            outputs["step_logits"] = model.scanned_forward(variables, encoded, tgt_inputs)
+        for prefix, src, inputs in [("", SRC, tgt_inputs),
+                                    ("padded_", np.pad(SRC, pad), jnp.pad(tgt_inputs, pad))]:
+            memory, logits, stats = memory_and_logits(variables, src, inputs)
+            outputs.update({f"{prefix}memory": memory, f"{prefix}checked_logits": logits,
+                            f"{prefix}stats": stats})
+        return outputs
+
+    return jax.device_get(run(variables)), jax.device_get(variables)
+
+
+# Every norm kind, both positions between them; one case also covers learned positions and
+# shared, tied embeddings.
+LEARNED_SHARED_TIED = (("model.positions", "learned"), ("model.share_embeddings", True),
+                       ("model.tie_output", True))
+TRANSFORMER_CASES = [("layer", "pre", ()), ("rms", "post", LEARNED_SHARED_TIED),
+                     ("batch", "pre", ()), ("batch", "post", ()), ("none", "pre", ())]
+
+
+def _case_id(case):
+    return "-".join(str(part) for part in case[:2]) + ("-learned-tied" if case[2] else "")
+
+
+@pytest.mark.parametrize("norm, norm_position, overrides", TRANSFORMER_CASES,
+                         ids=[_case_id(case) for case in TRANSFORMER_CASES])
+def test_kv_cache_steps_equal_parallel_causal_forward_at_every_position(
+        norm, norm_position, overrides):
+    outputs, variables = model_outputs(transformer_config, norm, norm_position, overrides)
+    # The scan over `step` reads and writes the KV cache; `forward` is one causal pass.
+    np.testing.assert_allclose(outputs["step_logits"], outputs["logits"], rtol=1e-4, atol=1e-4)
+    assert np.abs(np.diff(outputs["logits"], axis=1)).max() > 1e-2, "positions should differ"
+    if overrides:
+        assert "tgt_embed" not in variables["params"] and "output_proj" not in variables["params"]
+
+
+def _assert_same_at_real_positions(got, expected, mask):
+    got = got[:, : expected.shape[1]]
+    np.testing.assert_allclose(got[mask], expected[mask], rtol=1e-4, atol=1e-5)
+
+
+PADDING_CASES = [(transformer_config, *case) for case in TRANSFORMER_CASES]
+PADDING_CASES += [(lstm_config, "batch", "pre", ())]
+
+
+PADDING_IDS = [f"{c[0].__name__.split('_')[0]}-{_case_id(c[1:])}" for c in PADDING_CASES]
+
+
+@pytest.mark.parametrize("config_fn, norm, norm_position, overrides", PADDING_CASES,
+                         ids=PADDING_IDS)
+def test_padding_does_not_change_outputs_at_real_positions(
+        config_fn, norm, norm_position, overrides):
+    outputs, _ = model_outputs(config_fn, norm, norm_position, overrides)
+    src_mask, tgt_mask = SRC != PAD, decoder_inputs(TGT) != PAD
+    _assert_same_at_real_positions(outputs["padded_memory"], outputs["memory"], src_mask)
+    _assert_same_at_real_positions(
+        outputs["padded_checked_logits"], outputs["checked_logits"], tgt_mask)
+    # BatchNorm's running statistics moved, by the same amount with or without the padding.
+    assert bool(jax.tree.leaves(outputs["stats"])) == (norm == "batch")
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
+                 outputs["padded_stats"], outputs["stats"])
+
+
+def test_padding_check_can_fail():
+    """The comparison above sees a leak: a source padded with a real token instead of PAD."""
+    outputs, variables = model_outputs(transformer_config, "layer", "pre", ())
+    model = build_model(transformer_config("layer", "pre"), VOCAB, VOCAB)
+    filled = np.pad(SRC, ((0, 0), (0, EXTRA_PAD)), constant_values=5)
+    leaky_memory = np.asarray(jax.jit(model.encode)(variables, filled)["memory"])
+    with pytest.raises(AssertionError):
+        _assert_same_at_real_positions(leaky_memory, outputs["memory"], SRC != PAD)
+
+
+def test_batch_norm_refuses_step_by_step_training():
+    config = transformer_config("batch", "pre")
+    model = build_model(config, VOCAB, VOCAB)
+    _, variables = model_outputs(transformer_config, "batch", "pre", ())
+
+    def train_one_step():
+        encoded = model.encode(variables, SRC)
+        cache = model.init_cache(variables, encoded, TGT.shape[1])
+        return model.step(variables, encoded, cache, decoder_inputs(TGT)[:, 0], 0, train=True,
+                          update_stats=True)
+
+    with pytest.raises(ValueError, match="parallel teacher-forced path"):
+        jax.eval_shape(train_one_step)  # refused while tracing
+
+
+def test_shared_embeddings_need_one_vocabulary():
+    config = transformer_config("layer", "pre", **{"model.share_embeddings": True})
+    with pytest.raises(ValueError, match="share_embeddings"):
+        build_model(config, VOCAB, VOCAB + 1)
+
+
+# --- training: pre and post, float32 and bfloat16 ---------------------------------------------
+
+
+@pytest.mark.parametrize("norm, norm_position", [("layer", "pre"), ("batch", "post")])
+def test_pre_and_post_train_with_finite_falling_loss(norm, norm_position):
+    # tests/test_norms.py checks the running statistics of this same BatchNorm run.
+    *_, losses = train_tiny((*TINY_TRANSFORMER.items(), ("model.norm", norm),
+                             ("model.norm_position", norm_position)))
+    assert np.all(np.isfinite(losses)), losses
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_bfloat16_compute_loss_is_close_to_float32():
+    config, model32, _, batch, _, state, _ = train_tiny(
+        (*TINY_TRANSFORMER.items(), ("model.norm", "layer"), ("model.norm_position", "pre")))
+    config = config.copy_and_resolve_references()
+    config.model.dtype = "bfloat16"
+    model16 = build_model(config, model32.module.config.src_vocab_size,
+                          model32.module.config.tgt_vocab_size)
+    weights = (batch["tgt_tokens"] != PAD).astype(np.float32)
+
+    def loss(model):
+        @jax.jit
+        def mean_loss(variables):
+            encoded = model.encode(variables, batch["src_tokens"])
+            logits = model.forward(variables, encoded, decoder_inputs(batch["tgt_tokens"]))
+            loss_sum = metrics.cross_entropy_sum(logits, batch["tgt_tokens"], weights)
+            return loss_sum / weights.sum(), encoded["memory"].dtype == jnp.bfloat16
+
+        mean, computed_in_bf16 = mean_loss(state.variables)
+        return float(mean), bool(computed_in_bf16)
+
+    assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {np.dtype(np.float32)}
+    (loss32, bf16_in_32), (loss16, bf16_in_16) = loss(model32), loss(model16)
+    assert bf16_in_16 and not bf16_in_32  # the compute really is bf16
+    assert np.isfinite(loss16)
+    assert abs(loss16 - loss32) < 0.02 * loss32 + 0.01, (loss16, loss32)

@@ -66,18 +66,20 @@ def test_compare_overlays_runs(workdir, tmp_path):
     assert matplotlib.image.imread(tmp_path / "cmp" / "curves.png").var() > 0
 
 
-def test_attention_weights_sum_to_one_over_source_and_ignore_padding():
-    config = tiny_config()
+@pytest.mark.parametrize("model_type", ["lstm", "transformer"])
+def test_attention_weights_sum_to_one_over_source_and_ignore_padding(model_type):
+    config = tiny_config(**{"model.type": model_type})
     model = build_model(config, 12, 12)
     src = np.array([[4, 5, 6, 7, 0, 0], [8, 9, 0, 0, 0, 0]], np.int32)
     tgt = np.array([[4, 5, 2, 0], [6, 7, 8, 2]], np.int32)
     variables = model.init(jax.random.PRNGKey(0), src, tgt)
-    (weights,) = attention_weights(model, variables, src, decoder_inputs(tgt))
-    weights = np.asarray(weights)
+    layers = attention_weights(model, variables, src, decoder_inputs(tgt))
+    assert len(layers) == (1 if model_type == "lstm" else config.model.num_decoder_layers)
+    weights = np.asarray(layers[-1])
     assert weights.shape == (2, 4, 6)
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
     assert np.all(weights[0, :, 4:] == 0) and np.all(weights[1, :, 2:] == 0)
     # Extra padding columns change nothing.
     wider = np.pad(src, ((0, 0), (0, 3)))
-    (padded,) = attention_weights(model, variables, wider, decoder_inputs(tgt))
-    np.testing.assert_allclose(np.asarray(padded)[..., :6], weights, atol=1e-6)
+    padded = attention_weights(model, variables, wider, decoder_inputs(tgt))[-1]
+    np.testing.assert_allclose(np.asarray(padded)[..., :6], weights, atol=1e-5)

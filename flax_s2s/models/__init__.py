@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -181,14 +182,14 @@ def attention_weights(
     def body(cache, inputs):
         position, prev_tokens = inputs
         (_, cache), state = module.apply(
-            variables, encoded, cache, prev_tokens, False,
+            variables, encoded, cache, prev_tokens, position, False,
             method=type(module).step, mutable=["intermediates"],
         )
-        sown = jax.tree.leaves(
-            state["intermediates"], is_leaf=lambda x: isinstance(x, tuple)
-        )  # tuples of sown values, one tuple per sowing layer, in module order
-        per_layer = [jnp.asarray(values[-1]) for values in sown]
-        return cache, [w.mean(1) if w.ndim == 3 else w for w in per_layer]
+        sown = flax.traverse_util.flatten_dict(state["intermediates"])
+        per_layer = [values[-1] for path, values in sorted(sown.items())
+                     if path[-1] == "attention_weights"]
+        # [batch, src] (RNN) or [batch, heads, 1, src] (Transformer) -> [batch, src]
+        return cache, [w.reshape(w.shape[0], -1, w.shape[-1]).mean(1) for w in per_layer]
 
     positions = jnp.arange(tgt_inputs.shape[1])
     _, weights = jax.lax.scan(body, cache, (positions, tgt_inputs.T))

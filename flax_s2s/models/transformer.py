@@ -102,9 +102,15 @@ class Positions(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head dot-product attention with separate key/value projection, so that keys and
-    values can be computed once and cached. The core is `jax.nn.dot_product_attention`."""
+    values can be computed once and cached. The core is `jax.nn.dot_product_attention`.
+
+    With `sow_weights`, the attention weights [batch, heads, q_len, kv_len] are also sown into
+    "intermediates" as "attention_weights" (for plots); XLA drops that computation when the
+    collection is not asked for.
+    """
 
     config: TransformerConfig
+    sow_weights: bool = False
 
     def setup(self) -> None:
         c = self.config
@@ -123,6 +129,10 @@ class Attention(nn.Module):
         [batch, heads, q_len, kv_len] (True: may attend). -> [batch, q_len, d_model]."""
         query = self.query(x)
         y = jax.nn.dot_product_attention(query, kv["key"], kv["value"], mask=mask)
+        if self.sow_weights:
+            scores = jnp.einsum("bqhd,bkhd->bhqk", query, kv["key"]) / np.sqrt(query.shape[-1])
+            scores = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
+            self.sow("intermediates", "attention_weights", jax.nn.softmax(scores, axis=-1))
         return self.out(y)
 
 
@@ -189,7 +199,7 @@ class DecoderLayer(ResidualLayer):
 
     def build_sublayers(self) -> None:
         self.self_attention = Attention(self.config, name="self_attention")
-        self.cross_attention = Attention(self.config, name="cross_attention")
+        self.cross_attention = Attention(self.config, sow_weights=True, name="cross_attention")
         self.mlp = Mlp(self.config, name="mlp")
 
     def cross_kv(self, memory: Array) -> KeyValue:

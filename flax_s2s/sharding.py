@@ -110,7 +110,7 @@ def param_spec(
 ) -> PartitionSpec:
     """Where one parameter lives: the rule table's mesh axes, except on dimensions the mesh axis
     does not divide (replicated there). With `fsdp`, the largest still-replicated dimension that
-    the `data` axis divides is also split over `data`."""
+    the `data` axis divides (the first of equals) is also split over `data`."""
     axes = logical_axes(name, len(shape))
     spec = [None] * len(shape)
     if axes is not None:

@@ -1,14 +1,15 @@
 """Train a flax_s2s model: `python train.py --config configs/addition_lstm.py --workdir DIR`.
 
 Any config field can be overridden: `--config.num_train_steps=500 --config.model.hidden_dim=128`.
-Running again with the same workdir resumes from its latest checkpoint.
+Running again with the same workdir resumes from its latest checkpoint. On several hosts, run it on
+each with the same flags (see `config.distributed` and the README).
 """
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_s2s import training
-from flax_s2s.config_validation import ConfigError
+from flax_s2s import sharding, training
+from flax_s2s.config_validation import ConfigError, validate_config
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocabularies.")
 config_flags.DEFINE_config_file(
@@ -22,8 +23,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax and grain log every save at INFO
+    config = flags.FLAGS.config
     try:
-        training.run(flags.FLAGS.config, _WORKDIR.value)
+        validate_config(config)  # before joining other processes or touching a device
+        sharding.initialize_distributed(config)
+        training.run(config, _WORKDIR.value)
     except (ConfigError, training.NonFiniteError) as error:
         raise SystemExit(f"error: {error}") from None
 

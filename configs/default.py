@@ -38,7 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.max_tgt_len = 6  # target tokens per example, EOS included
     config.too_long = "drop"  # an example over the limits: "drop" (and count) or "error"
     config.batch_size = 128  # global batch, examples per train step
-    config.eval_batch_size = 500  # examples per eval step; the last batch is padded
+    # Examples per eval step; the last batch is padded. Like batch_size, it must be divisible by
+    # the mesh's `data` axis (a power of two fits common device counts).
+    config.eval_batch_size = 512
     # Length buckets for training batches: an example goes to the first boundary b with source
     # length <= b and target length (EOS included) <= b, and its batch is cut to [batch, b]. Longer
     # examples form the last bucket at (max_src_len, max_tgt_len). One compile per bucket:
@@ -146,6 +148,23 @@ def get_config() -> ml_collections.ConfigDict:
     config.keep_best = 0
     config.best_metric = "validation/exact_match"
     config.best_mode = "max"
+
+    # --- devices (see flax_s2s/sharding.py) ---
+    # The device mesh (data, model): the batch is split over `data`, vocabulary, attention heads
+    # and Transformer MLP units over `model`. -1: all the remaining devices, so (-1, 1) is pure
+    # data parallelism on every device. The mesh must use every device of every process.
+    config.mesh_shape = (-1, 1)
+    # Fully sharded data parallelism: also split each parameter (and its optimizer state) over
+    # `data`, along its largest dimension `data` divides; saves memory, costs an all-gather.
+    config.fsdp = False
+    # Multi-process (several hosts, or several processes on one): jax.distributed.initialize
+    # runs when `initialize` is True or an address is given here or in $JAX_COORDINATOR_ADDRESS.
+    # Fields left unset come from the cluster environment (Cloud TPU, SLURM, Open MPI, ...).
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.initialize = False
+    config.distributed.coordinator_address = ""  # "host:port" of process 0, the same for all
+    config.distributed.num_processes = 0  # 0: from the environment
+    config.distributed.process_id = -1  # this process, in [0, num_processes); -1: environment
 
     # --- reliability ---
     # A step with a non-finite loss or gradient norm never updates the parameters. "skip": count

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import warnings
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
@@ -80,6 +82,9 @@ class Checkpointer:
         """Restores `step` (default: the newest readable one) into the structure of
         `state_template`; the data iterator, if given, is moved to the saved position in place.
 
+        The template may be ShapeDtypeStructs carrying shardings: the arrays are then read
+        straight into those shardings, whatever mesh saved them (`sharding.with_shardings`).
+
         Without an explicit step, a checkpoint that fails to read (truncated or deleted files)
         is skipped with a warning naming it, and the next older one is tried.
         Returns the state.
@@ -89,6 +94,7 @@ class Checkpointer:
         for candidate in candidates:
             args = {"state": ocp.args.StandardRestore(state_template)}
             if data_iterator is not None:
+                self._check_process_count(candidate)
                 args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
             try:
                 restored = self.manager.restore(candidate, args=ocp.args.Composite(**args))
@@ -106,6 +112,39 @@ class Checkpointer:
         raise FileNotFoundError(
             f"no readable checkpoint in {self.directory} (unreadable steps: {errors})"
         )
+
+    def _check_process_count(self, step: int) -> None:
+        """grain saves the data position per process (`process_<i>-of-<n>.json`): a run with
+        another number of processes cannot read it. Say so instead of calling it unreadable."""
+        data_dir = os.path.join(self.directory, str(step), "data")
+        saved = {name.rsplit("-of-", 1)[-1].removesuffix(".json")
+                 for name in (os.listdir(data_dir) if os.path.isdir(data_dir) else [])
+                 if name.startswith("process_")}
+        if saved and str(jax.process_count()) not in saved:
+            raise ValueError(
+                f"checkpoint {os.path.join(self.directory, str(step))} was saved by "
+                f"{'/'.join(sorted(saved))} processes; resume it with as many (this run has "
+                f"{jax.process_count()})"
+            )
+
+    def restore_variables(self, step: int | None = None) -> dict[str, Any]:
+        """The model variables ({"params": ...}) of `step` (default: latest), without needing a
+        train-state template: for decoding, evaluation and reports."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(self._on_one_device(step)))
+        )["state"]
+        return {k: restored[k] for k in ("params", "batch_stats") if restored.get(k)}
+
+    def _on_one_device(self, step: int) -> Any:
+        """A restore target for the saved state, all on this process's first device. Without a
+        target, orbax would rebuild the saving run's shardings, which fails on other devices."""
+        path = os.path.join(self.directory, str(step), "state")
+        saved = ocp.StandardCheckpointHandler().metadata(pathlib.Path(path)).tree
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), saved)
 
     def _set_aside(self, steps: list[int]) -> None:
         """Moves unreadable step directories to `unreadable-<step>` (kept for inspection), so

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -15,8 +16,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
-from flax_s2s import decoding, metrics, reference_eval
+from flax_s2s import decoding, metrics, reference_eval, sharding
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
@@ -66,20 +69,47 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     )
 
 
+def _state_initializer(
+    model: Seq2Seq, tx: optax.GradientTransformation, seed: int, batch: dict[str, np.ndarray]
+) -> Callable[[], TrainState]:
+    """A traceable () -> TrainState. Initialisation reads only the batch's shapes, so it needs
+    no data on the devices and gives the same parameters whatever the batch size or mesh."""
+    src_shape, tgt_shape = batch["src_tokens"].shape, batch["tgt_tokens"].shape
+
+    def init() -> TrainState:
+        init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
+        variables = model.init(init_rng, jnp.ones(src_shape, jnp.int32), jnp.ones(tgt_shape, jnp.int32))
+        params = variables["params"]
+        # int32, not weak-typed: the same type as a restored step, so resuming reuses the compile
+        step = jnp.zeros((), jnp.int32)
+        return TrainState(
+            step=step,
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(params),
+            rng=train_rng,
+        )
+
+    return init
+
+
 def create_train_state(
+    model: Seq2Seq,
+    tx: optax.GradientTransformation,
+    seed: int,
+    batch: dict[str, np.ndarray],
+    shardings: TrainState | None = None,
+) -> TrainState:
+    """A fresh train state; with `shardings` (`sharding.train_state_shardings`) every array is
+    created directly in its place on the mesh, never whole on one device."""
+    return jax.jit(_state_initializer(model, tx, seed, batch), out_shardings=shardings)()
+
+
+def abstract_train_state(
     model: Seq2Seq, tx: optax.GradientTransformation, seed: int, batch: dict[str, np.ndarray]
 ) -> TrainState:
-    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
-    variables = jax.jit(model.init)(init_rng, batch["src_tokens"], batch["tgt_tokens"])
-    params = variables["params"]
-    # int32, not weakly typed: a restored step must not retrigger compilation of the train step
-    return TrainState(
-        step=jnp.asarray(0, jnp.int32),
-        params=params,
-        batch_stats=variables.get("batch_stats", {}),
-        opt_state=tx.init(params),
-        rng=train_rng,
-    )
+    """The train state's shapes and dtypes (ShapeDtypeStructs), computed without allocating."""
+    return jax.eval_shape(_state_initializer(model, tx, seed, batch))
 
 
 def make_train_step(model: Seq2Seq, tx: optax.GradientTransformation, config: ml_collections.ConfigDict):
@@ -186,6 +216,62 @@ def make_eval_step(model: Seq2Seq, config: ml_collections.ConfigDict):
     return eval_step
 
 
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """A run's jitted functions over a mesh. Each takes numpy batches and places them as global
+    arrays split over the mesh's `data` axis.
+
+    train: (state, this process's rows of a batch) -> (state, metrics); the state is donated.
+    eval: (variables, a whole eval batch) -> metric sums (replicated).
+    decode: (variables, src_tokens [batch, src_len] whole) -> greedy (tokens, lengths, scores),
+      replicated.
+    """
+
+    train: Callable[..., Any]
+    eval: Callable[..., Any]
+    decode: Callable[..., Any]
+
+
+def jit_steps(
+    model: Seq2Seq,
+    tx: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+    mesh: Mesh,
+    state_shardings: TrainState,
+) -> Steps:
+    """Compiles (lazily) the train, eval and decode functions with explicit in/out shardings."""
+    batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    variables_shardings = state_shardings.variables
+    train = jax.jit(
+        make_train_step(model, tx, config),
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )
+    evaluate_batch = jax.jit(
+        make_eval_step(model, config),
+        in_shardings=(variables_shardings, batch_sharding),
+        out_shardings=replicated,
+    )
+    greedy = jax.jit(
+        functools.partial(decoding.greedy, model, max_len=config.max_tgt_len),
+        in_shardings=(variables_shardings, batch_sharding),
+        out_shardings=replicated,
+    )
+
+    def train_step(state, local_batch):
+        return train(state, sharding.global_batch(local_batch, batch_sharding, config.batch_size))
+
+    def eval_step(variables, batch):
+        return evaluate_batch(variables, sharding.global_batch_from_full(batch, batch_sharding))
+
+    def decode(variables, src_tokens):
+        placed = sharding.global_batch_from_full({"src_tokens": src_tokens}, batch_sharding)
+        return greedy(variables, placed["src_tokens"])
+
+    return Steps(train=train_step, eval=eval_step, decode=decode)
+
+
 def evaluate(
     eval_step,
     variables,
@@ -264,26 +350,44 @@ def _params_finite(params: Any) -> bool:
     return bool(jax.tree.reduce(lambda ok, x: ok & jnp.isfinite(x).all(), params, jnp.asarray(True)))
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str):
-    """Data, model, optimizer, and the train state restored from the newest readable checkpoint."""
-    splits = ("train", *config.eval_splits, config.final_eval_split)
-    data = load_task_data(config, workdir, tuple(dict.fromkeys(splits)))
+def _load_data(config: ml_collections.ConfigDict, workdir: str):
+    """The task data; with several processes, process 0 prepares it and writes the vocabularies
+    first, and the others read them after (no two processes write the same files)."""
+    splits = tuple(dict.fromkeys(("train", *config.eval_splits, config.final_eval_split)))
+    if jax.process_count() == 1:
+        return load_task_data(config, workdir, splits)
+    data = load_task_data(config, workdir, splits) if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("flax_s2s: task data prepared")
+    return data if data is not None else load_task_data(config, workdir, splits)
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh):
+    """Data, model, optimizer, the state's shardings on `mesh`, and the train state: restored
+    from the newest readable checkpoint (onto this mesh, whichever mesh saved it) or fresh."""
+    data = _load_data(config, workdir)
     model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
     tx = make_optimizer(config)
+    # This process reads only its rows of each global batch, the rows its devices hold.
+    process_index, process_count = sharding.process_batch_rows(mesh, config.batch_size)
     train_data = pipeline.train_dataset(
-        data.splits["train"], config.batch_size, config.seed,
+        data.splits["train"], config.batch_size, config.seed, process_index, process_count,
         bucket_boundaries=tuple(config.bucket_boundaries),
     )
     data_iterator = pipeline.train_iterator(train_data)
-    state = create_train_state(model, tx, config.seed, train_data[0])
+    abstract_state = abstract_train_state(model, tx, config.seed, train_data[0])
+    state_shardings = sharding.train_state_shardings(abstract_state, tx, mesh, config.fsdp)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), config.max_checkpoints, config.keep_best,
         config.best_mode,
     )
     if checkpointer.all_steps():
-        state = checkpointer.restore(state, data_iterator)
-        print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
-    return data, model, tx, state, data_iterator, checkpointer
+        template = sharding.with_shardings(abstract_state, state_shardings)
+        state = checkpointer.restore(template, data_iterator)
+        if jax.process_index() == 0:
+            print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
+    else:
+        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings)
+    return data, model, tx, state, state_shardings, data_iterator, checkpointer
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -296,16 +400,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     without saving, so the last good checkpoint stays the newest.
     """
     start_time = time.time()
-    validate_config(config)
+    validate_config(config, jax.device_count())
+    mesh = sharding.make_mesh(config.mesh_shape)
     os.makedirs(workdir, exist_ok=True)
-    data, model, tx, state, data_iterator, checkpointer = _setup(config, workdir)
+    data, model, tx, state, state_shardings, data_iterator, checkpointer = _setup(
+        config, workdir, mesh
+    )
     config_dict = json.loads(config.to_json())
-    train_step = jax.jit(make_train_step(model, tx, config), donate_argnums=0)
+    steps = jit_steps(model, tx, config, mesh, state_shardings)
+    train_step, eval_step = steps.train, steps.eval
+    # Every process runs the same loop (each step is one program over all devices); only
+    # process 0 prints and writes metrics. Checkpoints are written by all processes together.
+    is_main = jax.process_index() == 0
+    writer = MetricsWriter(workdir, enabled=is_main)
     teacher_forcing_prob = TeacherForcing.from_config(config.teacher_forcing).prob
-    eval_step = jax.jit(make_eval_step(model, config))
     eval_splits = tuple(dict.fromkeys((*config.eval_splits, config.final_eval_split)))
     text_metrics_fns = make_text_metrics_fns(config, model, data, eval_splits)
-    writer = MetricsWriter(workdir)
     best_split, best_name = config.best_metric.split("/")
 
     def save(step: int, metric: float | None = None) -> None:
@@ -314,7 +424,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         checkpointer.save(step, state, data_iterator, config_dict, metric=metric)
 
     step = int(state.step)
-    progress = Progress(step, config.num_train_steps)
+    progress = Progress(step, config.num_train_steps, enabled=is_main)
     history: list[dict[str, Array]] = []
     with GracefulStop() as stop:
         while step < config.num_train_steps and not stop.requested:
@@ -353,8 +463,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     checkpointer.close()
     if stop.requested:
         writer.close()
-        print(f"stopped by {stop.signal_name} at step {step}; checkpoint saved in "
-              f"{checkpointer.directory}/{step}", flush=True)
+        progress.write(f"stopped by {stop.signal_name} at step {step}; checkpoint saved in "
+                       f"{checkpointer.directory}/{step}")
         return {"step": step, "final": {}, "wall_time_s": time.time() - start_time,
                 "stopped_by": stop.signal_name}
 
@@ -369,8 +479,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.close()
     wall_time = time.time() - start_time
     for split, result in final.items():
-        print(f"final {split} (step {step}): {_format(result)}", flush=True)
-    print(f"wall time: {wall_time:.1f}s", flush=True)
+        progress.write(f"final {split} (step {step}): {_format(result)}")
+    progress.write(f"wall time: {wall_time:.1f}s")
     return {"step": step, "final": final, "wall_time_s": wall_time, "stopped_by": None}
 
 
@@ -380,6 +490,6 @@ def _format(result: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "NonFiniteError", "TrainState", "create_train_state", "evaluate", "make_eval_step",
-    "make_optimizer", "make_text_metrics_fns", "make_train_step", "run",
+    "NonFiniteError", "Steps", "TrainState", "abstract_train_state", "create_train_state", "evaluate",
+    "jit_steps", "make_eval_step", "make_optimizer", "make_text_metrics_fns", "make_train_step", "run",
 ]

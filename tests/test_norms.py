@@ -186,6 +186,14 @@ def test_batch_stats_save_and_restore_with_orbax(batch_norm_run, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, restored.params, state.params)
 
 
+@pytest.mark.parametrize("key, value", [("norm", "group"), ("norm_position", "middle"),
+                                        ("dtype", "float16"), ("positions", "rotary")])
+def test_bad_model_choices_are_refused_naming_the_key(key, value):
+    config = tiny_config(**{f"model.{key}": value})
+    with pytest.raises(ConfigError, match=f"model.{key}"):
+        validate_config(config)
+
+
 def test_batch_norm_with_scheduled_sampling_is_refused_before_anything_runs():
     config = tiny_config(**{"model.norm": "batch"})
     validate_config(config)  # without a teacher-forcing block: full teacher forcing

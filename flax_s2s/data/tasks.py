@@ -16,6 +16,16 @@ import tensorflow_datasets as tfds
 _TEXT_PAIR = tfds.features.FeaturesDict({"src": tfds.features.Text(), "tgt": tfds.features.Text()})
 
 
+def _text_pair_info(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetInfo:
+    """Every task here is (src text, tgt text) pairs, described by the builder's docstring."""
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        description=builder.__doc__,
+        features=_TEXT_PAIR,
+        supervised_keys=("src", "tgt"),
+    )
+
+
 class Addition(tfds.core.GeneratorBasedBuilder):
     """"a+b" -> "a+b evaluated", operands 0..999 (as in Flax's examples/seq2seq).
 
@@ -29,12 +39,7 @@ class Addition(tfds.core.GeneratorBasedBuilder):
     _PERMUTATION_SEED = 20261126
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=self.__doc__,
-            features=_TEXT_PAIR,
-            supervised_keys=("src", "tgt"),
-        )
+        return _text_pair_info(self)
 
     def _split_generators(self, dl_manager):
         del dl_manager  # generated in code
@@ -67,12 +72,7 @@ class Reverse(tfds.core.GeneratorBasedBuilder):
     _SEED = 20261127
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=self.__doc__,
-            features=_TEXT_PAIR,
-            supervised_keys=("src", "tgt"),
-        )
+        return _text_pair_info(self)
 
     @staticmethod
     def split_of(text: str) -> str:

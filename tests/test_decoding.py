@@ -107,9 +107,9 @@ def _tiny_model(model_type: str, tgt_vocab: int, seed: int = 1):
     tgt = np.zeros((len(SRC), SEARCH_LEN), np.int32)
     variables = jax.jit(model.init)(jax.random.PRNGKey(seed), SRC, tgt)
     # Scaled-up weights give peaked, varied next-token distributions (at init they are nearly
-    # uniform, which would make every hypothesis tie). The Transformer compounds the scale over
-    # its residual layers, so it needs less.
-    scale = 3.0 if model_type == "lstm" else 1.5
+    # uniform, which would make every hypothesis tie). The Transformer's unit-variance
+    # embeddings already give varied distributions.
+    scale = 3.0 if model_type == "lstm" else 1.0
     return model, jax.tree.map(lambda w: scale * w, variables)
 
 
@@ -204,18 +204,21 @@ def test_beam_size_1_with_alpha_0_equals_greedy(seam_model):
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
 @pytest.mark.parametrize("beam_size", [1, 2, 3])
 def test_beam_search_equals_reference_beam_search(seam_model, prefix_tables, beam_size, alpha):
-    """Also checks that stopping early is exact: the reference always runs to max_len."""
+    """Also checks that stopping early is exact: the reference always runs to max_len.
+
+    Scores agree to 1e-4: the reference tables come from the parallel forward pass, the search
+    from step-by-step decoding (KV cache), which sums in another order in float32."""
     model, variables = seam_model
     tokens, lengths, scores = jax.device_get(decoding.beam_search(
         model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha
     ))
     for b, table in enumerate(prefix_tables):
         expected = _reference_beam_search(table.get, TGT_VOCAB, beam_size, SEARCH_LEN, alpha)
-        np.testing.assert_allclose(scores[b], [s for _, s in expected], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(scores[b], [s for _, s in expected], rtol=1e-4, atol=1e-4)
         for k in range(beam_size):  # robust to ties: each returned hypothesis has its own score
             hypothesis = _hypothesis(tokens[b, k], lengths[b, k])
-            np.testing.assert_allclose(scores[b, k], _score(table, hypothesis, alpha), rtol=1e-5,
-                                       atol=1e-6)
+            np.testing.assert_allclose(scores[b, k], _score(table, hypothesis, alpha), rtol=1e-4,
+                                       atol=1e-4)
             assert (tokens[b, k, lengths[b, k]:] == PAD).all()
 
 
@@ -233,7 +236,7 @@ def test_exhaustive_beam_finds_every_hypothesis_in_brute_force_order(
         expected = sorted((_score(table, h, alpha) for h in hypotheses), reverse=True)
         found = np.isfinite(scores[b])
         assert found.sum() == len(hypotheses)
-        np.testing.assert_allclose(scores[b, found], expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(scores[b, found], expected, rtol=1e-4, atol=1e-4)
         returned = {_hypothesis(tokens[b, k], lengths[b, k]) for k in np.flatnonzero(found)}
         assert returned == set(hypotheses)
         best = _hypothesis(tokens[b, 0], lengths[b, 0])

@@ -196,9 +196,12 @@ def test_bad_model_choices_are_refused_naming_the_key(key, value):
 
 def test_batch_norm_with_scheduled_sampling_is_refused_before_anything_runs():
     config = tiny_config(**{"model.norm": "batch"})
-    validate_config(config)  # without a teacher-forcing block: full teacher forcing
-    config.teacher_forcing = {"schedule": "linear", "p": 1.0}
+    validate_config(config)  # the default: constant p = 1, full teacher forcing
+    config.teacher_forcing.update(schedule="linear", k=1.0, slope=1e-3)
     with pytest.raises(ConfigError, match="model.norm='batch'"):
         validate_config(config)
-    config.teacher_forcing = {"schedule": "constant", "p": 1.0}
+    config.teacher_forcing.update(schedule="constant", p=0.5)
+    with pytest.raises(ConfigError, match="model.norm='batch'"):
+        validate_config(config)
+    config.teacher_forcing.update(p=1.0)
     validate_config(config)

@@ -136,6 +136,35 @@ SHARDED_PARAMS = {
         "output_proj/kernel": [None, "model"],
         "output_proj/bias": ["model"],
     },
+    "transformer": {
+        "src_embed/embedding": ["model", None],
+        "tgt_embed/embedding": ["model", None],
+        "output_proj/kernel": [None, "model"],
+        "output_proj/bias": ["model"],
+        **{
+            f"{layer}/{attention}/{projection}/{kind}": (
+                [None, "model", None] if kind == "kernel" else ["model", None]
+            )
+            for layer, attentions in (("encoder_layers_0", ("self_attention",)),
+                                      ("decoder_layers_0", ("self_attention", "cross_attention")))
+            for attention in attentions
+            for projection in ("query", "key", "value")
+            for kind in ("kernel", "bias")
+        },
+        **{
+            f"{layer}/{attention}/out/kernel": ["model", None, None]
+            for layer, attention in (("encoder_layers_0", "self_attention"),
+                                     ("decoder_layers_0", "self_attention"),
+                                     ("decoder_layers_0", "cross_attention"))
+        },
+        **{
+            name: spec
+            for layer in ("encoder_layers_0", "decoder_layers_0")
+            for name, spec in ((f"{layer}/mlp/hidden/kernel", [None, "model"]),
+                               (f"{layer}/mlp/hidden/bias", ["model"]),
+                               (f"{layer}/mlp/output/kernel", ["model", None]))
+        },
+    },
 }
 
 

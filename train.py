@@ -7,7 +7,7 @@ Running again with the same workdir resumes from its latest checkpoint.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_s2s import training
+from flax_s2s import compilation_cache, training
 from flax_s2s.config_validation import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocabularies.")
@@ -22,6 +22,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax and grain log every save at INFO
+    # Before anything compiles: JAX decides at the first compile whether to use the cache.
+    compilation_cache.enable(flags.FLAGS.config.compilation_cache_dir, _WORKDIR.value)
     try:
         training.run(flags.FLAGS.config, _WORKDIR.value)
     except (ConfigError, training.NonFiniteError) as error:

@@ -147,6 +147,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.best_metric = "validation/exact_match"
     config.best_mode = "max"
 
+    # --- compilation ---
+    # JAX's persistent compilation cache, turned on by train.py: a repeated or resumed run loads
+    # its compiled steps instead of compiling them again. "" = `<workdir>/../jax_cache` (shared by
+    # runs side by side); a path = that directory; "none" = off. Compiles under 1 s are not stored.
+    config.compilation_cache_dir = ""
+
     # --- reliability ---
     # A step with a non-finite loss or gradient norm never updates the parameters. "skip": count
     # it (train metric `nonfinite_steps`) and go on; "stop": end the run at the next log or

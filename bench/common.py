@@ -80,13 +80,15 @@ def machine_lines(threads: int, load_before: float) -> list[str]:
 def transformer_train_flops(
     batch: int, src: int, tgt: int, d: int, ff: int, layers: int, vocab: int
 ) -> float:
-    """Matmul FLOPs of forward + backward (3x forward) of one teacher-forced step."""
+    """Matmul FLOPs of forward + backward (3x forward) of one teacher-forced step of an
+    encoder-decoder Transformer with `layers` layers on each side (attention counted in full)."""
     enc_token = 2 * (4 * d * d + 2 * d * ff)  # self-attention projections + MLP
-    dec_token = 2 * (4 * d * d + 2 * d * d + 2 * d * ff) + 2 * d * vocab  # + cross Q/O + output
+    dec_token = 2 * (4 * d * d + 2 * d * d + 2 * d * ff)  # + cross-attention Q and O
     cross_kv = 2 * 2 * d * d  # cross-attention K/V on each source token, per decoder layer
     attention = 4 * d * (src * src + tgt * tgt + tgt * src)  # scores + weighted values, per layer
-    forward = batch * layers * (src * enc_token + tgt * dec_token + src * cross_kv + attention)
-    return 3.0 * forward
+    per_layer = src * enc_token + tgt * dec_token + src * cross_kv + attention
+    output = tgt * 2 * d * vocab  # the output projection, once
+    return 3.0 * batch * (layers * per_layer + output)
 
 
 def time_once(fn: Callable[[], object], repeats: int) -> float:

@@ -49,7 +49,7 @@ def main() -> None:
     forward = jax.jit(loss_fn)
     grad = jax.jit(jax.value_and_grad(loss_fn))
     step = jax.jit(training.make_train_step(model, tx, config), donate_argnums=0)
-    params = state[0].params
+    params = jax.tree.map(jax.numpy.copy, state[0].params)  # the train step donates its state
 
     def full_step():
         state[0], step_metrics = step(state[0], batch)

@@ -8,7 +8,7 @@ each with the same flags (see `config.distributed` and the README).
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_s2s import sharding, training
+from flax_s2s import compilation_cache, sharding, training
 from flax_s2s.config_validation import ConfigError, validate_config
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocabularies.")
@@ -26,6 +26,8 @@ def main(argv):
     config = flags.FLAGS.config
     try:
         validate_config(config)  # before joining other processes or touching a device
+        # Before anything compiles: JAX decides at the first compile whether to use the cache.
+        compilation_cache.enable(config.compilation_cache_dir, _WORKDIR.value)
         sharding.initialize_distributed(config)
         training.run(config, _WORKDIR.value)
     except (ConfigError, training.NonFiniteError) as error:

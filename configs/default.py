@@ -166,6 +166,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.distributed.num_processes = 0  # 0: from the environment
     config.distributed.process_id = -1  # this process, in [0, num_processes); -1: environment
 
+    # --- compilation ---
+    # JAX's persistent compilation cache, turned on by train.py: a repeated or resumed run loads
+    # its compiled steps instead of compiling them again. "" = `<workdir>/../jax_cache` (shared by
+    # runs side by side); a path = that directory; "none" = off. Compiles under 1 s are not stored.
+    config.compilation_cache_dir = ""
+
     # --- reliability ---
     # A step with a non-finite loss or gradient norm never updates the parameters. "skip": count
     # it (train metric `nonfinite_steps`) and go on; "stop": end the run at the next log or

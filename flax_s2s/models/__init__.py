@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from flax_s2s.data.vocab import BOS
+from flax_s2s.models import rnn
 from flax_s2s.models.rnn import RnnSeq2Seq
 from flax_s2s.models.transformer import Transformer, TransformerConfig
 
@@ -158,7 +159,9 @@ class Seq2Seq:
             return (cache, stats), logits
 
         positions = jnp.arange(tgt_inputs.shape[1])
-        (_, stats), logits = jax.lax.scan(body, (cache, stats), (positions, tgt_inputs.T))
+        (_, stats), logits = jax.lax.scan(
+            body, (cache, stats), (positions, tgt_inputs.T), unroll=rnn.SCAN_UNROLL
+        )
         logits = logits.transpose(1, 0, 2)
         return (logits, stats) if update_stats else logits
 

@@ -1,0 +1,86 @@
+"""Where the teacher-forced Transformer train step spends its time: forward + loss, forward +
+backward, and the whole step (clipping, AdamW, the non-finite guard), timed alternately.
+
+    PYTHONPATH=. python bench/profile_step.py [--threads 1] [--trace DIR]
+
+`--trace DIR` also writes a jax.profiler trace of 3 steps (open it with TensorBoard's profile
+plugin or Perfetto). Appends its table to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import common
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--trace", default="")
+    parser.add_argument("--no_record", action="store_true")
+    args = parser.parse_args()
+    common.set_threads(args.threads)
+    load_before = common.load_average()
+
+    import jax
+    from train_vs_torch import VOCAB, batch_arrays, transformer_config
+
+    from flax_s2s import metrics, training
+    from flax_s2s.models import build_model, decoder_inputs
+
+    config = transformer_config()
+    model = build_model(config, VOCAB, VOCAB)
+    tx = training.make_optimizer(config)
+    batch = jax.device_put(batch_arrays(64, 24, 24, VOCAB))
+    state = [training.create_train_state(model, tx, config.seed, batch)]
+
+    def loss_fn(params):
+        variables = {"params": params}
+        encoded = model.encode(variables, batch["src_tokens"], train=True)
+        logits = model.forward(variables, encoded, decoder_inputs(batch["tgt_tokens"]), train=True)
+        weights = metrics.token_weights(batch["tgt_tokens"])
+        return metrics.cross_entropy_sum(logits, batch["tgt_tokens"], weights) / weights.sum()
+
+    forward = jax.jit(loss_fn)
+    grad = jax.jit(jax.value_and_grad(loss_fn))
+    step = jax.jit(training.make_train_step(model, tx, config), donate_argnums=0)
+    params = jax.tree.map(jax.numpy.copy, state[0].params)  # the train step donates its state
+
+    def full_step():
+        state[0], step_metrics = step(state[0], batch)
+        jax.block_until_ready(step_metrics)
+
+    sides = {
+        "forward + loss": lambda: jax.block_until_ready(forward(params)),
+        "forward + backward": lambda: jax.block_until_ready(grad(params)),
+        "train step": full_step,
+    }
+    times = common.compare(sides, windows=args.windows, repeats=2)
+    if args.trace:
+        with jax.profiler.trace(args.trace):
+            for _ in range(3):
+                full_step()
+    fwd, bwd, whole = times["forward + loss"], times["forward + backward"], times["train step"]
+    rows = [("forward + loss", f"{fwd * 1e3:.0f}", f"{fwd / whole:.2f}"),
+            ("backward (difference)", f"{(bwd - fwd) * 1e3:.0f}", f"{(bwd - fwd) / whole:.2f}"),
+            ("optimizer, clipping, guard (difference)", f"{(whole - bwd) * 1e3:.0f}",
+             f"{(whole - bwd) / whole:.2f}"),
+            ("train step", f"{whole * 1e3:.0f}", "1.00")]
+    command = f"PYTHONPATH=. python bench/profile_step.py {' '.join(sys.argv[1:])}".strip()
+    section = [*common.machine_lines(args.threads, load_before), "", "```bash", command, "```", "",
+               "Transformer of bench/train_vs_torch.py, teacher forced; the backward's share is "
+               "forward + backward minus forward (forward ~1/3 of the FLOPs, backward ~2/3).", "",
+               *common.table(["part", "ms", "share of the step"], rows)]
+    if args.no_record:
+        print("\n".join(section))
+    else:
+        common.append_section("Train step breakdown (`bench/profile_step.py`)", section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,10 +1,12 @@
 """Score a trained workdir on any `WORD<TAB>PHONES` file: word and phone error rates, exact match.
 
     python -m flax_s2s.evaluate --workdir DIR --data FILE [--beam N]
+    python -m flax_s2s.evaluate --workdir DIR --split validation [--beam N]
 
 Loads the workdir's latest checkpoint, its config and its saved vocabularies, decodes every
-distinct word of FILE once and scores it against all the pronunciations FILE lists for it: a word
-is right when the output equals any of them.
+distinct word of FILE (or of a split of the run's own task, e.g. the validation words carved out
+of its training file) once and scores it against all the pronunciations listed for it: a word is
+right when the output equals any of them.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from flax_s2s.models import build_model
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (checkpoints, vocabularies).")
 _DATA = flags.DEFINE_string("data", None, "A WORD<TAB>PHONES file; alternatives on separate lines.")
+_SPLIT = flags.DEFINE_string("split", None, "Instead of --data: a split of the run's own task.")
 _BEAM = flags.DEFINE_integer("beam", 1, "Beam size; 1 decodes greedily.")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
-flags.mark_flags_as_required(["workdir", "data"])
+flags.mark_flags_as_required(["workdir"])
+flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
 
 
 def load_trained(workdir: str):
@@ -45,15 +49,23 @@ def load_trained(workdir: str):
 
 
 def evaluate_lexicon(
-    workdir: str, data_path: str, beam_size: int = 1, batch_size: int = 0
+    workdir: str, data_path: str | None, beam_size: int = 1, batch_size: int = 0,
+    split: str | None = None,
 ) -> dict[str, float]:
-    """WER, PER (percent) and exact match (fraction) of the workdir's model on a lexicon file."""
+    """WER, PER (percent) and exact match (fraction) of the workdir's model on a lexicon file,
+    or (`split`, with `data_path` None) on a split of the run's own task."""
     reference_eval.check_beam_size(beam_size)
     config, model, variables, src_vocab, tgt_vocab, step = load_trained(workdir)
-    grouped = pipeline.group_pairs(cmudict_g2p.read_lexicon(data_path), src_vocab, config.max_src_len)
+    if split is None:
+        pairs = cmudict_g2p.read_lexicon(data_path)
+    else:
+        data_dir = config.data_dir or task_data.default_data_dir(workdir)
+        pairs = task_data.read_task_texts(config, data_dir, (split,))[split]
+    grouped = pipeline.group_pairs(pairs, src_vocab, config.max_src_len)
     results = reference_eval.evaluate_references(
         model, variables, grouped, tgt_vocab, ("wer", "per", "exact_match"),
         batch_size or config.eval_batch_size, config.max_tgt_len, beam_size,
+        alpha=config.eval_length_alpha,  # the length penalty the run was configured with
     )
     return {"step": step, "words": len(grouped), **results}
 
@@ -64,10 +76,11 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
-        result = evaluate_lexicon(_WORKDIR.value, _DATA.value, _BEAM.value, _BATCH.value)
+        result = evaluate_lexicon(_WORKDIR.value, _DATA.value, _BEAM.value, _BATCH.value, _SPLIT.value)
     except (ValueError, FileNotFoundError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
-    print(f"{_DATA.value}: {result['words']} words, checkpoint step {result['step']}, beam {_BEAM.value}")
+    source = _DATA.value or f"split {_SPLIT.value!r}"
+    print(f"{source}: {result['words']} words, checkpoint step {result['step']}, beam {_BEAM.value}")
     print(f"WER {result['wer']:.2f}%")
     print(f"PER {result['per']:.2f}%")
     print(f"exact match {100 * result['exact_match']:.2f}%")

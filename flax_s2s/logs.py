@@ -21,23 +21,75 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class MetricsWriter:
-    """Appends `{"step": ..., "split": ..., **metrics}` lines to `WORKDIR/metrics.jsonl` and
-    writes each scalar to TensorBoard as `<split>/<name>` (lists, e.g. accuracy by position, go to
-    the JSON lines only). `enabled=False` (processes other than 0) writes nothing."""
+def read_records(path: str) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file, skipping a last line cut short by a killed run."""
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
 
-    def __init__(self, workdir: str, enabled: bool = True) -> None:
+
+def _resumed_wall_s(path: str, resume_step: int) -> float:
+    """Run time (`wall_s`) of the newest record at or before `resume_step` in an existing
+    metrics file: a resumed run counts on from there. Time spent after that record by a run that
+    was killed is not counted (at most one log interval)."""
+    if resume_step <= 0 or not os.path.exists(path):
+        return 0.0
+    return max(
+        (float(r["wall_s"]) for r in read_records(path)
+         if r.get("step", 0) <= resume_step and "wall_s" in r),
+        default=0.0,
+    )
+
+
+def _end_last_line(path: str) -> None:
+    """A run killed mid-write leaves a line without its newline; end it so that the next record
+    starts a line of its own instead of being glued to the cut one."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+            f.write(b"\n")
+
+
+class MetricsWriter:
+    """Appends `{"step": ..., "split": ..., "wall_s": ..., **metrics}` lines to
+    `WORKDIR/metrics.jsonl` and writes each scalar to TensorBoard as `<split>/<name>` (lists, e.g.
+    accuracy by position, go to the JSON lines only). `enabled=False` (processes other than 0)
+    writes nothing.
+
+    `wall_s` is the run's time in seconds since it first started, added up across resumes (pass
+    the restored `resume_step`, and the process's `start_time` so that data preparation and
+    restoring count too), so that curves can be drawn against wall minutes."""
+
+    def __init__(
+        self, workdir: str, enabled: bool = True, resume_step: int = 0,
+        start_time: float | None = None,
+    ) -> None:
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.enabled = enabled
         self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard")) if enabled else None
+        self.start_time = time.time() if start_time is None else start_time
+        self.wall_offset = _resumed_wall_s(self.path, resume_step) if enabled else 0.0
+        if enabled:
+            _end_last_line(self.path)
+
+    def wall_s(self) -> float:
+        return self.wall_offset + time.time() - self.start_time
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
-        record = {"step": int(step), "split": split, **{k: _plain(v) for k, v in metrics.items()}}
+        record = {"step": int(step), "split": split, "wall_s": round(self.wall_s(), 2),
+                  **{k: _plain(v) for k, v in metrics.items()}}
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             for name, value in record.items():
-                if name not in ("step", "split") and isinstance(value, int | float):
+                if name not in ("step", "split", "wall_s") and isinstance(value, int | float):
                     self.tensorboard.add_scalar(f"{split}/{name}", value, int(step))
             self.tensorboard.flush()
         return record

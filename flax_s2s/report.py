@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -24,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from flax_s2s.logs import read_records  # noqa: E402
+
 Records = list[dict]
 
 
@@ -31,8 +32,7 @@ def load_records(workdir: str) -> Records:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist: is {workdir} a flax_s2s workdir?")
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_records(path)
 
 
 def _series(records: Records, split: str, key: str) -> tuple[list[int], list[float]]:

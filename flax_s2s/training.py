@@ -412,7 +412,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     # Every process runs the same loop (each step is one program over all devices); only
     # process 0 prints and writes metrics. Checkpoints are written by all processes together.
     is_main = jax.process_index() == 0
-    writer = MetricsWriter(workdir, enabled=is_main)
+    writer = MetricsWriter(workdir, enabled=is_main, resume_step=int(state.step),
+                           start_time=start_time)
     teacher_forcing_prob = TeacherForcing.from_config(config.teacher_forcing).prob
     eval_splits = tuple(dict.fromkeys((*config.eval_splits, config.final_eval_split)))
     text_metrics_fns = make_text_metrics_fns(config, model, data, eval_splits)

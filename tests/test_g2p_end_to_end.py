@@ -90,5 +90,17 @@ def test_training_reports_wer_and_per_and_the_cli_reproduces_them(trained, tmp_p
     assert float(lines["exact match"].rstrip("%")) == pytest.approx(100 - final["wer"], abs=0.01)
     assert f"{len({w for w, _ in validation})} words" in out.stdout
 
+    # The run's own validation split, read through its config: the same words, the same scores.
+    own_split = [sys.executable, "-m", "flax_s2s.evaluate", f"--workdir={workdir}", "--split=validation"]
+    out = subprocess.run(own_split, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.rsplit(" ", 1) for line in out.stdout.splitlines()[1:])
+    assert float(lines["WER"].rstrip("%")) == pytest.approx(final["wer"], abs=0.01)
+    assert f"{len({w for w, _ in validation})} words" in out.stdout
+
+    both = subprocess.run([*command, "--split=validation"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert both.returncode != 0 and "exactly one of (data, split)" in both.stderr.lower()
+
     beam = subprocess.run([*command, "--beam=0"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert beam.returncode != 0 and "beam size must be >= 1" in beam.stderr

@@ -1,0 +1,29 @@
+"""Every shipped config passes validation: a typo in a config fails here, not after data loads."""
+
+import glob
+import importlib
+import os
+
+import pytest
+from conftest import ROOT
+
+from flax_s2s.config_validation import validate_config
+
+CONFIGS = sorted(
+    os.path.splitext(os.path.basename(path))[0]
+    for path in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+    if not path.endswith("__init__.py")
+)
+
+
+def test_configs_are_found():
+    assert {"default", "addition_lstm", "g2p_lstm", "g2p_transformer"} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_validates(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    data_path = config.get("data_path", "")
+    if data_path and not os.path.exists(os.path.join(ROOT, data_path)):
+        pytest.skip(f"{data_path} is not here")
+    validate_config(config)

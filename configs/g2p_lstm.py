@@ -8,8 +8,9 @@ when the output equals any of its pronunciations). The file is expected at
 trained workdir on any lexicon file with `python -m flax_s2s.evaluate --workdir DIR --data FILE`.
 
 This is the base of the G2P configs (data, buckets, metrics) and a quick run: with
-`--config.num_train_steps=5000` (10 minutes) it reached 33.4% validation WER / 8.0% PER. The measured recipes for the accuracy targets are `configs/g2p_gru.py`
-(one hour on 2 CPU cores) and `configs/g2p_gru_large.py` (about four hours).
+`--config.num_train_steps=5000` (10 minutes) it reached 33.4% validation WER / 8.0% PER. The
+measured recipes for the accuracy targets are `configs/g2p_gru.py` (one hour on 2 CPU cores) and
+`configs/g2p_gru_large.py` (about four hours).
 """
 
 from configs import default

@@ -159,6 +159,9 @@ def _save(fig, path: str) -> str:
 
 def _final_table(runs: dict[str, Records]) -> list[str]:
     keys = ("loss", "token_accuracy", "fr_token_accuracy", "exact_match")
+    # Text metrics (WER/PER, BLEU/chrF) get columns when some run reports them.
+    reported = {k for records in runs.values() for r in records if r["split"] != "train" for k in r}
+    keys += tuple(k for k in ("wer", "per", "bleu", "chrf") if k in reported)
     lines = ["| run | split | step | " + " | ".join(keys) + " |",
              "|---|---|---|" + "---|" * len(keys)]
     for name, records in runs.items():

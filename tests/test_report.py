@@ -1,6 +1,7 @@
 """The run report, TensorBoard scalars, and attention weights for heatmaps."""
 
 import glob
+import json
 import os
 import shutil
 import struct
@@ -60,9 +61,13 @@ def test_report_writes_non_blank_pngs_of_the_expected_size_and_links_them(workdi
 def test_compare_overlays_runs(workdir, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(workdir, other)
+    with open(other / "metrics.jsonl", "a") as f:  # a run that reports text metrics
+        f.write(json.dumps({"step": 30, "split": "validation", "loss": 0.5, "wer": 12.5, "per": 3.25}))
     path = report.write_report([workdir, str(other)], str(tmp_path / "cmp"), attention=False)
     text = open(path).read()
     assert "| tiny | test |" in text and "| other | test |" in text
+    assert "| exact_match | wer | per |" in text
+    assert "| other | validation | 30 | 0.5000 |  |  |  | 12.5000 | 3.2500 |" in text
     assert matplotlib.image.imread(tmp_path / "cmp" / "curves.png").var() > 0
 
 

@@ -2,7 +2,7 @@
 
 ```
 python -m flax_s2s.decode --workdir runs/addition [--beam 4] [--alpha 0.6] [--input FILE]
-                          [--batch_size 64]
+                          [--batch_size 64] [--step S] [--average K]
 ```
 Reads one source per line from FILE (default: stdin), prints one output per line in input order.
 The model, its config and its vocabularies all come from the workdir. Lines are decoded in padded
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -48,10 +49,19 @@ class TrainedModel:
     src_vocab: Vocab
     tgt_vocab: Vocab
     step: int
+    averaged_steps: tuple[int, ...] = ()  # the checkpoints whose mean `variables` is
 
 
-def load_trained_model(workdir: str) -> TrainedModel:
-    """The latest checkpoint of `workdir` with the config and vocabularies saved beside it."""
+def load_trained_model(workdir: str, step: int | None = None, average: int = 1) -> TrainedModel:
+    """A checkpoint of `workdir` (default: the latest) with the config and vocabularies saved
+    beside it.
+
+    `average` > 1 averages the variables of that many checkpoints: `step` and the ones kept before
+    it. Near the end of a decayed learning rate the kept checkpoints sit close together, and their
+    mean often decodes a little better than any one of them (fairseq's average_checkpoints).
+    """
+    if average < 1:
+        raise DecodeError(f"average={average}: must be >= 1 checkpoint")
     vocabs = load_vocabs(workdir)
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     no_checkpoint = DecodeError(
@@ -62,12 +72,12 @@ def load_trained_model(workdir: str) -> TrainedModel:
         raise no_checkpoint
     checkpointer = Checkpointer(checkpoint_dir)
     try:
-        step = checkpointer.latest_step()
-        if step is None:
+        steps = _steps_to_load(checkpointer.all_steps(), step, average, checkpoint_dir)
+        if not steps:
             raise no_checkpoint
         if vocabs is None:
             raise DecodeError(f"{workdir!r} has no saved vocabularies ({SRC_VOCAB}.*, {TGT_VOCAB}.*)")
-        config = ml_collections.ConfigDict(checkpointer.restore_config(step))
+        config = ml_collections.ConfigDict(checkpointer.restore_config(steps[-1]))
         model = build_model(config, len(vocabs[0]), len(vocabs[1]))
         # Restore into the shapes of a fresh train state; eval_shape builds them without
         # computing anything.
@@ -80,10 +90,42 @@ def load_trained_model(workdir: str) -> TrainedModel:
                 model, training.make_optimizer(config), config.seed, example
             )
         )
-        state = checkpointer.restore(template, step=step)
+        restored = [checkpointer.restore(template, step=s).variables for s in steps]
     finally:
         checkpointer.close()
-    return TrainedModel(config, model, state.variables, *vocabs, step)
+    return TrainedModel(config, model, _mean_variables(restored), *vocabs, steps[-1], tuple(steps))
+
+
+def _steps_to_load(saved: list[int], step: int | None, average: int, directory: str) -> list[int]:
+    """The `average` newest saved steps up to `step` (default: the newest), oldest first."""
+    if not saved:
+        return []
+    step = saved[-1] if step is None else step
+    if step not in saved:
+        raise DecodeError(f"no checkpoint for step {step} in {directory!r}; saved steps: {saved}")
+    upto = [s for s in saved if s <= step]
+    if len(upto) < average:
+        raise DecodeError(
+            f"cannot average {average} checkpoints up to step {step}: {directory!r} keeps "
+            f"{len(upto)} ({upto})"
+        )
+    return upto[-average:]
+
+
+def _mean_variables(variables: list[dict[str, Any]]) -> dict[str, Any]:
+    """The elementwise mean of same-structured variable trees; leaves that are not floating
+    point (counters) come from the newest tree."""
+    if len(variables) == 1:
+        return variables[0]
+
+    def mean(*leaves):
+        if not jnp.issubdtype(leaves[-1].dtype, jnp.floating):
+            return leaves[-1]
+        # Summed in float32 so that bfloat16 parameters do not lose the small differences.
+        total = sum(leaf.astype(jnp.float32) for leaf in leaves)
+        return (total / len(leaves)).astype(leaves[-1].dtype)
+
+    return jax.tree.map(mean, *variables)
 
 
 def _symbols(vocab: SymbolVocab, text: str) -> list[str]:
@@ -164,11 +206,18 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--input", default=None,
                         help="file with one source per line (default: stdin)")
     parser.add_argument("--batch_size", type=int, default=64, help="lines decoded per batch")
+    parser.add_argument("--step", type=int, default=None,
+                        help="checkpoint step to decode with (default: the latest)")
+    parser.add_argument("--average", type=int, default=1,
+                        help="decode with the mean variables of this many kept checkpoints, "
+                             "ending at --step")
     args = parser.parse_args(argv)
     if args.beam < 0:
         parser.error(f"--beam={args.beam}: must be >= 0 (0: greedy)")
     if args.batch_size <= 0:
         parser.error(f"--batch_size={args.batch_size}: must be > 0")
+    if args.average < 1:
+        parser.error(f"--average={args.average}: must be >= 1")
     return args
 
 
@@ -190,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise DecodeError(f"--workdir {args.workdir!r} does not exist")
         # A file is read first, to fail fast; stdin only once the model is known to load.
         lines = None if args.input is None else _read_lines(args.input)
-        trained = load_trained_model(args.workdir)
+        trained = load_trained_model(args.workdir, args.step, args.average)
         lines = _read_lines(None) if lines is None else lines
         outputs = decode_lines(trained, lines, args.beam, args.alpha, args.batch_size)
     except DecodeError as error:

@@ -1,9 +1,10 @@
 """Score a trained workdir on any `WORD<TAB>PHONES` file: word and phone error rates, exact match.
 
-    python -m flax_s2s.evaluate --workdir DIR --data FILE [--beam N]
+    python -m flax_s2s.evaluate --workdir DIR --data FILE [--beam N] [--step S] [--average K]
     python -m flax_s2s.evaluate --workdir DIR --split validation [--beam N]
 
-Loads the workdir's latest checkpoint, its config and its saved vocabularies, decodes every
+Loads the workdir's latest checkpoint (or `--step`; `--average K` takes the mean of the K kept
+checkpoints ending there), its config and its saved vocabularies, decodes every
 distinct word of FILE (or of a split of the run's own task, e.g. the validation words carved out
 of its training file) once and scores it against all the pronunciations listed for it: a word is
 right when the output equals any of them.
@@ -11,51 +12,39 @@ right when the output equals any of them.
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
-import jax.numpy as jnp
-import ml_collections
 from absl import app, flags, logging
 
-from flax_s2s import reference_eval, training
-from flax_s2s.checkpoint import Checkpointer
+from flax_s2s import reference_eval
 from flax_s2s.data import cmudict_g2p, pipeline, task_data
-from flax_s2s.models import build_model
+from flax_s2s.decode import DecodeError, load_trained_model
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (checkpoints, vocabularies).")
 _DATA = flags.DEFINE_string("data", None, "A WORD<TAB>PHONES file; alternatives on separate lines.")
 _SPLIT = flags.DEFINE_string("split", None, "Instead of --data: a split of the run's own task.")
 _BEAM = flags.DEFINE_integer("beam", 1, "Beam size; 1 decodes greedily.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+_AVERAGE = flags.DEFINE_integer(
+    "average", 1, "Average the variables of this many kept checkpoints, ending at --step."
+)
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
 flags.mark_flags_as_required(["workdir"])
 flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
 
 
-def load_trained(workdir: str):
-    """(config, model, variables, src_vocab, tgt_vocab, step) of a workdir's latest checkpoint."""
-    vocabs = task_data.load_vocabs(workdir)
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    step = checkpointer.latest_step()
-    if vocabs is None or step is None:
-        raise FileNotFoundError(f"{workdir} holds no trained run (vocabularies and a checkpoint)")
-    config = ml_collections.ConfigDict(checkpointer.restore_config(step))
-    src_vocab, tgt_vocab = vocabs
-    model = build_model(config, len(src_vocab), len(tgt_vocab))
-    dummy = {"src_tokens": jnp.ones((1, 2), jnp.int32), "tgt_tokens": jnp.ones((1, 2), jnp.int32)}
-    template = training.create_train_state(model, training.make_optimizer(config), config.seed, dummy)
-    state = checkpointer.restore(template, step=step)
-    checkpointer.close()
-    return config, model, state.variables, src_vocab, tgt_vocab, step
-
-
 def evaluate_lexicon(
     workdir: str, data_path: str | None, beam_size: int = 1, batch_size: int = 0,
-    split: str | None = None,
-) -> dict[str, float]:
+    split: str | None = None, step: int | None = None, average: int = 1,
+) -> dict[str, Any]:
     """WER, PER (percent) and exact match (fraction) of the workdir's model on a lexicon file,
-    or (`split`, with `data_path` None) on a split of the run's own task."""
+    or (`split`, with `data_path` None) on a split of the run's own task.
+
+    `step` picks the checkpoint (default: the latest); `average` > 1 scores the mean of that many
+    kept checkpoints ending at it."""
     reference_eval.check_beam_size(beam_size)
-    config, model, variables, src_vocab, tgt_vocab, step = load_trained(workdir)
+    trained = load_trained_model(workdir, step, average)
+    config, src_vocab, tgt_vocab = trained.config, trained.src_vocab, trained.tgt_vocab
     if split is None:
         pairs = cmudict_g2p.read_lexicon(data_path)
     else:
@@ -63,11 +52,12 @@ def evaluate_lexicon(
         pairs = task_data.read_task_texts(config, data_dir, (split,))[split]
     grouped = pipeline.group_pairs(pairs, src_vocab, config.max_src_len)
     results = reference_eval.evaluate_references(
-        model, variables, grouped, tgt_vocab, ("wer", "per", "exact_match"),
+        trained.model, trained.variables, grouped, tgt_vocab, ("wer", "per", "exact_match"),
         batch_size or config.eval_batch_size, config.max_tgt_len, beam_size,
         alpha=config.eval_length_alpha,  # the length penalty the run was configured with
     )
-    return {"step": step, "words": len(grouped), **results}
+    return {"step": trained.step, "averaged_steps": trained.averaged_steps, "words": len(grouped),
+            **results}
 
 
 def main(argv):
@@ -76,11 +66,15 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
-        result = evaluate_lexicon(_WORKDIR.value, _DATA.value, _BEAM.value, _BATCH.value, _SPLIT.value)
-    except (ValueError, FileNotFoundError) as error:  # bad input: the message says it all
+        result = evaluate_lexicon(_WORKDIR.value, _DATA.value, _BEAM.value, _BATCH.value,
+                                  _SPLIT.value, _STEP.value, _AVERAGE.value)
+    except (ValueError, FileNotFoundError, DecodeError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
     source = _DATA.value or f"split {_SPLIT.value!r}"
-    print(f"{source}: {result['words']} words, checkpoint step {result['step']}, beam {_BEAM.value}")
+    averaged = result["averaged_steps"]
+    checkpoint = (f"mean of checkpoints {', '.join(map(str, averaged))}" if len(averaged) > 1
+                  else f"checkpoint step {result['step']}")
+    print(f"{source}: {result['words']} words, {checkpoint}, beam {_BEAM.value}")
     print(f"WER {result['wer']:.2f}%")
     print(f"PER {result['per']:.2f}%")
     print(f"exact match {100 * result['exact_match']:.2f}%")

@@ -63,6 +63,16 @@ def test_schedule_equals_closed_form_on_ints_arrays_and_traced(fields, closed_fo
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("midpoint", [0.5, 3.0, 750.0, 35_000.0])
+def test_inverse_sigmoid_k_puts_one_half_at_the_midpoint(midpoint):
+    k = forcing.inverse_sigmoid_k(midpoint)
+    assert k >= 1.0
+    assert _inv_sigmoid(k, midpoint) == pytest.approx(0.5, abs=1e-9)
+    assert _inv_sigmoid(k, 0.9 * midpoint) > 0.5 > _inv_sigmoid(k, 1.1 * midpoint)
+    with pytest.raises(ValueError, match="midpoint_step=0"):
+        forcing.inverse_sigmoid_k(0)
+
+
 @pytest.mark.parametrize("fields, closed_form", SCHEDULE_CASES)
 def test_schedule_is_non_increasing_respects_floor_and_finite_at_1e9(fields, closed_form):
     schedule = forcing.make_schedule(tf_config(**fields))

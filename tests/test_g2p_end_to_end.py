@@ -5,12 +5,15 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 from conftest import ROOT, tiny_config
 from lexicon_fixture import lexicon_pairs, write_lexicon
 
 from configs import g2p_lstm
-from flax_s2s import training
+from flax_s2s import decode, training
+from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data import cmudict_g2p
 
@@ -59,7 +62,7 @@ def trained(tmp_path_factory):
     config = tiny_config(
         task="cmudict_g2p", data_path=str(lexicon), data_dir=str(tmp / "tfds"), max_src_len=12,
         max_tgt_len=12, final_eval_split="validation", num_train_steps=20, eval_every=1000,
-        checkpoint_every=1000, text_metrics=("wer", "per"),
+        checkpoint_every=10, text_metrics=("wer", "per"),
     )
     config.vocab.tgt_separator = " "
     config.optimizer.learning_rate = 1e-2
@@ -91,7 +94,8 @@ def test_training_reports_wer_and_per_and_the_cli_reproduces_them(trained, tmp_p
     assert f"{len({w for w, _ in validation})} words" in out.stdout
 
     # The run's own validation split, read through its config: the same words, the same scores.
-    own_split = [sys.executable, "-m", "flax_s2s.evaluate", f"--workdir={workdir}", "--split=validation"]
+    own_split = [sys.executable, "-m", "flax_s2s.evaluate", f"--workdir={workdir}", "--split=validation",
+                 "--step=20"]
     out = subprocess.run(own_split, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = dict(line.rsplit(" ", 1) for line in out.stdout.splitlines()[1:])
@@ -102,5 +106,39 @@ def test_training_reports_wer_and_per_and_the_cli_reproduces_them(trained, tmp_p
                           text=True, timeout=300)
     assert both.returncode != 0 and "exactly one of (data, split)" in both.stderr.lower()
 
+    too_many = subprocess.run([*command, "--average=3"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert too_many.returncode != 0
+    assert "cannot average 3 checkpoints up to step 20" in too_many.stderr, too_many.stderr[-2000:]
+
     beam = subprocess.run([*command, "--beam=0"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert beam.returncode != 0 and "beam size must be >= 1" in beam.stderr
+
+
+def test_checkpoint_averaging_is_the_elementwise_mean_of_the_kept_checkpoints(trained):
+    _, workdir, _ = trained
+    checkpointer = Checkpointer(str(workdir / "checkpoints"))
+    assert checkpointer.all_steps() == [10, 20]
+    saved = {step: checkpointer.restore_variables(step)["params"] for step in (10, 20)}
+    checkpointer.close()
+
+    averaged = decode.load_trained_model(str(workdir), average=2)
+    assert (averaged.step, averaged.averaged_steps) == (20, (10, 20))
+    leaves = zip(*(jax.tree.leaves(tree) for tree in (averaged.variables["params"], saved[10], saved[20])),
+                 strict=True)
+    moved = 0
+    for mean, older, newer in leaves:
+        np.testing.assert_allclose(mean, (np.asarray(older) + np.asarray(newer)) / 2, rtol=1e-6, atol=1e-7)
+        moved += not np.array_equal(older, newer)
+    assert moved > 0, "ten training steps should have changed the parameters"
+
+    older = decode.load_trained_model(str(workdir), step=10)
+    assert older.averaged_steps == (10,)
+    for restored, expected in zip(jax.tree.leaves(older.variables["params"]), jax.tree.leaves(saved[10]),
+                                  strict=True):
+        np.testing.assert_array_equal(restored, expected)
+
+    with pytest.raises(decode.DecodeError, match=r"no checkpoint for step 15 .*saved steps: \[10, 20\]"):
+        decode.load_trained_model(str(workdir), step=15)
+    with pytest.raises(decode.DecodeError, match=r"cannot average 2 checkpoints up to step 10: .*\(\[10\]\)"):
+        decode.load_trained_model(str(workdir), step=10, average=2)

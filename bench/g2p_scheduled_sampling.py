@@ -7,7 +7,7 @@ sampling: p falls from 1 to 1/2 at the middle step and to about 0 at the end) fo
 of steps and seed. The two arms of a seed train side by side, each pinned to its own core with one
 XLA thread, so they share the machine alike and their step rates compare as a ratio. Running the
 script again resumes unfinished runs from their checkpoints and skips finished ones, so it can be
-stopped (SIGTERM saves a checkpoint) and continued later.
+stopped (SIGTERM to the script reaches both trainers, which save a checkpoint) and continued later.
 
 Prints one row per run (validation WER / PER of the final model, teacher-forced and free-running
 token accuracy, steps per second) and the mean of each arm over seeds.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -33,26 +34,33 @@ from flax_s2s.data import task_data  # noqa: E402
 from flax_s2s.forcing import inverse_sigmoid_k  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
 
-ARMS = {"teacher forcing": "configs/g2p_gru.py", "scheduled sampling": "configs/g2p_gru_ss.py"}
+# arm -> (short name of its workdirs, config)
+ARMS = {"teacher forcing": ("tf", "configs/g2p_gru.py"),
+        "scheduled sampling": ("ss", "configs/g2p_gru_ss.py")}
 
 
-def run_name(arm: str, seed: int) -> str:
-    return f"{'tf' if arm == 'teacher forcing' else 'ss'}_seed{seed}"
+def run_name(arm: str, seed: int, steps: int) -> str:
+    # The length is in the name: a run resumed under another length would change its schedules.
+    return f"{ARMS[arm][0]}_{steps}_seed{seed}"
 
 
-def finished(workdir: str, steps: int) -> bool:
-    checkpoints = os.path.join(workdir, "checkpoints")
-    saved = [int(name) for name in os.listdir(checkpoints) if name.isdigit()] if os.path.isdir(
-        checkpoints) else []
-    return steps in saved
+def final_record(workdir: str, steps: int) -> dict | None:
+    """The validation record of the finished model, or None while the run is unfinished (the
+    last checkpoint is written before the final evaluation, so it alone does not say done)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    records = read_records(path) if os.path.exists(path) else []
+    finals = [r for r in records if r["split"] == "validation" and "wer" in r and r["step"] == steps]
+    return finals[-1] if finals else None
 
 
-def train_command(arm: str, seed: int, steps: int, workdir: str) -> list[str]:
+def train_command(arm: str, seed: int, steps: int, workdir: str, core: int) -> list[str]:
     every = max(steps // 7, 1)  # seven evaluations and checkpoints per run
     command = [
-        sys.executable, os.path.join(ROOT, "train.py"), f"--config={ARMS[arm]}", f"--workdir={workdir}",
-        f"--config.seed={seed}", f"--config.num_train_steps={steps}",
-        f"--config.eval_every={every}", f"--config.checkpoint_every={every}",
+        # taskset, not a preexec_fn: this process already runs threads (jax, tfds).
+        "taskset", "-c", str(core), sys.executable, os.path.join(ROOT, "train.py"),
+        f"--config={ARMS[arm][1]}", f"--workdir={workdir}", f"--config.seed={seed}",
+        f"--config.num_train_steps={steps}", f"--config.eval_every={every}",
+        f"--config.checkpoint_every={every}",
     ]
     if arm == "scheduled sampling":  # keep p = 1/2 at the middle step of this run's length
         command.append(f"--config.teacher_forcing.k={inverse_sigmoid_k(steps / 2)}")
@@ -60,31 +68,46 @@ def train_command(arm: str, seed: int, steps: int, workdir: str) -> list[str]:
 
 
 def train_side_by_side(root: str, seed: int, steps: int) -> None:
-    """Both arms of `seed` at once, each on its own core; waits for both."""
+    """Both arms of `seed` at once, each on its own core; waits for both. SIGTERM or SIGINT to
+    this process reaches the trainers, which save a checkpoint and stop."""
     cores = sorted(os.sched_getaffinity(0))
-    processes = []
+    children: list[tuple[subprocess.Popen, str]] = []
     for index, arm in enumerate(ARMS):
-        workdir = os.path.join(root, run_name(arm, seed))
-        if finished(workdir, steps):
+        workdir = os.path.join(root, run_name(arm, seed, steps))
+        if final_record(workdir, steps) is not None:
             continue
-        core = {cores[index % len(cores)]}
-        log = open(os.path.join(root, run_name(arm, seed) + ".log"), "a")  # noqa: SIM115
-        processes.append((subprocess.Popen(
-            train_command(arm, seed, steps, workdir), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=lambda core=core: os.sched_setaffinity(0, core),
-        ), log))
-    for process, log in processes:
-        process.wait()
-        log.close()
-        if process.returncode != 0:
-            raise SystemExit(f"a run failed (exit {process.returncode}); see {log.name}")
+        log_path = workdir + ".log"
+        with open(log_path, "a") as log:  # the child keeps its own copy of the descriptor
+            children.append((subprocess.Popen(
+                train_command(arm, seed, steps, workdir, cores[index % len(cores)]), cwd=ROOT,
+                stdout=log, stderr=subprocess.STDOUT,
+            ), log_path))
+
+    def forward(signum, frame):
+        for child, _ in children:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for child, _ in children:
+            child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for child, log_path in children:
+        workdir = log_path.removesuffix(".log")
+        if child.returncode != 0 or final_record(workdir, steps) is None:
+            raise SystemExit(f"{workdir} did not finish (exit {child.returncode}); see {log_path}. "
+                             "Run the same command again to resume it.")
 
 
-def summary(workdir: str) -> dict:
+def summary(workdir: str, steps: int) -> dict:
+    final = final_record(workdir, steps)
     records = read_records(os.path.join(workdir, "metrics.jsonl"))
-    final = [r for r in records if r["split"] == "validation" and "wer" in r][-1]
-    train = [r for r in records if r["split"] == "train" and "wall_s" in r]
-    rate = (train[-1]["step"] - train[0]["step"]) / (train[-1]["wall_s"] - train[0]["wall_s"])
+    train = [r for r in records if r["split"] == "train"]
+    # Train records are written at log intervals; the span between the first and the last
+    # includes the periodic evaluations (and any restart after a stop).
+    rate = (train[-1]["step"] - train[0]["step"]) / max(train[-1]["wall_s"] - train[0]["wall_s"], 1e-9)
     return {"step": final["step"], "minutes": final["wall_s"] / 60, "steps/s": rate,
             "wer": final["wer"], "per": final["per"], "tf_acc": final["token_accuracy"],
             "fr_acc": final["fr_token_accuracy"]}
@@ -105,13 +128,16 @@ def main() -> None:
         train_side_by_side(args.root, seed, args.steps)
 
     print("\n".join(common.machine_lines(1, load_before)))
-    print(f"- {args.steps} steps per run, batch 64; both arms of a seed side by side, one core each\n")
+    print(f"- {args.steps} steps per run, batch {g2p_gru.get_config().batch_size}; both arms of a "
+          "seed side by side, one core and one XLA thread each. steps/s spans the periodic "
+          "evaluations (and restarts, if a run was stopped)\n")
     print("| arm | seed | step | wall min | steps/s | validation WER % | PER % | TF token acc | "
           "FR token acc |")
     print("|---|---|---|---|---|---|---|---|---|")
     means = {}
     for arm in ARMS:
-        rows = [summary(os.path.join(args.root, run_name(arm, seed))) for seed in args.seeds]
+        rows = [summary(os.path.join(args.root, run_name(arm, seed, args.steps)), args.steps)
+                for seed in args.seeds]
         for seed, r in zip(args.seeds, rows, strict=True):
             print(f"| {arm} | {seed} | {r['step']} | {r['minutes']:.1f} | {r['steps/s']:.2f} | "
                   f"{r['wer']:.2f} | {r['per']:.2f} | {r['tf_acc']:.4f} | {r['fr_acc']:.4f} |")

@@ -49,7 +49,7 @@ class TrainedModel:
     src_vocab: Vocab
     tgt_vocab: Vocab
     step: int
-    averaged_steps: tuple[int, ...] = ()  # the checkpoints whose mean `variables` is
+    averaged_steps: tuple[int, ...]  # the checkpoint steps `variables` are the mean of: (step,) or more
 
 
 def load_trained_model(workdir: str, step: int | None = None, average: int = 1) -> TrainedModel:
@@ -58,7 +58,8 @@ def load_trained_model(workdir: str, step: int | None = None, average: int = 1) 
 
     `average` > 1 averages the variables of that many checkpoints: `step` and the ones kept before
     it. Near the end of a decayed learning rate the kept checkpoints sit close together, and their
-    mean often decodes a little better than any one of them (fairseq's average_checkpoints).
+    mean often decodes a little better than any one of them (fairseq's average_checkpoints). The
+    kept ones are whatever the run kept: the newest, `keep_best` ones, a checkpoint saved on a stop.
     """
     if average < 1:
         raise DecodeError(f"average={average}: must be >= 1 checkpoint")
@@ -113,16 +114,17 @@ def _steps_to_load(saved: list[int], step: int | None, average: int, directory: 
 
 
 def _mean_variables(variables: list[dict[str, Any]]) -> dict[str, Any]:
-    """The elementwise mean of same-structured variable trees; leaves that are not floating
-    point (counters) come from the newest tree."""
+    """The elementwise mean of same-structured variable trees, each leaf in its own dtype; leaves
+    that are not floating point come from the newest tree."""
     if len(variables) == 1:
         return variables[0]
 
     def mean(*leaves):
         if not jnp.issubdtype(leaves[-1].dtype, jnp.floating):
             return leaves[-1]
-        # Summed in float32 so that bfloat16 parameters do not lose the small differences.
-        total = sum(leaf.astype(jnp.float32) for leaf in leaves)
+        # Summed in at least float32 so that bfloat16 parameters keep their small differences.
+        wide = jnp.promote_types(leaves[-1].dtype, jnp.float32)
+        total = sum(leaf.astype(wide) for leaf in leaves)
         return (total / len(leaves)).astype(leaves[-1].dtype)
 
     return jax.tree.map(mean, *variables)

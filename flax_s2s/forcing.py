@@ -95,10 +95,10 @@ def _inverse_sigmoid(k: float, floor: float) -> Schedule:
 def inverse_sigmoid_k(midpoint_step: float) -> float:
     """The k >= 1 of the inverse-sigmoid schedule whose p falls to 1/2 at `midpoint_step` > 0:
     the root of k ln k = midpoint_step, found by bisection (k ln k increases for k >= 1)."""
-    if not midpoint_step > 0:
-        raise ValueError(f"midpoint_step={midpoint_step}: must be > 0")
+    if not (midpoint_step > 0 and math.isfinite(midpoint_step)):
+        raise ValueError(f"midpoint_step={midpoint_step}: must be finite and > 0")
     low, high = 1.0, max(midpoint_step, math.e)  # k ln k is 0 at 1 and >= midpoint at high
-    for _ in range(200):
+    for _ in range(100):  # halves a bracket of at most midpoint_step: ample for float64
         middle = (low + high) / 2
         low, high = (middle, high) if middle * math.log(middle) < midpoint_step else (low, middle)
     return (low + high) / 2

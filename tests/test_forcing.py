@@ -69,8 +69,12 @@ def test_inverse_sigmoid_k_puts_one_half_at_the_midpoint(midpoint):
     assert k >= 1.0
     assert _inv_sigmoid(k, midpoint) == pytest.approx(0.5, abs=1e-9)
     assert _inv_sigmoid(k, 0.9 * midpoint) > 0.5 > _inv_sigmoid(k, 1.1 * midpoint)
-    with pytest.raises(ValueError, match="midpoint_step=0"):
-        forcing.inverse_sigmoid_k(0)
+
+
+@pytest.mark.parametrize("midpoint", [0, -3.0, math.inf, math.nan])
+def test_inverse_sigmoid_k_refuses_a_midpoint_that_is_not_positive_and_finite(midpoint):
+    with pytest.raises(ValueError, match=f"midpoint_step={midpoint}: must be finite and > 0"):
+        forcing.inverse_sigmoid_k(midpoint)
 
 
 @pytest.mark.parametrize("fields, closed_form", SCHEDULE_CASES)

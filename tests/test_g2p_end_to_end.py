@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, tiny_config
@@ -94,8 +95,7 @@ def test_training_reports_wer_and_per_and_the_cli_reproduces_them(trained, tmp_p
     assert f"{len({w for w, _ in validation})} words" in out.stdout
 
     # The run's own validation split, read through its config: the same words, the same scores.
-    own_split = [sys.executable, "-m", "flax_s2s.evaluate", f"--workdir={workdir}", "--split=validation",
-                 "--step=20"]
+    own_split = [sys.executable, "-m", "flax_s2s.evaluate", f"--workdir={workdir}", "--split=validation"]
     out = subprocess.run(own_split, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = dict(line.rsplit(" ", 1) for line in out.stdout.splitlines()[1:])
@@ -106,6 +106,13 @@ def test_training_reports_wer_and_per_and_the_cli_reproduces_them(trained, tmp_p
                           text=True, timeout=300)
     assert both.returncode != 0 and "exactly one of (data, split)" in both.stderr.lower()
 
+    headers = {"--step=10": "checkpoint step 10,", "--average=2": "mean of checkpoints 10, 20,"}
+    for flag, header in headers.items():
+        out = subprocess.run([*own_split, flag], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert header in out.stdout.splitlines()[0], out.stdout
+
     too_many = subprocess.run([*command, "--average=3"], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=300)
     assert too_many.returncode != 0
@@ -115,6 +122,7 @@ def test_training_reports_wer_and_per_and_the_cli_reproduces_them(trained, tmp_p
     assert beam.returncode != 0 and "beam size must be >= 1" in beam.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_averaging_is_the_elementwise_mean_of_the_kept_checkpoints(trained):
     _, workdir, _ = trained
     checkpointer = Checkpointer(str(workdir / "checkpoints"))
@@ -127,14 +135,14 @@ def test_checkpoint_averaging_is_the_elementwise_mean_of_the_kept_checkpoints(tr
     leaves = zip(*(jax.tree.leaves(tree) for tree in (averaged.variables["params"], saved[10], saved[20])),
                  strict=True)
     moved = 0
-    for mean, older, newer in leaves:
-        np.testing.assert_allclose(mean, (np.asarray(older) + np.asarray(newer)) / 2, rtol=1e-6, atol=1e-7)
-        moved += not np.array_equal(older, newer)
+    for mean, at_10, at_20 in leaves:
+        np.testing.assert_allclose(mean, (np.asarray(at_10) + np.asarray(at_20)) / 2, rtol=1e-6, atol=1e-7)
+        moved += not np.array_equal(at_10, at_20)
     assert moved > 0, "ten training steps should have changed the parameters"
 
-    older = decode.load_trained_model(str(workdir), step=10)
-    assert older.averaged_steps == (10,)
-    for restored, expected in zip(jax.tree.leaves(older.variables["params"]), jax.tree.leaves(saved[10]),
+    step_10 = decode.load_trained_model(str(workdir), step=10)
+    assert step_10.averaged_steps == (10,)
+    for restored, expected in zip(jax.tree.leaves(step_10.variables["params"]), jax.tree.leaves(saved[10]),
                                   strict=True):
         np.testing.assert_array_equal(restored, expected)
 
@@ -142,3 +150,19 @@ def test_checkpoint_averaging_is_the_elementwise_mean_of_the_kept_checkpoints(tr
         decode.load_trained_model(str(workdir), step=15)
     with pytest.raises(decode.DecodeError, match=r"cannot average 2 checkpoints up to step 10: .*\(\[10\]\)"):
         decode.load_trained_model(str(workdir), step=10, average=2)
+    with pytest.raises(decode.DecodeError, match=r"average=0: must be >= 1"):
+        decode.load_trained_model(str(workdir), average=0)
+
+
+def test_mean_variables_averages_floats_in_their_dtype_and_keeps_the_newest_integers():
+    rng = np.random.default_rng(0)
+    trees = [{"params": {"w": rng.normal(size=(3, 2)).astype(np.float32),
+                         "half": rng.normal(size=4).astype(jnp.bfloat16)},
+              "batch_stats": {"count": np.array(step, np.int32)}} for step in (1, 2, 3)]
+    mean = decode._mean_variables([jax.tree.map(jnp.asarray, tree) for tree in trees])
+    np.testing.assert_allclose(mean["params"]["w"], sum(t["params"]["w"] for t in trees) / 3, rtol=1e-6)
+    assert mean["params"]["half"].dtype == jnp.bfloat16
+    exact = sum(t["params"]["half"].astype(np.float64) for t in trees) / 3
+    # Within one bfloat16 rounding of the exact mean (8 significant bits).
+    np.testing.assert_allclose(np.asarray(mean["params"]["half"], np.float64), exact, rtol=2**-8)
+    assert mean["batch_stats"]["count"].dtype == jnp.int32 and int(mean["batch_stats"]["count"]) == 3

@@ -1,6 +1,6 @@
 """Scheduled sampling on CMUdict G2P: teacher forcing against an inverse-sigmoid schedule, per seed.
 
-    python bench/g2p_scheduled_sampling.py --root runs/g2p_ss [--steps 35000] [--seeds 0 1]
+    python bench/g2p_scheduled_sampling.py --root runs/g2p_ss [--steps 70000] [--seeds 0 1]
 
 Trains `configs/g2p_gru.py` (teacher forcing, p = 1) and `configs/g2p_gru_ss.py` (scheduled
 sampling: p falls from 1 to 1/2 at the middle step and to about 0 at the end) for the same number
@@ -10,7 +10,8 @@ script again resumes unfinished runs from their checkpoints and skips finished o
 stopped (SIGTERM to the script reaches both trainers, which save a checkpoint) and continued later.
 
 Prints one row per run (validation WER / PER of the final model, teacher-forced and free-running
-token accuracy, steps per second) and the mean of each arm over seeds.
+token accuracy, steps per second), the mean of each arm over seeds, and the scores of each arm's
+runs decoded as an ensemble (and of all runs together).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from configs import g2p_gru  # noqa: E402
+from flax_s2s import evaluate  # noqa: E402
 from flax_s2s.data import task_data  # noqa: E402
 from flax_s2s.forcing import inverse_sigmoid_k  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
@@ -116,7 +118,7 @@ def summary(workdir: str, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True, help="directory of the runs (and their data)")
-    parser.add_argument("--steps", type=int, default=35_000)
+    parser.add_argument("--steps", type=int, default=g2p_gru.get_config().num_train_steps)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
     os.makedirs(args.root, exist_ok=True)
@@ -146,6 +148,22 @@ def main() -> None:
     for arm, mean in means.items():
         print(f"{arm}: mean WER {mean['wer']:.2f}%, PER {mean['per']:.2f}%, "
               f"{mean['steps/s']:.2f} steps/s")
+    print_ensembles(args.root, args.seeds, args.steps)
+
+
+def print_ensembles(root: str, seeds: list[int], steps: int) -> None:
+    """Validation WER / PER of each arm's runs decoded as one ensemble, and of all runs."""
+    groups = {arm: [run_name(arm, seed, steps) for seed in seeds] for arm in ARMS}
+    groups["all runs"] = [name for names in groups.values() for name in names]
+    print("\n| ensemble (greedy, probabilities averaged per step) | members | WER % | PER % |")
+    print("|---|---|---|---|")
+    for label, names in groups.items():
+        if len(names) < 2:
+            continue
+        workdirs = [os.path.join(root, name) for name in names]
+        scores = evaluate.evaluate_lexicon(workdirs[0], None, split="validation",
+                                           ensemble=tuple(workdirs[1:]))
+        print(f"| {label} | {len(names)} | {scores['wer']:.2f} | {scores['per']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 
     python -m flax_s2s.evaluate --workdir DIR --data FILE [--beam N] [--step S] [--average K]
     python -m flax_s2s.evaluate --workdir DIR --split validation [--beam N]
+    python -m flax_s2s.evaluate --workdir DIR --ensemble DIR2 [--ensemble DIR3 ...] --data FILE
 
 Loads the workdir's latest checkpoint (or `--step`; `--average K` takes the mean of the K kept
 checkpoints ending there), its config and its saved vocabularies, decodes every
 distinct word of FILE (or of a split of the run's own task, e.g. the validation words carved out
 of its training file) once and scores it against all the pronunciations listed for it: a word is
-right when the output equals any of them.
+right when the output equals any of them. With `--ensemble`, the models of all the workdirs decode
+together, their next-phone distributions averaged at every step (`flax_s2s.ensemble`); the data
+and config (lengths, batch, length penalty) come from `--workdir`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from absl import app, flags, logging
 
 from flax_s2s import reference_eval
 from flax_s2s.data import cmudict_g2p, pipeline, task_data
-from flax_s2s.decode import DecodeError, load_trained_model
+from flax_s2s.decode import DecodeError, TrainedModel, load_trained_model
+from flax_s2s.ensemble import Ensemble
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (checkpoints, vocabularies).")
 _DATA = flags.DEFINE_string("data", None, "A WORD<TAB>PHONES file; alternatives on separate lines.")
@@ -28,6 +32,10 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default
 _AVERAGE = flags.DEFINE_integer(
     "average", 1, "Average the variables of this many kept checkpoints, ending at --step."
 )
+_ENSEMBLE = flags.DEFINE_multi_string(
+    "ensemble", [], "Another workdir whose model decodes together with --workdir's (repeatable); "
+    "each member uses its latest checkpoint, or the mean of its --average newest."
+)
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
 flags.mark_flags_as_required(["workdir"])
 flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
@@ -36,15 +44,18 @@ flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
 def evaluate_lexicon(
     workdir: str, data_path: str | None, beam_size: int = 1, batch_size: int = 0,
     split: str | None = None, step: int | None = None, average: int = 1,
+    ensemble: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """WER, PER (percent) and exact match (fraction) of the workdir's model on a lexicon file,
     or (`split`, with `data_path` None) on a split of the run's own task.
 
     `step` picks the checkpoint (default: the latest); `average` > 1 scores the mean of that many
-    kept checkpoints ending at it."""
+    kept checkpoints ending at it. `ensemble` adds workdirs whose models decode together with
+    this one (each at its latest checkpoint, averaged like this one)."""
     reference_eval.check_beam_size(beam_size)
     trained = load_trained_model(workdir, step, average)
     config, src_vocab, tgt_vocab = trained.config, trained.src_vocab, trained.tgt_vocab
+    model, variables = _with_members(trained, ensemble, average)
     if split is None:
         pairs = cmudict_g2p.read_lexicon(data_path)
     else:
@@ -52,12 +63,28 @@ def evaluate_lexicon(
         pairs = task_data.read_task_texts(config, data_dir, (split,))[split]
     grouped = pipeline.group_pairs(pairs, src_vocab, config.max_src_len)
     results = reference_eval.evaluate_references(
-        trained.model, trained.variables, grouped, tgt_vocab, ("wer", "per", "exact_match"),
+        model, variables, grouped, tgt_vocab, ("wer", "per", "exact_match"),
         batch_size or config.eval_batch_size, config.max_tgt_len, beam_size,
         alpha=config.eval_length_alpha,  # the length penalty the run was configured with
     )
     return {"step": trained.step, "averaged_steps": trained.averaged_steps, "words": len(grouped),
             **results}
+
+
+def _with_members(trained: TrainedModel, workdirs: tuple[str, ...], average: int):
+    """(model, variables) to decode with: `trained` alone, or an ensemble with the models of
+    `workdirs`, which must read and write the same symbols."""
+    if not workdirs:
+        return trained.model, trained.variables
+    members = [trained]
+    for workdir in workdirs:
+        member = load_trained_model(workdir, None, average)
+        for side in ("src_vocab", "tgt_vocab"):
+            if getattr(member, side) != getattr(trained, side):
+                raise DecodeError(f"--ensemble {workdir}: its {side} differs from the first "
+                                  "workdir's; ensemble members must share vocabularies")
+        members.append(member)
+    return (Ensemble(tuple(m.model for m in members)), tuple(m.variables for m in members))
 
 
 def main(argv):
@@ -66,15 +93,18 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
+        if _ENSEMBLE.value and _STEP.value is not None:
+            raise ValueError("--step picks one run's checkpoint; ensemble members use their latest")
         result = evaluate_lexicon(_WORKDIR.value, _DATA.value, _BEAM.value, _BATCH.value,
-                                  _SPLIT.value, _STEP.value, _AVERAGE.value)
+                                  _SPLIT.value, _STEP.value, _AVERAGE.value, tuple(_ENSEMBLE.value))
     except (ValueError, FileNotFoundError, DecodeError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
     source = _DATA.value or f"split {_SPLIT.value!r}"
     averaged = result["averaged_steps"]
     checkpoint = (f"mean of checkpoints {', '.join(map(str, averaged))}" if len(averaged) > 1
                   else f"checkpoint step {result['step']}")
-    print(f"{source}: {result['words']} words, {checkpoint}, beam {_BEAM.value}")
+    members = f", ensembled with {len(_ENSEMBLE.value)} more workdir(s)" if _ENSEMBLE.value else ""
+    print(f"{source}: {result['words']} words, {checkpoint}{members}, beam {_BEAM.value}")
     print(f"WER {result['wer']:.2f}%")
     print(f"PER {result['per']:.2f}%")
     print(f"exact match {100 * result['exact_match']:.2f}%")

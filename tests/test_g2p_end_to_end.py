@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from conftest import ROOT, tiny_config
 from lexicon_fixture import lexicon_pairs, write_lexicon
 
 from configs import g2p_lstm
-from flax_s2s import decode, training
+from flax_s2s import decode, evaluate, training
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data import cmudict_g2p
@@ -152,6 +153,24 @@ def test_checkpoint_averaging_is_the_elementwise_mean_of_the_kept_checkpoints(tr
         decode.load_trained_model(str(workdir), step=10, average=2)
     with pytest.raises(decode.DecodeError, match=r"average=0: must be >= 1"):
         decode.load_trained_model(str(workdir), average=0)
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_a_run_with_itself_scores_as_the_run_and_vocabularies_must_match(trained, tmp_path):
+    _, workdir, result = trained
+    scores = evaluate.evaluate_lexicon(str(workdir), None, split="validation", ensemble=(str(workdir),))
+    assert scores["wer"] == pytest.approx(result["final"]["validation"]["wer"], abs=1e-9)
+    assert scores["per"] == pytest.approx(result["final"]["validation"]["per"], abs=1e-9)
+
+    # A copy whose phone ids are permuted: same shapes, so it loads, but it speaks another code.
+    other = tmp_path / "other"
+    shutil.copytree(workdir, other)
+    vocab_file = other / "tgt_vocab.json"
+    saved = json.loads(vocab_file.read_text())
+    saved["symbols"][:2] = saved["symbols"][1::-1]
+    vocab_file.write_text(json.dumps(saved))
+    with pytest.raises(decode.DecodeError, match=f"--ensemble {other}: its tgt_vocab differs"):
+        evaluate.evaluate_lexicon(str(workdir), None, split="validation", ensemble=(str(other),))
 
 
 def test_mean_variables_averages_floats_in_their_dtype_and_keeps_the_newest_integers():

@@ -24,22 +24,6 @@ from flax_s2s.data import cmudict_g2p, pipeline, task_data
 from flax_s2s.decode import DecodeError, TrainedModel, load_trained_model
 from flax_s2s.ensemble import Ensemble
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (checkpoints, vocabularies).")
-_DATA = flags.DEFINE_string("data", None, "A WORD<TAB>PHONES file; alternatives on separate lines.")
-_SPLIT = flags.DEFINE_string("split", None, "Instead of --data: a split of the run's own task.")
-_BEAM = flags.DEFINE_integer("beam", 1, "Beam size; 1 decodes greedily.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
-_AVERAGE = flags.DEFINE_integer(
-    "average", 1, "Average the variables of this many kept checkpoints, ending at --step."
-)
-_ENSEMBLE = flags.DEFINE_multi_string(
-    "ensemble", [], "Another workdir whose model decodes together with --workdir's (repeatable); "
-    "each member uses its latest checkpoint, or the mean of its --average newest."
-)
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
-flags.mark_flags_as_required(["workdir"])
-flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
-
 
 def evaluate_lexicon(
     workdir: str, data_path: str | None, beam_size: int = 1, batch_size: int = 0,
@@ -87,28 +71,50 @@ def _with_members(trained: TrainedModel, workdirs: tuple[str, ...], average: int
     return (Ensemble(tuple(m.model for m in members)), tuple(m.variables for m in members))
 
 
+def define_flags() -> None:
+    """The CLI's flags, defined only when it runs: importing `evaluate_lexicon` beside another
+    absl program (the report CLI, a test session) must not define a second --workdir."""
+    flags.DEFINE_string("workdir", None, "A training workdir (checkpoints, vocabularies).")
+    flags.DEFINE_string("data", None, "A WORD<TAB>PHONES file; alternatives on separate lines.")
+    flags.DEFINE_string("split", None, "Instead of --data: a split of the run's own task.")
+    flags.DEFINE_integer("beam", 1, "Beam size; 1 decodes greedily.")
+    flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+    flags.DEFINE_integer(
+        "average", 1, "Average the variables of this many kept checkpoints, ending at --step."
+    )
+    flags.DEFINE_multi_string(
+        "ensemble", [], "Another workdir whose model decodes together with --workdir's "
+        "(repeatable); each member uses its latest checkpoint, or the mean of its --average newest."
+    )
+    flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
+    flags.mark_flags_as_required(["workdir"])
+    flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    args = flags.FLAGS
     try:
-        if _ENSEMBLE.value and _STEP.value is not None:
+        if args.ensemble and args.step is not None:
             raise ValueError("--step picks one run's checkpoint; ensemble members use their latest")
-        result = evaluate_lexicon(_WORKDIR.value, _DATA.value, _BEAM.value, _BATCH.value,
-                                  _SPLIT.value, _STEP.value, _AVERAGE.value, tuple(_ENSEMBLE.value))
+        result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
+                                  args.step, args.average, tuple(args.ensemble))
     except (ValueError, FileNotFoundError, DecodeError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
-    source = _DATA.value or f"split {_SPLIT.value!r}"
+    source = args.data or f"split {args.split!r}"
     averaged = result["averaged_steps"]
     checkpoint = (f"mean of checkpoints {', '.join(map(str, averaged))}" if len(averaged) > 1
                   else f"checkpoint step {result['step']}")
-    members = f", ensembled with {len(_ENSEMBLE.value)} more workdir(s)" if _ENSEMBLE.value else ""
-    print(f"{source}: {result['words']} words, {checkpoint}{members}, beam {_BEAM.value}")
+    members = f", ensembled with {len(args.ensemble)} more workdir(s)" if args.ensemble else ""
+    print(f"{source}: {result['words']} words, {checkpoint}{members}, beam {args.beam}")
     print(f"WER {result['wer']:.2f}%")
     print(f"PER {result['per']:.2f}%")
     print(f"exact match {100 * result['exact_match']:.2f}%")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -91,7 +91,12 @@ def load_trained_model(workdir: str, step: int | None = None, average: int = 1) 
                 model, training.make_optimizer(config), config.seed, example
             )
         )
-        restored = [checkpointer.restore(template, step=s).variables for s in steps]
+        if step is None and average == 1:
+            # No step named: restore as training resumes, past an unreadable newest checkpoint.
+            restored = [checkpointer.restore(template).variables]
+            steps = [checkpointer.restored_step]
+        else:
+            restored = [checkpointer.restore(template, step=s).variables for s in steps]
     finally:
         checkpointer.close()
     return TrainedModel(config, model, _mean_variables(restored), *vocabs, steps[-1], tuple(steps))

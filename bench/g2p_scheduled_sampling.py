@@ -5,7 +5,8 @@
 Trains `configs/g2p_gru.py` (teacher forcing, p = 1) and `configs/g2p_gru_ss.py` (scheduled
 sampling: p falls from 1 to 1/2 at the middle step and to about 0 at the end) for the same number
 of steps and seed. The two arms of a seed train side by side, each pinned to its own core with one
-XLA thread, so they share the machine alike and their step rates compare as a ratio. Running the
+XLA thread, so they share the machine alike and their step rates compare as a ratio (the arms swap
+cores from one seed to the next: a core busier with other work favours neither). Running the
 script again resumes unfinished runs from their checkpoints and skips finished ones, so it can be
 stopped (SIGTERM to the script reaches both trainers, which save a checkpoint) and continued later.
 
@@ -74,16 +75,6 @@ def train_side_by_side(root: str, seed: int, steps: int) -> None:
     this process reaches the trainers, which save a checkpoint and stop."""
     cores = sorted(os.sched_getaffinity(0))
     children: list[tuple[subprocess.Popen, str]] = []
-    for index, arm in enumerate(ARMS):
-        workdir = os.path.join(root, run_name(arm, seed, steps))
-        if final_record(workdir, steps) is not None:
-            continue
-        log_path = workdir + ".log"
-        with open(log_path, "a") as log:  # the child keeps its own copy of the descriptor
-            children.append((subprocess.Popen(
-                train_command(arm, seed, steps, workdir, cores[index % len(cores)]), cwd=ROOT,
-                stdout=log, stderr=subprocess.STDOUT,
-            ), log_path))
 
     def forward(signum, frame):
         for child, _ in children:
@@ -91,9 +82,27 @@ def train_side_by_side(root: str, seed: int, steps: int) -> None:
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        for index, arm in enumerate(ARMS):
+            workdir = os.path.join(root, run_name(arm, seed, steps))
+            if final_record(workdir, steps) is not None:
+                continue
+            log_path = workdir + ".log"
+            with open(log_path, "a") as log:  # the child keeps its own copy of the descriptor
+                children.append((subprocess.Popen(
+                    train_command(arm, seed, steps, workdir, cores[(index + seed) % len(cores)]),
+                    cwd=ROOT,
+                    stdout=log, stderr=subprocess.STDOUT,
+                    # Their own session: a Ctrl-C in the terminal reaches them once, through
+                    # `forward`; a second SIGINT would make a trainer exit without saving.
+                    start_new_session=True,
+                ), log_path))
         for child, _ in children:
             child.wait()
     finally:
+        for child, _ in children:
+            if child.poll() is None:  # this script failed: do not leave a trainer holding a core
+                child.terminate()
+                child.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     for child, log_path in children:

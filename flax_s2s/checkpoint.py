@@ -78,7 +78,10 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def restore(self, state_template: Any, data_iterator: Any = None, step: int | None = None):
+    def restore(
+        self, state_template: Any, data_iterator: Any = None, step: int | None = None,
+        set_aside: bool = True,
+    ):
         """Restores `step` (default: the newest readable one) into the structure of
         `state_template`; the data iterator, if given, is moved to the saved position in place.
 
@@ -86,7 +89,10 @@ class Checkpointer:
         straight into those shardings, whatever mesh saved them (`sharding.with_shardings`).
 
         Without an explicit step, a checkpoint that fails to read (truncated or deleted files)
-        is skipped with a warning naming it, and the next older one is tried.
+        is skipped with a warning naming it, and the next older one is tried; with `set_aside`
+        (a run about to resume) the skipped ones are renamed `unreadable-<step>`, so that it can
+        save those steps again. Readers (decode, evaluate) pass False and leave the directory as
+        it is: a trainer may still be writing to it.
         Returns the state.
         """
         candidates = [step] if step is not None else self.all_steps()[::-1]
@@ -106,7 +112,8 @@ class Checkpointer:
                               stacklevel=2)
                 errors.append(candidate)
                 continue
-            self._set_aside(errors)
+            if set_aside:
+                self._set_aside(errors)
             self.restored_step = candidate
             return restored["state"]
         raise FileNotFoundError(

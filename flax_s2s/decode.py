@@ -1,4 +1,4 @@
-"""Decode text with a trained workdir's latest checkpoint.
+"""Decode text with a trained workdir's newest readable checkpoint (or a chosen one, or a mean).
 
 ```
 python -m flax_s2s.decode --workdir runs/addition [--beam 4] [--alpha 0.6] [--input FILE]
@@ -73,12 +73,15 @@ def load_trained_model(workdir: str, step: int | None = None, average: int = 1) 
         raise no_checkpoint
     checkpointer = Checkpointer(checkpoint_dir)
     try:
-        steps = _steps_to_load(checkpointer.all_steps(), step, average, checkpoint_dir)
+        saved = checkpointer.all_steps()
+        steps = _steps_to_load(saved, step, average, checkpoint_dir)
         if not steps:
             raise no_checkpoint
         if vocabs is None:
             raise DecodeError(f"{workdir!r} has no saved vocabularies ({SRC_VOCAB}.*, {TGT_VOCAB}.*)")
-        config = ml_collections.ConfigDict(checkpointer.restore_config(steps[-1]))
+        # No step named: the newest readable checkpoint, as a resuming run would pick.
+        named = step is not None or average > 1
+        config = _read_config(checkpointer, steps[-1:] if named else saved[::-1], checkpoint_dir)
         model = build_model(config, len(vocabs[0]), len(vocabs[1]))
         # Restore into the shapes of a fresh train state; eval_shape builds them without
         # computing anything.
@@ -91,15 +94,37 @@ def load_trained_model(workdir: str, step: int | None = None, average: int = 1) 
                 model, training.make_optimizer(config), config.seed, example
             )
         )
-        if step is None and average == 1:
-            # No step named: restore as training resumes, past an unreadable newest checkpoint.
-            restored = [checkpointer.restore(template).variables]
-            steps = [checkpointer.restored_step]
+        if named:
+            restored = [_restore_step(checkpointer, template, s).variables for s in steps]
         else:
-            restored = [checkpointer.restore(template, step=s).variables for s in steps]
+            # set_aside=False: a reader leaves unreadable checkpoints where they are (a trainer
+            # may still be writing this workdir).
+            restored = [checkpointer.restore(template, set_aside=False).variables]
+            steps = [checkpointer.restored_step]
+    except FileNotFoundError as error:  # no readable checkpoint: the message names the directory
+        raise DecodeError(str(error)) from None
     finally:
         checkpointer.close()
     return TrainedModel(config, model, _mean_variables(restored), *vocabs, steps[-1], tuple(steps))
+
+
+def _read_config(checkpointer: Checkpointer, steps: list[int], directory: str) -> ml_collections.ConfigDict:
+    """The run's config as saved with the first of `steps` that has a readable one."""
+    for step in steps:
+        try:
+            return ml_collections.ConfigDict(checkpointer.restore_config(step))
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint; an older one may do
+            continue
+    raise DecodeError(f"no readable config in the checkpoints {steps} of {directory!r}")
+
+
+def _restore_step(checkpointer: Checkpointer, template: Any, step: int) -> Any:
+    try:
+        return checkpointer.restore(template, step=step)
+    except Exception as error:  # noqa: BLE001 - any failure to read it: say which checkpoint
+        raise DecodeError(
+            f"checkpoint {step} in {checkpointer.directory!r} is unreadable: {error!r:.300}"
+        ) from error
 
 
 def _steps_to_load(saved: list[int], step: int | None, average: int, directory: str) -> list[int]:

@@ -36,14 +36,22 @@ class Ensemble:
     members: tuple[Seq2Seq, ...]
 
     def __post_init__(self):
+        # A tuple, so that the ensemble hashes (jit takes it as a static argument).
+        object.__setattr__(self, "members", tuple(self.members))
         if not self.members:
             raise ValueError("an ensemble needs at least one member")
+        sizes = [m.module.tgt_vocab_size for m in self.members]
+        if len(set(sizes)) > 1:
+            raise ValueError(f"ensemble members must share the target vocabulary; sizes: {sizes}")
 
     def encode(self, variables: tuple[Any, ...], src_tokens: Array) -> tuple[Any, ...]:
         """src_tokens [batch, src_len] -> each member's encoder output."""
         return tuple(m.encode(v, src_tokens) for m, v in zip(self.members, variables, strict=True))
 
-    def init_cache(self, variables: tuple[Any, ...], encoded: tuple[Any, ...], max_len: int):
+    def init_cache(
+        self, variables: tuple[Any, ...], encoded: tuple[Any, ...], max_len: int
+    ) -> tuple[Any, ...]:
+        """Each member's empty decoder cache for up to `max_len` steps."""
         return tuple(
             m.init_cache(v, e, max_len)
             for m, v, e in zip(self.members, variables, encoded, strict=True)

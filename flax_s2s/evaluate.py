@@ -37,9 +37,12 @@ def evaluate_lexicon(
     kept checkpoints ending at it. `ensemble` adds workdirs whose models decode together with
     this one (each at its latest checkpoint, averaged like this one)."""
     reference_eval.check_beam_size(beam_size)
+    if ensemble and step is not None:
+        raise ValueError("--step picks one run's checkpoint; ensemble members use their latest")
     trained = load_trained_model(workdir, step, average)
     config, src_vocab, tgt_vocab = trained.config, trained.src_vocab, trained.tgt_vocab
-    model, variables = _with_members(trained, ensemble, average)
+    members = _load_members(trained, ensemble, average)
+    model, variables = _decoder(trained, members)
     if split is None:
         pairs = cmudict_g2p.read_lexicon(data_path)
     else:
@@ -52,15 +55,13 @@ def evaluate_lexicon(
         alpha=config.eval_length_alpha,  # the length penalty the run was configured with
     )
     return {"step": trained.step, "averaged_steps": trained.averaged_steps, "words": len(grouped),
-            **results}
+            "member_steps": tuple(m.step for m in members), **results}
 
 
-def _with_members(trained: TrainedModel, workdirs: tuple[str, ...], average: int):
-    """(model, variables) to decode with: `trained` alone, or an ensemble with the models of
-    `workdirs`, which must read and write the same symbols."""
-    if not workdirs:
-        return trained.model, trained.variables
-    members = [trained]
+def _load_members(trained: TrainedModel, workdirs: tuple[str, ...], average: int) -> list[TrainedModel]:
+    """The models of `workdirs` that decode together with `trained`; they must read and write the
+    same symbols."""
+    members = []
     for workdir in workdirs:
         member = load_trained_model(workdir, None, average)
         for side in ("src_vocab", "tgt_vocab"):
@@ -68,7 +69,15 @@ def _with_members(trained: TrainedModel, workdirs: tuple[str, ...], average: int
                 raise DecodeError(f"--ensemble {workdir}: its {side} differs from the first "
                                   "workdir's; ensemble members must share vocabularies")
         members.append(member)
-    return (Ensemble(tuple(m.model for m in members)), tuple(m.variables for m in members))
+    return members
+
+
+def _decoder(trained: TrainedModel, members: list[TrainedModel]) -> tuple[Any, Any]:
+    """(model, variables) to decode with: `trained` alone, or the ensemble of it and `members`."""
+    if not members:
+        return trained.model, trained.variables
+    everyone = [trained, *members]
+    return Ensemble(tuple(m.model for m in everyone)), tuple(m.variables for m in everyone)
 
 
 def define_flags() -> None:
@@ -98,8 +107,6 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     args = flags.FLAGS
     try:
-        if args.ensemble and args.step is not None:
-            raise ValueError("--step picks one run's checkpoint; ensemble members use their latest")
         result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
                                   args.step, args.average, tuple(args.ensemble))
     except (ValueError, FileNotFoundError, DecodeError) as error:  # bad input: the message says it all
@@ -108,7 +115,9 @@ def main(argv):
     averaged = result["averaged_steps"]
     checkpoint = (f"mean of checkpoints {', '.join(map(str, averaged))}" if len(averaged) > 1
                   else f"checkpoint step {result['step']}")
-    members = f", ensembled with {len(args.ensemble)} more workdir(s)" if args.ensemble else ""
+    member_steps = ", ".join(map(str, result["member_steps"]))
+    members = (f", ensembled with {len(args.ensemble)} more workdir(s) (checkpoint steps "
+               f"{member_steps})" if args.ensemble else "")
     print(f"{source}: {result['words']} words, {checkpoint}{members}, beam {args.beam}")
     print(f"WER {result['wer']:.2f}%")
     print(f"PER {result['per']:.2f}%")

@@ -1,12 +1,15 @@
 """Ensemble decoding: the mean of the members' distributions, step by step, through the seam."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 from conftest import TINY_TRANSFORMER, train_tiny
+from test_decoding import _reference_beam_search
 
 from flax_s2s import decoding
-from flax_s2s.data.vocab import EOS, PAD
+from flax_s2s.data.vocab import BOS, EOS, PAD
 from flax_s2s.ensemble import Ensemble
 
 MAX_LEN = 7
@@ -33,7 +36,7 @@ def reference_greedy(members, src_tokens):
     encoded = [model.encode(v, src_tokens) for model, v in members]
     caches = [model.init_cache(v, e, MAX_LEN) for (model, v), e in zip(members, encoded, strict=True)]
     batch = src_tokens.shape[0]
-    prev = np.full(batch, 1, np.int32)  # BOS
+    prev = np.full(batch, BOS, np.int32)
     tokens = np.full((batch, MAX_LEN), PAD, np.int32)
     scores, finished = np.zeros(batch), np.zeros(batch, bool)
     for position in range(MAX_LEN):
@@ -83,6 +86,63 @@ def test_beam_search_over_an_ensemble_of_one_matches_its_member(members, member)
                                      max_len=MAX_LEN, alpha=0.6)
     np.testing.assert_array_equal(ensembled[0], alone[0])
     np.testing.assert_allclose(ensembled[2], alone[2], rtol=1e-6, atol=1e-6)
+
+
+def mixture_next_log_probs(members, src_row):
+    """next_log_probs(prefix) -> the mixture's log-probs [vocab] after BOS + prefix, for one
+    source row: each member steps along the prefix from its parent's cache (memoised), and the
+    probabilities are averaged in NumPy."""
+    steps = [jax.jit(model.step) for model, _ in members]
+    encoded = [model.encode(v, src_row[None]) for model, v in members]
+    start = [model.init_cache(v, e, MAX_LEN) for (model, v), e in zip(members, encoded, strict=True)]
+    memo = {}  # prefix -> (member caches after reading it, mixture log-probs of the next token)
+
+    def advance(prefix):
+        if prefix not in memo:
+            caches = start
+            if prefix:
+                advance(prefix[:-1])
+                caches = memo[prefix[:-1]][0]
+            prev = np.array([prefix[-1] if prefix else BOS], np.int32)
+            new_caches, probs = [], []
+            for i, ((_, variables), step) in enumerate(zip(members, steps, strict=True)):
+                logits, cache = step(variables, encoded[i], caches[i], prev, len(prefix))
+                new_caches.append(cache)
+                probs.append(np.exp(np.asarray(decoding.output_log_probs(logits), np.float64))[0])
+            with np.errstate(divide="ignore"):  # PAD and BOS have probability 0
+                memo[prefix] = (new_caches, np.log(np.mean(probs, axis=0)))
+        return memo[prefix][1]
+
+    return advance
+
+
+def test_beam_search_over_unlike_members_equals_a_reference_beam_search(members):
+    """Three members with unlike caches (a KV cache twice, an LSTM state): beam search reorders
+    all of them together, and its hypotheses and scores are those of a plain Python beam search
+    over the NumPy mixture."""
+    member_list, src_tokens = members
+    models, variables = zip(*member_list, strict=True)
+    src_tokens = src_tokens[:4]
+    beam_size, alpha = 3, 0.6
+    tokens, lengths, scores = jax.device_get(decoding.beam_search(
+        Ensemble(models), variables, src_tokens, beam_size=beam_size, max_len=MAX_LEN, alpha=alpha
+    ))
+    vocab = models[0].module.tgt_vocab_size
+    for row, src_row in enumerate(src_tokens):
+        next_log_probs = mixture_next_log_probs(member_list, src_row)
+        expected = _reference_beam_search(next_log_probs, vocab, beam_size, MAX_LEN, alpha)
+        np.testing.assert_allclose(scores[row], [s for _, s in expected], rtol=1e-4, atol=1e-4)
+        found = [tuple(int(t) for t in tokens[row, k, : lengths[row, k]]) for k in range(beam_size)]
+        assert found == [h for h, _ in expected]
+
+
+def test_members_with_other_target_vocabularies_are_refused(members):
+    (transformer, _), _, (lstm, _) = members[0]
+    other = dataclasses.replace(
+        lstm, module=lstm.module.clone(tgt_vocab_size=lstm.module.tgt_vocab_size + 1)
+    )
+    with pytest.raises(ValueError, match="share the target vocabulary"):
+        Ensemble([transformer, other])
 
 
 def test_an_ensemble_needs_members():

@@ -156,6 +156,24 @@ def test_checkpoint_averaging_is_the_elementwise_mean_of_the_kept_checkpoints(tr
 
 
 @pytest.mark.slow
+def test_readers_skip_an_unreadable_newest_checkpoint_and_leave_the_workdir_as_it_is(trained, tmp_path):
+    _, workdir, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(copy / "checkpoints" / "20" / "state")  # as a crash mid-write could leave it
+    before = sorted(os.listdir(copy / "checkpoints"))
+
+    with pytest.warns(UserWarning, match="checkpoint .*20 is unreadable"):
+        trained_model = decode.load_trained_model(str(copy))
+    assert trained_model.averaged_steps == (10,)
+    # A trainer may still own this workdir: a reader renames nothing (a resuming run does).
+    assert sorted(os.listdir(copy / "checkpoints")) == before
+
+    with pytest.raises(decode.DecodeError, match="checkpoint 20 in .* is unreadable"):
+        decode.load_trained_model(str(copy), step=20)
+
+
+@pytest.mark.slow
 def test_an_ensemble_of_a_run_with_itself_scores_as_the_run_and_vocabularies_must_match(trained, tmp_path):
     _, workdir, result = trained
     scores = evaluate.evaluate_lexicon(str(workdir), None, split="validation", ensemble=(str(workdir),))
@@ -171,17 +189,24 @@ def test_an_ensemble_of_a_run_with_itself_scores_as_the_run_and_vocabularies_mus
     vocab_file.write_text(json.dumps(saved))
     with pytest.raises(decode.DecodeError, match=f"--ensemble {other}: its tgt_vocab differs"):
         evaluate.evaluate_lexicon(str(workdir), None, split="validation", ensemble=(str(other),))
+    with pytest.raises(ValueError, match="--step picks one run's checkpoint"):
+        evaluate.evaluate_lexicon(str(workdir), None, split="validation", step=10,
+                                  ensemble=(str(workdir),))
 
 
 def test_mean_variables_averages_floats_in_their_dtype_and_keeps_the_newest_integers():
     rng = np.random.default_rng(0)
+    # bfloat16 column 0 holds 256, 1, 1: summed in bfloat16 (8 significant bits) 256 + 1 rounds
+    # back to 256 and the mean comes out 85.5, not 86; the other columns are random.
+    half = np.concatenate([[[256.0], [1.0], [1.0]], rng.normal(size=(3, 15))], axis=1)
     trees = [{"params": {"w": rng.normal(size=(3, 2)).astype(np.float32),
-                         "half": rng.normal(size=4).astype(jnp.bfloat16)},
-              "batch_stats": {"count": np.array(step, np.int32)}} for step in (1, 2, 3)]
+                         "half": half[i].astype(jnp.bfloat16)},
+              "batch_stats": {"count": np.array(step, np.int32)}} for i, step in enumerate((1, 2, 3))]
     mean = decode._mean_variables([jax.tree.map(jnp.asarray, tree) for tree in trees])
     np.testing.assert_allclose(mean["params"]["w"], sum(t["params"]["w"] for t in trees) / 3, rtol=1e-6)
     assert mean["params"]["half"].dtype == jnp.bfloat16
-    exact = sum(t["params"]["half"].astype(np.float64) for t in trees) / 3
-    # Within one bfloat16 rounding of the exact mean (8 significant bits).
-    np.testing.assert_allclose(np.asarray(mean["params"]["half"], np.float64), exact, rtol=2**-8)
+    summed_wide = sum(t["params"]["half"].astype(np.float32) for t in trees) / np.float32(3)
+    np.testing.assert_array_equal(np.asarray(mean["params"]["half"], np.float32),
+                                  summed_wide.astype(jnp.bfloat16).astype(np.float32))
+    assert float(mean["params"]["half"][0]) == 86.0
     assert mean["batch_stats"]["count"].dtype == jnp.int32 and int(mean["batch_stats"]["count"]) == 3

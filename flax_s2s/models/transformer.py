@@ -245,6 +245,11 @@ class Transformer(nn.Module):
 
     config: TransformerConfig
 
+    @property
+    def tgt_vocab_size(self) -> int:
+        """The size of the output distribution, as the RNN module has it (ensembles check it)."""
+        return self.config.tgt_vocab_size
+
     def setup(self) -> None:
         c = self.config
         # Unit-variance embeddings, as in Flax's examples/wmt; tied logits are rescaled below.

@@ -12,7 +12,7 @@ stopped (SIGTERM to the script reaches both trainers, which save a checkpoint) a
 
 Prints one row per run (validation WER / PER of the final model, teacher-forced and free-running
 token accuracy, steps per second), the mean of each arm over seeds, and the scores of each arm's
-runs decoded as an ensemble (and of all runs together).
+runs decoded as an ensemble (and of all runs together), greedy and with beam search.
 """
 
 from __future__ import annotations
@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--root", required=True, help="directory of the runs (and their data)")
     parser.add_argument("--steps", type=int, default=g2p_gru.get_config().num_train_steps)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 4],
+                        help="beam sizes to decode the ensembles with (1: greedy)")
     args = parser.parse_args()
     os.makedirs(args.root, exist_ok=True)
     load_before = common.load_average()
@@ -157,22 +159,23 @@ def main() -> None:
     for arm, mean in means.items():
         print(f"{arm}: mean WER {mean['wer']:.2f}%, PER {mean['per']:.2f}%, "
               f"{mean['steps/s']:.2f} steps/s")
-    print_ensembles(args.root, args.seeds, args.steps)
+    print_ensembles(args.root, args.seeds, args.steps, args.beams)
 
 
-def print_ensembles(root: str, seeds: list[int], steps: int) -> None:
+def print_ensembles(root: str, seeds: list[int], steps: int, beams: list[int]) -> None:
     """Validation WER / PER of each arm's runs decoded as one ensemble, and of all runs."""
     groups = {arm: [run_name(arm, seed, steps) for seed in seeds] for arm in ARMS}
     groups["all runs"] = [name for names in groups.values() for name in names]
-    print("\n| ensemble (greedy, probabilities averaged per step) | members | WER % | PER % |")
-    print("|---|---|---|---|")
+    print("\n| ensemble (probabilities averaged per step) | members | beam | WER % | PER % |")
+    print("|---|---|---|---|---|")
     for label, names in groups.items():
         if len(names) < 2:
             continue
         workdirs = [os.path.join(root, name) for name in names]
-        scores = evaluate.evaluate_lexicon(workdirs[0], None, split="validation",
-                                           ensemble=tuple(workdirs[1:]))
-        print(f"| {label} | {len(names)} | {scores['wer']:.2f} | {scores['per']:.2f} |")
+        for beam in beams:
+            scores = evaluate.evaluate_lexicon(workdirs[0], None, beam_size=beam, split="validation",
+                                               ensemble=tuple(workdirs[1:]))
+            print(f"| {label} | {len(names)} | {beam} | {scores['wer']:.2f} | {scores['per']:.2f} |")
 
 
 if __name__ == "__main__":

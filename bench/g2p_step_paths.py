@@ -1,5 +1,5 @@
 """The G2P train step under teacher forcing and under scheduled sampling, with the recurrences
-unrolled `SCAN_UNROLL` steps per loop iteration (as shipped) or rolled, per length bucket.
+unrolled as shipped (`unroll.scan_unroll`) or rolled, per length bucket.
 
     python bench/g2p_step_paths.py [--threads 1] [--data_dir DIR]
 
@@ -7,9 +7,9 @@ Side by side on one core each (`bench/g2p_scheduled_sampling.py`) the scheduled-
 the one-hour GRU made more steps per second than the teacher-forced one, although it does more
 work per step (an argmax and a select at every decoder position). The two differ in how their
 decoder loop is compiled: teacher forcing scans `model.step` over the gold inputs unrolled
-`SCAN_UNROLL` steps per iteration; the exact scheduled-sampling unroll scans it rolled. This
-times both, and both with every scan rolled, in alternating windows, and weighs each bucket's
-time by its share of the training batches.
+`unroll.scan_unroll(length)` steps per iteration; the exact scheduled-sampling unroll scans it
+rolled. This times both, and both with every scan rolled (the encoder's too), in alternating
+windows, and weighs each bucket's time by its share of the training batches.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
     from configs import g2p_gru, g2p_gru_ss
     from flax_s2s import training
     from flax_s2s.data import pipeline, task_data
-    from flax_s2s.models import build_model, rnn
+    from flax_s2s.models import build_model, unroll
 
     load_before = common.load_average()
     configs = {"teacher forcing": g2p_gru.get_config(), "scheduled sampling": g2p_gru_ss.get_config()}
@@ -63,15 +63,16 @@ def main() -> None:
                         "tgt_tokens": examples.tgt[rows, :tgt_len]})
     state = training.create_train_state(model, tx, config.seed, batches[0])
 
-    shipped = rnn.SCAN_UNROLL
-    variants = {(arm, unroll) for arm in configs for unroll in (shipped, 1)}
+    shipped = unroll.scan_unroll
+    rules = {"shipped": shipped, "rolled": lambda length: 1}
     compiled = {}
-    for arm, unroll in sorted(variants):
-        # The unroll is read when the step is traced: set it, then lower and compile each shape.
-        rnn.SCAN_UNROLL = unroll
-        step = jax.jit(training.make_train_step(model, tx, configs[arm]))
-        compiled[arm, unroll] = [step.lower(state, batch).compile() for batch in batches]
-    rnn.SCAN_UNROLL = shipped
+    for arm in configs:
+        for setting, rule in rules.items():
+            # The unroll is read when the step is traced: set it, then lower and compile each shape.
+            unroll.scan_unroll = rule
+            step = jax.jit(training.make_train_step(model, tx, configs[arm]))
+            compiled[arm, setting] = [step.lower(state, batch).compile() for batch in batches]
+    unroll.scan_unroll = shipped
 
     seconds = {variant: [] for variant in compiled}
     for index, batch in enumerate(batches):
@@ -86,11 +87,11 @@ def main() -> None:
     print("- median of 5 alternating windows of 5 steps; weighted = sum of share x time\n")
     header = ["arm", "unroll", *[f"{s}x{t} ms" for s, t in shapes], "weighted ms", "steps/s",
               "vs teacher forcing as shipped"]
-    base = float(np.dot(shares, seconds["teacher forcing", shipped]))
+    base = float(np.dot(shares, seconds["teacher forcing", "shipped"]))
     rows = []
-    for arm, unroll in sorted(compiled, key=lambda v: (v[0] != "teacher forcing", -v[1])):
-        weighted = float(np.dot(shares, seconds[arm, unroll]))
-        rows.append([arm, unroll, *[1000 * s for s in seconds[arm, unroll]], 1000 * weighted,
+    for arm, setting in compiled:
+        weighted = float(np.dot(shares, seconds[arm, setting]))
+        rows.append([arm, setting, *[1000 * s for s in seconds[arm, setting]], 1000 * weighted,
                      1 / weighted, f"{base / weighted:.2f}x"])
     print("\n".join(common.table(header, rows)))
 

@@ -7,6 +7,9 @@ logits, cache = model.step(variables, encoded, cache, prev_tokens, position)   #
 logits = model.forward(variables, encoded, tgt_inputs)          # teacher-forced [batch, tgt, vocab]
 ```
 `forcing.py` and `decoding.py` use only these four functions and never look inside a model.
+What belongs to an input rather than to a hypothesis (the memory, attention keys, a Transformer's
+cross-attention keys and values) goes in `encoded`: beam search tiles it once per beam, while it
+reorders `cache` by beam at every step, so the cache should hold only the decoder's own state.
 
 BatchNorm models (`model.norm="batch"`) carry running statistics in `variables["batch_stats"]`.
 Training calls `encode` and `forward` with `update_stats=True`, which makes them return
@@ -27,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from flax_s2s.data.vocab import BOS
-from flax_s2s.models import rnn
+from flax_s2s.models import unroll as unroll_policy
 from flax_s2s.models.rnn import RnnSeq2Seq
 from flax_s2s.models.transformer import Transformer, TransformerConfig
 
@@ -158,9 +161,10 @@ class Seq2Seq:
             (logits, cache), stats = result if update_stats else (result, None)
             return (cache, stats), logits
 
-        positions = jnp.arange(tgt_inputs.shape[1])
+        length = tgt_inputs.shape[1]
         (_, stats), logits = jax.lax.scan(
-            body, (cache, stats), (positions, tgt_inputs.T), unroll=rnn.SCAN_UNROLL
+            body, (cache, stats), (jnp.arange(length), tgt_inputs.T),
+            unroll=unroll_policy.scan_unroll(length),
         )
         logits = logits.transpose(1, 0, 2)
         return (logits, stats) if update_stats else logits

@@ -25,16 +25,26 @@ import jax
 import jax.numpy as jnp
 
 from flax_s2s.data.vocab import PAD
+from flax_s2s.models import unroll as unroll_policy
 from flax_s2s.models.norms import check_position, make_norm
 
 Array = jax.Array
 
 
-# Recurrences over time (the encoder RNNs, the teacher-forced decoder scan) unroll this many steps
-# per loop iteration. A recurrent step is a few small matmuls; rolled, each one pays XLA's loop
-# overhead and no fusion across steps (the default LSTM train step on CPU ran 1.37x faster fully
-# unrolled, bench/RESULTS.md). 8 fully unrolls short sequences and bounds compile time on long ones.
-SCAN_UNROLL = 8
+class _LengthUnrolledRNN(nn.RNN):
+    """`nn.RNN` whose scan unroll is `unroll.scan_unroll(time steps)` of each call's input.
+
+    `nn.RNN` fixes its unroll when it is constructed (in `setup`), but the length is known only
+    when a batch is traced, once per length bucket. The copy bound to this module's own scope
+    reads and writes the same variables (`<name>/cell/...`), so checkpoints do not change.
+    """
+
+    def __call__(self, inputs: Array, **kwargs: Any) -> Any:
+        """inputs [batch, time, features] (batch-major, as the encoder calls it)."""
+        unroll = unroll_policy.scan_unroll(inputs.shape[-2])
+        if unroll != self.unroll:
+            return self.clone(parent=self.scope, unroll=unroll)(inputs, **kwargs)
+        return super().__call__(inputs, **kwargs)
 
 
 def _cell(kind: str, features: int, dtype: Any, name: str | None = None) -> nn.RNNCellBase:
@@ -112,16 +122,14 @@ class RnnSeq2Seq(nn.Module):
         )
         layers = []
         for i in range(self.num_encoder_layers):
-            forward = nn.RNN(
-                _cell(self.cell, self.hidden_dim, self.dtype), unroll=SCAN_UNROLL,
-                name=f"enc_fwd_{i}",
+            forward = _LengthUnrolledRNN(
+                _cell(self.cell, self.hidden_dim, self.dtype), name=f"enc_fwd_{i}"
             )
             if self.bidirectional:
-                backward = nn.RNN(
+                backward = _LengthUnrolledRNN(
                     _cell(self.cell, self.hidden_dim, self.dtype),
                     reverse=True,
                     keep_order=True,
-                    unroll=SCAN_UNROLL,
                     name=f"enc_bwd_{i}",
                 )
                 forward = nn.Bidirectional(forward, backward, name=f"enc_{i}")

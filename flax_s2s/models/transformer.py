@@ -9,8 +9,10 @@ The module exposes the decoder step-function seam (`encode`, `init_cache`, `step
 - `step` decodes one position: it projects the new token's key and value, writes them into the
   cache at `position`, and attends over positions <= `position`, so a token costs O(length).
 The cache is a plain pytree passed in and returned (no mutable linen collection), so `step` is a
-pure function of its inputs and beam search can reorder it with one tree_map. `init_cache` also
-projects the encoder memory into each layer's cross-attention keys and values, once per input.
+pure function of its inputs and beam search can reorder it with one tree_map. `encode` also
+projects the encoder memory into each layer's cross-attention keys and values, once per input:
+they belong to the input, not to a hypothesis, so they live in `encoded` (which beam search tiles
+once) rather than in the cache (which it reorders at every step).
 
 `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32, attention logits and
 softmax and norm statistics are computed in float32, and logits are returned in float32.
@@ -279,29 +281,28 @@ class Transformer(nn.Module):
                 "(max(max_src_len, max_tgt_len) of the training config)"
             )
 
-    def encode(self, src_tokens: Array, train: bool = False) -> dict[str, Array]:
-        """src_tokens [batch, src_len] -> memory [batch, src_len, d_model] and
-        src_mask [batch, src_len]."""
+    def encode(self, src_tokens: Array, train: bool = False) -> dict[str, Any]:
+        """src_tokens [batch, src_len] -> memory [batch, src_len, d_model], src_mask
+        [batch, src_len] and, per decoder layer, the cross-attention keys and values
+        [batch, src_len, heads, head_dim]."""
         self._check_length(src_tokens.shape[1])
         src_mask = src_tokens != PAD
         x = self.src_embed(src_tokens) + self.positions(jnp.arange(src_tokens.shape[1]))
         x = self.dropout(x, deterministic=not train)
         for layer in self.encoder_layers:
             x = layer(x, src_mask, train)
-        return {"memory": self.encoder_norm(x, src_mask, train), "src_mask": src_mask}
+        memory = self.encoder_norm(x, src_mask, train)
+        cross = [layer.cross_kv(memory) for layer in self.decoder_layers]
+        return {"memory": memory, "src_mask": src_mask, "cross": cross}
 
-    def init_cache(self, encoded: dict[str, Array], max_len: int) -> dict[str, list[KeyValue]]:
-        """Empty self-attention caches for `max_len` positions, and the cross-attention keys and
-        values of the encoder memory, one of each per decoder layer."""
+    def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
+        """Empty self-attention caches for `max_len` positions, one per decoder layer."""
         self._check_length(max_len)
         c = self.config
         batch = encoded["memory"].shape[0]
         shape = (batch, max_len, c.num_heads, c.d_model // c.num_heads)
         empty = {"key": jnp.zeros(shape, c.dtype), "value": jnp.zeros(shape, c.dtype)}
-        return {
-            "self": [empty for _ in self.decoder_layers],
-            "cross": [layer.cross_kv(encoded["memory"]) for layer in self.decoder_layers],
-        }
+        return {"self": [empty for _ in self.decoder_layers]}
 
     def _logits(self, x: Array, tgt_mask: Array, train: bool) -> Array:
         x = self.decoder_norm(x, tgt_mask, train)
@@ -313,20 +314,19 @@ class Transformer(nn.Module):
             logits = self.output_proj(x)
         return logits.astype(jnp.float32)
 
-    def forward(self, encoded: dict[str, Array], tgt_inputs: Array, train: bool = False) -> Array:
+    def forward(self, encoded: dict[str, Any], tgt_inputs: Array, train: bool = False) -> Array:
         """Teacher-forced logits [batch, tgt_len, tgt_vocab] for decoder inputs [batch, tgt_len]."""
         self._check_length(tgt_inputs.shape[1])
         tgt_mask = tgt_inputs != PAD
         x = self.tgt_embed(tgt_inputs) + self.positions(jnp.arange(tgt_inputs.shape[1]))
         x = self.dropout(x, deterministic=not train)
-        for layer in self.decoder_layers:
-            cross_kv = layer.cross_kv(encoded["memory"])
+        for layer, cross_kv in zip(self.decoder_layers, encoded["cross"], strict=True):
             x, _ = layer(x, tgt_mask, cross_kv, encoded["src_mask"], train)
         return self._logits(x, tgt_mask, train)
 
     def step(
         self,
-        encoded: dict[str, Array],
+        encoded: dict[str, Any],
         cache: dict[str, list[KeyValue]],
         prev_tokens: Array,
         position: Array | int,
@@ -343,14 +343,14 @@ class Transformer(nn.Module):
         x = self.dropout(x, deterministic=not train)
         self_caches = []
         for layer, self_cache, cross_kv in zip(
-            self.decoder_layers, cache["self"], cache["cross"], strict=True
+            self.decoder_layers, cache["self"], encoded["cross"], strict=True
         ):
             x, self_cache = layer(
                 x, tgt_mask, cross_kv, encoded["src_mask"], train, self_cache, position
             )
             self_caches.append(self_cache)
         logits = self._logits(x, tgt_mask, train)[:, 0]
-        return logits, {"self": self_caches, "cross": cache["cross"]}
+        return logits, {"self": self_caches}
 
     def __call__(self, src_tokens: Array, tgt_inputs: Array, train: bool = False) -> Array:
         """Creates every parameter (used by `init`): the teacher-forced logits."""

@@ -20,26 +20,35 @@ import common
 VOCAB, MAX_LEN, BEAM = 64, 24, 4
 
 
-def flax_side(batch: int):
-    """{"greedy": fn, "beam 4": fn} running flax_s2s decoding on a [batch, 24] source."""
+def full_length_inputs(model, batch: int):
+    """(variables, src [batch, 24]) for `model`, whose outputs never end early: the output bias of
+    EOS is -1e9, so every decoded sequence has MAX_LEN tokens."""
     import flax
     import jax
-    import numpy as np
-    from train_vs_torch import batch_arrays, transformer_config
+    from train_vs_torch import batch_arrays
 
-    from flax_s2s import decoding
     from flax_s2s.data.vocab import EOS
-    from flax_s2s.models import build_model
 
-    config = transformer_config()
-    model = build_model(config, VOCAB, VOCAB)
     arrays = batch_arrays(batch, 24, MAX_LEN, VOCAB)
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), arrays["src_tokens"], arrays["tgt_tokens"])
     flat = flax.traverse_util.flatten_dict(variables)
     bias = next(k for k in flat if "output_proj" in k and k[-1] == "bias")
     flat[bias] = flat[bias].at[EOS].set(-1e9)  # never end early: full-length outputs
-    variables = flax.traverse_util.unflatten_dict(flat)
-    src = jax.device_put(arrays["src_tokens"])
+    return flax.traverse_util.unflatten_dict(flat), jax.device_put(arrays["src_tokens"])
+
+
+def flax_side(batch: int):
+    """{"greedy": fn, "beam 4": fn} running flax_s2s decoding on a [batch, 24] source."""
+    import jax
+    import numpy as np
+    from train_vs_torch import transformer_config
+
+    from flax_s2s import decoding
+    from flax_s2s.models import build_model
+
+    config = transformer_config()
+    model = build_model(config, VOCAB, VOCAB)
+    variables, src = full_length_inputs(model, batch)
 
     def check(lengths):
         lengths = np.asarray(lengths)

@@ -172,7 +172,9 @@ def exact_unroll(
 
     init = (cache, gold_inputs[:, 0].astype(jnp.int32))  # never read: mask[:, 0] is True
     scanned = (jnp.arange(length), gold_inputs.astype(jnp.int32).T, mask.T, choice_keys)
-    _, (logits, read_tokens) = jax.lax.scan(body, init, scanned, unroll=unroll_policy.scan_unroll(length))
+    _, (logits, read_tokens) = jax.lax.scan(
+        body, init, scanned, unroll=unroll_policy.scan_unroll(length)
+    )
     return logits.transpose(1, 0, 2), read_tokens.T
 
 

@@ -11,8 +11,8 @@ from flax_s2s import forcing
 from flax_s2s.models import build_model, decoder_inputs, unroll
 
 VOCAB, BATCH = 9, 3
-SHORT = 6  # fully unrolled
-LONG = unroll.FULL_UNROLL_MAX + 4  # rolled
+SHORT = min(6, unroll.FULL_UNROLL_MAX)  # fully unrolled
+LONG = unroll.FULL_UNROLL_MAX + 1  # rolled: the first length past the limit
 
 
 def _tokens(length: int, seed: int) -> np.ndarray:
@@ -27,7 +27,8 @@ def _tokens(length: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def model():
     config = default.get_config()
-    config.model.update(emb_dim=8, hidden_dim=8, attention_dim=8, bidirectional=True)
+    config.model.update(emb_dim=8, hidden_dim=8, attention_dim=8, bidirectional=True,
+                        dropout_rate=0.3)
     return build_model(config, VOCAB, VOCAB)
 
 
@@ -111,3 +112,27 @@ def test_scheduled_sampling_unroll_follows_the_same_rule(model, length, expected
         return forcing.exact_unroll(model, variables, encoded, gold, mask, None)
 
     assert _scan_unrolls(jax.make_jaxpr(scheduled)(variables).jaxpr) == [expected] * 3
+
+
+def test_unrolled_training_gradients_equal_rolled(model, monkeypatch):
+    """Under jit, in train mode with dropout (a key per position): the same gradients."""
+    src, tgt = _tokens(SHORT, 5), _tokens(SHORT, 6)
+    variables = model.init(jax.random.PRNGKey(7), src, tgt)
+    dropout_key = jax.random.PRNGKey(8)
+
+    def loss(params):
+        encoded = model.encode({"params": params}, src, train=True, rng=dropout_key)
+        logits = model.forward({"params": params}, encoded, decoder_inputs(tgt), train=True,
+                               rng=jax.random.fold_in(dropout_key, 1))
+        return (jax.nn.log_softmax(logits) * jax.nn.one_hot(tgt, VOCAB)).sum()
+
+    def traced_unrolls() -> set[int]:  # the forward scans and their transposes
+        return set(_scan_unrolls(jax.make_jaxpr(jax.grad(loss))(variables["params"]).jaxpr))
+
+    assert traced_unrolls() == {SHORT}
+    unrolled = jax.jit(jax.grad(loss))(variables["params"])
+    _rolled(monkeypatch)
+    assert traced_unrolls() == {1}
+    rolled = jax.jit(jax.grad(loss))(variables["params"])  # a new function: traced again
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 unrolled, rolled)

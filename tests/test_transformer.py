@@ -160,6 +160,22 @@ def test_batch_norm_refuses_step_by_step_training():
         jax.eval_shape(train_one_step)  # refused while tracing
 
 
+def test_cross_attention_keys_live_in_encoded_not_in_the_reordered_cache():
+    """Beam search reorders every cache leaf at every step; the cross-attention keys and values
+    belong to the input, so `encode` holds them ([batch, src_len, heads, head_dim] per decoder
+    layer) and the cache holds only the self-attention keys and values."""
+    config = transformer_config("layer", "pre")
+    model = build_model(config, VOCAB, VOCAB)
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), SRC, TGT)
+    encoded = jax.eval_shape(model.encode, variables, SRC)
+    cache = jax.eval_shape(lambda v, e: model.init_cache(v, e, TGT.shape[1]), variables, encoded)
+    heads = config.model.num_heads
+    kv_shape = (SRC.shape[0], SRC.shape[1], heads, config.model.d_model // heads)
+    assert len(encoded["cross"]) == config.model.num_decoder_layers
+    assert all(kv[name].shape == kv_shape for kv in encoded["cross"] for name in ("key", "value"))
+    assert set(cache) == {"self"}
+
+
 def test_shared_embeddings_need_one_vocabulary():
     config = transformer_config("layer", "pre", **{"model.share_embeddings": True})
     with pytest.raises(ValueError, match="share_embeddings"):

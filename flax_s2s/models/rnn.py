@@ -32,19 +32,26 @@ Array = jax.Array
 
 
 class _LengthUnrolledRNN(nn.RNN):
-    """`nn.RNN` whose scan unroll is `unroll.scan_unroll(time steps)` of each call's input.
+    """`nn.RNN` whose scan unroll is `unroll_policy.scan_unroll(time steps)` of each call's input
+    (its own `unroll` field is not used).
 
-    `nn.RNN` fixes its unroll when it is constructed (in `setup`), but the length is known only
-    when a batch is traced, once per length bucket. The copy bound to this module's own scope
-    reads and writes the same variables (`<name>/cell/...`), so checkpoints do not change.
+    `nn.RNN` fixes its unroll when it is constructed (here in `RnnSeq2Seq.setup`), but the length
+    is known only when a batch is traced, once per length bucket. The copy bound to this module's
+    own scope reads and writes the same variables (`<name>/cell/...`), so checkpoints do not
+    change. (Two module calls land on that one scope: `capture_intermediates` would record the
+    layer twice.)
     """
 
-    def __call__(self, inputs: Array, **kwargs: Any) -> Any:
-        """inputs [batch, time, features] (batch-major, as the encoder calls it)."""
-        unroll = unroll_policy.scan_unroll(inputs.shape[-2])
+    def __call__(self, inputs: Array, *, time_major: bool | None = None, **kwargs: Any) -> Any:
+        """inputs [batch, time, features] ([time, batch, features] when time-major)."""
+        time_major = self.time_major if time_major is None else time_major
+        time_axis = 0 if time_major else inputs.ndim - (self.cell.num_feature_axes + 1)
+        unroll = unroll_policy.scan_unroll(inputs.shape[time_axis])
         if unroll != self.unroll:
-            return self.clone(parent=self.scope, unroll=unroll)(inputs, **kwargs)
-        return super().__call__(inputs, **kwargs)
+            return self.clone(parent=self.scope, unroll=unroll)(
+                inputs, time_major=time_major, **kwargs
+            )
+        return super().__call__(inputs, time_major=time_major, **kwargs)
 
 
 def _cell(kind: str, features: int, dtype: Any, name: str | None = None) -> nn.RNNCellBase:

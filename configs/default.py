@@ -101,6 +101,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 1e-4
     config.optimizer.grad_clip_norm = 1.0
     config.label_smoothing = 0.0
+    # Warm start: a fresh run (no checkpoint in its workdir yet) starts from the parameters (and
+    # BatchNorm statistics) of another workdir's newest readable checkpoint, or of checkpoint
+    # `init_from_step` (-1: newest), with a fresh optimizer at step 0 and that workdir's
+    # vocabularies (copied into this one). The model must have the same shapes. A resumed run
+    # restores its own checkpoint and never reads `init_from` again. Empty: initialise from seed.
+    config.init_from = ""
+    config.init_from_step = -1
 
     # --- teacher forcing / scheduled sampling (flax_s2s/forcing.py) ---
     # At train step `step` each (example, target position) reads the gold previous token with
@@ -126,6 +133,19 @@ def get_config() -> ml_collections.ConfigDict:
     # real previous output. "two_pass": a teacher-forced parallel pass predicts the own tokens, a
     # second parallel pass reads the mix (cheaper for Transformers; approximate).
     config.teacher_forcing.mode = "exact"
+    # A schedule over the decoder's input position t as well (Liu et al., EMNLP 2021: "Scheduled
+    # Sampling Based on Decoding Steps"): position t reads gold with p(step, t) = p(step) * q(t)
+    # (position_combine="product") or min(p(step), q(t)) ("min"); position 0 always reads BOS.
+    # q(t): none: 1 | exponential: max(position_floor, position_k ** t), needs 0 < k < 1
+    #   | linear: max(position_floor, position_k - position_slope * t)
+    #   | inverse_sigmoid: max(position_floor, position_k / (position_k + exp(t / position_k))),
+    #     needs position_k >= 1
+    # A position schedule with a constant p = 1 is scheduled sampling over positions only.
+    config.teacher_forcing.position_schedule = "none"
+    config.teacher_forcing.position_k = 0.99
+    config.teacher_forcing.position_slope = 0.01  # linear only: decrease of q per position, > 0
+    config.teacher_forcing.position_floor = 0.0  # lower bound of q, in [0, 1]
+    config.teacher_forcing.position_combine = "product"  # product | min
 
     # --- loop ---
     config.num_train_steps = 3500

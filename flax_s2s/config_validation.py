@@ -29,6 +29,8 @@ _CHOICES = {
     "vocab.sp_model_type": ("unigram", "bpe"),
     "teacher_forcing.schedule": forcing.SCHEDULES,
     "teacher_forcing.mode": forcing.MODES,
+    "teacher_forcing.position_schedule": forcing.POSITION_SCHEDULES,
+    "teacher_forcing.position_combine": forcing.COMBINES,
 }
 _POSITIVE = (
     "batch_size",
@@ -199,10 +201,12 @@ def _check_batch_norm_forcing(config: ml_collections.ConfigDict) -> None:
     teacher_forcing = config.teacher_forcing
     if config.model.norm != "batch":
         return
-    if teacher_forcing.schedule != "constant" or teacher_forcing.p != 1.0:
+    if (teacher_forcing.schedule != "constant" or teacher_forcing.p != 1.0
+            or teacher_forcing.position_schedule != "none"):
         raise ConfigError(
             "config.model.norm='batch' trains only with full teacher forcing "
-            "(config.teacher_forcing.schedule='constant', p=1.0): scheduled sampling unrolls the "
+            "(config.teacher_forcing.schedule='constant', p=1.0, position_schedule='none'): "
+            "scheduled sampling unrolls the "
             "decoder step by step, where BatchNorm has no batch x time statistics"
         )
 
@@ -232,4 +236,22 @@ def _validate_teacher_forcing(tf: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"config.teacher_forcing (schedule={tf.schedule!r}, k={tf.k}, slope={tf.slope}, "
             f"floor={tf.floor}): the {tf.schedule} schedule needs {needs[tf.schedule][1]}"
+        )
+    if not 0.0 <= tf.position_floor <= 1.0:
+        raise ConfigError(
+            f"config.teacher_forcing.position_floor={tf.position_floor}: must be in [0, 1]"
+        )
+    k, slope, floor = tf.position_k, tf.position_slope, tf.position_floor
+    position_needs = {
+        "linear": (floor <= k <= 1.0 and slope > 0,
+                   "position_floor <= position_k <= 1 and position_slope > 0"),
+        "exponential": (0.0 < k < 1.0, "0 < position_k < 1"),
+        "inverse_sigmoid": (k >= 1.0, "position_k >= 1"),
+    }
+    kind = tf.position_schedule
+    if kind in position_needs and not position_needs[kind][0]:
+        raise ConfigError(
+            f"config.teacher_forcing (position_schedule={kind!r}, position_k={k}, "
+            f"position_slope={slope}, position_floor={floor}): the {kind} position schedule "
+            f"needs {position_needs[kind][1]}"
         )

@@ -6,16 +6,24 @@ the gold token with probability p(step) and otherwise the model's own token from
 position. Everything here goes through the model seam of `flax_s2s.models` (`encode`, `init_cache`,
 `step`, `forward`), so it works for any model:
 
-- `mode="exact"`: one `lax.scan` over target positions calling `model.step`, the very function
-  decoding uses, so a position reads what the model really produced one step before, given
-  everything it read so far.
+- `mode="exact"`: a position reads what the model really produced one step before, given
+  everything it read so far, as `model.step` (the very function decoding uses) produces it. The
+  definition is one `lax.scan` of `model.step` over target positions (`scanned_unroll`); models
+  with a parallel `forward` compute the same numbers more cheaply as a scan without gradient that
+  only chooses the tokens, then one parallel pass over them (`exact_unroll`, which says why the two
+  are equal).
 - `mode="two_pass"`: a teacher-forced `model.forward` pass gives the model's own tokens; they are
   mixed with the gold tokens by the mask and a second `forward` pass reads the mix (Mihaylova &
   Martins, 2019; Duckworth et al., 2019). Parallel, but the own tokens are conditioned on gold
   prefixes, not on the mixed ones.
 
-When p == 1 at every step (constant schedule, p=1: the default) training takes `model.forward`
-and nothing here is traced; the choice is made from the config, in Python.
+The gold probability is p(step, t) = p(step) x q(t) (or their minimum), with p(step) a schedule
+over train steps and q(t) an optional one over the decoder's input position t (Liu et al., EMNLP
+2021: later positions, where errors have compounded, read their own tokens more often).
+
+When p == 1 at every step and position (constant schedule, p=1, no position schedule: the
+default) training takes `model.forward` and nothing here is traced; the choice is made from the
+config, in Python.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ Array = jax.Array
 Schedule = Callable[[Array | int], Array]
 
 SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
+POSITION_SCHEDULES = ("none", "linear", "exponential", "inverse_sigmoid")
+COMBINES = ("product", "min")  # how p(step) and q(t) make p(step, t)
 CHOICES = ("argmax", "sample")
 LATER_CHOICES = ("soft",)  # documented in configs/default.py, refused by config validation
 MODES = ("exact", "two_pass")
@@ -59,14 +69,34 @@ def make_schedule(tf_config: ml_collections.ConfigDict) -> Schedule:
     The returned function takes a Python int or an integer array (traced or not) and returns
     float32 p of the same shape; it is finite at any step an int32 can count.
     """
-    kind, floor, k = tf_config.schedule, tf_config.floor, tf_config.k
+    return _decay(tf_config.schedule, tf_config.p, tf_config.k, tf_config.slope, tf_config.floor)
+
+
+def make_position_schedule(tf_config: ml_collections.ConfigDict) -> Schedule | None:
+    """q(t) over the decoder's input position t (0 reads BOS) from `config.teacher_forcing`'s
+    `position_*` fields, the same curves as `make_schedule` with t in place of the step:
+    exponential: max(position_floor, position_k ** t) (Liu et al. 2021 use 0.99 ** t), linear:
+    max(position_floor, position_k - position_slope * t), inverse_sigmoid:
+    max(position_floor, position_k / (position_k + exp(t / position_k))). None for "none"."""
+    kind = tf_config.position_schedule
+    if kind == "none":
+        return None
+    if kind not in POSITION_SCHEDULES:
+        raise ValueError(f"teacher_forcing.position_schedule must be one of "
+                         f"{list(POSITION_SCHEDULES)}, got {kind!r}")
+    return _decay(kind, 1.0, tf_config.position_k, tf_config.position_slope,
+                  tf_config.position_floor)
+
+
+def _decay(kind: str, p: float, k: float, slope: float, floor: float) -> Schedule:
+    """One of SCHEDULES as a function of a step (or position), float32, elementwise."""
     if kind == "constant":
-        schedule = optax.constant_schedule(tf_config.p)
+        schedule = optax.constant_schedule(p)
     elif kind == "linear":
         # optax computes floor + (k - floor) * (1 - step / transition_steps) until transition_steps
         # and floor after it; a fractional transition length makes its slope exactly `slope`.
         schedule = optax.linear_schedule(
-            init_value=k, end_value=floor, transition_steps=(k - floor) / tf_config.slope
+            init_value=k, end_value=floor, transition_steps=(k - floor) / slope
         )
     elif kind == "exponential":
         schedule = optax.exponential_decay(
@@ -112,8 +142,10 @@ def forcing_keys(step_rng: Array) -> tuple[Array, Array]:
 
 
 def draw_mask(key: Array, teacher_forcing_prob: Array | float, shape: tuple[int, int]) -> Array:
-    """bool [batch, tgt_len]: True where the decoder reads the gold token. Position 0 always reads
-    BOS (True), since there is no own token before it."""
+    """bool [batch, tgt_len]: True where the decoder reads the gold token, with probability
+    `teacher_forcing_prob`: a scalar, or [tgt_len] per position (the uniforms drawn are the same
+    either way, so a flat position schedule draws the very mask a scalar does). Position 0 always
+    reads BOS (True), since there is no own token before it."""
     mask = jax.random.bernoulli(key, teacher_forcing_prob, shape)
     return mask.at[:, 0].set(True)
 
@@ -131,7 +163,7 @@ def choose_tokens(logits: Array, key: Array | None, choice: str, temperature: fl
     raise ValueError(f"teacher_forcing.choice must be one of {list(CHOICES)}, got {choice!r}")
 
 
-def exact_unroll(
+def scanned_unroll(
     model: Any,
     variables: Any,
     encoded: Any,
@@ -143,16 +175,19 @@ def exact_unroll(
     temperature: float = 1.0,
     train: bool = False,
     rng: Array | None = None,
-) -> tuple[Array, Array]:
-    """One `lax.scan` of `model.step` over target positions, reading gold or own tokens.
+    keep_logits: bool = True,
+) -> tuple[Array | None, Array]:
+    """Exact scheduled sampling by definition: one `lax.scan` of `model.step` over target
+    positions, reading gold or own tokens, with the gradient through the whole scan.
 
     Args:
       gold_inputs: [batch, tgt_len] teacher-forced decoder inputs (BOS, then targets shifted).
       mask: bool [batch, tgt_len]; True reads gold_inputs[:, t], False the model's own token chosen
         from its logits at t - 1. mask[:, 0] must be True.
       rng: dropout key; position t gets fold_in(rng, t), as in the seam's teacher-forced `forward`.
+      keep_logits: False stacks no logits (returned as None): the scan only chooses tokens.
     Returns:
-      (logits [batch, tgt_len, vocab], the tokens the decoder read [batch, tgt_len] int32).
+      (logits [batch, tgt_len, vocab] or None, the tokens the decoder read [batch, tgt_len] int32).
     """
     batch, length = gold_inputs.shape
     cache = model.init_cache(variables, encoded, length)
@@ -168,14 +203,50 @@ def exact_unroll(
             variables, encoded, cache, prev_tokens, position, train=train, rng=step_rng
         )
         next_own = choose_tokens(logits, key, choice, temperature)
-        return (cache, next_own), (logits, prev_tokens)
+        return (cache, next_own), (logits if keep_logits else None, prev_tokens)
 
     init = (cache, gold_inputs[:, 0].astype(jnp.int32))  # never read: mask[:, 0] is True
     scanned = (jnp.arange(length), gold_inputs.astype(jnp.int32).T, mask.T, choice_keys)
     _, (logits, read_tokens) = jax.lax.scan(
         body, init, scanned, unroll=unroll_policy.scan_unroll(length)
     )
-    return logits.transpose(1, 0, 2), read_tokens.T
+    return (None if logits is None else logits.transpose(1, 0, 2)), read_tokens.T
+
+
+def exact_unroll(
+    model: Any,
+    variables: Any,
+    encoded: Any,
+    gold_inputs: Array,
+    mask: Array,
+    choice_key: Array | None,
+    *,
+    choice: str = "argmax",
+    temperature: float = 1.0,
+    train: bool = False,
+    rng: Array | None = None,
+) -> tuple[Array, Array]:
+    """`scanned_unroll`'s logits, read tokens and gradients, from a scan without gradient that
+    only chooses the tokens and one `model.forward` over them that carries the gradient.
+
+    Why the two are equal: the logits at position t are a function of the parameters and of the
+    tokens read at positions <= t, and nothing else; the teacher-forced `forward` over the read
+    tokens computes that very function (it is `step` applied position by position, in parallel).
+    The read tokens depend on the parameters only through `choose_tokens`, which is under
+    stop_gradient, so the scan's gradient reaches the parameters only through each position's
+    direct dependence, which is what `forward` differentiates. With dropout, the scan draws
+    `scanned_unroll`'s keys, so the read tokens are the same; `forward` then draws its own dropout
+    (the same for an RNN, whose `forward` is `step` scanned with fold_in(rng, t)).
+
+    Same arguments and returns as `scanned_unroll`.
+    """
+    frozen = jax.lax.stop_gradient((variables, encoded))
+    _, read_tokens = scanned_unroll(
+        model, *frozen, gold_inputs, mask, choice_key,
+        choice=choice, temperature=temperature, train=train, rng=rng, keep_logits=False,
+    )
+    logits = model.forward(variables, encoded, read_tokens, train=train, rng=rng)
+    return logits, read_tokens
 
 
 def two_pass_unroll(
@@ -212,30 +283,63 @@ class TeacherForcing:
     """How one training run feeds its decoder, built from `config.teacher_forcing`."""
 
     schedule: Schedule
-    always_gold: bool  # p == 1 at every step: train on the parallel `forward`, trace no unroll
+    always_gold: bool  # p == 1 at every step and position: train on the parallel `forward`
     choice: str = "argmax"
     temperature: float = 1.0
     mode: str = "exact"
+    position_schedule: Schedule | None = None  # q(t); None: 1 at every position
+    combine: str = "product"
+    # mode="exact" only: True grades `scanned_unroll` (one scan with its gradient), False
+    # `exact_unroll` (a scan without gradient, then a parallel `forward`). None picks per model:
+    # the scan where `forward` is itself a scan (RNNs), where the second pass could only add work.
+    graded_scan: bool | None = None
 
     @classmethod
     def from_config(cls, tf_config: ml_collections.ConfigDict) -> TeacherForcing:
-        always_gold = tf_config.schedule == "constant" and tf_config.p == 1.0
+        position_schedule = make_position_schedule(tf_config)
+        always_gold = (tf_config.schedule == "constant" and tf_config.p == 1.0
+                       and position_schedule is None)
         return cls(
             schedule=make_schedule(tf_config),
             always_gold=always_gold,
             choice=tf_config.choice,
             temperature=tf_config.temperature,
             mode=tf_config.mode,
+            position_schedule=position_schedule,
+            combine=tf_config.position_combine,
         )
 
     def prob(self, step: Array | int) -> Array:
-        """p(step): the probability of reading the gold token at train step `step`."""
+        """p(step): the train-step part of the gold probability (all of it without a position
+        schedule)."""
         return self.schedule(step)
+
+    def prob_by_position(self, step: Array | int, length: int) -> Array:
+        """p(step, t) for t in [0, length): float32 [length]. Position 0 reads BOS regardless."""
+        by_step = jnp.broadcast_to(self.prob(step), (length,))
+        if self.position_schedule is None:
+            return by_step
+        by_position = self.position_schedule(jnp.arange(length))
+        if self.combine == "min":
+            return jnp.minimum(by_step, by_position)
+        if self.combine == "product":
+            return by_step * by_position
+        raise ValueError(f"teacher_forcing.position_combine must be one of {list(COMBINES)}, "
+                         f"got {self.combine!r}")
 
     def mask(self, step_rng: Array, step: Array | int, shape: tuple[int, int]) -> Array:
         """The train step's teacher-forcing mask, bool [batch, tgt_len] (True: gold)."""
         mask_key, _ = forcing_keys(step_rng)
-        return draw_mask(mask_key, self.prob(step), shape)
+        return draw_mask(mask_key, self.prob_by_position(step, shape[1]), shape)
+
+    def unroll(self, model: Any) -> Callable[..., tuple[Array, Array]]:
+        """The unroll this run trains `model` with (see `graded_scan`)."""
+        if self.mode != "exact":
+            return UNROLLS[self.mode]
+        graded_scan = self.graded_scan
+        if graded_scan is None:
+            graded_scan = not model.has_parallel_forward
+        return scanned_unroll if graded_scan else exact_unroll
 
     def train_logits(
         self,
@@ -247,19 +351,29 @@ class TeacherForcing:
         step: Array | int,
         step_rng: Array,
         dropout_rng: Array | None,
-    ) -> Array:
-        """Decoder logits [batch, tgt_len, vocab] for one train step on targets [batch, tgt_len].
+    ) -> tuple[Array, Array | None]:
+        """Decoder logits [batch, tgt_len, vocab] for one train step on targets [batch, tgt_len],
+        and the mask the decoder read by (bool, True: gold; None on the teacher-forced path).
 
         step_rng: the train step's key, fold_in(state.rng, step); the mask and the sampled tokens
         use keys folded from it (`forcing_keys`), dropout uses `dropout_rng`.
         """
         gold_inputs = decoder_inputs(tgt_tokens)
         if self.always_gold:
-            return model.forward(variables, encoded, gold_inputs, train=True, rng=dropout_rng)
+            return model.forward(variables, encoded, gold_inputs, train=True, rng=dropout_rng), None
         mask = self.mask(step_rng, step, gold_inputs.shape)
         _, choice_key = forcing_keys(step_rng)
-        logits, _ = UNROLLS[self.mode](
+        logits, _ = self.unroll(model)(
             model, variables, encoded, gold_inputs, mask, choice_key,
             choice=self.choice, temperature=self.temperature, train=True, rng=dropout_rng,
         )
-        return logits
+        return logits, mask
+
+
+def gold_counts_by_position(mask: Array, weights: Array, length: int) -> tuple[Array, Array]:
+    """(gold reads, real tokens) per position, float32 [length] each, from a mask and token
+    weights [batch, tgt_len <= length]; zero-padded to `length` so that every length bucket
+    gives one shape. Their ratio over a log interval is the realised gold rate by position."""
+    pad = ((0, length - mask.shape[1]),)
+    gold = jnp.pad((mask * weights).sum(0), pad)
+    return gold.astype(jnp.float32), jnp.pad(weights.sum(0), pad).astype(jnp.float32)

@@ -19,13 +19,13 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from flax_s2s import decoding, metrics, reference_eval, sharding
+from flax_s2s import decoding, metrics, reference_eval, sharding, warm_start
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
 from flax_s2s.data.task_data import TaskData, load_task_data
 from flax_s2s.data.vocab import Vocab
-from flax_s2s.forcing import TeacherForcing
+from flax_s2s.forcing import TeacherForcing, gold_counts_by_position
 from flax_s2s.logs import MetricsWriter, Progress
 from flax_s2s.models import Seq2Seq, build_model, decoder_inputs
 from flax_s2s.signals import GracefulStop
@@ -76,9 +76,12 @@ def _state_initializer(
     no data on the devices and gives the same parameters whatever the batch size or mesh."""
     src_shape, tgt_shape = batch["src_tokens"].shape, batch["tgt_tokens"].shape
 
-    def init() -> TrainState:
+    def init(variables: dict[str, Any] | None = None) -> TrainState:
+        """`variables` (a warm start) replace the seeded initialisation; the rest is fresh."""
         init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
-        variables = model.init(init_rng, jnp.ones(src_shape, jnp.int32), jnp.ones(tgt_shape, jnp.int32))
+        if variables is None:
+            variables = model.init(init_rng, jnp.ones(src_shape, jnp.int32),
+                                   jnp.ones(tgt_shape, jnp.int32))
         params = variables["params"]
         # int32, not weak-typed: the same type as a restored step, so resuming reuses the compile
         step = jnp.zeros((), jnp.int32)
@@ -99,10 +102,18 @@ def create_train_state(
     seed: int,
     batch: dict[str, np.ndarray],
     shardings: TrainState | None = None,
+    variables: dict[str, Any] | None = None,
 ) -> TrainState:
     """A fresh train state; with `shardings` (`sharding.train_state_shardings`) every array is
-    created directly in its place on the mesh, never whole on one device."""
-    return jax.jit(_state_initializer(model, tx, seed, batch), out_shardings=shardings)()
+    created directly in its place on the mesh, never whole on one device. `variables`
+    ({"params", "batch_stats"}, e.g. of a warm start) are taken instead of initialising them;
+    optimizer state, step and key are fresh either way."""
+    init = jax.jit(_state_initializer(model, tx, seed, batch), out_shardings=shardings)
+    if variables is None:
+        return init()
+    if shardings is not None:
+        variables = jax.device_put(variables, shardings.variables)
+    return init(variables)
 
 
 def abstract_train_state(
@@ -112,12 +123,20 @@ def abstract_train_state(
     return jax.eval_shape(_state_initializer(model, tx, seed, batch))
 
 
-def make_train_step(model: Seq2Seq, tx: optax.GradientTransformation, config: ml_collections.ConfigDict):
+def make_train_step(
+    model: Seq2Seq,
+    tx: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+    forcing: TeacherForcing | None = None,
+):
     """(state, batch) -> (state, metrics); jit it once and reuse it.
 
-    The decoder reads gold or own tokens as `config.teacher_forcing` says (see flax_s2s.forcing).
+    The decoder reads gold or own tokens as `forcing` says (default: built from
+    `config.teacher_forcing`; see flax_s2s.forcing). Under scheduled sampling the metrics also
+    hold `gold_by_position` and `tokens_by_position`, [max_tgt_len] counts of this step's gold
+    reads and real tokens (`_summarize` turns them into `gold_rate_by_position`).
     """
-    forcing = TeacherForcing.from_config(config.teacher_forcing)
+    forcing = forcing or TeacherForcing.from_config(config.teacher_forcing)
 
     def loss_fn(params, batch_stats, batch, rng, step):
         tgt_tokens = batch["tgt_tokens"]
@@ -128,20 +147,25 @@ def make_train_step(model: Seq2Seq, tx: optax.GradientTransformation, config: ml
             train=True, rng=encode_rng, update_stats=True,
         )
         variables = {"params": params, "batch_stats": batch_stats}
+        weights = metrics.token_weights(tgt_tokens)
+        aux = {}
         if forcing.always_gold:  # the parallel teacher-forced path; no scan is compiled
             logits, batch_stats = model.forward(
                 variables, encoded, decoder_inputs(tgt_tokens), train=True, rng=decode_rng,
                 update_stats=True,
             )
         else:  # scheduled sampling (config validation refuses it for BatchNorm models)
-            logits = forcing.train_logits(
+            logits, mask = forcing.train_logits(
                 model, variables, encoded, tgt_tokens, step=step, step_rng=rng, dropout_rng=decode_rng
             )
-        weights = metrics.token_weights(tgt_tokens)
+            aux["gold_by_position"], aux["tokens_by_position"] = gold_counts_by_position(
+                mask, weights, config.max_tgt_len
+            )
         num_tokens = jnp.maximum(weights.sum(), 1.0)
         loss = metrics.cross_entropy_sum(logits, tgt_tokens, weights, config.label_smoothing)
         correct = metrics.correct_tokens(logits.argmax(-1), tgt_tokens, weights)
-        return loss / num_tokens, ({"token_accuracy": correct / num_tokens}, batch_stats)
+        aux["token_accuracy"] = correct / num_tokens
+        return loss / num_tokens, (aux, batch_stats)
 
     def train_step(state: TrainState, batch: dict[str, Array]):
         step_rng = jax.random.fold_in(state.rng, state.step)
@@ -338,11 +362,22 @@ class NonFiniteError(RuntimeError):
     """Training met a non-finite loss or gradient under nonfinite_policy="stop"."""
 
 
-def _summarize(history: list[dict[str, Array]]) -> dict[str, float]:
-    """Means over a log interval; `nonfinite_steps` is a count. One host sync per interval."""
+_COUNTS_BY_POSITION = ("gold_by_position", "tokens_by_position")
+
+
+def _summarize(history: list[dict[str, Array]]) -> dict[str, Any]:
+    """Means over a log interval; `nonfinite_steps` is a count; under scheduled sampling,
+    `gold_rate_by_position` is the share of real tokens read gold at each decoder position over
+    the interval (None where no token was). One host sync per interval."""
     stacked = jax.device_get(history)
-    summary = {k: float(np.mean([h[k] for h in stacked])) for k in stacked[0]}
+    scalars = [k for k in stacked[0] if k not in _COUNTS_BY_POSITION]
+    summary: dict[str, Any] = {k: float(np.mean([h[k] for h in stacked])) for k in scalars}
     summary["nonfinite_steps"] = int(sum(h["nonfinite_steps"] for h in stacked))
+    if "gold_by_position" in stacked[0]:
+        gold, tokens = (np.sum([h[k] for h in stacked], axis=0) for k in _COUNTS_BY_POSITION)
+        summary["gold_rate_by_position"] = [
+            float(g / n) if n > 0 else None for g, n in zip(gold, tokens, strict=True)
+        ]
     return summary
 
 
@@ -350,21 +385,35 @@ def _params_finite(params: Any) -> bool:
     return bool(jax.tree.reduce(lambda ok, x: ok & jnp.isfinite(x).all(), params, jnp.asarray(True)))
 
 
-def _load_data(config: ml_collections.ConfigDict, workdir: str):
+def _load_data(config: ml_collections.ConfigDict, workdir: str, warm_start_from: str = ""):
     """The task data; with several processes, process 0 prepares it and writes the vocabularies
-    first, and the others read them after (no two processes write the same files)."""
+    first, and the others read them after (no two processes write the same files).
+    `warm_start_from`: a workdir whose vocabularies are copied in first (see warm_start.py)."""
     splits = tuple(dict.fromkeys(("train", *config.eval_splits, config.final_eval_split)))
-    if jax.process_count() == 1:
+
+    def load() -> TaskData:
+        if warm_start_from:
+            warm_start.copy_vocabularies(warm_start_from, workdir)
         return load_task_data(config, workdir, splits)
-    data = load_task_data(config, workdir, splits) if jax.process_index() == 0 else None
+
+    if jax.process_count() == 1:
+        return load()
+    data = load() if jax.process_index() == 0 else None
     multihost_utils.sync_global_devices("flax_s2s: task data prepared")
     return data if data is not None else load_task_data(config, workdir, splits)
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh):
     """Data, model, optimizer, the state's shardings on `mesh`, and the train state: restored
-    from the newest readable checkpoint (onto this mesh, whichever mesh saved it) or fresh."""
-    data = _load_data(config, workdir)
+    from the newest readable checkpoint (onto this mesh, whichever mesh saved it) or fresh,
+    with the variables of `config.init_from` when it names a workdir to warm-start from."""
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), config.max_checkpoints, config.keep_best,
+        config.best_mode,
+    )
+    resuming = bool(checkpointer.all_steps())
+    warm_start_from = "" if resuming else config.init_from
+    data = _load_data(config, workdir, warm_start_from)
     model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
     tx = make_optimizer(config)
     # This process reads only its rows of each global batch, the rows its devices hold.
@@ -376,15 +425,19 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh):
     data_iterator = pipeline.train_iterator(train_data)
     abstract_state = abstract_train_state(model, tx, config.seed, train_data[0])
     state_shardings = sharding.train_state_shardings(abstract_state, tx, mesh, config.fsdp)
-    checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"), config.max_checkpoints, config.keep_best,
-        config.best_mode,
-    )
-    if checkpointer.all_steps():
+    if resuming:
         template = sharding.with_shardings(abstract_state, state_shardings)
         state = checkpointer.restore(template, data_iterator)
         if jax.process_index() == 0:
             print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
+    elif warm_start_from:
+        variables, source_step = warm_start.load_variables(
+            warm_start_from, config.init_from_step, abstract_state.variables, workdir
+        )
+        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, variables)
+        if jax.process_index() == 0:
+            print(f"warm start from {warm_start_from} (checkpoint {source_step}): its parameters, "
+                  "a fresh optimizer, step 0", flush=True)
     else:
         state = create_train_state(model, tx, config.seed, train_data[0], state_shardings)
     return data, model, tx, state, state_shardings, data_iterator, checkpointer

@@ -138,6 +138,73 @@ def test_mask_key_is_not_a_dropout_key():
         assert not any(np.array_equal(np.asarray(key), k) for k in dropout_keys)
 
 
+# --- schedules over output positions ----------------------------------------------------------
+
+POSITION_CASES = [
+    (dict(position_schedule="exponential", position_k=0.9), lambda t: 0.9**t),
+    (dict(position_schedule="exponential", position_k=0.5, position_floor=0.2),
+     lambda t: max(0.2, 0.5**t)),
+    (dict(position_schedule="linear", position_k=1.0, position_slope=0.15, position_floor=0.1),
+     lambda t: max(0.1, 1.0 - 0.15 * t)),
+    (dict(position_schedule="inverse_sigmoid", position_k=3.0), lambda t: _inv_sigmoid(3.0, t)),
+]
+STEP_PART = (dict(schedule="linear", k=1.0, slope=1e-3, floor=0.0), lambda s: max(0.0, 1 - 1e-3 * s))
+
+
+@pytest.mark.parametrize("combine", forcing.COMBINES)
+@pytest.mark.parametrize("fields, by_position", POSITION_CASES)
+def test_position_schedule_equals_closed_form_at_several_steps_and_positions(
+    fields, by_position, combine
+):
+    step_fields, by_step = STEP_PART
+    teacher_forcing = forcing.TeacherForcing.from_config(
+        tf_config(**step_fields, **fields, position_combine=combine)
+    )
+    assert not teacher_forcing.always_gold
+    length = 12
+    prob = jax.jit(teacher_forcing.prob_by_position, static_argnums=1)
+    for step in (0, 100, 450, 2000):
+        expected = [(min if combine == "min" else (lambda a, b: a * b))(by_step(step), by_position(t))
+                    for t in range(length)]
+        for got in (teacher_forcing.prob_by_position(step, length), prob(jnp.asarray(step), length)):
+            np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_position_schedule_alone_leaves_teacher_forcing_only_at_position_zero():
+    teacher_forcing = forcing.TeacherForcing.from_config(
+        tf_config(position_schedule="exponential", position_k=0.8)
+    )
+    assert not teacher_forcing.always_gold, "p = 1 over steps, but not over positions"
+    np.testing.assert_allclose(np.asarray(teacher_forcing.prob_by_position(10**6, 4)),
+                               [1.0, 0.8, 0.64, 0.512], rtol=1e-6)
+
+
+def test_mask_rate_by_position_within_3_standard_errors_and_position_zero_gold():
+    teacher_forcing = forcing.TeacherForcing.from_config(
+        tf_config(schedule="constant", p=0.9, position_schedule="linear", position_k=1.0,
+                  position_slope=0.1, position_floor=0.05)
+    )
+    steps, shape = np.arange(300), (32, 12)
+    masks = _masks(teacher_forcing, jax.random.PRNGKey(5), steps, shape)
+    assert masks[:, :, 0].all(), "position 0 always reads BOS"
+    n = len(steps) * shape[0]
+    for t in range(1, shape[1]):
+        p = 0.9 * max(0.05, 1.0 - 0.1 * t)
+        rate = masks[:, :, t].mean()
+        assert abs(rate - p) < 3 * math.sqrt(p * (1 - p) / n), (t, rate, p)
+    assert masks[:, :, 1].mean() > masks[:, :, -1].mean() + 0.5
+
+
+def test_flat_position_schedule_draws_the_same_mask_as_none():
+    rng, shape = jax.random.PRNGKey(9), (16, 8)
+    plain = forcing.TeacherForcing.from_config(tf_config(schedule="constant", p=0.6))
+    flat = forcing.TeacherForcing.from_config(
+        tf_config(schedule="constant", p=0.6, position_schedule="linear", position_k=1.0,
+                  position_slope=1e-9)
+    )
+    np.testing.assert_array_equal(_masks(plain, rng, [3, 4], shape), _masks(flat, rng, [3, 4], shape))
+
+
 # --- unrolls on the LSTM ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -172,7 +239,7 @@ def test_p1_scheduled_loss_equals_parallel_teacher_forced_loss(lstm):
     def logits(teacher_forcing):
         return jax.jit(functools.partial(teacher_forcing.train_logits, model))(
             variables, encoded, TGT, step=3, step_rng=step_rng, dropout_rng=dropout_rng
-        )
+        )[0]
 
     parallel = forcing.TeacherForcing.from_config(tf_config(schedule="constant", p=1.0))
     assert parallel.always_gold
@@ -230,6 +297,81 @@ def test_sample_at_low_temperature_is_argmax_and_at_high_temperature_is_not(lstm
     assert not np.isin(np.asarray(hot)[:, 1:], [PAD, BOS]).any(), "never reads PAD or BOS"
 
 
+# --- exact mode: a scan without gradient + one parallel pass, against the graded scan ---------
+
+def _seam_model(kind: str, dropout_rate: float):
+    config = default.get_config()
+    config.model.dropout_rate = dropout_rate
+    if kind == "transformer":
+        config.model.update(type="transformer", d_model=16, num_heads=2, mlp_dim=32,
+                            num_encoder_layers=1, num_decoder_layers=2, norm="layer")
+    else:
+        config.model.update(emb_dim=8, hidden_dim=16, attention_dim=8, bidirectional=False)
+    model = build_model(config, VOCAB, VOCAB)
+    return model, jax.jit(model.init)(jax.random.PRNGKey(1), SRC, TGT)
+
+
+@functools.cache
+def _both_exact_unrolls(kind: str, dropout_rate: float, choice: str):
+    """(new, old) = (exact_unroll, scanned_unroll) outputs on one model at p = 1/2: logits, read
+    tokens and the gradient of the loss, each from one jit-compiled call."""
+    model, variables = _seam_model(kind, dropout_rate)
+    mask = forcing.draw_mask(jax.random.PRNGKey(3), 0.5, TGT.shape)
+    dropout_rng = jax.random.PRNGKey(6) if dropout_rate else None
+
+    def outputs(unroll):
+        def loss(variables):
+            encoded = model.encode(variables, SRC)
+            logits, read = unroll(model, variables, encoded, decoder_inputs(TGT), mask,
+                                  jax.random.PRNGKey(4), choice=choice, train=True,
+                                  rng=dropout_rng)
+            weights = metrics.token_weights(jnp.asarray(TGT))
+            return metrics.cross_entropy_sum(logits, jnp.asarray(TGT), weights), (logits, read)
+
+        (_, (logits, read)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables)
+        return jax.device_get((logits, read, grads))
+
+    return outputs(forcing.exact_unroll), outputs(forcing.scanned_unroll)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+@pytest.mark.parametrize("choice", forcing.CHOICES)
+def test_exact_unroll_equals_the_graded_scan_logits_and_gradients(kind, choice):
+    (logits, read, grads), (ref_logits, ref_read, ref_grads) = _both_exact_unrolls(kind, 0.0, choice)
+    np.testing.assert_array_equal(read, ref_read)
+    assert (read[:, 1:] != decoder_inputs(TGT)[:, 1:]).any(), "some own tokens differ from gold"
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
+    flat, ref_flat = (jax.tree.leaves(g) for g in (grads, ref_grads))
+    assert len(flat) == len(ref_flat) > 3
+    # Relative to the largest gradient: some are zero up to rounding (attention key biases, which
+    # the softmax ignores), where only an absolute bound can hold.
+    scale = max(np.abs(want).max() for want in ref_flat)
+    for got, want in zip(flat, ref_flat, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_exact_unroll_reads_the_graded_scans_tokens_with_dropout(kind):
+    (logits, read, _), (ref_logits, ref_read, _) = _both_exact_unrolls(kind, 0.3, "argmax")
+    np.testing.assert_array_equal(read, ref_read)
+    # dropout is really on: without it the tokens read differ
+    (_, no_dropout_read, _), _ = _both_exact_unrolls(kind, 0.0, "argmax")
+    model_differs = (read != no_dropout_read).any() or (ref_logits != logits).any()
+    assert model_differs
+    if kind == "lstm":  # its forward is `step` scanned with the same dropout keys
+        np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_exact_mode_grades_the_scan_for_rnns_and_the_parallel_pass_for_transformers():
+    teacher_forcing = forcing.TeacherForcing.from_config(tf_config(schedule="constant", p=0.5))
+    lstm_model, _ = _seam_model("lstm", 0.0)
+    transformer_model, _ = _seam_model("transformer", 0.0)
+    assert teacher_forcing.unroll(lstm_model) is forcing.scanned_unroll
+    assert teacher_forcing.unroll(transformer_model) is forcing.exact_unroll
+    forced = dataclasses.replace(teacher_forcing, graded_scan=True)
+    assert forced.unroll(transformer_model) is forcing.scanned_unroll
+
+
 # --- a toy model through the seam: gradients and what gets compiled --------------------------
 
 TOY_TABLE = 3.0 * jax.nn.one_hot((jnp.arange(VOCAB) + 1) % VOCAB, VOCAB)  # fixed, not a parameter
@@ -239,6 +381,8 @@ TOY_TABLE = 3.0 * jax.nn.one_hot((jnp.arange(VOCAB) + 1) % VOCAB, VOCAB)  # fixe
 class ToyModel:
     """Position 0's logits are the parameter `w`; later logits are a fixed function of the token
     read, so positions >= 1 depend on `w` only through the tokens chosen from position 0 on."""
+
+    has_parallel_forward = True
 
     def encode(self, variables, src_tokens, *, train=False, rng=None):
         return jnp.zeros((src_tokens.shape[0],))
@@ -295,7 +439,8 @@ def _primitives(jaxpr) -> set[str]:
     [(dict(schedule="constant", p=1.0), False),
      (dict(schedule="linear", k=1.0, slope=1e-3), True),
      (dict(schedule="constant", p=1.0 - 1e-6), True),
-     (dict(schedule="linear", k=1.0, slope=1e-3, mode="two_pass"), False)],
+     (dict(schedule="linear", k=1.0, slope=1e-3, mode="two_pass"), False),
+     (dict(position_schedule="exponential", position_k=0.99), True)],
 )
 def test_always_gold_is_decided_from_the_config_and_compiles_no_scan(fields, expect_scan):
     teacher_forcing = forcing.TeacherForcing.from_config(tf_config(**fields))
@@ -322,7 +467,13 @@ def test_always_gold_is_decided_from_the_config_and_compiles_no_scan(fields, exp
      (dict(schedule="cosine"), "teacher_forcing.schedule"),
      (dict(mode="parallel"), "teacher_forcing.mode"),
      (dict(p=1.5), "teacher_forcing.p"),
-     (dict(temperature=0.0), "teacher_forcing.temperature")],
+     (dict(temperature=0.0), "teacher_forcing.temperature"),
+     (dict(position_schedule="cosine"), "teacher_forcing.position_schedule"),
+     (dict(position_schedule="exponential", position_k=1.0), "0 < position_k < 1"),
+     (dict(position_schedule="inverse_sigmoid", position_k=0.99), "position_k >= 1"),
+     (dict(position_schedule="linear", position_k=1.0, position_slope=0.0), "position_slope > 0"),
+     (dict(position_floor=-0.1), "teacher_forcing.position_floor"),
+     (dict(position_combine="max"), "teacher_forcing.position_combine")],
 )
 def test_bad_teacher_forcing_config_fails_naming_the_key(fields, message):
     config = default.get_config()
@@ -431,3 +582,23 @@ def test_eval_reports_accuracy_by_position_under_both_decodings(ss_training):
     weighted = sum(a * n for a, n in zip(result["fr_accuracy_by_position"], counted, strict=True)
                    if a is not None) / counted.sum()
     assert weighted == pytest.approx(result["fr_token_accuracy"])
+
+
+def test_train_metrics_give_the_realised_gold_rate_by_position(ss_training):
+    config, _, _, dataset, state, train_step = ss_training
+    teacher_forcing = forcing.TeacherForcing.from_config(config.teacher_forcing)
+    iterator = pipeline.train_iterator(dataset)
+    history, gold, tokens = [], 0.0, 0.0
+    for _ in range(3):
+        batch = next(iterator)
+        mask = np.asarray(teacher_forcing.mask(jax.random.fold_in(state.rng, state.step),
+                                               state.step, batch["tgt_tokens"].shape))
+        weights = batch["tgt_tokens"] != PAD
+        gold, tokens = gold + (mask & weights).sum(0), tokens + weights.sum(0)
+        state, step_metrics = train_step(state, batch)
+        history.append(step_metrics)
+    rates = training._summarize(history)["gold_rate_by_position"]
+    assert len(rates) == config.max_tgt_len
+    for got, g, n in zip(rates, gold, tokens, strict=True):
+        assert got == pytest.approx(g / n) if n else got is None
+    assert rates[0] == 1.0 and min(r for r in rates if r is not None) < 1.0

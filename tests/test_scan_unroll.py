@@ -109,7 +109,7 @@ def test_scheduled_sampling_unroll_follows_the_same_rule(model, length, expected
 
     def scheduled(variables):
         encoded = model.encode(variables, src)
-        return forcing.exact_unroll(model, variables, encoded, gold, mask, None)
+        return forcing.scanned_unroll(model, variables, encoded, gold, mask, None)
 
     assert _scan_unrolls(jax.make_jaxpr(scheduled)(variables).jaxpr) == [expected] * 3
 

@@ -60,6 +60,11 @@ class Seq2Seq:
 
     module: nn.Module
 
+    @property
+    def has_parallel_forward(self) -> bool:
+        """Whether `forward` runs all positions at once (True) or scans `step` (False)."""
+        return hasattr(type(self.module), "forward")
+
     def init(self, rng: Array, src_tokens: Array, tgt_tokens: Array) -> Variables:
         """Creates the variables for inputs shaped like `src_tokens` / `tgt_tokens`."""
         return self.module.init(rng, src_tokens, decoder_inputs(tgt_tokens))
@@ -125,7 +130,7 @@ class Seq2Seq:
         update_stats: bool = False,
     ) -> Array:
         """Teacher-forced logits [batch, tgt_len, vocab] for decoder inputs [batch, tgt_len]."""
-        if hasattr(type(self.module), "forward"):
+        if self.has_parallel_forward:
             return self._apply(
                 variables, encoded, tgt_inputs,
                 method="forward", train=train, rng=rng, update_stats=update_stats,

@@ -6,7 +6,8 @@
   and the teacher-forced train step (d_model 256, 4 heads, ff 1024, 3+3 layers, vocab 64,
   batch 64, lengths 24/24, AdamW + clipping) in flax_s2s, PyTorch eager, and torch.compile
   (--torch_compile); target tokens/s and model FLOPs utilisation against the ceiling.
-- ss: scheduled sampling (p = 0.5) `exact` and `two_pass` as ratios to the teacher-forced step.
+- ss: scheduled sampling (p = 0.5) `exact` (both ways of computing it) and `two_pass` as ratios
+  to the teacher-forced step, with compile times, on the Transformer and the LSTM.
 - lstm: the default LSTM-attention model (emb 64, hidden 128 bidirectional, attention 128,
   batch 128, lengths 8/6) against nn.LSTM + additive attention.
 Needs the `bench` extra (torch). Appends its tables to bench/RESULTS.md.
@@ -55,23 +56,36 @@ def batch_arrays(batch: int, src: int, tgt: int, vocab: int):
     }
 
 
-def jax_step_fn(config, vocab: int, batch):
-    """A zero-argument callable running one flax_s2s train step to completion."""
+def jax_step_fn(config, vocab: int, batch, graded_scan: bool | None = None, compile_times=None):
+    """A zero-argument callable running one flax_s2s train step to completion. `graded_scan`
+    picks the exact scheduled-sampling unroll (see forcing.TeacherForcing); with a dict
+    `compile_times`, the step's compile seconds are stored in it under the returned callable."""
+    import dataclasses
+    import time
+
     import jax
 
     from flax_s2s import training
+    from flax_s2s.forcing import TeacherForcing
     from flax_s2s.models import build_model
 
     model = build_model(config, vocab, vocab)
     tx = training.make_optimizer(config)
     state = [training.create_train_state(model, tx, config.seed, batch)]
-    step = jax.jit(training.make_train_step(model, tx, config), donate_argnums=0)
+    forcing = dataclasses.replace(TeacherForcing.from_config(config.teacher_forcing),
+                                  graded_scan=graded_scan)
     device_batch = jax.device_put(batch)
+    start = time.perf_counter()
+    step = jax.jit(training.make_train_step(model, tx, config, forcing), donate_argnums=0).lower(
+        state[0], device_batch).compile()
+    compile_s = time.perf_counter() - start
 
     def run():
         state[0], metrics = step(state[0], device_batch)
         jax.block_until_ready(metrics["loss"])
 
+    if compile_times is not None:
+        compile_times[run] = compile_s
     return run
 
 
@@ -155,20 +169,44 @@ def run_transformer(args) -> list[str]:
 
 
 def run_scheduled_sampling(args) -> list[str]:
-    batch = batch_arrays(64, 24, 24, VOCAB)
-    sides = {
-        "teacher forced": jax_step_fn(transformer_config(), VOCAB, batch),
-        "two_pass": jax_step_fn(transformer_config("two_pass"), VOCAB, batch),
-        "exact": jax_step_fn(transformer_config("exact"), VOCAB, batch),
-    }
-    times = common.compare(sides, windows=args.windows, repeats=args.repeats)
-    base = times["teacher forced"]
-    rows = [(name, f"{t * 1e3:.0f}", f"{t / base:.2f}") for name, t in times.items()]
-    return [
-        "Transformer of the table above, scheduled sampling at p = 0.5 (argmax own tokens).",
-        "",
-        *common.table(["train step", "ms/step", "x teacher forced"], rows),
-    ]
+    """Each scheduled-sampling train step as a ratio to the teacher-forced one, on the
+    Transformer and on the LSTM, with `exact` both ways: a scan without gradient then one
+    parallel pass (the Transformer's default) and one scan with its gradient (the RNN's)."""
+    lines = []
+    for model_name, make_config, vocab, shape in (
+        ("Transformer of the table above", transformer_config, VOCAB, (64, 24, 24)),
+        ("LSTM of the table below", lstm_ss_config, 16, (128, 8, 6)),
+    ):
+        batch = batch_arrays(*shape, vocab)
+        compiled: dict = {}
+        sides = {
+            "teacher forced": jax_step_fn(make_config(), vocab, batch, compile_times=compiled),
+            "two_pass": jax_step_fn(make_config("two_pass"), vocab, batch, compile_times=compiled),
+            "exact: scan without gradient + parallel pass": jax_step_fn(
+                make_config("exact"), vocab, batch, graded_scan=False, compile_times=compiled),
+            "exact: one scan with gradient": jax_step_fn(
+                make_config("exact"), vocab, batch, graded_scan=True, compile_times=compiled),
+        }
+        repeats = args.repeats if vocab == VOCAB else 4 * args.repeats
+        times = common.compare(sides, windows=args.windows, repeats=repeats)
+        base = times["teacher forced"]
+        rows = [(name, f"{t * 1e3:.1f}", f"{t / base:.2f}", f"{compiled[sides[name]]:.1f}")
+                for name, t in times.items()]
+        lines += [
+            f"{model_name}, scheduled sampling at p = 0.5 (argmax own tokens), batch {shape[0]}, "
+            f"lengths {shape[1]}/{shape[2]}.",
+            "",
+            *common.table(["train step", "ms/step", "x teacher forced", "compile s"], rows),
+            "",
+        ]
+    return lines[:-1]
+
+
+def lstm_ss_config(mode: str | None = None):
+    config = lstm_config()
+    if mode is not None:
+        config.teacher_forcing.p, config.teacher_forcing.mode = 0.5, mode
+    return config
 
 
 def run_lstm(args) -> list[str]:

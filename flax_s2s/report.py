@@ -4,7 +4,8 @@
   running) against steps;
 - schedule.png: the teacher-forcing probability p(step) the run trained with;
 - by_position.png: accuracy by target position, teacher forced vs free running, at the last eval
-  (the exposure-bias picture: free-running errors compound along the output);
+  (the exposure-bias picture: free-running errors compound along the output); beside it, for
+  scheduled-sampling runs, the realised share of gold tokens read at each decoder position;
 - attention.png: decoder-to-source attention for a few validation examples, source tokens on one
   axis and predicted tokens on the other.
 
@@ -83,7 +84,15 @@ def plot_schedule(runs: dict[str, Records], path: str) -> str:
 
 
 def plot_by_position(runs: dict[str, Records], path: str) -> str | None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Accuracy by target position, teacher forced vs free running, at each run's last eval; for
+    scheduled-sampling runs a second panel beside it: the share of real tokens that read the gold
+    token, by position, over the last log interval (`gold_rate_by_position`)."""
+    with_gold = {name: [r for r in records if r.get("gold_rate_by_position")]
+                 for name, records in runs.items()}
+    with_gold = {name: logged[-1] for name, logged in with_gold.items() if logged}
+    fig, axes = plt.subplots(1, 2 if with_gold else 1, figsize=(12 if with_gold else 6, 4),
+                             squeeze=False)
+    ax = axes[0, 0]
     drawn = False
     for name, records in runs.items():
         evals = [r for r in records if "fr_accuracy_by_position" in r]
@@ -104,6 +113,17 @@ def plot_by_position(runs: dict[str, Records], path: str) -> str | None:
     ax.set_ylabel("token accuracy")
     ax.set_title("exposure bias: accuracy by position")
     ax.legend(fontsize=7)
+    if with_gold:
+        gold_ax = axes[0, 1]
+        for name, record in with_gold.items():
+            rates = [np.nan if r is None else r for r in record["gold_rate_by_position"]]
+            gold_ax.plot(np.arange(len(rates)), rates, marker="o",
+                         label=f"{name} (train, step {record['step']})")
+        gold_ax.set_ylim(-0.05, 1.05)
+        gold_ax.set_xlabel("decoder input position")
+        gold_ax.set_ylabel("share read gold")
+        gold_ax.set_title("realised teacher forcing by position")
+        gold_ax.legend(fontsize=7)
     return _save(fig, path)
 
 
@@ -180,7 +200,7 @@ def write_report(workdirs: Sequence[str], out_dir: str, attention: bool = True,
     figures = {
         "Curves": plot_curves(runs, os.path.join(out_dir, "curves.png")),
         "Teacher-forcing schedule": plot_schedule(runs, os.path.join(out_dir, "schedule.png")),
-        "Accuracy by target position": plot_by_position(
+        "Accuracy (and gold tokens read) by target position": plot_by_position(
             runs, os.path.join(out_dir, "by_position.png")),
     }
     if attention and len(workdirs) == 1:

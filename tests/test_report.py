@@ -88,3 +88,17 @@ def test_attention_weights_sum_to_one_over_source_and_ignore_padding(model_type)
     wider = np.pad(src, ((0, 0), (0, 3)))
     padded = attention_weights(model, variables, wider, decoder_inputs(tgt))[-1]
     np.testing.assert_allclose(np.asarray(padded)[..., :6], weights, atol=1e-5)
+
+
+def test_by_position_figure_shows_the_gold_rate_beside_it_for_scheduled_sampling(workdir, tmp_path):
+    report.write_report([workdir], str(tmp_path / "tf"), attention=False)
+    assert matplotlib.image.imread(tmp_path / "tf" / "by_position.png").shape[:2] == (400, 600)
+    scheduled = tmp_path / "ss"
+    shutil.copytree(workdir, scheduled)
+    with open(scheduled / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 20, "split": "train", "loss": 0.5,
+                            "gold_rate_by_position": [1.0, 0.8, 0.6, None, None, None]}) + "\n")
+    report.write_report([str(scheduled)], str(tmp_path / "ss_report"), attention=False)
+    image = matplotlib.image.imread(tmp_path / "ss_report" / "by_position.png")
+    assert image.shape[:2] == (400, 1200)
+    assert image[:, 600:, :3].var() > 0, "the gold-rate panel is drawn"

@@ -100,7 +100,55 @@ class Reverse(tfds.core.GeneratorBasedBuilder):
             yield text, {"src": text, "tgt": text[::-1]}
 
 
-TASKS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {"addition": Addition, "reverse": Reverse}
+class RunningSum(tfds.core.GeneratorBasedBuilder):
+    """"3141..." -> "3485...": the running sum mod 10 of 40 to 50 digits, one digit out per digit
+    in (y_t = (x_1 + ... + x_t) mod 10), so every output is 40 tokens or longer.
+
+    Built to let errors compound: under teacher forcing the gold previous output makes each step a
+    one-digit addition (y_t = y_{t-1} + x_t), so a model may lean on the token it reads; decoding,
+    it reads its own, and one wrong digit then shifts every digit after it, unless the decoder
+    keeps the sum in its state. A string's split is a function of the string (its CRC-32), so the
+    splits are disjoint by construction.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    MIN_LENGTH, MAX_LENGTH = 40, 50
+    SPLIT_SIZES = {"test": 2_000, "validation": 1_000, "train": 100_000}
+    _SEED = 20261201
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return _text_pair_info(self)
+
+    @staticmethod
+    def split_of(text: str) -> str:
+        """2% test, 1% validation, the rest train."""
+        bucket = zlib.crc32(text.encode()) % 100
+        return "test" if bucket < 2 else "validation" if bucket == 2 else "train"
+
+    @staticmethod
+    def running_sum(digits: str) -> str:
+        return "".join(str(total % 10) for total in np.cumsum([int(d) for d in digits]))
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # generated in code
+        splits: dict[str, list[str]] = {name: [] for name in self.SPLIT_SIZES}
+        rng = np.random.default_rng(self._SEED)
+        while any(len(splits[name]) < size for name, size in self.SPLIT_SIZES.items()):
+            length = int(rng.integers(self.MIN_LENGTH, self.MAX_LENGTH + 1))
+            text = "".join(map(str, rng.integers(0, 10, length)))
+            name = self.split_of(text)
+            if len(splits[name]) < self.SPLIT_SIZES[name]:  # 10^40 strings: repeats never happen
+                splits[name].append(text)
+        return {name: self._generate_examples(texts) for name, texts in splits.items()}
+
+    def _generate_examples(self, texts: list[str]) -> Iterator[tuple[str, dict]]:
+        for text in texts:
+            yield text, {"src": text, "tgt": self.running_sum(text)}
+
+
+TASKS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
+    "addition": Addition, "reverse": Reverse, "running_sum": RunningSum,
+}
 
 
 def prepare(name: str, data_dir: str) -> tfds.core.DatasetBuilder:

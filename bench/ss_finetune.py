@@ -1,0 +1,270 @@
+"""Scheduled sampling as fine-tuning: a teacher-forced model continued N steps with teacher
+forcing (the control) and with each scheduled-sampling recipe, two seeds per arm.
+
+    python bench/ss_finetune.py --root runs/ss_ft [--task g2p|running_sum] [--steps N]
+        [--seeds 0 1] [--arms tf position@0.9 step_argmax step_oracle]
+
+1. Base: the task's teacher-forced recipe from scratch, one run per seed (G2P: the one-hour
+   `configs/g2p_gru.py`, 70k steps; running_sum: `configs/running_sum_gru.py`).
+2. Arms: every arm warm-starts from its seed's base (`config.init_from`: the parameters, a fresh
+   optimizer, the same fine-tuning learning rate and N steps), so all arms count the same steps
+   from scratch and differ only in what the decoder reads:
+   - `tf`: teacher forcing (extra steps alone);
+   - `position@K`: gold with probability K ** t at decoder position t (Liu et al., EMNLP 2021);
+   - `step_argmax`: gold with an inverse-sigmoid p(step), 1/2 at step N/2 and floored at 1/2
+     there, else the argmax token;
+   - `step_oracle`: the same schedule, the own token sampled at temperature 0.5 (the word oracle
+     of Zhang et al., ACL 2019).
+3. Scores on the evaluation split (G2P: validation, the test half is held back; running_sum:
+   its held-out test split): WER / PER greedy and with beam 4, the final teacher-forced and
+   free-running token accuracies, and the gap between them by output position.
+
+Runs go two at a time, each pinned to its own core with one XLA thread. Running the script again
+resumes unfinished runs and skips finished ones; SIGTERM or Ctrl-C reaches the trainers, which
+save a checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402 - sets thread counts before jax starts
+
+common.set_threads(1)  # inherited by the training processes: one XLA thread each
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from g2p_scheduled_sampling import final_record  # noqa: E402
+
+from flax_s2s import evaluate  # noqa: E402
+from flax_s2s.data import task_data  # noqa: E402
+from flax_s2s.forcing import inverse_sigmoid_k  # noqa: E402
+from flax_s2s.logs import read_records  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    config: str  # the base recipe, also the config of every arm
+    base_steps: int
+    steps: int  # default N of the arms
+    learning_rate: float  # peak of the arms' fresh cosine schedule
+    split: str  # where the final scores are taken
+
+
+TASKS = {
+    "g2p": Task("configs/g2p_gru.py", 70_000, 7_000, 2e-4, "validation"),
+    "running_sum": Task("configs/running_sum_gru.py", 10_000, 2_000, 5e-4, "test"),
+}
+
+
+def arm_overrides(arm: str, steps: int) -> list[str]:
+    """The config overrides that make `arm` (see the module docstring)."""
+    name, _, value = arm.partition("@")
+    tf = "--config.teacher_forcing."
+    if name == "tf":
+        return []
+    if name == "position":
+        return [f"{tf}position_schedule=exponential", f"{tf}position_k={float(value)}"]
+    if name in ("step_argmax", "step_oracle"):
+        overrides = [f"{tf}schedule=inverse_sigmoid", f"{tf}k={inverse_sigmoid_k(steps / 2)}",
+                     f"{tf}floor=0.5"]
+        if name == "step_oracle":
+            overrides += [f"{tf}choice=sample", f"{tf}temperature=0.5"]
+        return overrides
+    raise SystemExit(f"unknown arm {arm!r}: tf | position@K | step_argmax | step_oracle")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    workdir: str
+    steps: int
+    args: list[str]  # train.py arguments
+
+
+def base_job(root: str, task: Task, seed: int) -> Job:
+    every = task.base_steps // 7
+    workdir = os.path.join(root, f"tf_{task.base_steps}_seed{seed}")
+    return Job(workdir, task.base_steps, [
+        f"--config={task.config}", f"--workdir={workdir}", f"--config.seed={seed}",
+        f"--config.num_train_steps={task.base_steps}", f"--config.eval_every={every}",
+        f"--config.checkpoint_every={every // 2}",
+    ])
+
+
+def arm_job(root: str, task: Task, arm: str, seed: int, steps: int) -> Job:
+    every = max(steps // 5, 1)
+    workdir = os.path.join(root, f"ft_{arm}_{steps}_seed{seed}")
+    return Job(workdir, steps, [
+        f"--config={task.config}", f"--workdir={workdir}", f"--config.seed={seed}",
+        f"--config.init_from={base_job(root, task, seed).workdir}",
+        f"--config.num_train_steps={steps}", f"--config.eval_every={every}",
+        f"--config.checkpoint_every={every}", f"--config.log_every={max(every // 4, 1)}",
+        f"--config.optimizer.learning_rate={task.learning_rate}",
+        f"--config.optimizer.warmup_steps={max(steps // 20, 1)}",
+        *arm_overrides(arm, steps),
+    ])
+
+
+def run_jobs(jobs: list[Job]) -> None:
+    """Runs the unfinished jobs, as many at a time as this process has cores, each pinned to
+    one; waits for all. SIGTERM or SIGINT to this process reaches the trainers."""
+    pending = [job for job in jobs if final_record(job.workdir, job.steps) is None]
+    free = sorted(os.sched_getaffinity(0))
+    running: dict[int, tuple[subprocess.Popen, Job]] = {}
+
+    def forward(signum, frame):
+        for child, _ in running.values():
+            child.send_signal(signum)
+        pending.clear()
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    failed = []
+    try:
+        while pending or running:
+            while pending and free:
+                job, core = pending.pop(0), free.pop(0)
+                with open(job.workdir + ".log", "a") as log:  # the child keeps its own descriptor
+                    running[core] = (subprocess.Popen(
+                        # taskset, not a preexec_fn: this process already runs threads.
+                        ["taskset", "-c", str(core), sys.executable,
+                         os.path.join(ROOT, "train.py"), *job.args],
+                        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                        # Their own session: a terminal Ctrl-C reaches them once, via `forward`.
+                        start_new_session=True,
+                    ), job)
+            time.sleep(2)
+            for core, (child, job) in list(running.items()):
+                if child.poll() is not None:
+                    del running[core]
+                    free.append(core)
+                    if child.returncode != 0 or final_record(job.workdir, job.steps) is None:
+                        failed.append(f"{job.workdir} (exit {child.returncode})")
+    finally:
+        for child, _ in running.values():
+            if child.poll() is None:  # this script failed: leave no trainer holding a core
+                child.terminate()
+                child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        raise SystemExit(f"did not finish: {', '.join(failed)}; see their .log files. "
+                         "Run the same command again to resume them.")
+
+
+def final_eval(job: Job, split: str) -> dict | None:
+    """The run's last evaluation of `split` at its final step (text metrics included), or None."""
+    path = os.path.join(job.workdir, "metrics.jsonl")
+    records = read_records(path) if os.path.exists(path) else []
+    finals = [r for r in records if r["split"] == split and r["step"] == job.steps and "wer" in r]
+    return finals[-1] if finals else None
+
+
+def scores(job: Job, split: str, beam: int) -> dict:
+    """WER / PER of the run's final model: its final eval (greedy), or decoded with a beam."""
+    if beam == 1:
+        return final_eval(job, split)
+    return evaluate.evaluate_lexicon(job.workdir, None, beam_size=beam, split=split)
+
+
+def gap_by_position(job: Job, split: str) -> list[float | None]:
+    """Teacher-forced minus free-running token accuracy (points) by position, final eval."""
+    final = final_eval(job, split)
+    return [None if tf is None or fr is None else 100 * (tf - fr)
+            for tf, fr in zip(final["tf_accuracy_by_position"], final["fr_accuracy_by_position"],
+                              strict=True)]
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def report(root: str, task: Task, arms: list[str], seeds: list[int], steps: int) -> None:
+    split = task.split
+    base = {seed: base_job(root, task, seed) for seed in seeds}
+    runs = {(arm, seed): arm_job(root, task, arm, seed, steps) for arm in arms for seed in seeds}
+    header = ["run", "seed", "steps from scratch", f"{split} WER %", "PER %", "beam 4 WER %",
+              "beam 4 PER %", "TF token acc", "FR token acc"]
+    rows, by_arm = [], {}
+    for label, seed, job, total in (
+        [("base (teacher forcing)", s, j, task.base_steps) for s, j in base.items()]
+        + [(arm, s, j, task.base_steps + steps) for (arm, s), j in runs.items()]
+    ):
+        greedy, beam = scores(job, split, 1), scores(job, split, 4)
+        rows.append([label, seed, total, greedy["wer"], greedy["per"], beam["wer"], beam["per"],
+                     greedy["token_accuracy"], greedy["fr_token_accuracy"]])
+        by_arm.setdefault(label, []).append((greedy["wer"], greedy["per"], beam["wer"], beam["per"]))
+    print("\n".join(common.table(header, rows)))
+
+    control = by_arm.get("tf")
+    print("\n| arm | mean WER % | mean PER % | beam 4 WER % | beam 4 PER % | "
+          "WER below the tf control on every seed |")
+    print("|---|---|---|---|---|---|")
+    for label, values in by_arm.items():
+        columns = [mean([v[i] for v in values]) for i in range(4)]
+        beats = ("" if control is None or label in ("tf", "base (teacher forcing)")
+                 else "yes" if all(v[0] < c[0] for v, c in zip(values, control, strict=True))
+                 else "no")
+        print(f"| {label} | " + " | ".join(f"{c:.2f}" for c in columns) + f" | {beats} |")
+
+    print("\nTeacher-forced minus free-running token accuracy by output position (points, "
+          f"{split}, final eval, mean over seeds):\n")
+    gaps = {"base (teacher forcing)": [gap_by_position(j, split) for j in base.values()]}
+    for arm in arms:
+        gaps[arm] = [gap_by_position(runs[arm, s], split) for s in seeds]
+    length = len(next(iter(gaps.values()))[0])
+    every = 1 if length <= 16 else 5  # long outputs: every fifth position
+    shown = [t for t in range(0, length, every)
+             if all(g[t] is not None for v in gaps.values() for g in v)]
+    print("| run | " + " | ".join(f"t={t}" for t in shown) + " |")
+    print("|---|" + "---|" * len(shown))
+    for label, values in gaps.items():
+        print(f"| {label} | " + " | ".join(f"{mean([g[t] for g in values]):.1f}" for t in shown)
+              + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="directory of the runs (and their data)")
+    parser.add_argument("--task", choices=sorted(TASKS), default="g2p")
+    parser.add_argument("--steps", type=int, default=0, help="N, fine-tuning steps (0: the task's)")
+    parser.add_argument("--base_steps", type=int, default=0, help="base run length (0: the task's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--arms", nargs="+", default=["tf", "position@0.9", "step_argmax",
+                                                      "step_oracle"])
+    parser.add_argument("--report_only", action="store_true", help="train nothing, print tables")
+    args = parser.parse_args()
+    task = TASKS[args.task]
+    if args.base_steps:
+        task = dataclasses.replace(task, base_steps=args.base_steps)
+    steps = args.steps or task.steps
+    os.makedirs(args.root, exist_ok=True)
+    for arm in args.arms:
+        arm_overrides(arm, steps)  # an unknown arm fails before anything runs
+    load_before = common.load_average()
+    if not args.report_only:
+        # Prepare the data once, before two trainers would race to build it.
+        config = importlib.import_module(task.config.removesuffix(".py").replace("/", ".")).get_config()
+        task_data.read_task_texts(config, task_data.default_data_dir(os.path.join(args.root, "any")),
+                                  ("train",))
+        run_jobs([base_job(args.root, task, seed) for seed in args.seeds])
+        run_jobs([arm_job(args.root, task, arm, seed, steps)
+                  for seed in args.seeds for arm in args.arms])
+    print("\n".join(common.machine_lines(1, load_before)))
+    print(f"- task {args.task}: base {task.config}, {task.base_steps} steps; arms warm-started "
+          f"from it, {steps} steps each, peak learning rate {task.learning_rate}, two at a time "
+          "with one core and one XLA thread each\n")
+    report(args.root, task, args.arms, args.seeds, steps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Running sum mod 10 of 40-50 digits (`tasks.RunningSum`): outputs of 40 tokens or more, where a
+wrong digit read by the decoder shifts every digit after it. A bidirectional GRU (128 per
+direction) with additive attention, teacher forced; the base of the long-output arms of
+`bench/g2p_ss_finetune.py --task running_sum`.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.task = "running_sum"
+    config.max_src_len = 50
+    config.max_tgt_len = 51  # 50 digits + EOS
+    config.model.cell = "gru"
+    config.model.emb_dim = 32
+    config.model.hidden_dim = 128
+    config.model.attention_dim = 64
+    config.batch_size = 64
+    config.eval_batch_size = 500
+    config.text_metrics = ("wer", "per")  # sequences wrong, digit edits (percent)
+    config.optimizer.learning_rate = 2e-3
+    config.optimizer.warmup_steps = 500
+    config.num_train_steps = 10_000
+    config.log_every = 500
+    config.eval_every = 2_000
+    config.checkpoint_every = 2_000
+    return config

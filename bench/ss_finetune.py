@@ -62,7 +62,7 @@ class Task:
 
 TASKS = {
     "g2p": Task("configs/g2p_gru.py", 70_000, 7_000, 2e-4, "validation"),
-    "running_sum": Task("configs/running_sum_gru.py", 10_000, 2_000, 5e-4, "test"),
+    "running_sum": Task("configs/running_sum_gru.py", 6_000, 1_500, 5e-4, "test"),
 }
 
 

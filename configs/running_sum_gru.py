@@ -21,8 +21,8 @@ def get_config():
     config.text_metrics = ("wer", "per")  # sequences wrong, digit edits (percent)
     config.optimizer.learning_rate = 2e-3
     config.optimizer.warmup_steps = 500
-    config.num_train_steps = 10_000
+    config.num_train_steps = 6_000
     config.log_every = 500
-    config.eval_every = 2_000
-    config.checkpoint_every = 2_000
+    config.eval_every = 1_000
+    config.checkpoint_every = 1_000
     return config

@@ -112,8 +112,14 @@ def create_train_state(
     if variables is None:
         return init()
     if shardings is not None:
-        variables = jax.device_put(variables, shardings.variables)
+        variables = jax.tree.map(_place, variables, shardings.variables)
     return init(variables)
+
+
+def _place(value: Any, where: jax.sharding.Sharding) -> Array:
+    """A host value as a global array: each process fills only the shards its devices hold."""
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, where, lambda index: value[index])
 
 
 def abstract_train_state(

@@ -168,6 +168,18 @@ def main(model_type: str, checkpoint_dir: str) -> dict:
         result["resumed"][name] = record
         _log(f"resumed on {name}")
 
+    # A warm start's variables, given on the host, land in the (2, 4) FSDP shardings.
+    shardings, _ = job.on_mesh((2, 4), True)
+    warm = training.create_train_state(job.model, job.tx, job.config.seed, job.dataset[0],
+                                       shardings, variables=jax.device_get(reference.variables))
+    result["warm_start"] = {
+        "step": int(warm.step), "specs": _specs(warm.params),
+        "equal": all(np.array_equal(a, b) for a, b in zip(
+            jax.tree.leaves(jax.device_get(warm.params)), jax.tree.leaves(jax.device_get(reference.params)),
+            strict=True)),
+    }
+    _log("warm-started on (2, 4) with FSDP")
+
     # Eval and decode the same parameters on one device and on (2, 4): only the mesh differs.
     outputs = {}
     for shape, fsdp in (((1, 1), False), ((2, 4), True)):

@@ -334,8 +334,9 @@ def _both_exact_unrolls(kind: str, dropout_rate: float, choice: str):
     return outputs(forcing.exact_unroll), outputs(forcing.scanned_unroll)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "transformer"])
-@pytest.mark.parametrize("choice", forcing.CHOICES)
+# Sampled own tokens on one model only: choosing them is the same code for every model.
+@pytest.mark.parametrize("kind, choice",
+                         [("lstm", "argmax"), ("transformer", "argmax"), ("transformer", "sample")])
 def test_exact_unroll_equals_the_graded_scan_logits_and_gradients(kind, choice):
     (logits, read, grads), (ref_logits, ref_read, ref_grads) = _both_exact_unrolls(kind, 0.0, choice)
     np.testing.assert_array_equal(read, ref_read)

@@ -243,6 +243,14 @@ def test_checkpoint_from_8x1_restores_onto_2x4_and_one_device_and_training_conti
 
 
 @pytest.mark.slow
+def test_warm_start_variables_land_in_the_mesh_shardings_unchanged(mesh_checks):
+    _, checks = mesh_checks
+    warm = checks["warm_start"]
+    assert warm["equal"] and warm["step"] == 0
+    assert warm["specs"] == checks["specs"]["2x4_fsdp"]["params"]
+
+
+@pytest.mark.slow
 def test_eval_and_decode_on_a_mesh_match_one_device(mesh_checks):
     _, checks = mesh_checks
     result = checks["eval_decode"]

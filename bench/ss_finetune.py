@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 import os
 import signal
 import subprocess
@@ -43,12 +44,18 @@ common.set_threads(1)  # inherited by the training processes: one XLA thread eac
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from g2p_scheduled_sampling import final_record  # noqa: E402
 
-from flax_s2s import evaluate  # noqa: E402
-from flax_s2s.data import task_data  # noqa: E402
+from flax_s2s import decoding, reference_eval  # noqa: E402
+from flax_s2s.data import pipeline, task_data  # noqa: E402
+from flax_s2s.data.vocab import PAD  # noqa: E402
+from flax_s2s.decode import load_trained_model  # noqa: E402
 from flax_s2s.forcing import inverse_sigmoid_k  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
+from flax_s2s.models import decoder_inputs  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,11 +175,74 @@ def final_eval(job: Job, split: str) -> dict | None:
     return finals[-1] if finals else None
 
 
-def scores(job: Job, split: str, beam: int) -> dict:
-    """WER / PER of the run's final model: its final eval (greedy), or decoded with a beam."""
-    if beam == 1:
-        return final_eval(job, split)
-    return evaluate.evaluate_lexicon(job.workdir, None, beam_size=beam, split=split)
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    wer: float
+    per: float
+    correct: list[bool]  # per distinct source: the output equals one of its references
+
+
+def scores(job: Job, split: str, beam: int) -> Scores:
+    """WER / PER of the run's final model on `split`, and which sources it got right (for the
+    paired comparison), decoded greedily (beam 1) or with beam search."""
+    trained = load_trained_model(job.workdir)
+    config = trained.config
+    data_dir = config.data_dir or task_data.default_data_dir(job.workdir)
+    pairs = task_data.read_task_texts(config, data_dir, (split,))[split]
+    grouped = pipeline.group_pairs(pairs, trained.src_vocab, config.max_src_len)
+    tokens = reference_eval.decode_sources(
+        trained.model, trained.variables, grouped.src, config.eval_batch_size, config.max_tgt_len,
+        beam, config.eval_length_alpha,
+    )
+    hypotheses = [trained.tgt_vocab.decode(row) for row in tokens]
+    separator = trained.tgt_vocab.separator
+    rates = reference_eval.score_texts(hypotheses, grouped.references, ("wer", "per"), separator)
+    units = (lambda text: list(text)) if separator == "" else str.split
+    correct = [any(units(h) == units(r) for r in refs)
+               for h, refs in zip(hypotheses, grouped.references, strict=True)]
+    return Scores(rates["wer"], rates["per"], correct)
+
+
+def paired_test(arm: list[bool], control: list[bool]) -> tuple[int, int, float]:
+    """McNemar's exact test on the same sources: (arm right where the control is wrong, the
+    reverse, two-sided p of a split at least that uneven if both were equally likely)."""
+    wins = sum(a and not c for a, c in zip(arm, control, strict=True))
+    losses = sum(c and not a for a, c in zip(arm, control, strict=True))
+    n, k = wins + losses, min(wins, losses)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return wins, losses, p
+
+
+def first_errors(job: Job, split: str) -> dict[str, float]:
+    """Whether greedy decoding gets a target sequence right exactly when teacher forcing does.
+
+    Up to its first error, greedy decoding reads the gold prefix, so it errs first where the
+    teacher-forced argmax does, and a sequence is right under one exactly when it is under the
+    other: exact match (and G2P's WER, one target at a time) cannot see what happens after the
+    first error, which is all that exposure bias changes. Returns the share of examples (one
+    target each, alternatives separately) right under both, under teacher forcing only, under
+    greedy decoding only, and under neither (the middle two only from float rounding).
+    """
+    trained = load_trained_model(job.workdir)
+    config, model, variables = trained.config, trained.model, trained.variables
+    examples = task_data.load_task_data(config, job.workdir, (split,)).splits[split]
+
+    @jax.jit
+    def right(src_tokens, tgt_tokens):
+        encoded = model.encode(variables, src_tokens)
+        forced = model.forward(variables, encoded, decoder_inputs(tgt_tokens)).argmax(-1)
+        forced = jnp.where(tgt_tokens == PAD, PAD, forced)  # PAD after EOS, as decoding gives
+        greedy = decoding.best_sequences(model, variables, src_tokens, tgt_tokens.shape[1])
+        return (forced == tgt_tokens).all(-1), (greedy == tgt_tokens).all(-1)
+
+    counts = np.zeros((2, 2))
+    for batch in pipeline.eval_batches(examples, config.eval_batch_size):
+        forced, greedy = jax.device_get(right(batch["src_tokens"], batch["tgt_tokens"]))
+        real = batch["weights"] > 0
+        np.add.at(counts, (forced[real].astype(int), greedy[real].astype(int)), 1)
+    counts /= counts.sum()
+    return {"both": counts[1, 1], "forced only": counts[1, 0], "greedy only": counts[0, 1],
+            "neither": counts[0, 0]}
 
 
 def gap_by_position(job: Job, split: str) -> list[float | None]:
@@ -193,27 +263,38 @@ def report(root: str, task: Task, arms: list[str], seeds: list[int], steps: int)
     runs = {(arm, seed): arm_job(root, task, arm, seed, steps) for arm in arms for seed in seeds}
     header = ["run", "seed", "steps from scratch", f"{split} WER %", "PER %", "beam 4 WER %",
               "beam 4 PER %", "TF token acc", "FR token acc"]
-    rows, by_arm = [], {}
+    rows, by_arm, correct = [], {}, {}
     for label, seed, job, total in (
         [("base (teacher forcing)", s, j, task.base_steps) for s, j in base.items()]
         + [(arm, s, j, task.base_steps + steps) for (arm, s), j in runs.items()]
     ):
         greedy, beam = scores(job, split, 1), scores(job, split, 4)
-        rows.append([label, seed, total, greedy["wer"], greedy["per"], beam["wer"], beam["per"],
-                     greedy["token_accuracy"], greedy["fr_token_accuracy"]])
-        by_arm.setdefault(label, []).append((greedy["wer"], greedy["per"], beam["wer"], beam["per"]))
+        final = final_eval(job, split)
+        rows.append([label, seed, total, greedy.wer, greedy.per, beam.wer, beam.per,
+                     final["token_accuracy"], final["fr_token_accuracy"]])
+        by_arm.setdefault(label, []).append((greedy.wer, greedy.per, beam.wer, beam.per))
+        correct[label, seed] = (greedy.correct, beam.correct)
     print("\n".join(common.table(header, rows)))
 
-    control = by_arm.get("tf")
-    print("\n| arm | mean WER % | mean PER % | beam 4 WER % | beam 4 PER % | "
-          "WER below the tf control on every seed |")
-    print("|---|---|---|---|---|---|")
+    print("\n| arm | mean WER % | mean PER % | beam 4 WER % | beam 4 PER % |")
+    print("|---|---|---|---|---|")
     for label, values in by_arm.items():
         columns = [mean([v[i] for v in values]) for i in range(4)]
-        beats = ("" if control is None or label in ("tf", "base (teacher forcing)")
-                 else "yes" if all(v[0] < c[0] for v, c in zip(values, control, strict=True))
-                 else "no")
-        print(f"| {label} | " + " | ".join(f"{c:.2f}" for c in columns) + f" | {beats} |")
+        print(f"| {label} | " + " | ".join(f"{c:.2f}" for c in columns) + " |")
+
+    print(f"\nPaired against the tf control of the same seed, on the same {split} sources: "
+          "sources the arm gets right and the control wrong / the reverse, and McNemar's exact "
+          "two-sided p.\n")
+    print("| arm | seed | greedy: arm only / control only | p | beam 4: arm only / control only | p |")
+    print("|---|---|---|---|---|---|")
+    for (arm, seed) in runs:
+        if arm == "tf" or ("tf", seed) not in correct:
+            continue
+        cells = []
+        for which in (0, 1):  # greedy, beam 4
+            wins, losses, p = paired_test(correct[arm, seed][which], correct["tf", seed][which])
+            cells += [f"{wins} / {losses}", f"{p:.2g}"]
+        print(f"| {arm} | {seed} | " + " | ".join(cells) + " |")
 
     print("\nTeacher-forced minus free-running token accuracy by output position (points, "
           f"{split}, final eval, mean over seeds):\n")
@@ -221,13 +302,23 @@ def report(root: str, task: Task, arms: list[str], seeds: list[int], steps: int)
     for arm in arms:
         gaps[arm] = [gap_by_position(runs[arm, s], split) for s in seeds]
     length = len(next(iter(gaps.values()))[0])
-    every = 1 if length <= 16 else 5  # long outputs: every fifth position
+    every = 1 if length <= 24 else 5  # long outputs: every fifth position
     shown = [t for t in range(0, length, every)
              if all(g[t] is not None for v in gaps.values() for g in v)]
     print("| run | " + " | ".join(f"t={t}" for t in shown) + " |")
     print("|---|" + "---|" * len(shown))
     for label, values in gaps.items():
         print(f"| {label} | " + " | ".join(f"{mean([g[t] for g in values]):.1f}" for t in shown)
+              + " |")
+
+    print(f"\nSequences ({split} examples, one target each) right under teacher forcing (argmax at "
+          "every position, reading the gold prefix) and under greedy decoding:\n")
+    print("| run | seed | both | teacher forced only | greedy only | neither |")
+    print("|---|---|---|---|---|---|")
+    for label, seed, job in ([("base (teacher forcing)", s, j) for s, j in base.items()]
+                             + [(arm, s, j) for (arm, s), j in runs.items()]):
+        shares = first_errors(job, split)
+        print(f"| {label} | {seed} | " + " | ".join(f"{100 * v:.2f}%" for v in shares.values())
               + " |")
 
 

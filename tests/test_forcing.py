@@ -304,7 +304,7 @@ def _seam_model(kind: str, dropout_rate: float):
     config.model.dropout_rate = dropout_rate
     if kind == "transformer":
         config.model.update(type="transformer", d_model=16, num_heads=2, mlp_dim=32,
-                            num_encoder_layers=1, num_decoder_layers=2, norm="layer")
+                            num_encoder_layers=1, num_decoder_layers=1, norm="layer")
     else:
         config.model.update(emb_dim=8, hidden_dim=16, attention_dim=8, bidirectional=False)
     model = build_model(config, VOCAB, VOCAB)
@@ -312,9 +312,9 @@ def _seam_model(kind: str, dropout_rate: float):
 
 
 @functools.cache
-def _both_exact_unrolls(kind: str, dropout_rate: float, choice: str):
+def _both_exact_unrolls(kind: str, dropout_rate: float, choice: str, grads: bool = True):
     """(new, old) = (exact_unroll, scanned_unroll) outputs on one model at p = 1/2: logits, read
-    tokens and the gradient of the loss, each from one jit-compiled call."""
+    tokens and (with `grads`, else None) the gradient of the loss, from one jit-compiled call."""
     model, variables = _seam_model(kind, dropout_rate)
     mask = forcing.draw_mask(jax.random.PRNGKey(3), 0.5, TGT.shape)
     dropout_rng = jax.random.PRNGKey(6) if dropout_rate else None
@@ -328,8 +328,11 @@ def _both_exact_unrolls(kind: str, dropout_rate: float, choice: str):
             weights = metrics.token_weights(jnp.asarray(TGT))
             return metrics.cross_entropy_sum(logits, jnp.asarray(TGT), weights), (logits, read)
 
-        (_, (logits, read)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables)
-        return jax.device_get((logits, read, grads))
+        if not grads:
+            _, (logits, read) = jax.jit(loss)(variables)
+            return jax.device_get((logits, read, None))
+        (_, (logits, read)), gradient = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables)
+        return jax.device_get((logits, read, gradient))
 
     return outputs(forcing.exact_unroll), outputs(forcing.scanned_unroll)
 
@@ -353,12 +356,11 @@ def test_exact_unroll_equals_the_graded_scan_logits_and_gradients(kind, choice):
 
 @pytest.mark.parametrize("kind", ["lstm", "transformer"])
 def test_exact_unroll_reads_the_graded_scans_tokens_with_dropout(kind):
-    (logits, read, _), (ref_logits, ref_read, _) = _both_exact_unrolls(kind, 0.3, "argmax")
+    (logits, read, _), (ref_logits, ref_read, _) = _both_exact_unrolls(kind, 0.3, "argmax", False)
     np.testing.assert_array_equal(read, ref_read)
-    # dropout is really on: without it the tokens read differ
-    (_, no_dropout_read, _), _ = _both_exact_unrolls(kind, 0.0, "argmax")
-    model_differs = (read != no_dropout_read).any() or (ref_logits != logits).any()
-    assert model_differs
+    # dropout is really on: the logits differ from those of the model without it
+    (no_dropout_logits, _, _), _ = _both_exact_unrolls(kind, 0.0, "argmax")
+    assert np.abs(ref_logits - no_dropout_logits).max() > 1e-3
     if kind == "lstm":  # its forward is `step` scanned with the same dropout keys
         np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
 

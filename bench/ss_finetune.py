@@ -19,7 +19,8 @@ forcing (the control) and with each scheduled-sampling recipe, two seeds per arm
    its held-out test split): WER / PER greedy and with beam 4, the final teacher-forced and
    free-running token accuracies, and the gap between them by output position.
 
-Runs go two at a time, each pinned to its own core with one XLA thread. Running the script again
+Runs go one per core this process may use (two here), each pinned to its core with one XLA
+thread. Running the script again
 resumes unfinished runs and skips finished ones; SIGTERM or Ctrl-C reaches the trainers, which
 save a checkpoint and stop.
 """

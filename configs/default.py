@@ -140,7 +140,8 @@ def get_config() -> ml_collections.ConfigDict:
     #   | linear: max(position_floor, position_k - position_slope * t)
     #   | inverse_sigmoid: max(position_floor, position_k / (position_k + exp(t / position_k))),
     #     needs position_k >= 1
-    # A position schedule with a constant p = 1 is scheduled sampling over positions only.
+    # A position schedule with a constant p = 1 is scheduled sampling over positions only. The
+    # logged `teacher_forcing_prob` is p(step) alone; `gold_rate_by_position` shows the product.
     config.teacher_forcing.position_schedule = "none"
     config.teacher_forcing.position_k = 0.99
     config.teacher_forcing.position_slope = 0.01  # linear only: decrease of q per position, > 0

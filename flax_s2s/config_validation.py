@@ -174,6 +174,11 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
         raise ConfigError(f"config.label_smoothing={config.label_smoothing}: must be in [0, 1)")
     if not 0.0 <= config.model.dropout_rate < 1.0:
         raise ConfigError(f"config.model.dropout_rate={config.model.dropout_rate}: must be in [0, 1)")
+    if config.init_from_step < -1:
+        raise ConfigError(
+            f"config.init_from_step={config.init_from_step}: must be a checkpoint step >= 0, or -1 "
+            "(the newest readable one)"
+        )
     if config.keep_best < 0:
         raise ConfigError(f"config.keep_best={config.keep_best}: must be >= 0")
     split, _, metric = config.best_metric.partition("/")

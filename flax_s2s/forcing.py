@@ -9,9 +9,10 @@ position. Everything here goes through the model seam of `flax_s2s.models` (`enc
 - `mode="exact"`: a position reads what the model really produced one step before, given
   everything it read so far, as `model.step` (the very function decoding uses) produces it. The
   definition is one `lax.scan` of `model.step` over target positions (`scanned_unroll`); models
-  with a parallel `forward` compute the same numbers more cheaply as a scan without gradient that
-  only chooses the tokens, then one parallel pass over them (`exact_unroll`, which says why the two
-  are equal).
+  with a parallel `forward` compute it more cheaply as a scan without gradient that only chooses
+  the tokens, then one parallel pass over them (`exact_unroll`, which says why the two are equal:
+  the same logits and gradients without dropout; with dropout the same tokens read, while a
+  Transformer's parallel pass draws its dropout independently of the scan's).
 - `mode="two_pass"`: a teacher-forced `model.forward` pass gives the model's own tokens; they are
   mixed with the gold tokens by the mask and a second `forward` pass reads the mix (Mihaylova &
   Martins, 2019; Duckworth et al., 2019). Parallel, but the own tokens are conditioned on gold

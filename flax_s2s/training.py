@@ -444,6 +444,12 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh):
         if jax.process_index() == 0:
             print(f"warm start from {warm_start_from} (checkpoint {source_step}): its parameters, "
                   "a fresh optimizer, step 0", flush=True)
+            changed = warm_start.model_differences(warm_start_from, source_step,
+                                                   config.model.to_dict())
+            if changed:
+                print("warm start: model fields that differ from the source's (source -> this "
+                      "run): " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
+                      flush=True)
     else:
         state = create_train_state(model, tx, config.seed, train_data[0], state_shardings)
     return data, model, tx, state, state_shardings, data_iterator, checkpointer

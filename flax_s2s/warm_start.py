@@ -7,7 +7,13 @@ This is how a teacher-forced model is fine-tuned with scheduled sampling, and ho
 start from weights made elsewhere.
 
 Only a run whose own workdir has no checkpoint reads the source; once it has saved, resuming it
-restores its own checkpoints and never looks at `init_from` again.
+restores its own checkpoints and never looks at `init_from` again (a run stopped before its first
+checkpoint reads the source again when restarted).
+
+Every process restores the source's whole state onto its first device and places the variables
+on the mesh from there (`training.create_train_state`): right for models that fit one device, the
+only ones trained here; a model that needs FSDP to fit would need a restore straight into its
+shards.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import warnings
 from typing import Any
 
 import flax
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.data.task_data import SRC_VOCAB, TGT_VOCAB
@@ -60,8 +69,11 @@ def copy_vocabularies(source: str, workdir: str) -> None:
 
 
 def _restore_newest_readable(checkpointer: Checkpointer, step: int) -> tuple[dict[str, Any], int]:
-    """(variables, step) of checkpoint `step`, or of the newest readable one when step is -1."""
+    """(variables, step) of checkpoint `step`, or of the newest readable one when step is -1. With
+    several processes, process 0's newest step is everyone's, so that all read the same one."""
     saved = checkpointer.all_steps()
+    if step < 0 and jax.process_count() > 1 and saved:
+        step = int(multihost_utils.broadcast_one_to_all(np.int32(saved[-1])))
     if step >= 0:
         if step not in saved:
             raise WarmStartError(f"config.init_from_step={step}: {checkpointer.directory!r} "
@@ -96,6 +108,21 @@ def load_variables(
     variables = {"params": restored.get("params", {}), "batch_stats": restored.get("batch_stats", {})}
     _check_same_shapes(variables, expected, source, restored_step, workdir)
     return variables, restored_step
+
+
+def model_differences(source: str, step: int, model_config: dict[str, Any]) -> dict[str, tuple]:
+    """{field: (source's value, this run's)} of the `config.model` fields that differ from the
+    source run's saved config (fields that change no shape, e.g. dropout; {} when unreadable)."""
+    checkpointer = Checkpointer(os.path.join(source, "checkpoints"))
+    try:
+        saved = checkpointer.restore_config(step).get("model", {})
+    except Exception:  # noqa: BLE001 - an old or unreadable config: nothing to compare
+        return {}
+    finally:
+        checkpointer.close()
+    return {key: (saved[key], value) for key, value in model_config.items()
+            if key in saved and saved[key] != value and not (
+                isinstance(value, list | tuple) and list(saved[key]) == list(value))}
 
 
 def _check_same_shapes(variables: Any, expected: Any, source: str, step: int, workdir: str) -> None:

@@ -195,14 +195,20 @@ def test_mask_rate_by_position_within_3_standard_errors_and_position_zero_gold()
     assert masks[:, :, 1].mean() > masks[:, :, -1].mean() + 0.5
 
 
-def test_flat_position_schedule_draws_the_same_mask_as_none():
-    rng, shape = jax.random.PRNGKey(9), (16, 8)
+def test_masks_without_a_position_schedule_are_the_scalar_draw_of_before():
+    """Runs without a position schedule draw exactly what a scalar p drew (older runs reproduce),
+    and so does a position schedule that is flat at 1."""
+    rng, shape, steps = jax.random.PRNGKey(9), (16, 8), [3, 4]
+    scalar = np.stack([np.asarray(forcing.draw_mask(
+        forcing.forcing_keys(jax.random.fold_in(rng, step))[0], 0.6, shape)) for step in steps])
     plain = forcing.TeacherForcing.from_config(tf_config(schedule="constant", p=0.6))
     flat = forcing.TeacherForcing.from_config(
         tf_config(schedule="constant", p=0.6, position_schedule="linear", position_k=1.0,
                   position_slope=1e-9)
     )
-    np.testing.assert_array_equal(_masks(plain, rng, [3, 4], shape), _masks(flat, rng, [3, 4], shape))
+    assert 0 < scalar[:, :, 1:].mean() < 1
+    np.testing.assert_array_equal(_masks(plain, rng, steps, shape), scalar)
+    np.testing.assert_array_equal(_masks(flat, rng, steps, shape), scalar)
 
 
 # --- unrolls on the LSTM ---------------------------------------------------------------------

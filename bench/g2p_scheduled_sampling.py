@@ -129,8 +129,8 @@ def main() -> None:
     parser.add_argument("--root", required=True, help="directory of the runs (and their data)")
     parser.add_argument("--steps", type=int, default=g2p_gru.get_config().num_train_steps)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--beams", type=int, nargs="+", default=[1, 4],
-                        help="beam sizes to decode the ensembles with (1: greedy)")
+    parser.add_argument("--beams", type=int, nargs="+", default=[0, 4],
+                        help="beam sizes to decode the ensembles with (0: greedy)")
     args = parser.parse_args()
     os.makedirs(args.root, exist_ok=True)
     load_before = common.load_average()

@@ -199,8 +199,7 @@ def run_one(task: str, variant: Variant, data, args) -> dict[str, Any]:
         state, step_metrics = train_step(state, batch)
         train_tokens += int((batch["tgt_tokens"] != PAD).sum())
 
-    eval_step = jax.jit(training.make_eval_step(model, config))
-    final = training.evaluate(eval_step, state.variables, data.splits["test"],
+    final = training.evaluate(training.make_evaluator(model, config), state.variables, data.splits["test"],
                               config.eval_batch_size)
     result = {"task": task, **dataclasses.asdict(variant), "steps": args.steps,
               "final_train_loss": losses[-1][1], "train_losses": losses,

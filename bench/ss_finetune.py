@@ -52,11 +52,11 @@ from g2p_scheduled_sampling import final_record  # noqa: E402
 
 from flax_s2s import decoding, reference_eval  # noqa: E402
 from flax_s2s.data import pipeline, task_data  # noqa: E402
-from flax_s2s.data.vocab import PAD  # noqa: E402
-from flax_s2s.decode import load_trained_model  # noqa: E402
+from flax_s2s.data.vocab import PAD, split_symbols  # noqa: E402
 from flax_s2s.forcing import inverse_sigmoid_k  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
 from flax_s2s.models import decoder_inputs  # noqa: E402
+from flax_s2s.workdirs import load_workdir  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +66,16 @@ class Task:
     steps: int  # default N of the arms
     learning_rate: float  # peak of the arms' fresh cosine schedule
     split: str  # where the final scores are taken
+    base_every: int = 0  # the base's eval and checkpoint interval (0: a seventh of its steps)
+    # The arms start from the base's first checkpoint whose teacher-forced validation token
+    # accuracy reaches this (0: from its last checkpoint).
+    start_accuracy: float = 0.0
 
 
 TASKS = {
     "g2p": Task("configs/g2p_gru.py", 70_000, 7_000, 2e-4, "validation"),
-    "running_sum": Task("configs/running_sum_gru.py", 6_000, 1_500, 5e-4, "test"),
+    "running_sum": Task("configs/running_sum_transformer.py", 1_000, 150, 5e-4, "test",
+                        base_every=25, start_accuracy=0.95),
 }
 
 
@@ -99,13 +104,30 @@ class Job:
 
 
 def base_job(root: str, task: Task, seed: int) -> Job:
-    every = task.base_steps // 7
+    every = task.base_every or task.base_steps // 7
     workdir = os.path.join(root, f"tf_{task.base_steps}_seed{seed}")
     return Job(workdir, task.base_steps, [
         f"--config={task.config}", f"--workdir={workdir}", f"--config.seed={seed}",
         f"--config.num_train_steps={task.base_steps}", f"--config.eval_every={every}",
-        f"--config.checkpoint_every={every // 2}",
+        # With a start by accuracy every evaluated step is kept, so that any can be the start.
+        *([f"--config.checkpoint_every={every}",
+           f"--config.max_checkpoints={task.base_steps // every + 1}"] if task.start_accuracy
+          else [f"--config.checkpoint_every={every // 2}"]),
     ])
+
+
+def start_step(root: str, task: Task, seed: int) -> int:
+    """The base checkpoint the arms of `seed` start from (see `Task.start_accuracy`)."""
+    base = base_job(root, task, seed)
+    if not task.start_accuracy:
+        return base.steps
+    records = read_records(os.path.join(base.workdir, "metrics.jsonl"))
+    reached = [r["step"] for r in records if r["split"] == "validation"
+               and r["token_accuracy"] >= task.start_accuracy and r["step"] < base.steps]
+    if not reached:
+        raise SystemExit(f"{base.workdir}: validation token accuracy never reached "
+                         f"{task.start_accuracy} before step {base.steps}")
+    return min(reached)
 
 
 def arm_job(root: str, task: Task, arm: str, seed: int, steps: int) -> Job:
@@ -114,6 +136,7 @@ def arm_job(root: str, task: Task, arm: str, seed: int, steps: int) -> Job:
     return Job(workdir, steps, [
         f"--config={task.config}", f"--workdir={workdir}", f"--config.seed={seed}",
         f"--config.init_from={base_job(root, task, seed).workdir}",
+        f"--config.init_from_step={start_step(root, task, seed) if task.start_accuracy else -1}",
         f"--config.num_train_steps={steps}", f"--config.eval_every={every}",
         f"--config.checkpoint_every={every}", f"--config.log_every={max(every // 4, 1)}",
         f"--config.optimizer.learning_rate={task.learning_rate}",
@@ -185,21 +208,19 @@ class Scores:
 
 def scores(job: Job, split: str, beam: int) -> Scores:
     """WER / PER of the run's final model on `split`, and which sources it got right (for the
-    paired comparison), decoded greedily (beam 1) or with beam search."""
-    trained = load_trained_model(job.workdir)
+    paired comparison), decoded greedily (beam 0) or with beam search."""
+    trained = load_workdir(job.workdir)
     config = trained.config
     data_dir = config.data_dir or task_data.default_data_dir(job.workdir)
     pairs = task_data.read_task_texts(config, data_dir, (split,))[split]
     grouped = pipeline.group_pairs(pairs, trained.src_vocab, config.max_src_len)
-    tokens = reference_eval.decode_sources(
-        trained.model, trained.variables, grouped.src, config.eval_batch_size, config.max_tgt_len,
-        beam, config.eval_length_alpha,
-    )
+    decode = reference_eval.best_decoder(trained.model, trained.variables, config.max_tgt_len,
+                                         beam, config.eval_length_alpha)
+    tokens = reference_eval.decode_sources(decode, grouped.src, config.eval_batch_size)
     hypotheses = [trained.tgt_vocab.decode(row) for row in tokens]
     separator = trained.tgt_vocab.separator
     rates = reference_eval.score_texts(hypotheses, grouped.references, ("wer", "per"), separator)
-    units = (lambda text: list(text)) if separator == "" else str.split
-    correct = [any(units(h) == units(r) for r in refs)
+    correct = [any(split_symbols(h, separator) == split_symbols(r, separator) for r in refs)
                for h, refs in zip(hypotheses, grouped.references, strict=True)]
     return Scores(rates["wer"], rates["per"], correct)
 
@@ -224,7 +245,7 @@ def first_errors(job: Job, split: str) -> dict[str, float]:
     target each, alternatives separately) right under both, under teacher forcing only, under
     greedy decoding only, and under neither (the middle two only from float rounding).
     """
-    trained = load_trained_model(job.workdir)
+    trained = load_workdir(job.workdir)
     config, model, variables = trained.config, trained.model, trained.variables
     examples = task_data.load_task_data(config, job.workdir, (split,)).splits[split]
 
@@ -267,9 +288,9 @@ def report(root: str, task: Task, arms: list[str], seeds: list[int], steps: int)
     rows, by_arm, correct = [], {}, {}
     for label, seed, job, total in (
         [("base (teacher forcing)", s, j, task.base_steps) for s, j in base.items()]
-        + [(arm, s, j, task.base_steps + steps) for (arm, s), j in runs.items()]
+        + [(arm, s, j, start_step(root, task, s) + steps) for (arm, s), j in runs.items()]
     ):
-        greedy, beam = scores(job, split, 1), scores(job, split, 4)
+        greedy, beam = scores(job, split, 0), scores(job, split, 4)
         final = final_eval(job, split)
         rows.append([label, seed, total, greedy.wer, greedy.per, beam.wer, beam.per,
                      final["token_accuracy"], final["fr_token_accuracy"]])
@@ -352,9 +373,11 @@ def main() -> None:
         run_jobs([arm_job(args.root, task, arm, seed, steps)
                   for seed in args.seeds for arm in args.arms])
     print("\n".join(common.machine_lines(1, load_before)))
+    start = (f"its first checkpoint at {task.start_accuracy:.0%} teacher-forced validation token "
+             "accuracy" if task.start_accuracy else "its last checkpoint")
     print(f"- task {args.task}: base {task.config}, {task.base_steps} steps; arms warm-started "
-          f"from it, {steps} steps each, peak learning rate {task.learning_rate}, two at a time "
-          "with one core and one XLA thread each\n")
+          f"from {start}, {steps} steps each, peak learning rate {task.learning_rate}, "
+          f"{len(os.sched_getaffinity(0))} at a time with one core and one XLA thread each\n")
     report(args.root, task, args.arms, args.seeds, steps)
 
 

@@ -145,6 +145,21 @@ class Checkpointer:
         )["state"]
         return {k: restored[k] for k in ("params", "batch_stats") if restored.get(k)}
 
+    def restore_newest_variables(self) -> tuple[dict[str, Any], int]:
+        """(variables, step) of the newest checkpoint whose variables read; unreadable ones are
+        skipped with a warning naming them and left in place. FileNotFoundError when none reads."""
+        skipped = []
+        for step in self.all_steps()[::-1]:
+            try:
+                return self.restore_variables(step), step
+            except Exception as error:  # noqa: BLE001 - an unreadable checkpoint: try an older one
+                warnings.warn(f"checkpoint {os.path.join(self.directory, str(step))} is "
+                              f"unreadable, skipping it: {error!r:.300}", stacklevel=2)
+                skipped.append(step)
+        raise FileNotFoundError(
+            f"no readable checkpoint in {self.directory} (unreadable steps: {skipped})"
+        )
+
     def _on_one_device(self, step: int) -> Any:
         """A restore target for the saved state, all on this process's first device. Without a
         target, orbax would rebuild the saving run's shardings, which fails on other devices."""

@@ -21,12 +21,12 @@ from absl import app, flags, logging
 
 from flax_s2s import reference_eval
 from flax_s2s.data import cmudict_g2p, pipeline, task_data
-from flax_s2s.decode import DecodeError, TrainedModel, load_trained_model
 from flax_s2s.ensemble import Ensemble
+from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 
 
 def evaluate_lexicon(
-    workdir: str, data_path: str | None, beam_size: int = 1, batch_size: int = 0,
+    workdir: str, data_path: str | None, beam_size: int = 0, batch_size: int = 0,
     split: str | None = None, step: int | None = None, average: int = 1,
     ensemble: tuple[str, ...] = (),
 ) -> dict[str, Any]:
@@ -34,12 +34,12 @@ def evaluate_lexicon(
     or (`split`, with `data_path` None) on a split of the run's own task.
 
     `step` picks the checkpoint (default: the latest); `average` > 1 scores the mean of that many
-    kept checkpoints ending at it. `ensemble` adds workdirs whose models decode together with
-    this one (each at its latest checkpoint, averaged like this one)."""
+    kept checkpoints ending at it. `beam_size` 0 decodes greedily. `ensemble` adds workdirs whose
+    models decode together with this one (each at its latest checkpoint, averaged like this one)."""
     reference_eval.check_beam_size(beam_size)
     if ensemble and step is not None:
         raise ValueError("--step picks one run's checkpoint; ensemble members use their latest")
-    trained = load_trained_model(workdir, step, average)
+    trained = load_workdir(workdir, step, average)
     config, src_vocab, tgt_vocab = trained.config, trained.src_vocab, trained.tgt_vocab
     members = _load_members(trained, ensemble, average)
     model, variables = _decoder(trained, members)
@@ -63,10 +63,10 @@ def _load_members(trained: TrainedModel, workdirs: tuple[str, ...], average: int
     same symbols."""
     members = []
     for workdir in workdirs:
-        member = load_trained_model(workdir, None, average)
+        member = load_workdir(workdir, None, average)
         for side in ("src_vocab", "tgt_vocab"):
             if getattr(member, side) != getattr(trained, side):
-                raise DecodeError(f"--ensemble {workdir}: its {side} differs from the first "
+                raise WorkdirError(f"--ensemble {workdir}: its {side} differs from the first "
                                   "workdir's; ensemble members must share vocabularies")
         members.append(member)
     return members
@@ -86,7 +86,7 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "A training workdir (checkpoints, vocabularies).")
     flags.DEFINE_string("data", None, "A WORD<TAB>PHONES file; alternatives on separate lines.")
     flags.DEFINE_string("split", None, "Instead of --data: a split of the run's own task.")
-    flags.DEFINE_integer("beam", 1, "Beam size; 1 decodes greedily.")
+    flags.DEFINE_integer("beam", 0, "Beam width; 0 (default) decodes greedily, 1 is a beam of one.")
     flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
     flags.DEFINE_integer(
         "average", 1, "Average the variables of this many kept checkpoints, ending at --step."
@@ -109,7 +109,7 @@ def main(argv):
     try:
         result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
                                   args.step, args.average, tuple(args.ensemble))
-    except (ValueError, FileNotFoundError, DecodeError) as error:  # bad input: the message says it all
+    except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
     source = args.data or f"split {args.split!r}"
     averaged = result["averaged_steps"]
@@ -118,7 +118,8 @@ def main(argv):
     member_steps = ", ".join(map(str, result["member_steps"]))
     members = (f", ensembled with {len(args.ensemble)} more workdir(s) (checkpoint steps "
                f"{member_steps})" if args.ensemble else "")
-    print(f"{source}: {result['words']} words, {checkpoint}{members}, beam {args.beam}")
+    print(f"{source}: {result['words']} words, {checkpoint}{members}, "
+          + ("greedy" if args.beam == 0 else f"beam {args.beam}"))
     print(f"WER {result['wer']:.2f}%")
     print(f"PER {result['per']:.2f}%")
     print(f"exact match {100 * result['exact_match']:.2f}%")

@@ -7,6 +7,7 @@ compiled once per (batch, source length, max_len).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from flax_s2s import decoding, metrics
 from flax_s2s.data.pipeline import GroupedReferences
-from flax_s2s.data.vocab import PAD, Vocab
+from flax_s2s.data.vocab import PAD, Vocab, split_symbols
 from flax_s2s.models import Seq2Seq
 
 # name -> (scorer, whether it reads token lists (True) or whole strings (False))
@@ -29,38 +30,38 @@ _SCORERS: dict[str, tuple[Callable[..., float], bool]] = {
 
 
 def decode_sources(
-    model: Seq2Seq,
-    variables: Any,
-    src: np.ndarray,
-    batch_size: int,
-    max_len: int,
-    beam_size: int = 1,
-    alpha: float = 0.6,
+    decode: Callable[[np.ndarray], Any], src: np.ndarray, batch_size: int
 ) -> np.ndarray:
     """Output tokens [n, max_len] (PAD after EOS) for sources [n, src_len], in batches of a
-    static shape (the last one padded with PAD rows, whose outputs are dropped)."""
+    static shape (the last one padded with PAD rows, whose outputs are dropped).
+
+    `decode` maps src_tokens [batch_size, src_len] to tokens [batch_size, max_len]: e.g.
+    `best_decoder(model, variables, ...)`, or a training run's jitted, sharded decode.
+    """
     outputs = []
     for start in range(0, len(src), batch_size):
         batch = src[start : start + batch_size]
         rows = len(batch)
         batch = np.pad(batch, ((0, batch_size - rows), (0, 0)), constant_values=PAD)
-        tokens = _decode(model, variables, batch, max_len, beam_size, alpha)
-        outputs.append(np.asarray(jax.device_get(tokens))[:rows])
+        outputs.append(np.asarray(jax.device_get(decode(batch)))[:rows])
     return np.concatenate(outputs)
+
+
+def best_decoder(
+    model: Seq2Seq, variables: Any, max_len: int, beam_size: int = 0, alpha: float = 0.6
+) -> Callable[[np.ndarray], Any]:
+    """src_tokens -> the one output per source that evaluation scores (`decoding.best_sequences`:
+    greedy when beam_size is 0, else the best of a beam of that width)."""
+    check_beam_size(beam_size)
+    return functools.partial(decoding.best_sequences, model, variables, max_len=max_len,
+                             beam_size=beam_size, alpha=alpha)
 
 
 def check_beam_size(beam_size: int) -> None:
     """Fails early, before anything loads, for an impossible beam size."""
-    if beam_size < 1:
-        raise ValueError(f"beam size must be >= 1 (1 decodes greedily), got {beam_size}")
-
-
-def _decode(model: Seq2Seq, variables: Any, src_tokens: np.ndarray, max_len: int, beam_size: int,
-            alpha: float = 0.6):
-    check_beam_size(beam_size)
-    # beam 1 is exactly greedy (tested); greedy skips the beam bookkeeping
-    return decoding.best_sequences(model, variables, src_tokens, max_len, 0 if beam_size == 1
-                                   else beam_size, alpha)
+    if beam_size < 0:
+        raise ValueError(f"beam size must be >= 0 (0 decodes greedily, 1 is a beam of one), "
+                         f"got {beam_size}")
 
 
 def score_texts(
@@ -71,12 +72,9 @@ def score_texts(
 ) -> dict[str, float]:
     """The metrics `names` of decoded texts against their references.
 
-    Error rates count units: characters when `separator` is "" (a character vocabulary), else
-    whitespace-separated tokens (phones, words).
+    Error rates count units: the symbols `vocab.split_symbols` gives (characters when `separator`
+    is "", else the pieces between separators: phones, words).
     """
-    def units(text: str) -> list[str]:
-        return list(text) if separator == "" else text.split()
-
     unknown = sorted(set(names) - set(_SCORERS))
     if unknown:
         raise ValueError(f"unknown text metric(s) {unknown}; known: {sorted(_SCORERS)}")
@@ -85,11 +83,21 @@ def score_texts(
         scorer, tokenized = _SCORERS[name]
         if tokenized:
             results[name] = scorer(
-                [units(h) for h in hypotheses], [[units(r) for r in refs] for refs in references]
+                [split_symbols(h, separator) for h in hypotheses],
+                [[split_symbols(r, separator) for r in refs] for refs in references],
             )
         else:
             results[name] = scorer(hypotheses, references)
     return results
+
+
+def score_outputs(
+    tokens: np.ndarray, grouped: GroupedReferences, tgt_vocab: Vocab, names: Sequence[str]
+) -> dict[str, float]:
+    """The metrics `names` of decoded outputs [n_sources, max_len], one per source of `grouped`
+    in its order, against all of that source's references."""
+    hypotheses = [tgt_vocab.decode(row) for row in tokens]
+    return score_texts(hypotheses, grouped.references, names, tgt_vocab.separator)
 
 
 def evaluate_references(
@@ -100,10 +108,10 @@ def evaluate_references(
     names: Sequence[str],
     batch_size: int,
     max_len: int,
-    beam_size: int = 1,
+    beam_size: int = 0,
     alpha: float = 0.6,
 ) -> dict[str, float]:
-    """Decodes every unique source of `grouped` and scores it against all of its references."""
-    tokens = decode_sources(model, variables, grouped.src, batch_size, max_len, beam_size, alpha)
-    hypotheses = [tgt_vocab.decode(row) for row in tokens]
-    return score_texts(hypotheses, grouped.references, names, tgt_vocab.separator)
+    """Decodes every unique source of `grouped` once and scores it against all of its references
+    (beam_size 0: greedy)."""
+    decode = best_decoder(model, variables, max_len, beam_size, alpha)
+    return score_outputs(decode_sources(decode, grouped.src, batch_size), grouped, tgt_vocab, names)

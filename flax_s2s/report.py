@@ -148,10 +148,10 @@ def attention_examples(workdir: str, num_examples: int, layer: int = -1):
     from flax_s2s import decoding
     from flax_s2s.data.task_data import load_task_data
     from flax_s2s.data.vocab import PAD, SPECIALS
-    from flax_s2s.decode import load_trained_model
     from flax_s2s.models import attention_weights, decoder_inputs
+    from flax_s2s.workdirs import load_workdir
 
-    trained = load_trained_model(workdir)
+    trained = load_workdir(workdir)
     config, model, variables = trained.config, trained.model, trained.variables
     split = config.eval_splits[0] if config.eval_splits else config.final_eval_split
     data = load_task_data(config, workdir, (split,))

@@ -165,7 +165,7 @@ def make_train_step(
                 model, variables, encoded, tgt_tokens, step=step, step_rng=rng, dropout_rng=decode_rng
             )
             aux["gold_by_position"], aux["tokens_by_position"] = gold_counts_by_position(
-                mask, weights, config.max_tgt_len
+                mask, weights, config.max_tgt_len  # one shape for every length bucket
             )
         num_tokens = jnp.maximum(weights.sum(), 1.0)
         loss = metrics.cross_entropy_sum(logits, tgt_tokens, weights, config.label_smoothing)
@@ -213,20 +213,18 @@ def _with_fault_injection(loss_fn, config: ml_collections.ConfigDict, step: Arra
     return poisoned
 
 
-def make_eval_step(model: Seq2Seq, config: ml_collections.ConfigDict):
+def make_eval_step(model: Seq2Seq):
     """(variables, batch) -> sums for teacher-forced and free-running metrics, in total and by
-    target position (the exposure-bias gap); free running decodes greedily, or with beam search
-    when config.eval_beam_size > 0."""
+    target position (the exposure-bias gap). The free-running outputs come decoded in
+    `batch["predicted_tokens"]` [batch, tgt_len] (`Evaluator.decode`), so that one decode of a
+    split serves these metrics and the text metrics alike."""
 
     def eval_step(variables, batch):
         tgt_tokens, example_weights = batch["tgt_tokens"], batch["weights"]
+        predicted = batch["predicted_tokens"]
         weights = metrics.token_weights(tgt_tokens, example_weights)
         encoded = model.encode(variables, batch["src_tokens"])
         logits = model.forward(variables, encoded, decoder_inputs(tgt_tokens))
-        predicted = decoding.best_sequences(
-            model, variables, batch["src_tokens"], tgt_tokens.shape[1],
-            config.eval_beam_size, config.eval_length_alpha,
-        )
         tf_by_position, tokens_by_position = metrics.accuracy_by_position(
             logits.argmax(-1), tgt_tokens, weights
         )
@@ -247,19 +245,57 @@ def make_eval_step(model: Seq2Seq, config: ml_collections.ConfigDict):
 
 
 @dataclasses.dataclass(frozen=True)
+class Evaluator:
+    """The two jitted halves of evaluating a split; both take numpy batches.
+
+    decode: (variables, src_tokens [batch, src_len]) -> the one output per source that free
+      running scores, tokens [batch, max_tgt_len]: greedy (eval_beam_size 0) or the best beam.
+    score: (variables, batch with "predicted_tokens") -> metric sums (`make_eval_step`).
+    """
+
+    decode: Callable[..., Any]
+    score: Callable[..., Any]
+
+
+def make_evaluator(
+    model: Seq2Seq, config: ml_collections.ConfigDict, mesh: Mesh | None = None,
+    variables_shardings: Any = None,
+) -> Evaluator:
+    """An `Evaluator` decoding as `config.eval_beam_size` / `eval_length_alpha` say; on `mesh`,
+    each batch is split over its `data` axis and the results are replicated."""
+    decode = functools.partial(
+        decoding.best_sequences, model, max_len=config.max_tgt_len,
+        beam_size=config.eval_beam_size, alpha=config.eval_length_alpha,
+    )
+    score = make_eval_step(model)
+    if mesh is None:
+        return Evaluator(decode=jax.jit(decode), score=jax.jit(score))
+    batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    in_shardings = (variables_shardings, batch_sharding)
+    decode = jax.jit(decode, in_shardings=in_shardings, out_shardings=replicated)
+    score = jax.jit(score, in_shardings=in_shardings, out_shardings=replicated)
+
+    def decode_placed(variables, src_tokens):
+        placed = sharding.global_batch_from_full({"src_tokens": src_tokens}, batch_sharding)
+        return decode(variables, placed["src_tokens"])
+
+    def score_placed(variables, batch):
+        return score(variables, sharding.global_batch_from_full(batch, batch_sharding))
+
+    return Evaluator(decode=decode_placed, score=score_placed)
+
+
+@dataclasses.dataclass(frozen=True)
 class Steps:
     """A run's jitted functions over a mesh. Each takes numpy batches and places them as global
     arrays split over the mesh's `data` axis.
 
     train: (state, this process's rows of a batch) -> (state, metrics); the state is donated.
-    eval: (variables, a whole eval batch) -> metric sums (replicated).
-    decode: (variables, src_tokens [batch, src_len] whole) -> greedy (tokens, lengths, scores),
-      replicated.
+    evaluator: decoding and scoring of whole eval batches (replicated results).
     """
 
     train: Callable[..., Any]
-    eval: Callable[..., Any]
-    decode: Callable[..., Any]
+    evaluator: Evaluator
 
 
 def jit_steps(
@@ -268,53 +304,49 @@ def jit_steps(
     config: ml_collections.ConfigDict,
     mesh: Mesh,
     state_shardings: TrainState,
+    forcing: TeacherForcing | None = None,
 ) -> Steps:
-    """Compiles (lazily) the train, eval and decode functions with explicit in/out shardings."""
+    """Compiles (lazily) the train step and the evaluator with explicit in/out shardings."""
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    variables_shardings = state_shardings.variables
     train = jax.jit(
-        make_train_step(model, tx, config),
+        make_train_step(model, tx, config, forcing),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
-    )
-    evaluate_batch = jax.jit(
-        make_eval_step(model, config),
-        in_shardings=(variables_shardings, batch_sharding),
-        out_shardings=replicated,
-    )
-    greedy = jax.jit(
-        functools.partial(decoding.greedy, model, max_len=config.max_tgt_len),
-        in_shardings=(variables_shardings, batch_sharding),
-        out_shardings=replicated,
     )
 
     def train_step(state, local_batch):
         return train(state, sharding.global_batch(local_batch, batch_sharding, config.batch_size))
 
-    def eval_step(variables, batch):
-        return evaluate_batch(variables, sharding.global_batch_from_full(batch, batch_sharding))
-
-    def decode(variables, src_tokens):
-        placed = sharding.global_batch_from_full({"src_tokens": src_tokens}, batch_sharding)
-        return greedy(variables, placed["src_tokens"])
-
-    return Steps(train=train_step, eval=eval_step, decode=decode)
+    evaluator = make_evaluator(model, config, mesh, state_shardings.variables)
+    return Steps(train=train_step, evaluator=evaluator)
 
 
 def evaluate(
-    eval_step,
-    variables,
+    evaluator: Evaluator,
+    variables: Any,
     examples: pipeline.Examples,
     batch_size: int,
-    text_metrics_fn: Callable[[Any], dict[str, float]] | None = None,
+    text_metrics: Sequence[str] = (),
+    tgt_vocab: Vocab | None = None,
+    grouped: pipeline.GroupedReferences | None = None,
 ) -> dict[str, Any]:
     """Teacher-forced loss/accuracy and free-running token accuracy/exact match over a split, both
-    accuracies by target position (None where no example has a token), plus
-    `text_metrics_fn(variables)` (e.g. multi-reference WER/PER, BLEU/chrF) when given."""
+    accuracies by target position (None where no example has a token), plus the `text_metrics`
+    (WER/PER, BLEU/chrF; need `tgt_vocab`) of each unique source's output against all of its
+    references.
+
+    Each unique source is decoded once (`grouped`, default: grouped from `examples`), and those
+    outputs serve every metric: an example's free-running output is its source's.
+    """
+    grouped = pipeline.group_references(examples) if grouped is None else grouped
+    outputs = reference_eval.decode_sources(
+        functools.partial(evaluator.decode, variables), grouped.src, batch_size
+    )
+    predicted = outputs[grouped.source_index]
     totals: dict[str, Any] = {}
-    for batch in pipeline.eval_batches(examples, batch_size):
-        for key, value in jax.device_get(eval_step(variables, batch)).items():
+    for batch in pipeline.eval_batches(examples, batch_size, predicted):
+        for key, value in jax.device_get(evaluator.score(variables, batch)).items():
             totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
     tokens, examples_count = max(totals["tokens"], 1.0), max(totals["examples"], 1.0)
     counted = totals["tokens_by_position"]
@@ -330,38 +362,9 @@ def evaluate(
         "tf_accuracy_by_position": by_position(totals["tf_correct_by_position"]),
         "fr_accuracy_by_position": by_position(totals["fr_correct_by_position"]),
     }
-    if text_metrics_fn is not None:
-        result.update(text_metrics_fn(variables))
+    if text_metrics:
+        result.update(reference_eval.score_outputs(outputs, grouped, tgt_vocab, text_metrics))
     return result
-
-
-def make_text_metrics_fns(
-    config: ml_collections.ConfigDict, model: Seq2Seq, data: TaskData, splits: Sequence[str]
-) -> dict[str, Callable[[Any], dict[str, float]]]:
-    """Per split, variables -> `config.text_metrics` of its greedy outputs against all references
-    of each unique source. Empty when the config asks for no text metrics."""
-    if not config.text_metrics:
-        return {}
-    return {
-        split: functools.partial(
-            _text_metrics, model, pipeline.group_references(data.splits[split]), data.tgt_vocab, config
-        )
-        for split in splits
-    }
-
-
-def _text_metrics(
-    model: Seq2Seq,
-    grouped: pipeline.GroupedReferences,
-    tgt_vocab: Vocab,
-    config: ml_collections.ConfigDict,
-    variables: Any,
-) -> dict[str, float]:
-    return reference_eval.evaluate_references(
-        model, variables, grouped, tgt_vocab, tuple(config.text_metrics),
-        config.eval_batch_size, config.max_tgt_len,
-        beam_size=max(config.eval_beam_size, 1), alpha=config.eval_length_alpha,
-    )
 
 
 class NonFiniteError(RuntimeError):
@@ -391,11 +394,12 @@ def _params_finite(params: Any) -> bool:
     return bool(jax.tree.reduce(lambda ok, x: ok & jnp.isfinite(x).all(), params, jnp.asarray(True)))
 
 
-def _load_data(config: ml_collections.ConfigDict, workdir: str, warm_start_from: str = ""):
-    """The task data; with several processes, process 0 prepares it and writes the vocabularies
-    first, and the others read them after (no two processes write the same files).
+def _load_data(
+    config: ml_collections.ConfigDict, workdir: str, splits: Sequence[str], warm_start_from: str = ""
+) -> TaskData:
+    """The task data of `splits`; with several processes, process 0 prepares it and writes the
+    vocabularies first, and the others read them after (no two processes write the same files).
     `warm_start_from`: a workdir whose vocabularies are copied in first (see warm_start.py)."""
-    splits = tuple(dict.fromkeys(("train", *config.eval_splits, config.final_eval_split)))
 
     def load() -> TaskData:
         if warm_start_from:
@@ -409,7 +413,22 @@ def _load_data(config: ml_collections.ConfigDict, workdir: str, warm_start_from:
     return data if data is not None else load_task_data(config, workdir, splits)
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh):
+@dataclasses.dataclass
+class _Setup:
+    """What a run trains with, from `_setup`."""
+
+    data: TaskData
+    model: Seq2Seq
+    tx: optax.GradientTransformation
+    state: TrainState
+    state_shardings: TrainState
+    data_iterator: Any
+    checkpointer: Checkpointer
+
+
+def _setup(
+    config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, eval_splits: Sequence[str]
+) -> _Setup:
     """Data, model, optimizer, the state's shardings on `mesh`, and the train state: restored
     from the newest readable checkpoint (onto this mesh, whichever mesh saved it) or fresh,
     with the variables of `config.init_from` when it names a workdir to warm-start from."""
@@ -419,7 +438,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh):
     )
     resuming = bool(checkpointer.all_steps())
     warm_start_from = "" if resuming else config.init_from
-    data = _load_data(config, workdir, warm_start_from)
+    data = _load_data(config, workdir, ("train", *eval_splits), warm_start_from)
     model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
     tx = make_optimizer(config)
     # This process reads only its rows of each global batch, the rows its devices hold.
@@ -434,25 +453,43 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh):
     if resuming:
         template = sharding.with_shardings(abstract_state, state_shardings)
         state = checkpointer.restore(template, data_iterator)
-        if jax.process_index() == 0:
-            print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
+        _print(f"resumed from {checkpointer.directory} at step {int(state.step)}")
     elif warm_start_from:
-        variables, source_step = warm_start.load_variables(
-            warm_start_from, config.init_from_step, abstract_state.variables, workdir
-        )
+        variables = _warm_start_variables(config, warm_start_from, abstract_state, workdir)
         state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, variables)
-        if jax.process_index() == 0:
-            print(f"warm start from {warm_start_from} (checkpoint {source_step}): its parameters, "
-                  "a fresh optimizer, step 0", flush=True)
-            changed = warm_start.model_differences(warm_start_from, source_step,
-                                                   config.model.to_dict())
-            if changed:
-                print("warm start: model fields that differ from the source's (source -> this "
-                      "run): " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
-                      flush=True)
     else:
         state = create_train_state(model, tx, config.seed, train_data[0], state_shardings)
-    return data, model, tx, state, state_shardings, data_iterator, checkpointer
+    return _Setup(data, model, tx, state, state_shardings, data_iterator, checkpointer)
+
+
+def _warm_start_variables(
+    config: ml_collections.ConfigDict, source: str, abstract_state: TrainState, workdir: str
+) -> dict[str, Any]:
+    """The variables of `source`'s checkpoint, checked against this run's model; says in the log
+    where they come from and which model fields differ from the source's."""
+    variables, source_step = warm_start.load_variables(
+        source, config.init_from_step, abstract_state.variables, workdir
+    )
+    _print(f"warm start from {source} (checkpoint {source_step}): its parameters, a fresh "
+           "optimizer, step 0")
+    if jax.process_index() == 0:
+        changed = warm_start.model_differences(source, source_step, config.model.to_dict())
+        if changed:
+            _print("warm start: model fields that differ from the source's (source -> this "
+                   "run): " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    return variables
+
+
+def _print(message: str) -> None:
+    """A line in the log, from process 0 only."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
+def final_eval_splits(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The splits the final evaluation covers: the periodic evals' `eval_splits`, then
+    `final_eval_split`."""
+    return tuple(dict.fromkeys((*config.eval_splits, config.final_eval_split)))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -468,21 +505,30 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     validate_config(config, jax.device_count())
     mesh = sharding.make_mesh(config.mesh_shape)
     os.makedirs(workdir, exist_ok=True)
-    data, model, tx, state, state_shardings, data_iterator, checkpointer = _setup(
-        config, workdir, mesh
-    )
+    final_splits = final_eval_splits(config)
+    setup = _setup(config, workdir, mesh, final_splits)
+    data, checkpointer, data_iterator = setup.data, setup.checkpointer, setup.data_iterator
+    state = setup.state
     config_dict = json.loads(config.to_json())
-    steps = jit_steps(model, tx, config, mesh, state_shardings)
-    train_step, eval_step = steps.train, steps.eval
+    forcing = TeacherForcing.from_config(config.teacher_forcing)
+    steps = jit_steps(setup.model, setup.tx, config, mesh, setup.state_shardings, forcing)
+    grouped = {split: pipeline.group_references(data.splits[split]) for split in final_splits}
     # Every process runs the same loop (each step is one program over all devices); only
     # process 0 prints and writes metrics. Checkpoints are written by all processes together.
     is_main = jax.process_index() == 0
     writer = MetricsWriter(workdir, enabled=is_main, resume_step=int(state.step),
                            start_time=start_time)
-    teacher_forcing_prob = TeacherForcing.from_config(config.teacher_forcing).prob
-    eval_splits = tuple(dict.fromkeys((*config.eval_splits, config.final_eval_split)))
-    text_metrics_fns = make_text_metrics_fns(config, model, data, eval_splits)
     best_split, best_name = config.best_metric.split("/")
+
+    def evaluate_split(step: int, split: str, label: str) -> dict[str, Any]:
+        """Evaluates the current state on `split`, writes the record and prints `label: ...`."""
+        result = evaluate(steps.evaluator, state.variables, data.splits[split],
+                          config.eval_batch_size, config.text_metrics, data.tgt_vocab,
+                          grouped[split])
+        result["teacher_forcing_prob"] = float(forcing.prob(step))
+        writer.write(step, split, result)
+        progress.write(f"{label}: " + _format(result))
+        return result
 
     def save(step: int, metric: float | None = None) -> None:
         if not _params_finite(state.params):
@@ -494,7 +540,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     history: list[dict[str, Array]] = []
     with GracefulStop() as stop:
         while step < config.num_train_steps and not stop.requested:
-            state, step_metrics = train_step(state, next(data_iterator))
+            state, step_metrics = steps.train(state, next(data_iterator))
             step += 1
             history.append(step_metrics)
             progress.update(step)
@@ -516,11 +562,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             metric = None
             if is_eval:
                 for split in config.eval_splits:
-                    result = evaluate(eval_step, state.variables, data.splits[split],
-                                      config.eval_batch_size, text_metrics_fns.get(split))
-                    result["teacher_forcing_prob"] = float(teacher_forcing_prob(step))
-                    writer.write(step, split, result)
-                    progress.write(f"step {step} {split}: " + _format(result))
+                    result = evaluate_split(step, split, f"step {step} {split}")
                     metric = result.get(best_name) if split == best_split else metric
             if is_save:
                 save(step, metric)
@@ -534,18 +576,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         return {"step": step, "final": {}, "wall_time_s": time.time() - start_time,
                 "stopped_by": stop.signal_name}
 
-    final = {}
-    for split in dict.fromkeys((*config.eval_splits, config.final_eval_split)):
-        final[split] = evaluate(
-            eval_step, state.variables, data.splits[split], config.eval_batch_size,
-            text_metrics_fns.get(split),
-        )
-        final[split]["teacher_forcing_prob"] = float(teacher_forcing_prob(step))
-        writer.write(step, split, final[split])
+    final = {split: evaluate_split(step, split, f"final {split} (step {step})")
+             for split in final_splits}
     writer.close()
     wall_time = time.time() - start_time
-    for split, result in final.items():
-        progress.write(f"final {split} (step {step}): {_format(result)}")
     progress.write(f"wall time: {wall_time:.1f}s")
     return {"step": step, "final": final, "wall_time_s": wall_time, "stopped_by": None}
 
@@ -556,6 +590,7 @@ def _format(result: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "NonFiniteError", "Steps", "TrainState", "abstract_train_state", "create_train_state", "evaluate",
-    "jit_steps", "make_eval_step", "make_optimizer", "make_text_metrics_fns", "make_train_step", "run",
+    "Evaluator", "NonFiniteError", "Steps", "TrainState", "abstract_train_state",
+    "create_train_state", "evaluate", "jit_steps", "make_eval_step", "make_evaluator",
+    "make_optimizer", "make_train_step", "run",
 ]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
-import warnings
 from typing import Any
 
 import flax
@@ -79,13 +78,12 @@ def _restore_newest_readable(checkpointer: Checkpointer, step: int) -> tuple[dic
             raise WarmStartError(f"config.init_from_step={step}: {checkpointer.directory!r} "
                                  f"has no such checkpoint; saved steps: {saved}")
         return checkpointer.restore_variables(step), step
-    for candidate in saved[::-1]:
-        try:
-            return checkpointer.restore_variables(candidate), candidate
-        except Exception as error:  # noqa: BLE001 - an unreadable checkpoint: try an older one
-            warnings.warn(f"checkpoint {candidate} in {checkpointer.directory} is unreadable, "
-                          f"skipping it: {error!r:.300}", stacklevel=2)
-    raise WarmStartError(f"config.init_from: no readable checkpoint in {checkpointer.directory!r}")
+    try:
+        return checkpointer.restore_newest_variables()
+    except FileNotFoundError:
+        raise WarmStartError(
+            f"config.init_from: no readable checkpoint in {checkpointer.directory!r}"
+        ) from None
 
 
 def load_variables(

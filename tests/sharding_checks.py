@@ -30,7 +30,7 @@ sys.path[:0] = [TESTS, os.path.dirname(TESTS)]
 
 from conftest import tiny_config  # noqa: E402
 
-from flax_s2s import sharding, training  # noqa: E402
+from flax_s2s import decoding, sharding, training  # noqa: E402
 from flax_s2s.checkpoint import Checkpointer  # noqa: E402
 from flax_s2s.data import pipeline  # noqa: E402
 from flax_s2s.data.vocab import SymbolVocab  # noqa: E402
@@ -185,8 +185,11 @@ def main(model_type: str, checkpoint_dir: str) -> dict:
     for shape, fsdp in (((1, 1), False), ((2, 4), True)):
         shardings, steps = job.on_mesh(shape, fsdp)
         variables = jax.device_put(reference.variables, shardings.variables)
-        metrics = training.evaluate(steps.eval, variables, job.examples, job.config.eval_batch_size)
-        tokens, lengths, scores = steps.decode(variables, job.examples.src[:16])
+        metrics = training.evaluate(steps.evaluator, variables, job.examples,
+                                    job.config.eval_batch_size)
+        tokens = steps.evaluator.decode(variables, job.examples.src[:16])
+        _, _, scores = decoding.greedy(job.model, variables, job.examples.src[:16],
+                                       max_len=job.config.max_tgt_len)
         outputs[shape] = (metrics, np.asarray(tokens), np.asarray(scores))
         _log(f"evaluated and decoded on {shape}")
     (metrics_1, tokens_1, scores_1), (metrics_24, tokens_24, scores_24) = outputs.values()

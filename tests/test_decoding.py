@@ -13,10 +13,11 @@ import pytest
 from conftest import ROOT, tiny_config
 
 from configs import default
-from flax_s2s import decode, decoding, training
+from flax_s2s import decoding, infer, training
 from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data.vocab import BOS, EOS, PAD
 from flax_s2s.models import build_model, decoder_inputs
+from flax_s2s.workdirs import WorkdirError, load_workdir
 
 VOCAB, MAX_LEN = 9, 6
 
@@ -448,7 +449,7 @@ def test_second_call_with_new_values_does_not_recompile(seam_model):
 # --- beam search in training's evaluation ---
 
 
-def test_eval_step_scores_the_beam_output_when_configured(seam_model):
+def test_eval_scores_the_beam_output_when_configured(seam_model):
     model, variables = seam_model
     beam_tokens, _, _ = decoding.beam_search(
         model, variables, SRC, beam_size=3, max_len=SEARCH_LEN, alpha=0.6
@@ -458,10 +459,13 @@ def test_eval_step_scores_the_beam_output_when_configured(seam_model):
     differ = (np.asarray(beam_tokens[:, 0]) != np.asarray(greedy_tokens)).any(-1)[:REAL_ROWS]
     assert differ.any(), "the case should have beam and greedy disagree"
     # Targets are the beam's best outputs, on which greedy decoding scores below 100% exact.
-    batch = {"src_tokens": SRC, "tgt_tokens": np.asarray(beam_tokens[:, 0]), "weights": weights}
     config = default.get_config()
-    config.eval_beam_size, config.eval_length_alpha = 3, 0.6
-    sums = jax.jit(training.make_eval_step(model, config))(variables, batch)
+    config.eval_beam_size, config.eval_length_alpha, config.max_tgt_len = 3, 0.6, SEARCH_LEN
+    evaluator = training.make_evaluator(model, config)
+    np.testing.assert_array_equal(evaluator.decode(variables, SRC), beam_tokens[:, 0])
+    batch = {"src_tokens": SRC, "tgt_tokens": np.asarray(beam_tokens[:, 0]), "weights": weights,
+             "predicted_tokens": evaluator.decode(variables, SRC)}
+    sums = evaluator.score(variables, batch)
     assert float(sums["exact"]) == REAL_ROWS
     assert float(sums["fr_correct"]) == float(sums["tokens"])
 
@@ -476,12 +480,14 @@ def test_negative_eval_beam_size_is_refused_naming_the_key():
 # --- the decode CLI ---
 
 
-def test_decode_cli_explains_a_workdir_without_checkpoint(tmp_path):
-    with pytest.raises(SystemExit, match="no checkpoint"):
-        decode.main(["--workdir", str(tmp_path)])
+def test_decode_explains_a_workdir_without_checkpoint(tmp_path):
+    with pytest.raises(WorkdirError, match="no checkpoint"):
+        infer.decode_file(str(tmp_path))
     assert os.listdir(tmp_path) == [], "looking for a checkpoint must not create directories"
-    with pytest.raises(SystemExit, match="does not exist"):
-        decode.main(["--workdir", str(tmp_path / "missing")])
+    with pytest.raises(WorkdirError, match="does not exist"):
+        infer.decode_file(str(tmp_path / "missing"))
+    with pytest.raises(infer.InputError, match="--beam=-1: must be >= 0"):
+        infer.decode_file(str(tmp_path), beam_size=-1)
 
 
 @pytest.mark.slow
@@ -497,14 +503,14 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     input_file = tmp_path / "input.txt"
     input_file.write_text("\n".join(lines) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "flax_s2s.decode", f"--workdir={workdir}", "--beam=2",
+        [sys.executable, "-m", "flax_s2s.infer", f"--workdir={workdir}", "--beam=2",
          "--alpha=0.6", f"--input={input_file}", "--batch_size=3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
     # Reference: the decodable lines in one batch of their own, through the library.
-    trained = decode.load_trained_model(workdir)
+    trained = load_workdir(workdir)
     decodable = [i for i, line in enumerate(lines) if i not in (2, 4)]  # empty, too long
     src = np.zeros((len(decodable), config.max_src_len), np.int32)
     for row, i in enumerate(decodable):
@@ -521,6 +527,16 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     assert "line 3: empty" in result.stderr
     assert "line 4: 1 symbol(s) outside the source vocabulary read as <unk>: 'x'" in result.stderr
     assert "line 5: 11 source symbols exceed the model's max_src_len=8" in result.stderr
+
+    # The former module name still runs the CLI, saying where it went.
+    alias = subprocess.run(
+        [sys.executable, "-m", "flax_s2s.decode", f"--workdir={workdir}", "--beam=2",
+         f"--input={input_file}", "--batch_size=3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert alias.returncode == 0, alias.stderr[-3000:]
+    assert alias.stdout == result.stdout
+    assert "flax_s2s.decode is now flax_s2s.infer" in alias.stderr
 
 
 def test_early_stop_keeps_searching_while_the_penalty_can_still_lift_a_live_prefix():

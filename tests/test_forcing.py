@@ -568,7 +568,7 @@ def test_resumed_run_draws_the_same_masks_and_losses(ss_training, tmp_path):
 
 def test_eval_reports_accuracy_by_position_under_both_decodings(ss_training):
     config, examples, model, dataset, state, _ = ss_training
-    eval_step = jax.jit(training.make_eval_step(model, config))
+    eval_step = training.make_evaluator(model, config)
     result = training.evaluate(eval_step, state.variables, examples, config.eval_batch_size)
 
     # reference: numpy over the whole split

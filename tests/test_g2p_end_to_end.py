@@ -14,7 +14,7 @@ from conftest import ROOT, tiny_config
 from lexicon_fixture import lexicon_pairs, write_lexicon
 
 from configs import g2p_lstm
-from flax_s2s import decode, evaluate, training
+from flax_s2s import evaluate, training, workdirs
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data import cmudict_g2p
@@ -119,8 +119,8 @@ def test_training_reports_wer_and_per_and_the_cli_reproduces_them(trained, tmp_p
     assert too_many.returncode != 0
     assert "cannot average 3 checkpoints up to step 20" in too_many.stderr, too_many.stderr[-2000:]
 
-    beam = subprocess.run([*command, "--beam=0"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert beam.returncode != 0 and "beam size must be >= 1" in beam.stderr
+    beam = subprocess.run([*command, "--beam=-1"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert beam.returncode != 0 and "beam size must be >= 0" in beam.stderr
 
 
 @pytest.mark.slow
@@ -131,7 +131,7 @@ def test_checkpoint_averaging_is_the_elementwise_mean_of_the_kept_checkpoints(tr
     saved = {step: checkpointer.restore_variables(step)["params"] for step in (10, 20)}
     checkpointer.close()
 
-    averaged = decode.load_trained_model(str(workdir), average=2)
+    averaged = workdirs.load_workdir(str(workdir), average=2)
     assert (averaged.step, averaged.averaged_steps) == (20, (10, 20))
     leaves = zip(*(jax.tree.leaves(tree) for tree in (averaged.variables["params"], saved[10], saved[20])),
                  strict=True)
@@ -141,18 +141,19 @@ def test_checkpoint_averaging_is_the_elementwise_mean_of_the_kept_checkpoints(tr
         moved += not np.array_equal(at_10, at_20)
     assert moved > 0, "ten training steps should have changed the parameters"
 
-    step_10 = decode.load_trained_model(str(workdir), step=10)
+    step_10 = workdirs.load_workdir(str(workdir), step=10)
     assert step_10.averaged_steps == (10,)
     for restored, expected in zip(jax.tree.leaves(step_10.variables["params"]), jax.tree.leaves(saved[10]),
                                   strict=True):
         np.testing.assert_array_equal(restored, expected)
 
-    with pytest.raises(decode.DecodeError, match=r"no checkpoint for step 15 .*saved steps: \[10, 20\]"):
-        decode.load_trained_model(str(workdir), step=15)
-    with pytest.raises(decode.DecodeError, match=r"cannot average 2 checkpoints up to step 10: .*\(\[10\]\)"):
-        decode.load_trained_model(str(workdir), step=10, average=2)
-    with pytest.raises(decode.DecodeError, match=r"average=0: must be >= 1"):
-        decode.load_trained_model(str(workdir), average=0)
+    with pytest.raises(workdirs.WorkdirError, match=r"no checkpoint for step 15 .*saved steps: \[10, 20\]"):
+        workdirs.load_workdir(str(workdir), step=15)
+    with pytest.raises(workdirs.WorkdirError,
+                       match=r"cannot average 2 checkpoints up to step 10: .*\(\[10\]\)"):
+        workdirs.load_workdir(str(workdir), step=10, average=2)
+    with pytest.raises(workdirs.WorkdirError, match=r"average=0: must be >= 1"):
+        workdirs.load_workdir(str(workdir), average=0)
 
 
 @pytest.mark.slow
@@ -164,13 +165,13 @@ def test_readers_skip_an_unreadable_newest_checkpoint_and_leave_the_workdir_as_i
     before = sorted(os.listdir(copy / "checkpoints"))
 
     with pytest.warns(UserWarning, match="checkpoint .*20 is unreadable"):
-        trained_model = decode.load_trained_model(str(copy))
+        trained_model = workdirs.load_workdir(str(copy))
     assert trained_model.averaged_steps == (10,)
     # A trainer may still own this workdir: a reader renames nothing (a resuming run does).
     assert sorted(os.listdir(copy / "checkpoints")) == before
 
-    with pytest.raises(decode.DecodeError, match="checkpoint 20 in .* is unreadable"):
-        decode.load_trained_model(str(copy), step=20)
+    with pytest.raises(workdirs.WorkdirError, match="checkpoint 20 in .* is unreadable"):
+        workdirs.load_workdir(str(copy), step=20)
 
 
 @pytest.mark.slow
@@ -187,7 +188,7 @@ def test_an_ensemble_of_a_run_with_itself_scores_as_the_run_and_vocabularies_mus
     saved = json.loads(vocab_file.read_text())
     saved["symbols"][:2] = saved["symbols"][1::-1]
     vocab_file.write_text(json.dumps(saved))
-    with pytest.raises(decode.DecodeError, match=f"--ensemble {other}: its tgt_vocab differs"):
+    with pytest.raises(workdirs.WorkdirError, match=f"--ensemble {other}: its tgt_vocab differs"):
         evaluate.evaluate_lexicon(str(workdir), None, split="validation", ensemble=(str(other),))
     with pytest.raises(ValueError, match="--step picks one run's checkpoint"):
         evaluate.evaluate_lexicon(str(workdir), None, split="validation", step=10,
@@ -202,7 +203,7 @@ def test_mean_variables_averages_floats_in_their_dtype_and_keeps_the_newest_inte
     trees = [{"params": {"w": rng.normal(size=(3, 2)).astype(np.float32),
                          "half": half[i].astype(jnp.bfloat16)},
               "batch_stats": {"count": np.array(step, np.int32)}} for i, step in enumerate((1, 2, 3))]
-    mean = decode._mean_variables([jax.tree.map(jnp.asarray, tree) for tree in trees])
+    mean = workdirs.mean_variables([jax.tree.map(jnp.asarray, tree) for tree in trees])
     np.testing.assert_allclose(mean["params"]["w"], sum(t["params"]["w"] for t in trees) / 3, rtol=1e-6)
     assert mean["params"]["half"].dtype == jnp.bfloat16
     summed_wide = sum(t["params"]["half"].astype(np.float32) for t in trees) / np.float32(3)

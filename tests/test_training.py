@@ -23,7 +23,7 @@ def setup():
     tx = training.make_optimizer(config)
     dataset = pipeline.train_dataset(examples, config.batch_size, config.seed)
     train_step = jax.jit(training.make_train_step(model, tx, config))
-    eval_step = jax.jit(training.make_eval_step(model, config))
+    eval_step = training.make_evaluator(model, config)
     return config, examples, model, tx, dataset, train_step, eval_step
 
 

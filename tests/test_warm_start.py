@@ -47,9 +47,10 @@ def _saved_variables(workdir, step):
 
 
 def _setup(config, workdir):
-    run = training._setup(config, workdir, sharding.make_mesh(config.mesh_shape))
-    run[-1].close()  # the checkpointer
-    return run
+    setup = training._setup(config, workdir, sharding.make_mesh(config.mesh_shape),
+                            training.final_eval_splits(config))
+    setup.checkpointer.close()
+    return setup
 
 
 @pytest.mark.parametrize("step", [-1, 4])
@@ -57,7 +58,8 @@ def test_warm_start_takes_the_parameters_and_vocabularies_with_a_fresh_optimizer
     tmp_path, source, addition_data_dir, step
 ):
     config = _config(addition_data_dir, init_from=source, init_from_step=step, seed=5)
-    _, _, tx, state, _, _, _ = _setup(config, str(tmp_path))
+    setup = _setup(config, str(tmp_path))
+    tx, state = setup.tx, setup.state
     expected = _saved_variables(source, SOURCE_STEPS if step == -1 else step)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), expected["params"])
     assert int(state.step) == 0
@@ -106,7 +108,7 @@ def test_model_fields_that_change_no_shape_may_differ_and_are_listed(
     tmp_path, source, addition_data_dir, capsys
 ):
     config = _config(addition_data_dir, init_from=source, **{"model.dropout_rate": 0.25})
-    _, _, _, state, _, _, _ = _setup(config, str(tmp_path))
+    state = _setup(config, str(tmp_path)).state
     expected = _saved_variables(source, SOURCE_STEPS)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), expected["params"])
     assert "dropout_rate 0.0 -> 0.25" in capsys.readouterr().out

@@ -130,19 +130,24 @@ def train_iterator(dataset: grain.MapDataset) -> grain.DatasetIterator:
     return iter(dataset.to_iter_dataset())
 
 
-def eval_batches(examples: Examples, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+    examples: Examples, batch_size: int, predicted: np.ndarray | None = None
+) -> Iterator[dict[str, np.ndarray]]:
     """Batches over a whole split in order; the last one is padded with PAD rows of weight 0 so
-    every batch has the same static shape."""
+    every batch has the same static shape. `predicted` [n, max_tgt_len] (decoded outputs, one per
+    example) rides along as "predicted_tokens"."""
     for start in range(0, len(examples), batch_size):
-        src = examples.src[start : start + batch_size]
-        tgt = examples.tgt[start : start + batch_size]
-        weights = np.ones(len(src), np.float32)
-        missing = batch_size - len(src)
+        batch = {"src_tokens": examples.src[start : start + batch_size],
+                 "tgt_tokens": examples.tgt[start : start + batch_size]}
+        if predicted is not None:
+            batch["predicted_tokens"] = predicted[start : start + batch_size]
+        rows = len(batch["src_tokens"])
+        batch["weights"] = np.ones(rows, np.float32)
+        missing = batch_size - rows
         if missing:
-            src = np.pad(src, ((0, missing), (0, 0)))
-            tgt = np.pad(tgt, ((0, missing), (0, 0)))
-            weights = np.pad(weights, (0, missing))
-        yield {"src_tokens": src, "tgt_tokens": tgt, "weights": weights}
+            batch = {key: np.pad(value, ((0, missing),) + ((0, 0),) * (value.ndim - 1))
+                     for key, value in batch.items()}
+        yield batch
 
 
 def bucket_shapes(max_src_len: int, max_tgt_len: int, boundaries: Sequence[int]) -> list[tuple[int, int]]:
@@ -209,33 +214,41 @@ class GroupedReferences:
     """The unique sources of a split, each with every reference target it has.
 
     `src` [n_sources, src_len] int32 (PAD-filled), `sources` and `references` the texts, in the
-    order each source first appears.
+    order each source first appears; `source_index` [n_examples] is each grouped example's (or
+    pair's) row in them.
     """
 
     src: np.ndarray
     sources: list[str]
     references: list[list[str]]
+    source_index: np.ndarray
 
     def __len__(self) -> int:
         return len(self.sources)
 
 
-def _group(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, int], dict[str, list[str]]]:
+def _group(
+    pairs: Sequence[tuple[str, str]],
+) -> tuple[dict[str, int], dict[str, list[str]], np.ndarray]:
     first_row: dict[str, int] = {}
     references: dict[str, list[str]] = {}
+    index = {}
     for row, (src_text, tgt_text) in enumerate(pairs):
         first_row.setdefault(src_text, row)
+        index.setdefault(src_text, len(index))
         references.setdefault(src_text, [])
         if tgt_text not in references[src_text]:
             references[src_text].append(tgt_text)
-    return first_row, references
+    source_index = np.array([index[src_text] for src_text, _ in pairs], np.int64)
+    return first_row, references, source_index
 
 
 def group_references(examples: Examples) -> GroupedReferences:
     """Groups a tokenized split by source text (reusing its source rows)."""
-    first_row, references = _group(examples.texts)
+    first_row, references, source_index = _group(examples.texts)
     rows = list(first_row.values())
-    return GroupedReferences(examples.src[rows], list(first_row), list(references.values()))
+    return GroupedReferences(examples.src[rows], list(first_row), list(references.values()),
+                             source_index)
 
 
 def group_pairs(
@@ -243,9 +256,9 @@ def group_pairs(
 ) -> GroupedReferences:
     """Groups raw (source, target) pairs by source and tokenizes the sources, padded to the
     longest one (at least `min_src_len`); nothing is dropped, so every source is scored."""
-    first_row, references = _group(pairs)
+    first_row, references, source_index = _group(pairs)
     src_ids = [src_vocab.encode(source, add_eos=False) for source in first_row]
     src = np.full((len(src_ids), max([min_src_len, *map(len, src_ids)])), PAD, np.int32)
     for row, ids in enumerate(src_ids):
         src[row, : len(ids)] = ids
-    return GroupedReferences(src, list(first_row), list(references.values()))
+    return GroupedReferences(src, list(first_row), list(references.values()), source_index)

@@ -20,6 +20,13 @@ PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 
 
+def split_symbols(text: str, separator: str) -> list[str]:
+    """The symbols of `text`: its characters when `separator` is "", else the non-empty pieces
+    between separators (phones, words). Vocabularies, the decode CLI and text metrics all split
+    text this way."""
+    return list(text) if separator == "" else [s for s in text.split(separator) if s]
+
+
 class SymbolVocab:
     """Maps symbols (characters, or whitespace-separated tokens such as phones) to ids.
 
@@ -45,12 +52,8 @@ class SymbolVocab:
         """Builds a vocabulary of every symbol seen in `texts`, sorted for determinism."""
         seen: set[str] = set()
         for text in texts:
-            seen.update(cls._split(text, separator))
+            seen.update(split_symbols(text, separator))
         return cls(sorted(seen), separator)
-
-    @staticmethod
-    def _split(text: str, separator: str) -> list[str]:
-        return list(text) if separator == "" else text.split(separator)
 
     def __len__(self) -> int:
         return len(self.symbols)
@@ -58,9 +61,7 @@ class SymbolVocab:
     def encode(self, text: str, add_eos: bool = True) -> list[int]:
         """Text -> ids; unknown symbols become UNK and are counted in `unk_count`."""
         ids = []
-        for symbol in self._split(text, self.separator):
-            if symbol == "":
-                continue
+        for symbol in split_symbols(text, self.separator):
             token = self._ids.get(symbol, UNK)
             self.unk_count += token == UNK
             ids.append(token)

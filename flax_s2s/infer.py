@@ -1,0 +1,164 @@
+"""Decode text with a trained workdir's newest readable checkpoint (or a chosen one, or a mean).
+
+```
+python -m flax_s2s.infer --workdir runs/addition [--beam 4] [--alpha 0.6] [--input FILE]
+                         [--batch_size 64] [--step S] [--average K]
+```
+Reads one source per line from FILE (default: stdin), prints one output per line in input order.
+The model, its config and its vocabularies all come from the workdir. Lines are decoded in padded
+batches of one fixed shape, so the decoder compiles once.
+
+A line that cannot be decoded (empty, or longer than the config's max_src_len) gets an empty output
+line and a message on stderr naming it; symbols outside the source vocabulary are read as <unk>
+and counted on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from absl import app, flags, logging
+
+from flax_s2s import decoding
+from flax_s2s.data.vocab import PAD, SPECIALS, UNK, SymbolVocab, Vocab, split_symbols
+from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
+
+
+class InputError(Exception):
+    """A problem with the input that stops decoding; the message says what."""
+
+
+def encode_lines(
+    lines: Sequence[str], vocab: Vocab, max_src_len: int, warn
+) -> list[list[int] | None]:
+    """Token ids per line, or None for a line that cannot be decoded (reported through `warn`).
+
+    Surrounding whitespace is ignored. Symbols outside `vocab` become UNK and are reported.
+    """
+    encoded: list[list[int] | None] = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            warn(f"line {number}: empty input; printing an empty line")
+            encoded.append(None)
+            continue
+        ids = vocab.encode(text, add_eos=False)
+        unknown = ids.count(UNK)
+        if unknown:
+            shown = ""
+            if isinstance(vocab, SymbolVocab):  # symbols and ids align one to one
+                symbols = [s for s, i in zip(split_symbols(text, vocab.separator), ids, strict=True)
+                           if i == UNK]
+                shown = ": " + ", ".join(repr(s) for s in dict.fromkeys(symbols))
+            warn(f"line {number}: {unknown} symbol(s) outside the source vocabulary read as "
+                 f"{SPECIALS[UNK]}{shown}")
+        if len(ids) > max_src_len:
+            warn(f"line {number}: {len(ids)} source symbols exceed the model's "
+                 f"max_src_len={max_src_len}; printing an empty line")
+            encoded.append(None)
+            continue
+        encoded.append(ids)
+    return encoded
+
+
+def decode_lines(
+    trained: TrainedModel,
+    lines: Sequence[str],
+    beam_size: int = 0,
+    alpha: float = 0.6,
+    batch_size: int = 64,
+    warn=lambda message: print(message, file=sys.stderr),
+) -> list[str]:
+    """One output text per input line, in order; "" for lines that cannot be decoded.
+
+    beam_size 0 decodes greedily; beam_size >= 1 returns the best beam-search hypothesis.
+    """
+    config = trained.config
+    encoded = encode_lines(lines, trained.src_vocab, config.max_src_len, warn)
+    rows = [i for i, ids in enumerate(encoded) if ids is not None]
+    outputs = [""] * len(lines)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        # Every batch has the same shape (PAD rows fill the last), so one compile serves all.
+        src_tokens = np.full((batch_size, config.max_src_len), PAD, np.int32)
+        for row, line_index in enumerate(chunk):
+            src_tokens[row, : len(encoded[line_index])] = encoded[line_index]
+        tokens = decoding.best_sequences(
+            trained.model, trained.variables, src_tokens, config.max_tgt_len, beam_size, alpha
+        )
+        for line_index, row_tokens in zip(chunk, np.asarray(tokens)[: len(chunk)], strict=True):
+            outputs[line_index] = trained.tgt_vocab.decode(row_tokens)
+    return outputs
+
+
+def read_lines(path: str | None) -> list[str]:
+    """The lines of `path` (default: stdin)."""
+    if path is None:
+        return sys.stdin.read().splitlines()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except OSError as error:
+        raise InputError(f"cannot read --input {path!r}: {error.strerror}") from error
+
+
+def decode_file(
+    workdir: str, input_path: str | None = None, beam_size: int = 0, alpha: float = 0.6,
+    batch_size: int = 64, step: int | None = None, average: int = 1,
+) -> list[str]:
+    """What the CLI prints: one output per line of `input_path` (default: stdin), in order.
+    Raises WorkdirError or InputError with a message naming the problem."""
+    if beam_size < 0:
+        raise InputError(f"--beam={beam_size}: must be >= 0 (0: greedy)")
+    if batch_size <= 0:
+        raise InputError(f"--batch_size={batch_size}: must be > 0")
+    if not os.path.isdir(workdir):
+        raise WorkdirError(f"--workdir {workdir!r} does not exist")
+    # A file is read first, to fail fast; stdin only once the model is known to load.
+    lines = None if input_path is None else read_lines(input_path)
+    trained = load_workdir(workdir, step, average)
+    lines = read_lines(None) if lines is None else lines
+    return decode_lines(trained, lines, beam_size, alpha, batch_size)
+
+
+def define_flags() -> None:
+    """The CLI's flags, defined only when it runs (as `flax_s2s.evaluate` does), so that importing
+    this module beside another absl program defines no second --workdir."""
+    flags.DEFINE_string("workdir", None, "A training workdir with checkpoints.")
+    flags.DEFINE_integer("beam", 0, "Beam width; 0 (default) decodes greedily, 1 is a beam of one.")
+    flags.DEFINE_float("alpha", 0.6,
+                       "Length-penalty exponent for beam search, ((5 + len) / 6) ** alpha.")
+    flags.DEFINE_string("input", None, "File with one source per line (default: stdin).")
+    flags.DEFINE_integer("batch_size", 64, "Lines decoded per batch.")
+    flags.DEFINE_integer("step", None, "Checkpoint step to decode with (default: the newest).")
+    flags.DEFINE_integer("average", 1, "Decode with the mean variables of this many kept "
+                         "checkpoints, ending at --step.")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    args = flags.FLAGS
+    try:
+        outputs = decode_file(args.workdir, args.input, args.beam, args.alpha, args.batch_size,
+                              args.step, args.average)
+    except (WorkdirError, InputError) as error:
+        raise SystemExit(f"decode: {error}") from None
+    for output in outputs:
+        print(output)
+
+
+def run() -> None:
+    """The CLI: `python -m flax_s2s.infer ...`."""
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,6 +1,12 @@
 """Running sum mod 10 of 40-50 digits (`tasks.RunningSum`) with a small pre-LayerNorm
-Transformer, teacher forced; the base of the long-output arms of
-`bench/ss_finetune.py --task running_sum`."""
+Transformer (d_model 64, 1+1 layers), teacher forced; the base of the long-output arms of
+`bench/ss_finetune.py --task running_sum`.
+
+It learns in a sudden jump: teacher-forced validation token accuracy creeps from 10% to about 25%,
+then climbs to 99% within about 75 steps, somewhere between steps 800 and 1000 depending on the
+seed (measured here, 2026-12-01, about 6 steps a second on one core). During the jump the gap
+between teacher-forced and free-running accuracy is wide (seed 1 at step 925: 96% against 45%).
+"""
 
 from configs import default
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from flax_s2s import training
+from flax_s2s import reference_eval, training
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.data import pipeline
 from flax_s2s.data.vocab import SymbolVocab
@@ -27,13 +27,20 @@ def setup():
     return config, examples, model, tx, dataset, train_step, eval_step
 
 
-def test_tiny_model_overfits_32_examples(setup):
+@pytest.fixture(scope="module")
+def overfit(setup):
+    """(initial state, the state after num_train_steps on the 32 examples)."""
     config, examples, model, tx, dataset, train_step, eval_step = setup
-    state = training.create_train_state(model, tx, config.seed, dataset[0])
-    before = training.evaluate(eval_step, state.variables, examples, config.eval_batch_size)
+    initial = state = training.create_train_state(model, tx, config.seed, dataset[0])
     for step in range(config.num_train_steps):
-        state, step_metrics = train_step(state, dataset[step])
-    after = training.evaluate(eval_step, state.variables, examples, config.eval_batch_size)
+        state, _ = train_step(state, dataset[step])
+    return initial, state
+
+
+def test_tiny_model_overfits_32_examples(setup, overfit):
+    config, examples, model, tx, dataset, train_step, eval_step = setup
+    before = training.evaluate(eval_step, overfit[0].variables, examples, config.eval_batch_size)
+    after = training.evaluate(eval_step, overfit[1].variables, examples, config.eval_batch_size)
     assert before["exact_match"] < 0.1
     assert after["exact_match"] == 1.0, after
     assert after["loss"] < 0.05 * before["loss"]
@@ -59,3 +66,37 @@ def test_save_then_restore_gives_same_params_and_next_loss(setup, tmp_path):
     _, got = train_step(restored, next(fresh_iterator))
     assert float(got["loss"]) == float(expected["loss"])
     assert checkpointer.restore_config()["seed"] == config.seed
+
+
+def test_one_decode_of_each_unique_source_serves_every_eval_metric(setup, overfit):
+    """Two targets per source (a multi-reference split): the evaluator decodes the 32 unique
+    sources once, in ceil(32 / batch) calls, and the text metrics equal an independent decode
+    and scoring through `reference_eval`; the free-running exact match counts each example."""
+    config, examples, model, tx, dataset, _, eval_step = setup
+    state = overfit[1]  # right on the first reference of each source
+    doubled = PAIRS + [(src, tgt[::-1]) for src, tgt in PAIRS]  # a second reference each
+    split = pipeline.tokenize(doubled, VOCAB, VOCAB, config.max_src_len, config.max_tgt_len)
+    calls = []
+
+    def counted_decode(variables, src_tokens):
+        calls.append(src_tokens.shape)
+        return eval_step.decode(variables, src_tokens)
+
+    evaluator = training.Evaluator(decode=counted_decode, score=eval_step.score)
+    batch_size = 24
+    result = training.evaluate(evaluator, state.variables, split, batch_size, ("wer", "per"), VOCAB)
+    assert calls == [(batch_size, config.max_src_len)] * 2  # 32 sources, batches of 24
+    grouped = pipeline.group_references(split)
+    expected = reference_eval.evaluate_references(
+        model, state.variables, grouped, VOCAB, ("wer", "per"), batch_size, config.max_tgt_len
+    )
+    assert result["wer"] == pytest.approx(expected["wer"])
+    assert result["per"] == pytest.approx(expected["per"])
+    # Exact match counts examples: each against its own target, by its source's one output.
+    decode = reference_eval.best_decoder(model, state.variables, config.max_tgt_len)
+    outputs = reference_eval.decode_sources(decode, grouped.src, batch_size)
+    output_of = {source: VOCAB.decode(row) for source, row in zip(grouped.sources, outputs, strict=True)}
+    right = [output_of[src] == tgt for src, tgt in doubled]
+    assert 0.4 < np.mean(right) < 0.6  # the sums right, their reversals wrong (but palindromes)
+    assert result["exact_match"] == pytest.approx(np.mean(right))
+    assert result["wer"] == 0.0

@@ -144,10 +144,11 @@ def plot_attention(workdir: str, path: str, num_examples: int = 4, layer: int = 
 
 
 def attention_examples(workdir: str, num_examples: int, layer: int = -1):
-    """(source symbols, predicted symbols incl. EOS, weights [pred, src]) per example."""
+    """(source tokens, predicted tokens incl. EOS, weights [pred, src]) per example, each token
+    as its vocabulary's `token_text`."""
     from flax_s2s import decoding
     from flax_s2s.data.task_data import load_task_data
-    from flax_s2s.data.vocab import PAD, SPECIALS
+    from flax_s2s.data.vocab import PAD
     from flax_s2s.decode import load_trained_model
     from flax_s2s.models import attention_weights, decoder_inputs
 
@@ -162,9 +163,8 @@ def attention_examples(workdir: str, num_examples: int, layer: int = -1):
     for row, src in enumerate(np.asarray(src_tokens)):
         src_len, pred_len = int((src != PAD).sum()), max(int(lengths[row]), 1)
         out.append((
-            [data.src_vocab.symbols[t] for t in src[:src_len]],
-            [data.tgt_vocab.symbols[t] if t >= len(SPECIALS) else SPECIALS[t]
-             for t in np.asarray(predicted[row, :pred_len])],
+            [data.src_vocab.token_text(t) for t in src[:src_len]],
+            [data.tgt_vocab.token_text(t) for t in np.asarray(predicted[row, :pred_len])],
             weights[row, :pred_len, :src_len],
         ))
     return tuple(zip(*out, strict=True))

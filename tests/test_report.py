@@ -10,10 +10,12 @@ import jax
 import matplotlib.image
 import numpy as np
 import pytest
+import sentencepiece as spm
 from conftest import tiny_config
 from tensorboardX.proto import event_pb2
 
 from flax_s2s import report, training
+from flax_s2s.data.task_data import read_task_texts
 from flax_s2s.models import attention_weights, build_model, decoder_inputs
 
 
@@ -102,3 +104,30 @@ def test_by_position_figure_shows_the_gold_rate_beside_it_for_scheduled_sampling
     image = matplotlib.image.imread(tmp_path / "ss_report" / "by_position.png")
     assert image.shape[:2] == (400, 1200)
     assert image[:, 600:, :3].var() > 0, "the gold-rate panel is drawn"
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_workdir(tmp_path_factory, addition_data_dir):
+    """A two-step run whose vocabularies are SentencePiece models."""
+    workdir = tmp_path_factory.mktemp("runs") / "sp"
+    config = tiny_config(data_dir=addition_data_dir, **{
+        "vocab.type": "sentencepiece", "vocab.sp_vocab_size": 20, "num_train_steps": 2,
+        "log_every": 1, "eval_every": 2, "checkpoint_every": 2})
+    training.run(config, str(workdir))
+    return str(workdir), config
+
+
+def test_attention_of_a_sentencepiece_run_is_labelled_with_its_pieces(sentencepiece_workdir,
+                                                                       tmp_path):
+    workdir, config = sentencepiece_workdir
+    report.write_report([workdir], str(tmp_path))
+    assert matplotlib.image.imread(tmp_path / "attention.png").var() > 0
+    sources, predictions, _ = report.attention_examples(workdir, 3)
+    src_pieces = spm.SentencePieceProcessor(model_file=os.path.join(workdir, "src_vocab.model"))
+    tgt_pieces = spm.SentencePieceProcessor(model_file=os.path.join(workdir, "tgt_vocab.model"))
+    texts = read_task_texts(config, config.data_dir, ("validation",))["validation"][:3]
+    for labels, (text, _) in zip(sources, texts, strict=True):
+        assert labels == [src_pieces.id_to_piece(i) for i in src_pieces.encode(text)]
+    for labels in predictions:
+        assert labels and all(tgt_pieces.id_to_piece(tgt_pieces.piece_to_id(p)) == p
+                              for p in labels)

@@ -221,7 +221,9 @@ def write_report(workdirs: Sequence[str], out_dir: str, attention: bool = True,
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir; the report goes to WORKDIR/report.")
 _COMPARE = flags.DEFINE_list("compare", None, "Workdirs to overlay (needs --out).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/report).")
-_LAYER = flags.DEFINE_integer("layer", -1, "Attention layer to draw (Transformer).")
+_LAYER = flags.DEFINE_integer(
+    "layer", -1, "Attention layer to draw, by layer number (Transformer; -1: the last)."
+)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -16,7 +16,7 @@ from tensorboardX.proto import event_pb2
 
 from flax_s2s import report, training
 from flax_s2s.data.task_data import read_task_texts
-from flax_s2s.models import attention_weights, build_model, decoder_inputs
+from flax_s2s.models import attention_weights, build_model, decoder_inputs, layer_order
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,30 @@ def test_attention_of_a_sentencepiece_run_is_labelled_with_its_pieces(sentencepi
     for labels in predictions:
         assert labels and all(tgt_pieces.id_to_piece(tgt_pieces.piece_to_id(p)) == p
                               for p in labels)
+
+
+def test_attention_layers_come_in_layer_order_past_ten_layers():
+    """Layer 2's cross-attention query is zeroed, so it alone attends uniformly; it must be the
+    third of the 11 layers returned (a name sort would put decoder_layers_10 there)."""
+    config = tiny_config(**{"model.type": "transformer", "model.d_model": 8, "model.num_heads": 1,
+                            "model.mlp_dim": 8, "model.num_encoder_layers": 1,
+                            "model.num_decoder_layers": 11})
+    model = build_model(config, 12, 12)
+    src = np.array([[4, 5, 6, 7, 0]], np.int32)
+    tgt = np.array([[4, 5, 2]], np.int32)
+    variables = model.init(jax.random.PRNGKey(0), src, tgt)
+    query = variables["params"]["decoder_layers_2"]["cross_attention"]["query"]
+    query.update(jax.tree.map(np.zeros_like, query))
+    layers = attention_weights(model, variables, src, decoder_inputs(tgt))
+    uniform = [bool(np.allclose(np.asarray(w)[0, :, :4], 0.25, atol=1e-6)) for w in layers]
+    assert uniform == [layer == 2 for layer in range(11)]
+
+
+def test_layer_order_sorts_numbered_layers_by_number():
+    paths = [("decoder_layers_10", "cross_attention", "attention_weights"),
+             ("decoder_layers_2", "cross_attention", "attention_weights"),
+             ("decoder_layers_1", "cross_attention", "attention_weights"),
+             ("attention_weights",)]
+    ordered = sorted(paths, key=layer_order)
+    assert [path[0] for path in ordered] == [
+        "attention_weights", "decoder_layers_1", "decoder_layers_2", "decoder_layers_10"]

@@ -21,6 +21,8 @@ train-mode call on such a model fails, so no update is ever dropped silently. Ev
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import flax
@@ -178,11 +180,22 @@ class Seq2Seq:
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def layer_order(path: Sequence[str]) -> tuple[tuple[str | int, ...], ...]:
+    """A sort key for variable paths that orders numbered layers by number: ("decoder_layers_2",)
+    before ("decoder_layers_10",). Each name is split into text and digit runs, digits compared
+    as ints (text and digit runs alternate, so like compares with like)."""
+    return tuple(
+        tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name)))
+        for name in path
+    )
+
+
 def attention_weights(
     model: Seq2Seq, variables: Variables, src_tokens: Array, tgt_inputs: Array
 ) -> list[Array]:
     """Decoder-to-source attention under teacher forcing, for plots: one [batch, tgt, src] array
-    per attention layer (heads averaged), rows summing to 1 over non-pad source positions.
+    per attention layer in layer order (heads averaged), rows summing to 1 over non-pad source
+    positions.
 
     Modules sow their attention as intermediates named "attention_weights": per step
     ([batch, src] or [batch, heads, src]) from `step`, collected here across a scan.
@@ -198,8 +211,8 @@ def attention_weights(
             method=type(module).step, mutable=["intermediates"],
         )
         sown = flax.traverse_util.flatten_dict(state["intermediates"])
-        per_layer = [values[-1] for path, values in sorted(sown.items())
-                     if path[-1] == "attention_weights"]
+        paths = sorted((path for path in sown if path[-1] == "attention_weights"), key=layer_order)
+        per_layer = [sown[path][-1] for path in paths]
         # [batch, src] (RNN) or [batch, heads, 1, src] (Transformer) -> [batch, src]
         return cache, [w.reshape(w.shape[0], -1, w.shape[-1]).mean(1) for w in per_layer]
 

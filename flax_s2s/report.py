@@ -23,6 +23,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from flax_s2s.logs import read_records  # noqa: E402
 
@@ -84,9 +86,16 @@ def plot_schedule(runs: dict[str, Records], path: str) -> str:
 
 
 def plot_by_position(runs: dict[str, Records], path: str) -> str | None:
+    """`by_position_figure` saved to `path`; None (and no file) when no run logged it."""
+    fig = by_position_figure(runs)
+    return None if fig is None else _save(fig, path)
+
+
+def by_position_figure(runs: dict[str, Records]) -> Figure | None:
     """Accuracy by target position, teacher forced vs free running, at each run's last eval; for
     scheduled-sampling runs a second panel beside it: the share of real tokens that read the gold
-    token, by position, over the last log interval (`gold_rate_by_position`)."""
+    token, by position, over the last log interval (`gold_rate_by_position`). None when no run
+    logged accuracy by position."""
     with_gold = {name: [r for r in records if r.get("gold_rate_by_position")]
                  for name, records in runs.items()}
     with_gold = {name: logged[-1] for name, logged in with_gold.items() if logged}
@@ -109,6 +118,7 @@ def plot_by_position(runs: dict[str, Records], path: str) -> str | None:
     if not drawn:
         plt.close(fig)
         return None
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("target position")
     ax.set_ylabel("token accuracy")
     ax.set_title("exposure bias: accuracy by position")
@@ -120,11 +130,12 @@ def plot_by_position(runs: dict[str, Records], path: str) -> str | None:
             gold_ax.plot(np.arange(len(rates)), rates, marker="o",
                          label=f"{name} (train, step {record['step']})")
         gold_ax.set_ylim(-0.05, 1.05)
+        gold_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         gold_ax.set_xlabel("decoder input position")
         gold_ax.set_ylabel("share read gold")
         gold_ax.set_title("realised teacher forcing by position")
         gold_ax.legend(fontsize=7)
-    return _save(fig, path)
+    return fig
 
 
 def plot_attention(workdir: str, path: str, num_examples: int = 4, layer: int = -1) -> str:

@@ -8,6 +8,7 @@ import struct
 
 import jax
 import matplotlib.image
+import matplotlib.pyplot
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -158,3 +159,20 @@ def test_layer_order_sorts_numbered_layers_by_number():
     ordered = sorted(paths, key=layer_order)
     assert [path[0] for path in ordered] == [
         "attention_weights", "decoder_layers_1", "decoder_layers_2", "decoder_layers_10"]
+
+
+def test_by_position_axes_tick_whole_positions_only():
+    """Three positions: left to itself matplotlib ticks 0, 0.25, 0.5, ..."""
+    records = [
+        {"step": 10, "split": "train", "loss": 1.0, "gold_rate_by_position": [1.0, 0.5, 0.25]},
+        {"step": 10, "split": "validation", "loss": 1.0, "tf_accuracy_by_position": [0.9, 0.8, 0.7],
+         "fr_accuracy_by_position": [0.9, 0.6, 0.3]},
+    ]
+    fig = report.by_position_figure({"run": records})
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    for ax in axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    matplotlib.pyplot.close(fig)

@@ -18,6 +18,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
+BEST_MODES = ("max", "min")  # whether a higher or a lower metric is better for `keep_best`
+
 
 class Checkpointer:
     """`WORKDIR/checkpoints/<step>/{state, data, config}`.
@@ -33,6 +35,8 @@ class Checkpointer:
     def __init__(
         self, directory: str, max_to_keep: int = 3, keep_best: int = 0, best_mode: str = "max"
     ) -> None:
+        if best_mode not in BEST_MODES:
+            raise ValueError(f"best_mode must be one of {list(BEST_MODES)}, got {best_mode!r}")
         self.directory = os.path.abspath(directory)
         self.restored_step: int | None = None
         keep: list[policies.PreservationPolicy] = [policies.LatestN(n=max_to_keep)]

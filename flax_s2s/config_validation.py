@@ -9,24 +9,31 @@ from __future__ import annotations
 import ml_collections
 
 from flax_s2s import forcing
+from flax_s2s.checkpoint import BEST_MODES
+from flax_s2s.data.pipeline import TOO_LONG_POLICIES
 from flax_s2s.data.task_data import FILE_TASKS, TASK_NAMES, TASK_SPLITS, resolve_data_path
+from flax_s2s.data.vocab import SP_MODEL_TYPES, VOCAB_KINDS
 from flax_s2s.errors import ConfigError
 from flax_s2s.metrics import TEXT_METRICS
+from flax_s2s.models import DTYPES, MODEL_TYPES
 from flax_s2s.models.norms import NORM_KINDS, NORM_POSITIONS
+from flax_s2s.models.rnn import CELLS
+from flax_s2s.models.transformer import POSITIONS
 from flax_s2s.sharding import check_mesh_form, resolve_mesh_shape
 
-_CHOICES = {
-    "too_long": ("drop", "error"),
-    "nonfinite_policy": ("skip", "stop"),
-    "best_mode": ("max", "min"),
-    "model.type": ("lstm", "transformer"),
-    "model.cell": ("lstm", "gru"),
+# config key -> its allowed values, each defined by the module that acts on them
+CHOICES = {
+    "too_long": TOO_LONG_POLICIES,
+    "nonfinite_policy": ("skip", "stop"),  # read by the training loop
+    "best_mode": BEST_MODES,
+    "model.type": MODEL_TYPES,
+    "model.cell": CELLS,
     "model.norm": NORM_KINDS,
     "model.norm_position": NORM_POSITIONS,
-    "model.dtype": ("float32", "bfloat16"),
-    "model.positions": ("sinusoidal", "learned"),
-    "vocab.type": ("symbol", "sentencepiece"),
-    "vocab.sp_model_type": ("unigram", "bpe"),
+    "model.dtype": tuple(DTYPES),
+    "model.positions": POSITIONS,
+    "vocab.type": VOCAB_KINDS,
+    "vocab.sp_model_type": SP_MODEL_TYPES,
     "teacher_forcing.schedule": forcing.SCHEDULES,
     "teacher_forcing.mode": forcing.MODES,
     "teacher_forcing.position_schedule": forcing.POSITION_SCHEDULES,
@@ -125,7 +132,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     """Raises ConfigError naming the first impossible value. With `device_count` (all devices of
     all processes), also checks the mesh against the devices and the batch sizes."""
     _validate_data(config)
-    for key, allowed in _CHOICES.items():
+    for key, allowed in CHOICES.items():
         value = _get(config, key)
         if value not in allowed:
             raise ConfigError(f"config.{key}={value!r}: must be one of {list(allowed)}")

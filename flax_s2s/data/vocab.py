@@ -18,6 +18,7 @@ import sentencepiece as spm
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+SP_MODEL_TYPES = ("unigram", "bpe")  # the SentencePiece algorithms `SentencePieceVocab.train` offers
 
 
 class SymbolVocab:
@@ -197,6 +198,9 @@ VOCAB_SUFFIXES: dict[str, tuple[str, type]] = {
     "symbol": (".json", SymbolVocab),
     "sentencepiece": (".model", SentencePieceVocab),
 }
+
+
+VOCAB_KINDS = tuple(VOCAB_SUFFIXES)
 
 
 def load_vocab(path_stem: str | Path) -> Vocab | None:

@@ -33,7 +33,7 @@ import ml_collections
 
 from flax_s2s.data.vocab import BOS
 from flax_s2s.models import unroll as unroll_policy
-from flax_s2s.models.rnn import RnnSeq2Seq
+from flax_s2s.models.rnn import RnnConfig, RnnSeq2Seq
 from flax_s2s.models.transformer import Transformer, TransformerConfig
 
 Array = jax.Array
@@ -177,7 +177,13 @@ class Seq2Seq:
         return (logits, stats) if update_stats else logits
 
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # config.model.dtype -> compute dtype
+# config.model.type -> (its hyperparameter dataclass, its module)
+_MODULES: dict[str, tuple[type, type[nn.Module]]] = {
+    "lstm": (RnnConfig, RnnSeq2Seq),
+    "transformer": (TransformerConfig, Transformer),
+}
+MODEL_TYPES = tuple(_MODULES)
 
 
 def layer_order(path: Sequence[str]) -> tuple[tuple[str | int, ...], ...]:
@@ -221,50 +227,27 @@ def attention_weights(
     return [w.transpose(1, 0, 2) for w in weights]
 
 
+def module_config(cls: type, model_config: ml_collections.ConfigDict, **derived: Any) -> Any:
+    """The dataclass `cls` from the fields of `model_config` it names, then the `derived` values
+    it names (which win; those it does not name are left out)."""
+    names = [field.name for field in dataclasses.fields(cls)]
+    values = {name: model_config[name] for name in names if name in model_config}
+    values.update({name: value for name, value in derived.items() if name in names})
+    return cls(**values)
+
+
 def build_model(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
     """The model named by `config.model.type`, wrapped in the step-function seam."""
     model_config = config.model
-    if model_config.dtype not in _DTYPES:
-        raise ValueError(
-            f"config.model.dtype must be one of {list(_DTYPES)}, got {model_config.dtype!r}"
-        )
-    dtype = _DTYPES[model_config.dtype]
-    if model_config.type == "lstm":
-        module = RnnSeq2Seq(
-            src_vocab_size=src_vocab_size,
-            tgt_vocab_size=tgt_vocab_size,
-            emb_dim=model_config.emb_dim,
-            hidden_dim=model_config.hidden_dim,
-            cell=model_config.cell,
-            bidirectional=model_config.bidirectional,
-            num_encoder_layers=model_config.num_encoder_layers,
-            attention_dim=model_config.attention_dim,
-            dropout_rate=model_config.dropout_rate,
-            norm=model_config.norm,
-            norm_position=model_config.norm_position,
-            max_decode_len=config.max_tgt_len,
-            dtype=dtype,
-        )
-        return Seq2Seq(module)
-    if model_config.type == "transformer":
-        transformer_config = TransformerConfig(
-            src_vocab_size=src_vocab_size,
-            tgt_vocab_size=tgt_vocab_size,
-            d_model=model_config.d_model,
-            num_heads=model_config.num_heads,
-            mlp_dim=model_config.mlp_dim,
-            num_encoder_layers=model_config.num_encoder_layers,
-            num_decoder_layers=model_config.num_decoder_layers,
-            share_embeddings=model_config.share_embeddings,
-            tie_output=model_config.tie_output,
-            positions=model_config.positions,
-            max_positions=max(config.max_src_len, config.max_tgt_len),
-            dropout_rate=model_config.dropout_rate,
-            norm=model_config.norm,
-            norm_position=model_config.norm_position,
-            dtype=dtype,
-        )
-        return Seq2Seq(Transformer(transformer_config))
-    raise ValueError(
-        f"config.model.type must be one of ['lstm', 'transformer'], got {model_config.type!r}"
+    for key, allowed in (("type", MODEL_TYPES), ("dtype", DTYPES)):
+        if model_config[key] not in allowed:
+            raise ValueError(f"config.model.{key} must be one of {list(allowed)}, got {model_config[key]!r}")
+    config_cls, module_cls = _MODULES[model_config.type]
+    hyperparameters = module_config(
+        config_cls, model_config,
+        src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
+        dtype=DTYPES[model_config.dtype],
+        max_decode_len=config.max_tgt_len,  # RNN: decoder steps with BatchNorm statistics
+        max_positions=max(config.max_src_len, config.max_tgt_len),  # Transformer
     )
+    return Seq2Seq(module_cls(hyperparameters))

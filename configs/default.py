@@ -158,9 +158,10 @@ def get_config() -> ml_collections.ConfigDict:
     # hypotheses by log p / ((5 + length) / 6) ** eval_length_alpha (GNMT length penalty).
     config.eval_beam_size = 0
     config.eval_length_alpha = 0.6
-    # Metrics of decoded text, each unique source decoded once (greedy) and scored against all its
-    # references: wer, per (G2P: percent of words wrong, percent phone edits) and bleu, chrf
-    # (sacrebleu, 0-100). Reported per eval split beside loss and accuracies. Empty: none.
+    # Metrics of decoded text, each unique source decoded once (as above: greedy, or beam search
+    # of width eval_beam_size) and scored against all its references: wer, per (G2P: percent of
+    # words wrong, percent phone edits) and bleu, chrf (sacrebleu, 0-100). Reported per eval split
+    # beside loss and accuracies. Empty: none.
     config.text_metrics = ()
     config.checkpoint_every = 1000
     config.max_checkpoints = 3  # newest checkpoints kept

@@ -18,6 +18,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
+BEST_MODES = ("max", "min")  # whether a higher or a lower metric is better for `keep_best`
+
 
 class Checkpointer:
     """`WORKDIR/checkpoints/<step>/{state, data, config}`.
@@ -25,12 +27,18 @@ class Checkpointer:
     Keeps the newest `max_to_keep` checkpoints and, when `keep_best` > 0, also the `keep_best`
     best by the metric passed to `save(..., metric=...)` (higher is better when `best_mode` is
     "max").
+
+    `restored_step` is the step the last `restore()` read (it may be older than the newest when
+    that one is unreadable), None before any restore.
     """
 
     def __init__(
         self, directory: str, max_to_keep: int = 3, keep_best: int = 0, best_mode: str = "max"
     ) -> None:
+        if best_mode not in BEST_MODES:
+            raise ValueError(f"best_mode must be one of {list(BEST_MODES)}, got {best_mode!r}")
         self.directory = os.path.abspath(directory)
+        self.restored_step: int | None = None
         keep: list[policies.PreservationPolicy] = [policies.LatestN(n=max_to_keep)]
         if keep_best > 0:
             keep.append(
@@ -93,7 +101,7 @@ class Checkpointer:
         (a run about to resume) the skipped ones are renamed `unreadable-<step>`, so that it can
         save those steps again. Readers (decode, evaluate) pass False and leave the directory as
         it is: a trainer may still be writing to it.
-        Returns the state.
+        Returns the state; `restored_step` says which step it is.
         """
         candidates = [step] if step is not None else self.all_steps()[::-1]
         errors = []

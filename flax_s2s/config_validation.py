@@ -6,27 +6,34 @@ that are well typed but impossible, naming the key and what is allowed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import ml_collections
 
 from flax_s2s import forcing
+from flax_s2s.checkpoint import BEST_MODES
+from flax_s2s.data.pipeline import TOO_LONG_POLICIES
 from flax_s2s.data.task_data import FILE_TASKS, TASK_NAMES, TASK_SPLITS, resolve_data_path
+from flax_s2s.data.vocab import SP_MODEL_TYPES, VOCAB_KINDS
+from flax_s2s.errors import ConfigError
 from flax_s2s.metrics import TEXT_METRICS
+from flax_s2s.models import DTYPES, MODEL_TYPES
 from flax_s2s.models.norms import NORM_KINDS, NORM_POSITIONS
+from flax_s2s.models.rnn import CELLS
+from flax_s2s.models.transformer import POSITIONS
+from flax_s2s.sharding import check_mesh_form, resolve_mesh_shape
 
-_CHOICES = {
-    "too_long": ("drop", "error"),
-    "nonfinite_policy": ("skip", "stop"),
-    "best_mode": ("max", "min"),
-    "model.type": ("lstm", "transformer"),
-    "model.cell": ("lstm", "gru"),
+# config key -> its allowed values, each defined by the module that acts on them
+CHOICES = {
+    "too_long": TOO_LONG_POLICIES,
+    "nonfinite_policy": ("skip", "stop"),  # read by the training loop
+    "best_mode": BEST_MODES,
+    "model.type": MODEL_TYPES,
+    "model.cell": CELLS,
     "model.norm": NORM_KINDS,
     "model.norm_position": NORM_POSITIONS,
-    "model.dtype": ("float32", "bfloat16"),
-    "model.positions": ("sinusoidal", "learned"),
-    "vocab.type": ("symbol", "sentencepiece"),
-    "vocab.sp_model_type": ("unigram", "bpe"),
+    "model.dtype": tuple(DTYPES),
+    "model.positions": POSITIONS,
+    "vocab.type": VOCAB_KINDS,
+    "vocab.sp_model_type": SP_MODEL_TYPES,
     "teacher_forcing.schedule": forcing.SCHEDULES,
     "teacher_forcing.mode": forcing.MODES,
     "teacher_forcing.position_schedule": forcing.POSITION_SCHEDULES,
@@ -49,10 +56,6 @@ _POSITIVE = (
     "model.mlp_dim",
     "model.num_decoder_layers",
 )
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key."""
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):
@@ -99,36 +102,10 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def _check_mesh_form(shape: tuple) -> None:
-    where = f"config.mesh_shape={shape}"
-    if len(shape) != 2 or not all(isinstance(n, int) for n in shape):
-        raise ConfigError(f"{where}: must be two integers (data, model)")
-    if any(n == 0 or n < -1 for n in shape) or shape == (-1, -1):
-        raise ConfigError(f"{where}: each axis must be > 0, or -1 (all remaining devices) for one")
-
-
-def resolve_mesh_shape(mesh_shape: Sequence[int], device_count: int) -> tuple[int, int]:
-    """The (data, model) mesh shape with its -1 (if any) replaced by the remaining devices.
-
-    Raises ConfigError naming the mesh and the device count when they do not fit.
-    """
-    shape = tuple(mesh_shape)
-    _check_mesh_form(shape)
-    where = f"config.mesh_shape={shape}"
-    fixed = abs(shape[0] * shape[1])  # the product of the axes that are not -1
-    if -1 in shape:
-        if device_count % fixed:
-            raise ConfigError(f"{where}: {fixed} does not divide the {device_count} devices")
-        return tuple(device_count // fixed if n == -1 else n for n in shape)
-    if fixed != device_count:
-        raise ConfigError(f"{where}: the mesh holds {fixed} devices, but there are {device_count}")
-    return shape
-
-
 def _validate_mesh(config: ml_collections.ConfigDict, device_count: int | None) -> None:
     """The mesh's form; with `device_count`, also that it fits the devices and that its `data`
     axis divides the train and eval batches."""
-    _check_mesh_form(tuple(config.mesh_shape))
+    check_mesh_form(tuple(config.mesh_shape))
     if device_count is None:
         return
     data, _ = resolve_mesh_shape(config.mesh_shape, device_count)
@@ -155,7 +132,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     """Raises ConfigError naming the first impossible value. With `device_count` (all devices of
     all processes), also checks the mesh against the devices and the batch sizes."""
     _validate_data(config)
-    for key, allowed in _CHOICES.items():
+    for key, allowed in CHOICES.items():
         value = _get(config, key)
         if value not in allowed:
             raise ConfigError(f"config.{key}={value!r}: must be one of {list(allowed)}")

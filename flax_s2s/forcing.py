@@ -51,7 +51,6 @@ POSITION_SCHEDULES = ("none", "linear", "exponential", "inverse_sigmoid")
 COMBINES = ("product", "min")  # how p(step) and q(t) make p(step, t)
 CHOICES = ("argmax", "sample")
 LATER_CHOICES = ("soft",)  # documented in configs/default.py, refused by config validation
-MODES = ("exact", "two_pass")
 
 # Folded into the train step's key to give the forcing keys: the dropout keys come from splitting
 # the same step key, and fold_in with a fixed constant is a different function of it, so the two
@@ -277,6 +276,7 @@ def two_pass_unroll(
 
 
 UNROLLS = {"exact": exact_unroll, "two_pass": two_pass_unroll}  # by config.teacher_forcing.mode
+MODES = tuple(UNROLLS)
 
 
 @dataclasses.dataclass(frozen=True)

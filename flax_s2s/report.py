@@ -23,6 +23,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from flax_s2s.logs import read_records  # noqa: E402
 
@@ -84,9 +86,16 @@ def plot_schedule(runs: dict[str, Records], path: str) -> str:
 
 
 def plot_by_position(runs: dict[str, Records], path: str) -> str | None:
+    """`by_position_figure` saved to `path`; None (and no file) when no run logged it."""
+    fig = by_position_figure(runs)
+    return None if fig is None else _save(fig, path)
+
+
+def by_position_figure(runs: dict[str, Records]) -> Figure | None:
     """Accuracy by target position, teacher forced vs free running, at each run's last eval; for
     scheduled-sampling runs a second panel beside it: the share of real tokens that read the gold
-    token, by position, over the last log interval (`gold_rate_by_position`)."""
+    token, by position, over the last log interval (`gold_rate_by_position`). None when no run
+    logged accuracy by position."""
     with_gold = {name: [r for r in records if r.get("gold_rate_by_position")]
                  for name, records in runs.items()}
     with_gold = {name: logged[-1] for name, logged in with_gold.items() if logged}
@@ -109,6 +118,7 @@ def plot_by_position(runs: dict[str, Records], path: str) -> str | None:
     if not drawn:
         plt.close(fig)
         return None
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("target position")
     ax.set_ylabel("token accuracy")
     ax.set_title("exposure bias: accuracy by position")
@@ -120,11 +130,12 @@ def plot_by_position(runs: dict[str, Records], path: str) -> str | None:
             gold_ax.plot(np.arange(len(rates)), rates, marker="o",
                          label=f"{name} (train, step {record['step']})")
         gold_ax.set_ylim(-0.05, 1.05)
+        gold_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         gold_ax.set_xlabel("decoder input position")
         gold_ax.set_ylabel("share read gold")
         gold_ax.set_title("realised teacher forcing by position")
         gold_ax.legend(fontsize=7)
-    return _save(fig, path)
+    return fig
 
 
 def plot_attention(workdir: str, path: str, num_examples: int = 4, layer: int = -1) -> str:
@@ -144,10 +155,11 @@ def plot_attention(workdir: str, path: str, num_examples: int = 4, layer: int = 
 
 
 def attention_examples(workdir: str, num_examples: int, layer: int = -1):
-    """(source symbols, predicted symbols incl. EOS, weights [pred, src]) per example."""
+    """(source tokens, predicted tokens incl. EOS, weights [pred, src]) per example, each token
+    as its vocabulary's `token_text`."""
     from flax_s2s import decoding
     from flax_s2s.data.task_data import load_task_data
-    from flax_s2s.data.vocab import PAD, SPECIALS
+    from flax_s2s.data.vocab import PAD
     from flax_s2s.models import attention_weights, decoder_inputs
     from flax_s2s.workdirs import load_workdir
 
@@ -162,9 +174,8 @@ def attention_examples(workdir: str, num_examples: int, layer: int = -1):
     for row, src in enumerate(np.asarray(src_tokens)):
         src_len, pred_len = int((src != PAD).sum()), max(int(lengths[row]), 1)
         out.append((
-            [data.src_vocab.symbols[t] for t in src[:src_len]],
-            [data.tgt_vocab.symbols[t] if t >= len(SPECIALS) else SPECIALS[t]
-             for t in np.asarray(predicted[row, :pred_len])],
+            [data.src_vocab.token_text(t) for t in src[:src_len]],
+            [data.tgt_vocab.token_text(t) for t in np.asarray(predicted[row, :pred_len])],
             weights[row, :pred_len, :src_len],
         ))
     return tuple(zip(*out, strict=True))
@@ -221,7 +232,9 @@ def write_report(workdirs: Sequence[str], out_dir: str, attention: bool = True,
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir; the report goes to WORKDIR/report.")
 _COMPARE = flags.DEFINE_list("compare", None, "Workdirs to overlay (needs --out).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/report).")
-_LAYER = flags.DEFINE_integer("layer", -1, "Attention layer to draw (Transformer).")
+_LAYER = flags.DEFINE_integer(
+    "layer", -1, "Attention layer to draw, by layer number (Transformer; -1: the last)."
+)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from flax_s2s.config_validation import ConfigError, resolve_mesh_shape
+from flax_s2s.errors import ConfigError
 
 DATA, MODEL = "data", "model"
 
@@ -70,6 +70,33 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("embed", None),
     ("head_dim", None),
 )
+
+
+def check_mesh_form(shape: tuple) -> None:
+    """Raises ConfigError unless `shape` is two ints, each > 0 or one of them -1."""
+    where = f"config.mesh_shape={shape}"
+    if len(shape) != 2 or not all(isinstance(n, int) for n in shape):
+        raise ConfigError(f"{where}: must be two integers (data, model)")
+    if any(n == 0 or n < -1 for n in shape) or shape == (-1, -1):
+        raise ConfigError(f"{where}: each axis must be > 0, or -1 (all remaining devices) for one")
+
+
+def resolve_mesh_shape(mesh_shape: Sequence[int], device_count: int) -> tuple[int, int]:
+    """The (data, model) mesh shape with its -1 (if any) replaced by the remaining devices.
+
+    Raises ConfigError naming the mesh and the device count when they do not fit.
+    """
+    shape = tuple(mesh_shape)
+    check_mesh_form(shape)
+    where = f"config.mesh_shape={shape}"
+    fixed = abs(shape[0] * shape[1])  # the product of the axes that are not -1
+    if -1 in shape:
+        if device_count % fixed:
+            raise ConfigError(f"{where}: {fixed} does not divide the {device_count} devices")
+        return tuple(device_count // fixed if n == -1 else n for n in shape)
+    if fixed != device_count:
+        raise ConfigError(f"{where}: the mesh holds {fixed} devices, but there are {device_count}")
+    return shape
 
 
 def make_mesh(mesh_shape: Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -234,8 +261,8 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> bool:
 
 
 __all__ = [
-    "DATA", "LOGICAL_AXIS_RULES", "MODEL", "PARAM_RULES", "batch_sharding", "global_batch",
-    "global_batch_from_full", "initialize_distributed", "logical_axes", "make_mesh",
-    "opt_state_shardings", "param_shardings", "param_spec", "process_batch_rows", "replicated",
-    "train_state_shardings", "with_shardings",
+    "DATA", "LOGICAL_AXIS_RULES", "MODEL", "PARAM_RULES", "batch_sharding", "check_mesh_form",
+    "global_batch", "global_batch_from_full", "initialize_distributed", "logical_axes",
+    "make_mesh", "opt_state_shardings", "param_shardings", "param_spec", "process_batch_rows",
+    "replicated", "resolve_mesh_shape", "train_state_shardings", "with_shardings",
 ]

@@ -138,9 +138,8 @@ def test_beam_search_over_unlike_members_equals_a_reference_beam_search(members)
 
 def test_members_with_other_target_vocabularies_are_refused(members):
     (transformer, _), _, (lstm, _) = members[0]
-    other = dataclasses.replace(
-        lstm, module=lstm.module.clone(tgt_vocab_size=lstm.module.tgt_vocab_size + 1)
-    )
+    wider = dataclasses.replace(lstm.module.config, tgt_vocab_size=lstm.module.tgt_vocab_size + 1)
+    other = dataclasses.replace(lstm, module=lstm.module.clone(config=wider))
     with pytest.raises(ValueError, match="share the target vocabulary"):
         Ensemble([transformer, other])
 

@@ -157,3 +157,17 @@ def test_bad_configs_name_the_key(overrides, message):
     assert message in str(error.value)
 
 
+
+
+def test_restored_step_is_none_until_a_restore_and_then_the_step_read(tmp_path):
+    checkpointer = Checkpointer(str(tmp_path))
+    assert checkpointer.restored_step is None
+    for step in (3, 5):
+        checkpointer.save(step, {"w": np.full((2, 3), float(step)), "step": np.asarray(step)},
+                          None, {})
+    fresh = Checkpointer(str(tmp_path))
+    assert fresh.restored_step is None
+    fresh.restore(_small_state(), step=3)
+    assert fresh.restored_step == 3
+    fresh.restore(_small_state())
+    assert fresh.restored_step == 5

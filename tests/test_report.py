@@ -8,13 +8,16 @@ import struct
 
 import jax
 import matplotlib.image
+import matplotlib.pyplot
 import numpy as np
 import pytest
+import sentencepiece as spm
 from conftest import tiny_config
 from tensorboardX.proto import event_pb2
 
 from flax_s2s import report, training
-from flax_s2s.models import attention_weights, build_model, decoder_inputs
+from flax_s2s.data.task_data import read_task_texts
+from flax_s2s.models import attention_weights, build_model, decoder_inputs, layer_order
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +105,74 @@ def test_by_position_figure_shows_the_gold_rate_beside_it_for_scheduled_sampling
     image = matplotlib.image.imread(tmp_path / "ss_report" / "by_position.png")
     assert image.shape[:2] == (400, 1200)
     assert image[:, 600:, :3].var() > 0, "the gold-rate panel is drawn"
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_workdir(tmp_path_factory, addition_data_dir):
+    """A two-step run whose vocabularies are SentencePiece models."""
+    workdir = tmp_path_factory.mktemp("runs") / "sp"
+    config = tiny_config(data_dir=addition_data_dir, **{
+        "vocab.type": "sentencepiece", "vocab.sp_vocab_size": 20, "num_train_steps": 2,
+        "log_every": 1, "eval_every": 2, "checkpoint_every": 2})
+    training.run(config, str(workdir))
+    return str(workdir), config
+
+
+def test_attention_of_a_sentencepiece_run_is_labelled_with_its_pieces(sentencepiece_workdir,
+                                                                       tmp_path):
+    workdir, config = sentencepiece_workdir
+    report.write_report([workdir], str(tmp_path))
+    assert matplotlib.image.imread(tmp_path / "attention.png").var() > 0
+    sources, predictions, _ = report.attention_examples(workdir, 3)
+    src_pieces = spm.SentencePieceProcessor(model_file=os.path.join(workdir, "src_vocab.model"))
+    tgt_pieces = spm.SentencePieceProcessor(model_file=os.path.join(workdir, "tgt_vocab.model"))
+    texts = read_task_texts(config, config.data_dir, ("validation",))["validation"][:3]
+    for labels, (text, _) in zip(sources, texts, strict=True):
+        assert labels == [src_pieces.id_to_piece(i) for i in src_pieces.encode(text)]
+    for labels in predictions:
+        assert labels and all(tgt_pieces.id_to_piece(tgt_pieces.piece_to_id(p)) == p
+                              for p in labels)
+
+
+def test_attention_layers_come_in_layer_order_past_ten_layers():
+    """Layer 2's cross-attention query is zeroed, so it alone attends uniformly; it must be the
+    third of the 11 layers returned (a name sort would put decoder_layers_10 there)."""
+    config = tiny_config(**{"model.type": "transformer", "model.d_model": 8, "model.num_heads": 1,
+                            "model.mlp_dim": 8, "model.num_encoder_layers": 1,
+                            "model.num_decoder_layers": 11})
+    model = build_model(config, 12, 12)
+    src = np.array([[4, 5, 6, 7, 0]], np.int32)
+    tgt = np.array([[4, 5, 2]], np.int32)
+    variables = model.init(jax.random.PRNGKey(0), src, tgt)
+    query = variables["params"]["decoder_layers_2"]["cross_attention"]["query"]
+    query.update(jax.tree.map(np.zeros_like, query))
+    layers = attention_weights(model, variables, src, decoder_inputs(tgt))
+    uniform = [bool(np.allclose(np.asarray(w)[0, :, :4], 0.25, atol=1e-6)) for w in layers]
+    assert uniform == [layer == 2 for layer in range(11)]
+
+
+def test_layer_order_sorts_numbered_layers_by_number():
+    paths = [("decoder_layers_10", "cross_attention", "attention_weights"),
+             ("decoder_layers_2", "cross_attention", "attention_weights"),
+             ("decoder_layers_1", "cross_attention", "attention_weights"),
+             ("attention_weights",)]
+    ordered = sorted(paths, key=layer_order)
+    assert [path[0] for path in ordered] == [
+        "attention_weights", "decoder_layers_1", "decoder_layers_2", "decoder_layers_10"]
+
+
+def test_by_position_axes_tick_whole_positions_only():
+    """Three positions: left to itself matplotlib ticks 0, 0.25, 0.5, ..."""
+    records = [
+        {"step": 10, "split": "train", "loss": 1.0, "gold_rate_by_position": [1.0, 0.5, 0.25]},
+        {"step": 10, "split": "validation", "loss": 1.0, "tf_accuracy_by_position": [0.9, 0.8, 0.7],
+         "fr_accuracy_by_position": [0.9, 0.6, 0.3]},
+    ]
+    fig = report.by_position_figure({"run": records})
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    for ax in axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    matplotlib.pyplot.close(fig)

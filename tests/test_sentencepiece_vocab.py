@@ -1,6 +1,7 @@
 """SentencePiece vocabularies: special ids, round trip, saved and reloaded by kind."""
 
 import pytest
+import sentencepiece as spm
 
 from flax_s2s.data.vocab import (
     BOS,
@@ -48,3 +49,10 @@ def test_load_vocab_finds_the_saved_kind(tmp_path):
     symbols = SymbolVocab.build(["HH AH L OW"], separator=" ")
     save_vocab(symbols, tmp_path / "src_vocab")
     assert load_vocab(tmp_path / "src_vocab") == symbols
+
+
+def test_token_text_names_each_id_by_its_piece(vocab):
+    reference = spm.SentencePieceProcessor(model_proto=vocab.model_proto)
+    ids = vocab.encode("the green mouse")
+    assert [vocab.token_text(i) for i in ids] == [reference.id_to_piece(i) for i in ids]
+    assert [vocab.token_text(i) for i in (PAD, BOS, EOS, UNK)] == ["<pad>", "<s>", "</s>", "<unk>"]

@@ -20,7 +20,8 @@ from jax.sharding import PartitionSpec as P
 
 from flax_s2s import sharding
 from flax_s2s.checkpoint import Checkpointer
-from flax_s2s.config_validation import ConfigError, resolve_mesh_shape, validate_config
+from flax_s2s.config_validation import ConfigError, validate_config
+from flax_s2s.sharding import resolve_mesh_shape
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -51,6 +52,15 @@ def test_mesh_that_does_not_fit_fails_naming_both_numbers(overrides, devices, me
     with pytest.raises(ConfigError) as error:
         validate_config(tiny_config(**overrides), devices)
     assert message in str(error.value)
+
+
+def test_sharding_needs_no_config_validation():
+    """The mesh shape is the mesh's business: importing sharding loads no config checks (which
+    read task data modules)."""
+    code = "import sys, flax_s2s.sharding; print('flax_s2s.config_validation' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=ROOT)
+    assert result.stdout.strip() == "False"
 
 
 def test_make_mesh_refuses_a_mesh_larger_than_the_devices():

@@ -42,3 +42,10 @@ def test_rejects_duplicates_and_specials():
         SymbolVocab(["a", "a"])
     with pytest.raises(ValueError, match="special"):
         SymbolVocab(["<pad>"])
+
+
+def test_token_text_names_each_id_by_its_symbol():
+    vocab = SymbolVocab(["HH", "AH", "L", "OW"], separator=" ")
+    ids = vocab.encode("L OW HH")
+    assert [vocab.token_text(i) for i in ids] == ["L", "OW", "HH", "</s>"]
+    assert [vocab.token_text(i) for i in (PAD, BOS, UNK)] == ["<pad>", "<s>", "<unk>"]

@@ -24,7 +24,8 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 from absl import logging
 
-_WORD_PHONES = tfds.features.FeaturesDict({"src": tfds.features.Text(), "tgt": tfds.features.Text()})
+from flax_s2s.data.tasks import text_pair_info
+
 _HASH_BUCKETS = 1000
 VALIDATION_BUCKETS = 50  # 5% of words: hash bucket < 50 -> validation
 TEST_BUCKETS = 50  # CmudictPackage only: the next 5% -> test
@@ -91,9 +92,7 @@ class _LexiconBuilder(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self, description=self.__doc__, features=_WORD_PHONES, supervised_keys=("src", "tgt")
-        )
+        return text_pair_info(self)
 
     def _split_pairs(self, pairs: Sequence[tuple[str, str]], with_test: bool):
         splits = carve_splits(pairs, with_test)

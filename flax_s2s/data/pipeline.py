@@ -45,6 +45,9 @@ def read_split(builder, split: str) -> list[tuple[str, str]]:
     return [(r["src"].decode("utf-8"), r["tgt"].decode("utf-8")) for r in records]
 
 
+TOO_LONG_POLICIES = ("drop", "error")  # what `tokenize` does with an example over the limits
+
+
 def tokenize(
     pairs: Sequence[tuple[str, str]],
     src_vocab: Vocab,
@@ -59,8 +62,8 @@ def tokenize(
 
     Source sequences carry no EOS; target sequences end in EOS, which counts towards max_tgt_len.
     """
-    if too_long not in ("drop", "error"):
-        raise ValueError(f"too_long must be 'drop' or 'error', got {too_long!r}")
+    if too_long not in TOO_LONG_POLICIES:
+        raise ValueError(f"too_long must be one of {list(TOO_LONG_POLICIES)}, got {too_long!r}")
     src = np.full((len(pairs), max_src_len), PAD, np.int32)
     tgt = np.full((len(pairs), max_tgt_len), PAD, np.int32)
     kept, texts = 0, []

@@ -16,8 +16,9 @@ import tensorflow_datasets as tfds
 _TEXT_PAIR = tfds.features.FeaturesDict({"src": tfds.features.Text(), "tgt": tfds.features.Text()})
 
 
-def _text_pair_info(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetInfo:
-    """Every task here is (src text, tgt text) pairs, described by the builder's docstring."""
+def text_pair_info(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetInfo:
+    """The info of a builder of (src text, tgt text) pairs, described by its docstring: every
+    task here, and the lexicon builders of `cmudict_g2p`."""
     return tfds.core.DatasetInfo(
         builder=builder,
         description=builder.__doc__,
@@ -39,7 +40,7 @@ class Addition(tfds.core.GeneratorBasedBuilder):
     _PERMUTATION_SEED = 20261126
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return _text_pair_info(self)
+        return text_pair_info(self)
 
     def _split_generators(self, dl_manager):
         del dl_manager  # generated in code
@@ -72,7 +73,7 @@ class Reverse(tfds.core.GeneratorBasedBuilder):
     _SEED = 20261127
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return _text_pair_info(self)
+        return text_pair_info(self)
 
     @staticmethod
     def split_of(text: str) -> str:
@@ -117,7 +118,7 @@ class RunningSum(tfds.core.GeneratorBasedBuilder):
     _SEED = 20261201
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return _text_pair_info(self)
+        return text_pair_info(self)
 
     @staticmethod
     def split_of(text: str) -> str:

@@ -1,8 +1,8 @@
 """Vocabularies with fixed special ids: PAD=0, BOS=1, EOS=2, UNK=3.
 
 `SymbolVocab` maps characters or whitespace-separated symbols (phones); `SentencePieceVocab` wraps a
-SentencePiece model trained on a training split. Both offer `encode`, `decode`, `len`, `save` and
-`load`. PAD must be 0 because every padded batch and every post-EOS position is filled with zeros.
+SentencePiece model trained on a training split. Both offer `encode`, `decode`, `token_text`, `len`,
+`save` and `load`. PAD must be 0 because every padded batch and every post-EOS position is filled with zeros.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sentencepiece as spm
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+SP_MODEL_TYPES = ("unigram", "bpe")  # the SentencePiece algorithms `SentencePieceVocab.train` offers
 
 
 def split_symbols(text: str, separator: str) -> list[str]:
@@ -78,6 +79,10 @@ class SymbolVocab:
                 continue
             out.append(self.symbols[token] if 0 <= token < len(self.symbols) else SPECIALS[UNK])
         return self.separator.join(out)
+
+    def token_text(self, token: int) -> str:
+        """The symbol of one id, a special by its name ("</s>"); for labels, not for decoding."""
+        return self.symbols[int(token)]
 
     def to_dict(self) -> dict:
         return {"symbols": self.symbols[len(SPECIALS):], "separator": self.separator}
@@ -161,6 +166,11 @@ class SentencePieceVocab:
                 kept.append(token)
         return self._processor.decode(kept)
 
+    def token_text(self, token: int) -> str:
+        """The piece of one id ("▁the"), a special by its name ("</s>"); for labels, not for
+        decoding."""
+        return self._processor.id_to_piece(int(token))
+
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(self.model_proto)
 
@@ -180,6 +190,7 @@ class Vocab(Protocol):
     def __len__(self) -> int: ...
     def encode(self, text: str, add_eos: bool = True) -> list[int]: ...
     def decode(self, ids: Iterable[int]) -> str: ...
+    def token_text(self, token: int) -> str: ...
     def save(self, path: str | Path) -> None: ...
 
 
@@ -188,6 +199,9 @@ VOCAB_SUFFIXES: dict[str, tuple[str, type]] = {
     "symbol": (".json", SymbolVocab),
     "sentencepiece": (".model", SentencePieceVocab),
 }
+
+
+VOCAB_KINDS = tuple(VOCAB_SUFFIXES)
 
 
 def load_vocab(path_stem: str | Path) -> Vocab | None:

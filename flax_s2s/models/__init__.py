@@ -21,6 +21,8 @@ train-mode call on such a model fails, so no update is ever dropped silently. Ev
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import flax
@@ -31,7 +33,7 @@ import ml_collections
 
 from flax_s2s.data.vocab import BOS
 from flax_s2s.models import unroll as unroll_policy
-from flax_s2s.models.rnn import RnnSeq2Seq
+from flax_s2s.models.rnn import RnnConfig, RnnSeq2Seq
 from flax_s2s.models.transformer import Transformer, TransformerConfig
 
 Array = jax.Array
@@ -175,14 +177,31 @@ class Seq2Seq:
         return (logits, stats) if update_stats else logits
 
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # config.model.dtype -> compute dtype
+# config.model.type -> (its hyperparameter dataclass, its module)
+_MODULES: dict[str, tuple[type, type[nn.Module]]] = {
+    "lstm": (RnnConfig, RnnSeq2Seq),
+    "transformer": (TransformerConfig, Transformer),
+}
+MODEL_TYPES = tuple(_MODULES)
+
+
+def layer_order(path: Sequence[str]) -> tuple[tuple[str | int, ...], ...]:
+    """A sort key for variable paths that orders numbered layers by number: ("decoder_layers_2",)
+    before ("decoder_layers_10",). Each name is split into text and digit runs, digits compared
+    as ints (text and digit runs alternate, so like compares with like)."""
+    return tuple(
+        tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name)))
+        for name in path
+    )
 
 
 def attention_weights(
     model: Seq2Seq, variables: Variables, src_tokens: Array, tgt_inputs: Array
 ) -> list[Array]:
     """Decoder-to-source attention under teacher forcing, for plots: one [batch, tgt, src] array
-    per attention layer (heads averaged), rows summing to 1 over non-pad source positions.
+    per attention layer in layer order (heads averaged), rows summing to 1 over non-pad source
+    positions.
 
     Modules sow their attention as intermediates named "attention_weights": per step
     ([batch, src] or [batch, heads, src]) from `step`, collected here across a scan.
@@ -198,8 +217,8 @@ def attention_weights(
             method=type(module).step, mutable=["intermediates"],
         )
         sown = flax.traverse_util.flatten_dict(state["intermediates"])
-        per_layer = [values[-1] for path, values in sorted(sown.items())
-                     if path[-1] == "attention_weights"]
+        paths = sorted((path for path in sown if path[-1] == "attention_weights"), key=layer_order)
+        per_layer = [sown[path][-1] for path in paths]
         # [batch, src] (RNN) or [batch, heads, 1, src] (Transformer) -> [batch, src]
         return cache, [w.reshape(w.shape[0], -1, w.shape[-1]).mean(1) for w in per_layer]
 
@@ -208,50 +227,27 @@ def attention_weights(
     return [w.transpose(1, 0, 2) for w in weights]
 
 
+def module_config(cls: type, model_config: ml_collections.ConfigDict, **derived: Any) -> Any:
+    """The dataclass `cls` from the fields of `model_config` it names, then the `derived` values
+    it names (which win; those it does not name are left out)."""
+    names = [field.name for field in dataclasses.fields(cls)]
+    values = {name: model_config[name] for name in names if name in model_config}
+    values.update({name: value for name, value in derived.items() if name in names})
+    return cls(**values)
+
+
 def build_model(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
     """The model named by `config.model.type`, wrapped in the step-function seam."""
     model_config = config.model
-    if model_config.dtype not in _DTYPES:
-        raise ValueError(
-            f"config.model.dtype must be one of {list(_DTYPES)}, got {model_config.dtype!r}"
-        )
-    dtype = _DTYPES[model_config.dtype]
-    if model_config.type == "lstm":
-        module = RnnSeq2Seq(
-            src_vocab_size=src_vocab_size,
-            tgt_vocab_size=tgt_vocab_size,
-            emb_dim=model_config.emb_dim,
-            hidden_dim=model_config.hidden_dim,
-            cell=model_config.cell,
-            bidirectional=model_config.bidirectional,
-            num_encoder_layers=model_config.num_encoder_layers,
-            attention_dim=model_config.attention_dim,
-            dropout_rate=model_config.dropout_rate,
-            norm=model_config.norm,
-            norm_position=model_config.norm_position,
-            max_decode_len=config.max_tgt_len,
-            dtype=dtype,
-        )
-        return Seq2Seq(module)
-    if model_config.type == "transformer":
-        transformer_config = TransformerConfig(
-            src_vocab_size=src_vocab_size,
-            tgt_vocab_size=tgt_vocab_size,
-            d_model=model_config.d_model,
-            num_heads=model_config.num_heads,
-            mlp_dim=model_config.mlp_dim,
-            num_encoder_layers=model_config.num_encoder_layers,
-            num_decoder_layers=model_config.num_decoder_layers,
-            share_embeddings=model_config.share_embeddings,
-            tie_output=model_config.tie_output,
-            positions=model_config.positions,
-            max_positions=max(config.max_src_len, config.max_tgt_len),
-            dropout_rate=model_config.dropout_rate,
-            norm=model_config.norm,
-            norm_position=model_config.norm_position,
-            dtype=dtype,
-        )
-        return Seq2Seq(Transformer(transformer_config))
-    raise ValueError(
-        f"config.model.type must be one of ['lstm', 'transformer'], got {model_config.type!r}"
+    for key, allowed in (("type", MODEL_TYPES), ("dtype", DTYPES)):
+        if model_config[key] not in allowed:
+            raise ValueError(f"config.model.{key} must be one of {list(allowed)}, got {model_config[key]!r}")
+    config_cls, module_cls = _MODULES[model_config.type]
+    hyperparameters = module_config(
+        config_cls, model_config,
+        src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
+        dtype=DTYPES[model_config.dtype],
+        max_decode_len=config.max_tgt_len,  # RNN: decoder steps with BatchNorm statistics
+        max_positions=max(config.max_src_len, config.max_tgt_len),  # Transformer
     )
+    return Seq2Seq(module_cls(hyperparameters))

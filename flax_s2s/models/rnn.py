@@ -18,6 +18,7 @@ teacher-forced `forward` is the same `step` scanned over the gold inputs (see
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -54,12 +55,48 @@ class _LengthUnrolledRNN(nn.RNN):
         return super().__call__(inputs, time_major=time_major, **kwargs)
 
 
+_CELL_CLASSES = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
+CELLS = tuple(_CELL_CLASSES)  # the allowed `cell` values
+
+
 def _cell(kind: str, features: int, dtype: Any, name: str | None = None) -> nn.RNNCellBase:
-    if kind == "lstm":
-        return nn.OptimizedLSTMCell(features, dtype=dtype, name=name)
-    if kind == "gru":
-        return nn.GRUCell(features, dtype=dtype, name=name)
-    raise ValueError(f"model.cell must be 'lstm' or 'gru', got {kind!r}")
+    return _CELL_CLASSES[kind](features, dtype=dtype, name=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class RnnConfig:
+    """Hyperparameters of `RnnSeq2Seq` (hashable, like `TransformerConfig`).
+
+    Attributes:
+      src_vocab_size, tgt_vocab_size: vocabulary sizes (PAD=0 included).
+      emb_dim: embedding width; hidden_dim: recurrent state width (each direction).
+      cell: one of CELLS; bidirectional: encoder reads both ways (memory is 2*hidden_dim wide).
+      num_encoder_layers: stacked encoder layers; attention_dim: width of the additive scorer.
+      dropout_rate: on embeddings and on the attentional vector, in training only.
+      norm, norm_position: see the module docstring; "none" leaves the model unnormalised.
+      max_decode_len: decoder steps with their own BatchNorm statistics (later steps share the
+        last); unused by the other norms.
+      dtype: compute dtype; parameters stay float32.
+    """
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    emb_dim: int = 64
+    hidden_dim: int = 256
+    cell: str = "lstm"
+    bidirectional: bool = True
+    num_encoder_layers: int = 1
+    attention_dim: int = 128
+    dropout_rate: float = 0.0
+    norm: str = "none"
+    norm_position: str = "pre"
+    max_decode_len: int = 64
+    dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        check_position(self.norm_position)
+        if self.cell not in CELLS:
+            raise ValueError(f"model.cell must be one of {list(CELLS)}, got {self.cell!r}")
 
 
 class AdditiveAttention(nn.Module):
@@ -87,68 +124,45 @@ class AdditiveAttention(nn.Module):
 
 
 class RnnSeq2Seq(nn.Module):
-    """Recurrent encoder-decoder with attention.
+    """Recurrent encoder-decoder with attention, shaped by `config` (see `RnnConfig`)."""
 
-    Attributes:
-      src_vocab_size, tgt_vocab_size: vocabulary sizes (PAD=0 included).
-      emb_dim: embedding width; hidden_dim: recurrent state width (each direction).
-      cell: "lstm" or "gru"; bidirectional: encoder reads both ways (memory is 2*hidden_dim wide).
-      num_encoder_layers: stacked encoder layers; attention_dim: width of the additive scorer.
-      dropout_rate: on embeddings and on the attentional vector, in training only.
-      norm, norm_position: see the module docstring; "none" leaves the model unnormalised.
-      max_decode_len: decoder steps with their own BatchNorm statistics (later steps share the
-        last); unused by the other norms.
-      dtype: compute dtype; parameters stay float32.
-    """
+    config: RnnConfig
 
-    src_vocab_size: int
-    tgt_vocab_size: int
-    emb_dim: int = 64
-    hidden_dim: int = 256
-    cell: str = "lstm"
-    bidirectional: bool = True
-    num_encoder_layers: int = 1
-    attention_dim: int = 128
-    dropout_rate: float = 0.0
-    norm: str = "none"
-    norm_position: str = "pre"
-    max_decode_len: int = 64
-    dtype: Any = jnp.float32
+    @property
+    def tgt_vocab_size(self) -> int:
+        """The size of the output distribution (ensembles check it)."""
+        return self.config.tgt_vocab_size
 
     def setup(self) -> None:
-        check_position(self.norm_position)
-        self.src_embed = nn.Embed(self.src_vocab_size, self.emb_dim, self.dtype, name="src_embed")
-        self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.emb_dim, self.dtype, name="tgt_embed")
+        c = self.config
+        self.src_embed = nn.Embed(c.src_vocab_size, c.emb_dim, c.dtype, name="src_embed")
+        self.tgt_embed = nn.Embed(c.tgt_vocab_size, c.emb_dim, c.dtype, name="tgt_embed")
         self.encoder_norms = [
-            make_norm(self.norm, self.dtype, name=f"enc_norm_{i}")
-            for i in range(self.num_encoder_layers)
+            make_norm(c.norm, c.dtype, name=f"enc_norm_{i}") for i in range(c.num_encoder_layers)
         ]
         # BatchNorm in the decoder keeps running statistics per step (see norms.py).
-        self.decoder_norm = make_norm(
-            self.norm, self.dtype, name="dec_norm", num_positions=self.max_decode_len
-        )
-        layers = []
-        for i in range(self.num_encoder_layers):
-            forward = _LengthUnrolledRNN(
-                _cell(self.cell, self.hidden_dim, self.dtype), name=f"enc_fwd_{i}"
-            )
-            if self.bidirectional:
-                backward = _LengthUnrolledRNN(
-                    _cell(self.cell, self.hidden_dim, self.dtype),
-                    reverse=True,
-                    keep_order=True,
-                    name=f"enc_bwd_{i}",
-                )
-                forward = nn.Bidirectional(forward, backward, name=f"enc_{i}")
-            layers.append(forward)
-        self.encoder_layers = layers
+        self.decoder_norm = make_norm(c.norm, c.dtype, name="dec_norm", num_positions=c.max_decode_len)
+        self.encoder_layers = [self._encoder_layer(i) for i in range(c.num_encoder_layers)]
         # The decoder's first state is a learned function of the mean encoder memory.
-        self.bridge = nn.Dense(self.hidden_dim, dtype=self.dtype, name="bridge")
-        self.decoder_cell = _cell(self.cell, self.hidden_dim, self.dtype, name="decoder_cell")
-        self.attention = AdditiveAttention(self.attention_dim, self.dtype, name="attention")
-        self.attentional = nn.Dense(self.hidden_dim, dtype=self.dtype, name="attentional")
-        self.output_proj = nn.Dense(self.tgt_vocab_size, dtype=self.dtype, name="output_proj")
-        self.dropout = nn.Dropout(self.dropout_rate)
+        self.bridge = nn.Dense(c.hidden_dim, dtype=c.dtype, name="bridge")
+        self.decoder_cell = _cell(c.cell, c.hidden_dim, c.dtype, name="decoder_cell")
+        self.attention = AdditiveAttention(c.attention_dim, c.dtype, name="attention")
+        self.attentional = nn.Dense(c.hidden_dim, dtype=c.dtype, name="attentional")
+        self.output_proj = nn.Dense(c.tgt_vocab_size, dtype=c.dtype, name="output_proj")
+        self.dropout = nn.Dropout(c.dropout_rate)
+
+    def _encoder_layer(self, i: int) -> nn.Module:
+        """Encoder layer `i`: the RNN `enc_fwd_{i}`, or `enc_{i}` running it and `enc_bwd_{i}`
+        both ways (their parameters stay at `enc_fwd_{i}` and `enc_bwd_{i}`: this module owns
+        them)."""
+        c = self.config
+        forward = _LengthUnrolledRNN(_cell(c.cell, c.hidden_dim, c.dtype), name=f"enc_fwd_{i}")
+        if not c.bidirectional:
+            return forward
+        backward = _LengthUnrolledRNN(
+            _cell(c.cell, c.hidden_dim, c.dtype), reverse=True, keep_order=True, name=f"enc_bwd_{i}"
+        )
+        return nn.Bidirectional(forward, backward, name=f"enc_{i}")
 
     def encode(self, src_tokens: Array, train: bool = False) -> dict[str, Array]:
         """src_tokens [batch, src_len] -> memory [batch, src_len, d], keys, src_mask."""
@@ -157,11 +171,11 @@ class RnnSeq2Seq(nn.Module):
         x = self.dropout(self.src_embed(src_tokens), deterministic=not train)
         layers = zip(self.encoder_layers, self.encoder_norms, strict=True)
         for i, (layer, norm) in enumerate(layers):
-            if self.norm_position == "pre":
+            if self.config.norm_position == "pre":
                 x = norm(x, src_mask, train)
             self.sow("intermediates", f"encoder_{i}_input", x)
             x = layer(x, seq_lengths=lengths)
-            if self.norm_position == "post":
+            if self.config.norm_position == "post":
                 x = norm(x, src_mask, train)
         return {"memory": x, "keys": self.attention.keys(x), "src_mask": src_mask}
 
@@ -171,7 +185,7 @@ class RnnSeq2Seq(nn.Module):
         mask = encoded["src_mask"][..., None].astype(encoded["memory"].dtype)
         pooled = (encoded["memory"] * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
         h = jnp.tanh(self.bridge(pooled))
-        carry = (jnp.zeros_like(h), h) if self.cell == "lstm" else h
+        carry = (jnp.zeros_like(h), h) if self.config.cell == "lstm" else h
         return {"carry": carry, "feed": jnp.zeros_like(h)}
 
     def step(
@@ -191,11 +205,11 @@ class RnnSeq2Seq(nn.Module):
         live = prev_tokens != PAD
         x = self.dropout(self.tgt_embed(prev_tokens), deterministic=not train)
         x = jnp.concatenate([x, cache["feed"]], -1)
-        if self.norm_position == "pre":
+        if self.config.norm_position == "pre":
             x = self.decoder_norm(x, live, train, position)
         self.sow("intermediates", "decoder_cell_input", x)
         carry, h = self.decoder_cell(cache["carry"], x)
-        if self.norm_position == "post":
+        if self.config.norm_position == "post":
             h = self.decoder_norm(h, live, train, position)
         context, weights = self.attention(h, encoded["keys"], encoded["memory"], encoded["src_mask"])
         self.sow("intermediates", "attention_weights", weights)

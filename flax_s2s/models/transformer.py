@@ -35,6 +35,9 @@ Array = jax.Array
 KeyValue = dict[str, Array]  # {"key", "value"}: [batch, length, heads, head_dim]
 
 
+POSITIONS = ("sinusoidal", "learned")  # the allowed `positions` values
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """Hyperparameters shared by all the modules below (hashable, like Flax's examples/wmt).
@@ -65,9 +68,9 @@ class TransformerConfig:
                 f"model.d_model={self.d_model} must be divisible by "
                 f"model.num_heads={self.num_heads}"
             )
-        if self.positions not in ("sinusoidal", "learned"):
+        if self.positions not in POSITIONS:
             raise ValueError(
-                f"model.positions must be 'sinusoidal' or 'learned', got {self.positions!r}"
+                f"model.positions must be one of {list(POSITIONS)}, got {self.positions!r}"
             )
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(

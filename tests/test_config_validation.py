@@ -1,0 +1,53 @@
+"""Config validation reads each choice's allowed values from the module that acts on them: every
+value the owner offers passes, any other is refused naming the key and the owner's values."""
+
+import pytest
+from conftest import tiny_config
+
+from flax_s2s import checkpoint, forcing, models
+from flax_s2s.config_validation import ConfigError, validate_config
+from flax_s2s.data import pipeline, task_data, vocab
+from flax_s2s.models import norms, rnn, transformer
+
+OWNED_CHOICES = {
+    "model.type": models.MODEL_TYPES,
+    "model.cell": rnn.CELLS,
+    "model.positions": transformer.POSITIONS,
+    "model.dtype": tuple(models.DTYPES),
+    "model.norm": norms.NORM_KINDS,
+    "model.norm_position": norms.NORM_POSITIONS,
+    "teacher_forcing.schedule": forcing.SCHEDULES,
+    "teacher_forcing.choice": forcing.CHOICES,
+    "teacher_forcing.mode": forcing.MODES,
+    "teacher_forcing.position_schedule": forcing.POSITION_SCHEDULES,
+    "teacher_forcing.position_combine": forcing.COMBINES,
+    "task": task_data.TASK_NAMES,
+    "vocab.type": vocab.VOCAB_KINDS,
+    "vocab.sp_model_type": vocab.SP_MODEL_TYPES,
+    "too_long": pipeline.TOO_LONG_POLICIES,
+    "best_mode": checkpoint.BEST_MODES,
+}
+OWNED = [(key, name) for key, names in OWNED_CHOICES.items() for name in names]
+
+
+def _refusal(key: str, value: str) -> str | None:
+    """The ConfigError message for `key` set to `value` in the tiny config, or None."""
+    try:
+        validate_config(tiny_config(**{key: value}))
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize("key, name", OWNED)
+def test_every_name_the_owner_offers_is_accepted(key, name):
+    # Another check may still refuse the value's companions (a task's data_path, a schedule's k).
+    refusal = _refusal(key, name)
+    assert refusal is None or not refusal.startswith(f"config.{key}="), refusal
+
+
+@pytest.mark.parametrize("key", OWNED_CHOICES)
+def test_an_unknown_name_is_refused_naming_the_key_and_the_owners_names(key):
+    refusal = _refusal(key, "no_such_name")
+    assert refusal is not None and refusal.startswith(f"config.{key}='no_such_name'"), refusal
+    assert all(repr(name) in refusal for name in OWNED_CHOICES[key]), refusal

@@ -147,7 +147,6 @@ def attention_examples(workdir: str, num_examples: int, layer: int = -1):
     """(source symbols, predicted symbols incl. EOS, weights [pred, src]) per example."""
     from flax_s2s import decoding
     from flax_s2s.data.task_data import load_task_data
-    from flax_s2s.data.vocab import PAD, SPECIALS
     from flax_s2s.models import attention_weights, decoder_inputs
     from flax_s2s.workdirs import load_workdir
 
@@ -157,14 +156,15 @@ def attention_examples(workdir: str, num_examples: int, layer: int = -1):
     data = load_task_data(config, workdir, (split,))
     src_tokens = data.splits[split].src[:num_examples]
     predicted, lengths, _ = decoding.greedy(model, variables, src_tokens, max_len=config.max_tgt_len)
-    weights = np.asarray(attention_weights(model, variables, src_tokens, decoder_inputs(predicted))[layer])
+    tgt_inputs = decoder_inputs(predicted, model.special_tokens.bos)
+    weights = np.asarray(attention_weights(model, variables, src_tokens, tgt_inputs)[layer])
     out = []
     for row, src in enumerate(np.asarray(src_tokens)):
-        src_len, pred_len = int((src != PAD).sum()), max(int(lengths[row]), 1)
+        src_len = int((src != data.src_vocab.special_tokens.pad).sum())
+        pred_len = max(int(lengths[row]), 1)
         out.append((
             [data.src_vocab.symbols[t] for t in src[:src_len]],
-            [data.tgt_vocab.symbols[t] if t >= len(SPECIALS) else SPECIALS[t]
-             for t in np.asarray(predicted[row, :pred_len])],
+            [data.tgt_vocab.symbols[t] for t in np.asarray(predicted[row, :pred_len])],
             weights[row, :pred_len, :src_len],
         ))
     return tuple(zip(*out, strict=True))

@@ -29,19 +29,20 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from flax_s2s.data.vocab import BOS
 from flax_s2s.models import unroll as unroll_policy
 from flax_s2s.models.rnn import RnnSeq2Seq
 from flax_s2s.models.transformer import Transformer, TransformerConfig
+from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
 
 Array = jax.Array
 Variables = dict[str, Any]
 
 
-def decoder_inputs(tgt_tokens: Array) -> Array:
-    """Teacher-forced decoder inputs: targets shifted right behind BOS. [batch, tgt_len]."""
-    bos = jnp.full_like(tgt_tokens[:, :1], BOS)
-    return jnp.concatenate([bos, tgt_tokens[:, :-1]], axis=1)
+def decoder_inputs(tgt_tokens: Array, bos: int = DEFAULT_SPECIAL_TOKENS.bos) -> Array:
+    """Teacher-forced decoder inputs: targets shifted right behind `bos` (the model's,
+    `model.special_tokens.bos`). [batch, tgt_len] -> [batch, tgt_len]."""
+    start = jnp.full_like(tgt_tokens[:, :1], bos)
+    return jnp.concatenate([start, tgt_tokens[:, :-1]], axis=1)
 
 
 def _rngs(rng: Array | None) -> dict[str, Array]:
@@ -60,6 +61,14 @@ class Seq2Seq:
 
     module: nn.Module
 
+    def __post_init__(self) -> None:
+        self.special_tokens.check_fits(self.module.tgt_vocab_size)
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        """The target vocabulary's special ids, which the model was built with."""
+        return self.module.special_tokens
+
     @property
     def has_parallel_forward(self) -> bool:
         """Whether `forward` runs all positions at once (True) or scans `step` (False)."""
@@ -67,7 +76,9 @@ class Seq2Seq:
 
     def init(self, rng: Array, src_tokens: Array, tgt_tokens: Array) -> Variables:
         """Creates the variables for inputs shaped like `src_tokens` / `tgt_tokens`."""
-        return self.module.init(rng, src_tokens, decoder_inputs(tgt_tokens))
+        return self.module.init(
+            rng, src_tokens, decoder_inputs(tgt_tokens, self.special_tokens.bos)
+        )
 
     def _apply(self, variables, *args, method, train=False, rng=None, update_stats=False):
         method = getattr(type(self.module), method)
@@ -208,8 +219,16 @@ def attention_weights(
     return [w.transpose(1, 0, 2) for w in weights]
 
 
-def build_model(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
-    """The model named by `config.model.type`, wrapped in the step-function seam."""
+def build_model(
+    config: ml_collections.ConfigDict,
+    src_vocab_size: int,
+    tgt_vocab_size: int,
+    special_tokens: SpecialTokens = DEFAULT_SPECIAL_TOKENS,
+) -> Seq2Seq:
+    """The model named by `config.model.type`, wrapped in the step-function seam.
+
+    `special_tokens` are the vocabularies' ids (`vocab.model_special_tokens`); they are not part
+    of the config, so a saved config rebuilds its model from the workdir's vocabularies."""
     model_config = config.model
     if model_config.dtype not in _DTYPES:
         raise ValueError(
@@ -231,6 +250,7 @@ def build_model(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_voca
             norm_position=model_config.norm_position,
             max_decode_len=config.max_tgt_len,
             dtype=dtype,
+            special_tokens=special_tokens,
         )
         return Seq2Seq(module)
     if model_config.type == "transformer":
@@ -250,6 +270,7 @@ def build_model(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_voca
             norm=model_config.norm,
             norm_position=model_config.norm_position,
             dtype=dtype,
+            special_tokens=special_tokens,
         )
         return Seq2Seq(Transformer(transformer_config))
     raise ValueError(

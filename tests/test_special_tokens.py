@@ -271,9 +271,12 @@ def test_decoder_inputs_start_with_the_models_bos(moved_model):
 @pytest.mark.parametrize("mode", forcing.MODES)
 def test_scheduled_sampling_reads_and_scores_as_the_default_model(default_model, moved_model, mode):
     """Half the positions read the model's own token: its choice must skip the model's pad and
-    bos, and the gold inputs must start from its bos."""
+    bos (and only those: eos is made likely, so a mask of other ids changes what is read), and
+    the gold inputs must start from its bos."""
     _, model, variables = default_model
     specials, mapping, moved, moved_variables = moved_model
+    variables = _boost(variables, DEFAULT_SPECIAL_TOKENS.eos)
+    moved_variables = _boost(moved_variables, specials.eos)
     tf_config = default.get_config().teacher_forcing
     tf_config.update(schedule="constant", p=0.5, mode=mode)
     teacher_forcing = forcing.TeacherForcing.from_config(tf_config)
@@ -289,6 +292,13 @@ def test_scheduled_sampling_reads_and_scores_as_the_default_model(default_model,
     assert 0 < mask[:, 1:].mean() < 1
     np.testing.assert_array_equal(got_mask, mask)
     np.testing.assert_allclose(got[..., mapping], expected, rtol=1e-5, atol=1e-5)
+
+
+def _boost(variables, token: int, amount: float = 3.0):
+    """The variables with `amount` added to `token`'s output bias."""
+    params = jax.tree.map(np.array, variables["params"])
+    params["output_proj"]["bias"][token] += amount
+    return {"params": params}
 
 
 def test_token_weights_ignore_the_models_pad(moved_model):

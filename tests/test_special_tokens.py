@@ -48,6 +48,12 @@ def test_special_tokens_refuse_ambiguous_ids_but_let_bos_share_pad():
         SpecialTokens(pad=0, bos=2, eos=2, unk=3)
     with pytest.raises(ValueError, match="int >= 0"):
         SpecialTokens(pad=-1)
+    # T5 reads pad as its start token: position 0 is real, later pads are padding.
+    inputs = np.array([[0, 5, 1, 0], [0, 1, 0, 0]])
+    real = T5.real_decoder_inputs(inputs, np.arange(4))
+    np.testing.assert_array_equal(real, [[True, True, True, False], [True, True, False, False]])
+    np.testing.assert_array_equal(T5.real_decoder_inputs(inputs[:, 0], 0), [True, True])
+    np.testing.assert_array_equal(T5.real_decoder_inputs(inputs[:, 3], 3), [False, False])
     config = _config("transformer")
     with pytest.raises(ValueError, match="do not fit"):
         build_model(config, 12, 3, SpecialTokens(pad=0, bos=1, eos=2, unk=3))

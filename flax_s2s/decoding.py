@@ -3,6 +3,8 @@
 Three searches share one set of conventions, so their outputs compare directly:
 - `greedy` and `sample` return `(tokens [batch, max_len], lengths [batch], scores [batch])`;
   `beam_search` returns the same with a beam axis after batch, hypotheses best first.
+- Special tokens are the model's (`model.special_tokens`): decoding starts from its BOS, stops a
+  row at its EOS and fills the rest with its PAD.
 - Tokens after EOS are PAD; a length counts the tokens up to and including EOS. A sequence that
   reaches `max_len` without EOS ends there (truncated) and its length is `max_len`.
 - PAD and BOS are never emitted: their logits are masked before the softmax, so probabilities are
@@ -32,22 +34,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_s2s.data.vocab import BOS, EOS, PAD
 from flax_s2s.models import Seq2Seq
+from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
 
 Array = jax.Array
 Decoded = tuple[Array, Array, Array]  # tokens, lengths, scores
 
 
-def output_log_probs(logits: Array) -> Array:
+def output_log_probs(
+    logits: Array, special_tokens: SpecialTokens = DEFAULT_SPECIAL_TOKENS
+) -> Array:
     """log_softmax over the tokens a decoder may emit (PAD and BOS masked). [..., vocab]."""
-    never = jnp.zeros(logits.shape[-1], bool).at[jnp.array([PAD, BOS])].set(True)
+    never = jnp.zeros(logits.shape[-1], bool).at[jnp.array(special_tokens.never_emitted)].set(True)
     return jax.nn.log_softmax(jnp.where(never, -jnp.inf, logits.astype(jnp.float32)))
 
 
-def sequence_lengths(tokens: Array) -> Array:
-    """Tokens up to and including the first EOS (all non-PAD tokens when no EOS). [...]."""
-    return (tokens != PAD).sum(-1).astype(jnp.int32)
+def sequence_lengths(tokens: Array, pad: int = DEFAULT_SPECIAL_TOKENS.pad) -> Array:
+    """Tokens up to and including the first EOS (all non-PAD tokens when no EOS), for decoded
+    tokens [..., max_len] that hold PAD only after EOS. -> [...]."""
+    return (tokens != pad).sum(-1).astype(jnp.int32)
 
 
 def length_penalty(lengths: Array | int, alpha: Array | float) -> Array:
@@ -113,13 +118,13 @@ def _decode_one_per_step(
 
     `choose(log_probs [batch, vocab], position)` picks the next tokens [batch].
     """
-    batch = src_tokens.shape[0]
+    batch, specials = src_tokens.shape[0], model.special_tokens
     encoded = model.encode(variables, src_tokens)
     cache = model.init_cache(variables, encoded, max_len)
     init = (
         jnp.asarray(0),
-        jnp.zeros((batch, max_len), jnp.int32),
-        jnp.full((batch,), BOS, jnp.int32),
+        jnp.full((batch, max_len), specials.pad, jnp.int32),
+        jnp.full((batch,), specials.bos, jnp.int32),
         jnp.zeros((batch,), bool),
         jnp.zeros((batch,), jnp.float32),
         cache,
@@ -132,17 +137,17 @@ def _decode_one_per_step(
     def body(state):
         position, tokens, prev_tokens, finished, scores, cache = state
         logits, cache = model.step(variables, encoded, cache, prev_tokens, position)
-        log_probs = output_log_probs(logits)
+        log_probs = output_log_probs(logits, specials)
         next_tokens = choose(log_probs, position).astype(jnp.int32)
         chosen = jnp.take_along_axis(log_probs, next_tokens[:, None], axis=-1)[:, 0]
-        next_tokens = jnp.where(finished, PAD, next_tokens)
+        next_tokens = jnp.where(finished, specials.pad, next_tokens)
         scores = scores + jnp.where(finished, 0.0, chosen)
         tokens = tokens.at[:, position].set(next_tokens)
-        finished = finished | (next_tokens == EOS)
+        finished = finished | (next_tokens == specials.eos)
         return position + 1, tokens, next_tokens, finished, scores, cache
 
     _, tokens, _, _, scores, _ = jax.lax.while_loop(cond, body, init)
-    return tokens, sequence_lengths(tokens), scores
+    return tokens, sequence_lengths(tokens, specials.pad), scores
 
 
 @_compiled_once("model", "max_len")
@@ -150,7 +155,7 @@ def greedy(model: Seq2Seq, variables: Any, src_tokens: Array, max_len: int) -> D
     """Argmax decoding.
 
     Args:
-      model: the seam adapter (static: hashable).
+      model: the seam adapter (static: hashable), with its `special_tokens`.
       variables: the model's variable dict ({"params": ...}).
       src_tokens: [batch, src_len] int32, PAD-padded.
       max_len: the most tokens to emit per sequence (static), EOS included.
@@ -283,17 +288,17 @@ def beam_search(
       tokens [batch, beam_size, max_len], lengths [batch, beam_size], scores [batch, beam_size],
       best first. When fewer than `beam_size` distinct hypotheses exist, the rest score -inf.
     """
-    batch = src_tokens.shape[0]
+    batch, specials = src_tokens.shape[0], model.special_tokens
     encoded = model.encode(variables, src_tokens)
     # Beam b of input i is row i * beam_size + b of every encoded and cache leaf.
     encoded = jax.tree.map(lambda x: jnp.repeat(x, beam_size, axis=0), encoded)
     empty = jnp.full((batch, beam_size), -jnp.inf)
     init = _Beams(
         position=jnp.asarray(0),
-        live_tokens=jnp.full((batch, beam_size, max_len), PAD, jnp.int32),
+        live_tokens=jnp.full((batch, beam_size, max_len), specials.pad, jnp.int32),
         # One live prefix (BOS) per input; identical copies would fill the beam with duplicates.
         live_log_probs=empty.at[:, 0].set(0.0),
-        finished_tokens=jnp.full((batch, beam_size, max_len), PAD, jnp.int32),
+        finished_tokens=jnp.full((batch, beam_size, max_len), specials.pad, jnp.int32),
         finished_scores=empty,
         cache=model.init_cache(variables, encoded, max_len),
     )
@@ -308,12 +313,12 @@ def beam_search(
     def body(beams: _Beams) -> _Beams:
         position = beams.position
         prev_tokens = jnp.where(
-            position == 0, BOS, beams.live_tokens[:, :, jnp.maximum(position - 1, 0)]
+            position == 0, specials.bos, beams.live_tokens[:, :, jnp.maximum(position - 1, 0)]
         )
         logits, cache = model.step(
             variables, encoded, beams.cache, prev_tokens.reshape(-1), position
         )
-        log_probs = output_log_probs(logits).reshape(batch, beam_size, -1)
+        log_probs = output_log_probs(logits, specials).reshape(batch, beam_size, -1)
         vocab = log_probs.shape[-1]
         candidates = beams.live_log_probs[:, :, None] + log_probs  # [batch, beam, vocab]
 
@@ -323,7 +328,7 @@ def beam_search(
 
         # Finished: the top candidates that end in EOS, or all of them at max_len.
         top_log_probs, top_indices = jax.lax.top_k(candidates.reshape(batch, -1), beam_size)
-        ends = (top_indices % vocab == EOS) | (position + 1 == max_len)
+        ends = (top_indices % vocab == specials.eos) | (position + 1 == max_len)
         new_scores = jnp.where(ends, top_log_probs / length_penalty(position + 1, alpha), -jnp.inf)
         finished_scores, finished_tokens = _best(
             jnp.concatenate([beams.finished_scores, new_scores], axis=1),
@@ -332,7 +337,7 @@ def beam_search(
         )
 
         # Live: the best candidates that do not end in EOS; their caches follow them.
-        not_eos = jnp.where(jnp.arange(vocab) == EOS, -jnp.inf, candidates)
+        not_eos = jnp.where(jnp.arange(vocab) == specials.eos, -jnp.inf, candidates)
         live_log_probs, live_indices = jax.lax.top_k(not_eos.reshape(batch, -1), beam_size)
         rows = (jnp.arange(batch)[:, None] * beam_size + live_indices // vocab).reshape(-1)
         return _Beams(
@@ -346,7 +351,7 @@ def beam_search(
 
     final = jax.lax.while_loop(cond, body, init)
     tokens = final.finished_tokens
-    return tokens, sequence_lengths(tokens), final.finished_scores
+    return tokens, sequence_lengths(tokens, specials.pad), final.finished_scores
 
 
 def best_sequences(

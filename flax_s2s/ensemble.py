@@ -7,8 +7,9 @@ tokens, lengths, scores = decoding.greedy(ensemble, (variables_a, variables_b), 
 At every step each member reads the same previous tokens, and the ensemble's distribution over
 the next token is the mean of the members' distributions (fairseq and Marian average
 probabilities, not logits). Members may differ in architecture and size; they must share the
-target vocabulary. Greedy, sampling and beam search work unchanged: the encoded inputs and caches
-are tuples of the members' own, whose leaves all keep the batch as their leading axis.
+target vocabulary (its size and special tokens, checked). Greedy, sampling and beam search work
+unchanged: the encoded inputs and caches are tuples of the members' own, whose leaves all keep the
+batch as their leading axis.
 
 Decoding only: training an ensemble is training its members.
 """
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 
 from flax_s2s.decoding import output_log_probs
 from flax_s2s.models import Seq2Seq
+from flax_s2s.special_tokens import SpecialTokens
 
 Array = jax.Array
 
@@ -43,6 +45,16 @@ class Ensemble:
         sizes = [m.module.tgt_vocab_size for m in self.members]
         if len(set(sizes)) > 1:
             raise ValueError(f"ensemble members must share the target vocabulary; sizes: {sizes}")
+        specials = list(dict.fromkeys(m.special_tokens for m in self.members))
+        if len(specials) > 1:
+            raise ValueError(
+                f"ensemble members must share the target vocabulary; special tokens: {specials}"
+            )
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        """The members' shared special ids, which decoding starts, stops and pads with."""
+        return self.members[0].special_tokens
 
     def encode(self, variables: tuple[Any, ...], src_tokens: Array) -> tuple[Any, ...]:
         """src_tokens [batch, src_len] -> each member's encoder output."""
@@ -76,7 +88,7 @@ class Ensemble:
             logits, member_cache = model.step(
                 member_variables, member_encoded, member_cache, prev_tokens, position
             )
-            log_probs.append(output_log_probs(logits))
+            log_probs.append(output_log_probs(logits, self.special_tokens))
             caches.append(member_cache)
         mean = jax.nn.logsumexp(jnp.stack(log_probs), axis=0) - math.log(len(log_probs))
         return mean, tuple(caches)

@@ -6,6 +6,9 @@ the gold token with probability p(step) and otherwise the model's own token from
 position. Everything here goes through the model seam of `flax_s2s.models` (`encode`, `init_cache`,
 `step`, `forward`), so it works for any model:
 
+Models (and stand-ins for them) provide `special_tokens`: the decoder starts from its bos and never
+reads its pad or bos as an own token.
+
 - `mode="exact"`: a position reads what the model really produced one step before, given
   everything it read so far, as `model.step` (the very function decoding uses) produces it. The
   definition is one `lax.scan` of `model.step` over target positions (`scanned_unroll`); models
@@ -42,6 +45,7 @@ import optax
 from flax_s2s import decoding
 from flax_s2s.models import decoder_inputs
 from flax_s2s.models import unroll as unroll_policy
+from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
 
 Array = jax.Array
 Schedule = Callable[[Array | int], Array]
@@ -150,10 +154,16 @@ def draw_mask(key: Array, teacher_forcing_prob: Array | float, shape: tuple[int,
     return mask.at[:, 0].set(True)
 
 
-def choose_tokens(logits: Array, key: Array | None, choice: str, temperature: float = 1.0) -> Array:
+def choose_tokens(
+    logits: Array,
+    key: Array | None,
+    choice: str,
+    temperature: float = 1.0,
+    special_tokens: SpecialTokens = DEFAULT_SPECIAL_TOKENS,
+) -> Array:
     """The model's own tokens, int32 [...], from logits [..., vocab], as decoding would emit them
-    (PAD and BOS never). Under stop_gradient: no gradient flows through the choice."""
-    log_probs = decoding.output_log_probs(jax.lax.stop_gradient(logits))
+    (the model's PAD and BOS never). Under stop_gradient: no gradient flows through the choice."""
+    log_probs = decoding.output_log_probs(jax.lax.stop_gradient(logits), special_tokens)
     if choice == "argmax":
         return jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
     if choice == "sample":
@@ -202,7 +212,7 @@ def scanned_unroll(
         logits, cache = model.step(
             variables, encoded, cache, prev_tokens, position, train=train, rng=step_rng
         )
-        next_own = choose_tokens(logits, key, choice, temperature)
+        next_own = choose_tokens(logits, key, choice, temperature, model.special_tokens)
         return (cache, next_own), (logits if keep_logits else None, prev_tokens)
 
     init = (cache, gold_inputs[:, 0].astype(jnp.int32))  # never read: mask[:, 0] is True
@@ -268,8 +278,9 @@ def two_pass_unroll(
     it is under stop_gradient. The second pass reads the mix and carries the gradient.
     """
     first_logits = jax.lax.stop_gradient(model.forward(variables, encoded, gold_inputs))
-    own_tokens = choose_tokens(first_logits, choice_key, choice, temperature)
-    own_inputs = decoder_inputs(own_tokens)  # the token predicted at t - 1 is read at t
+    own_tokens = choose_tokens(first_logits, choice_key, choice, temperature, model.special_tokens)
+    # the token predicted at t - 1 is read at t
+    own_inputs = decoder_inputs(own_tokens, model.special_tokens.bos)
     read_tokens = jnp.where(mask, gold_inputs, own_inputs).astype(jnp.int32)
     logits = model.forward(variables, encoded, read_tokens, train=train, rng=rng)
     return logits, read_tokens
@@ -359,7 +370,7 @@ class TeacherForcing:
         step_rng: the train step's key, fold_in(state.rng, step); the mask and the sampled tokens
         use keys folded from it (`forcing_keys`), dropout uses `dropout_rng`.
         """
-        gold_inputs = decoder_inputs(tgt_tokens)
+        gold_inputs = decoder_inputs(tgt_tokens, model.special_tokens.bos)
         if self.always_gold:
             return model.forward(variables, encoded, gold_inputs, train=True, rng=dropout_rng), None
         mask = self.mask(step_rng, step, gold_inputs.shape)

@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from flax_s2s import decoding
-from flax_s2s.data.vocab import PAD, SPECIALS, UNK, SymbolVocab, Vocab, split_symbols
+from flax_s2s.data.vocab import SymbolVocab, Vocab, split_symbols
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 
 
@@ -46,15 +46,16 @@ def encode_lines(
             encoded.append(None)
             continue
         ids = vocab.encode(text, add_eos=False)
-        unknown = ids.count(UNK)
+        unk = vocab.special_tokens.unk
+        unknown = ids.count(unk)
         if unknown:
             shown = ""
             if isinstance(vocab, SymbolVocab):  # symbols and ids align one to one
                 symbols = [s for s, i in zip(split_symbols(text, vocab.separator), ids, strict=True)
-                           if i == UNK]
+                           if i == unk]
                 shown = ": " + ", ".join(repr(s) for s in dict.fromkeys(symbols))
             warn(f"line {number}: {unknown} symbol(s) outside the source vocabulary read as "
-                 f"{SPECIALS[UNK]}{shown}")
+                 f"<unk>{shown}")
         if len(ids) > max_src_len:
             warn(f"line {number}: {len(ids)} source symbols exceed the model's "
                  f"max_src_len={max_src_len}; printing an empty line")
@@ -83,7 +84,8 @@ def decode_lines(
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         # Every batch has the same shape (PAD rows fill the last), so one compile serves all.
-        src_tokens = np.full((batch_size, config.max_src_len), PAD, np.int32)
+        src_tokens = np.full((batch_size, config.max_src_len),
+                             trained.src_vocab.special_tokens.pad, np.int32)
         for row, line_index in enumerate(chunk):
             src_tokens[row, : len(encoded[line_index])] = encoded[line_index]
         tokens = decoding.best_sequences(

@@ -1,4 +1,4 @@
-"""Losses and metrics. PAD (id 0) positions never count.
+"""Losses and metrics. PAD positions (the model's pad id) never count.
 
 On padded target batches (jitted): the functions return sums and counts, not means, so values from
 several batches (and the padded rows of the last eval batch, whose weight is 0) combine exactly.
@@ -17,14 +17,17 @@ import optax
 import sacrebleu
 from rapidfuzz.distance import Levenshtein
 
-from flax_s2s.data.vocab import PAD
+from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS
 
 Array = jax.Array
 
 
-def token_weights(tgt_tokens: Array, example_weights: Array | None = None) -> Array:
-    """1.0 at non-PAD target positions of examples with weight 1. [batch, tgt_len]."""
-    weights = (tgt_tokens != PAD).astype(jnp.float32)
+def token_weights(
+    tgt_tokens: Array, example_weights: Array | None = None, *, pad: int = DEFAULT_SPECIAL_TOKENS.pad
+) -> Array:
+    """1.0 at target positions that are not `pad` (the model's: `model.special_tokens.pad`), in
+    examples with weight 1. tgt_tokens [batch, tgt_len], example_weights [batch] -> [batch, tgt_len]."""
+    weights = (tgt_tokens != pad).astype(jnp.float32)
     if example_weights is not None:
         weights = weights * example_weights[:, None]
     return weights

@@ -16,7 +16,7 @@ import numpy as np
 
 from flax_s2s import decoding, metrics
 from flax_s2s.data.pipeline import GroupedReferences
-from flax_s2s.data.vocab import PAD, Vocab, split_symbols
+from flax_s2s.data.vocab import Vocab, split_symbols
 from flax_s2s.models import Seq2Seq
 
 # name -> (scorer, whether it reads token lists (True) or whole strings (False))
@@ -33,7 +33,8 @@ def decode_sources(
     decode: Callable[[np.ndarray], Any], src: np.ndarray, batch_size: int
 ) -> np.ndarray:
     """Output tokens [n, max_len] (PAD after EOS) for sources [n, src_len], in batches of a
-    static shape (the last one padded with PAD rows, whose outputs are dropped).
+    static shape (the last one filled up with copies of its last source, whose outputs are
+    dropped: real sources, so no pad id is needed here).
 
     `decode` maps src_tokens [batch_size, src_len] to tokens [batch_size, max_len]: e.g.
     `best_decoder(model, variables, ...)`, or a training run's jitted, sharded decode.
@@ -42,7 +43,7 @@ def decode_sources(
     for start in range(0, len(src), batch_size):
         batch = src[start : start + batch_size]
         rows = len(batch)
-        batch = np.pad(batch, ((0, batch_size - rows), (0, 0)), constant_values=PAD)
+        batch = np.pad(batch, ((0, batch_size - rows), (0, 0)), mode="edge")
         outputs.append(np.asarray(jax.device_get(decode(batch)))[:rows])
     return np.concatenate(outputs)
 

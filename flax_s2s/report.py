@@ -159,7 +159,6 @@ def attention_examples(workdir: str, num_examples: int, layer: int = -1):
     as its vocabulary's `token_text`."""
     from flax_s2s import decoding
     from flax_s2s.data.task_data import load_task_data
-    from flax_s2s.data.vocab import PAD
     from flax_s2s.models import attention_weights, decoder_inputs
     from flax_s2s.workdirs import load_workdir
 
@@ -169,10 +168,12 @@ def attention_examples(workdir: str, num_examples: int, layer: int = -1):
     data = load_task_data(config, workdir, (split,))
     src_tokens = data.splits[split].src[:num_examples]
     predicted, lengths, _ = decoding.greedy(model, variables, src_tokens, max_len=config.max_tgt_len)
-    weights = np.asarray(attention_weights(model, variables, src_tokens, decoder_inputs(predicted))[layer])
+    tgt_inputs = decoder_inputs(predicted, model.special_tokens.bos)
+    weights = np.asarray(attention_weights(model, variables, src_tokens, tgt_inputs)[layer])
     out = []
     for row, src in enumerate(np.asarray(src_tokens)):
-        src_len, pred_len = int((src != PAD).sum()), max(int(lengths[row]), 1)
+        src_len = int((src != data.src_vocab.special_tokens.pad).sum())
+        pred_len = max(int(lengths[row]), 1)
         out.append((
             [data.src_vocab.token_text(t) for t in src[:src_len]],
             [data.tgt_vocab.token_text(t) for t in np.asarray(predicted[row, :pred_len])],

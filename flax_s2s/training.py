@@ -24,7 +24,7 @@ from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
 from flax_s2s.data.task_data import TaskData, load_task_data
-from flax_s2s.data.vocab import Vocab
+from flax_s2s.data.vocab import Vocab, model_special_tokens
 from flax_s2s.forcing import TeacherForcing, gold_counts_by_position
 from flax_s2s.logs import MetricsWriter, Progress
 from flax_s2s.models import Seq2Seq, build_model, decoder_inputs
@@ -153,11 +153,12 @@ def make_train_step(
             train=True, rng=encode_rng, update_stats=True,
         )
         variables = {"params": params, "batch_stats": batch_stats}
-        weights = metrics.token_weights(tgt_tokens)
+        weights = metrics.token_weights(tgt_tokens, pad=model.special_tokens.pad)
         aux = {}
         if forcing.always_gold:  # the parallel teacher-forced path; no scan is compiled
             logits, batch_stats = model.forward(
-                variables, encoded, decoder_inputs(tgt_tokens), train=True, rng=decode_rng,
+                variables, encoded, decoder_inputs(tgt_tokens, model.special_tokens.bos),
+                train=True, rng=decode_rng,
                 update_stats=True,
             )
         else:  # scheduled sampling (config validation refuses it for BatchNorm models)
@@ -222,9 +223,11 @@ def make_eval_step(model: Seq2Seq):
     def eval_step(variables, batch):
         tgt_tokens, example_weights = batch["tgt_tokens"], batch["weights"]
         predicted = batch["predicted_tokens"]
-        weights = metrics.token_weights(tgt_tokens, example_weights)
+        weights = metrics.token_weights(tgt_tokens, example_weights, pad=model.special_tokens.pad)
         encoded = model.encode(variables, batch["src_tokens"])
-        logits = model.forward(variables, encoded, decoder_inputs(tgt_tokens))
+        logits = model.forward(
+            variables, encoded, decoder_inputs(tgt_tokens, model.special_tokens.bos)
+        )
         tf_by_position, tokens_by_position = metrics.accuracy_by_position(
             logits.argmax(-1), tgt_tokens, weights
         )
@@ -439,7 +442,8 @@ def _setup(
     resuming = bool(checkpointer.all_steps())
     warm_start_from = "" if resuming else config.init_from
     data = _load_data(config, workdir, ("train", *eval_splits), warm_start_from)
-    model = build_model(config, len(data.src_vocab), len(data.tgt_vocab))
+    model = build_model(config, len(data.src_vocab), len(data.tgt_vocab),
+                        model_special_tokens(data.src_vocab, data.tgt_vocab))
     tx = make_optimizer(config)
     # This process reads only its rows of each global batch, the rows its devices hold.
     process_index, process_count = sharding.process_batch_rows(mesh, config.batch_size)

@@ -23,7 +23,7 @@ import ml_collections
 
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.data.task_data import SRC_VOCAB, TGT_VOCAB, load_vocabs
-from flax_s2s.data.vocab import Vocab
+from flax_s2s.data.vocab import Vocab, model_special_tokens
 from flax_s2s.models import Seq2Seq, build_model
 
 
@@ -79,7 +79,9 @@ def load_workdir(workdir: str, step: int | None = None, average: int = 1) -> Tra
         config = _read_config(checkpointer, steps[-1])
     finally:
         checkpointer.close()
-    model = build_model(config, len(vocabs[0]), len(vocabs[1]))
+    # The special tokens come from the saved vocabularies, not the config: a workdir saved before
+    # the model carried them (default ids only) rebuilds the very same model.
+    model = build_model(config, len(vocabs[0]), len(vocabs[1]), model_special_tokens(*vocabs))
     return TrainedModel(config, model, mean_variables(restored), *vocabs, steps[-1], tuple(steps))
 
 

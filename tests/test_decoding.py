@@ -17,6 +17,7 @@ from flax_s2s import decoding, infer, training
 from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data.vocab import BOS, EOS, PAD
 from flax_s2s.models import build_model, decoder_inputs
+from flax_s2s.special_tokens import SpecialTokens
 from flax_s2s.workdirs import WorkdirError, load_workdir
 
 VOCAB, MAX_LEN = 9, 6
@@ -271,6 +272,8 @@ A, B = 3, 4  # the two words of the hand-built decoder (ids after the specials P
 @dataclasses.dataclass(frozen=True)
 class MarkovDecoder:
     """The seam over a table: log p(next | position, previous token) = table[position, prev]."""
+
+    special_tokens: SpecialTokens = SpecialTokens()
 
     def encode(self, variables, src_tokens):
         return {"src_tokens": src_tokens}

@@ -19,6 +19,7 @@ from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data import pipeline
 from flax_s2s.data.vocab import BOS, PAD, SymbolVocab
 from flax_s2s.models import build_model, decoder_inputs
+from flax_s2s.special_tokens import SpecialTokens
 
 VOCAB, TGT_LEN = 9, 6
 SRC = np.array([[4, 5, 6, 0], [7, 8, 0, 0], [4, 4, 4, 4], [8, 7, 6, 5], [5, 0, 0, 0]], np.int32)
@@ -392,6 +393,7 @@ class ToyModel:
     read, so positions >= 1 depend on `w` only through the tokens chosen from position 0 on."""
 
     has_parallel_forward = True
+    special_tokens = SpecialTokens()
 
     def encode(self, variables, src_tokens, *, train=False, rng=None):
         return jnp.zeros((src_tokens.shape[0],))

@@ -19,12 +19,13 @@ from collections.abc import Iterator, Sequence
 import grain
 import numpy as np
 
-from flax_s2s.data.vocab import PAD, Vocab
+from flax_s2s.data.vocab import Vocab
 
 
 @dataclasses.dataclass(frozen=True)
 class Examples:
-    """A tokenized split: `src` [n, max_src_len] and `tgt` [n, max_tgt_len] int32, PAD-filled.
+    """A tokenized split: `src` [n, max_src_len] and `tgt` [n, max_tgt_len] int32, filled with
+    their vocabularies' pad ids `src_pad` and `tgt_pad`.
 
     `tgt` holds the decoder's targets (ending in EOS); the decoder reads them shifted right behind
     BOS. `texts` keeps the raw (src, tgt) strings for reporting.
@@ -33,6 +34,8 @@ class Examples:
     src: np.ndarray
     tgt: np.ndarray
     texts: list[tuple[str, str]]
+    src_pad: int
+    tgt_pad: int
 
     def __len__(self) -> int:
         return len(self.src)
@@ -64,8 +67,9 @@ def tokenize(
     """
     if too_long not in TOO_LONG_POLICIES:
         raise ValueError(f"too_long must be one of {list(TOO_LONG_POLICIES)}, got {too_long!r}")
-    src = np.full((len(pairs), max_src_len), PAD, np.int32)
-    tgt = np.full((len(pairs), max_tgt_len), PAD, np.int32)
+    src_pad, tgt_pad = src_vocab.special_tokens.pad, tgt_vocab.special_tokens.pad
+    src = np.full((len(pairs), max_src_len), src_pad, np.int32)
+    tgt = np.full((len(pairs), max_tgt_len), tgt_pad, np.int32)
     kept, texts = 0, []
     for index, (src_text, tgt_text) in enumerate(pairs):
         src_ids = src_vocab.encode(src_text, add_eos=False)
@@ -89,7 +93,7 @@ def tokenize(
         )
     if kept == 0:
         raise ValueError(f"split {split!r}: no example fits max_src_len / max_tgt_len")
-    return Examples(src[:kept], tgt[:kept], texts)
+    return Examples(src[:kept], tgt[:kept], texts, src_pad, tgt_pad)
 
 
 def train_dataset(
@@ -139,6 +143,8 @@ def eval_batches(
     """Batches over a whole split in order; the last one is padded with PAD rows of weight 0 so
     every batch has the same static shape. `predicted` [n, max_tgt_len] (decoded outputs, one per
     example) rides along as "predicted_tokens"."""
+    fill = {"src_tokens": examples.src_pad, "tgt_tokens": examples.tgt_pad,
+            "predicted_tokens": examples.tgt_pad, "weights": 0}
     for start in range(0, len(examples), batch_size):
         batch = {"src_tokens": examples.src[start : start + batch_size],
                  "tgt_tokens": examples.tgt[start : start + batch_size]}
@@ -148,7 +154,8 @@ def eval_batches(
         batch["weights"] = np.ones(rows, np.float32)
         missing = batch_size - rows
         if missing:
-            batch = {key: np.pad(value, ((0, missing),) + ((0, 0),) * (value.ndim - 1))
+            batch = {key: np.pad(value, ((0, missing),) + ((0, 0),) * (value.ndim - 1),
+                                 constant_values=fill[key])
                      for key, value in batch.items()}
         yield batch
 
@@ -163,8 +170,8 @@ def bucket_shapes(max_src_len: int, max_tgt_len: int, boundaries: Sequence[int])
 
 def assign_buckets(examples: Examples, shapes: Sequence[tuple[int, int]]) -> np.ndarray:
     """Index of the first (smallest) bucket that fits each example's source and target. [n]."""
-    src_lengths = (examples.src != PAD).sum(1)
-    tgt_lengths = (examples.tgt != PAD).sum(1)  # EOS included
+    src_lengths = (examples.src != examples.src_pad).sum(1)
+    tgt_lengths = (examples.tgt != examples.tgt_pad).sum(1)  # EOS included
     fits = np.stack([(src_lengths <= s) & (tgt_lengths <= t) for s, t in shapes], axis=1)
     return fits.argmax(1)  # the last bucket always fits
 
@@ -216,9 +223,9 @@ def bucketed_train_dataset(
 class GroupedReferences:
     """The unique sources of a split, each with every reference target it has.
 
-    `src` [n_sources, src_len] int32 (PAD-filled), `sources` and `references` the texts, in the
-    order each source first appears; `source_index` [n_examples] is each grouped example's (or
-    pair's) row in them.
+    `src` [n_sources, src_len] int32 (filled with the source pad id), `sources` and `references`
+    the texts, in the order each source first appears; `source_index` [n_examples] is each grouped
+    example's (or pair's) row in them.
     """
 
     src: np.ndarray
@@ -261,7 +268,8 @@ def group_pairs(
     longest one (at least `min_src_len`); nothing is dropped, so every source is scored."""
     first_row, references, source_index = _group(pairs)
     src_ids = [src_vocab.encode(source, add_eos=False) for source in first_row]
-    src = np.full((len(src_ids), max([min_src_len, *map(len, src_ids)])), PAD, np.int32)
+    src = np.full((len(src_ids), max([min_src_len, *map(len, src_ids)])),
+                  src_vocab.special_tokens.pad, np.int32)
     for row, ids in enumerate(src_ids):
         src[row, : len(ids)] = ids
     return GroupedReferences(src, list(first_row), list(references.values()), source_index)

@@ -1,8 +1,11 @@
-"""Vocabularies with fixed special ids: PAD=0, BOS=1, EOS=2, UNK=3.
+"""Vocabularies and their special token ids (`vocab.special_tokens`, a `SpecialTokens`).
 
-`SymbolVocab` maps characters or whitespace-separated symbols (phones); `SentencePieceVocab` wraps a
-SentencePiece model trained on a training split. Both offer `encode`, `decode`, `token_text`, `len`,
-`save` and `load`. PAD must be 0 because every padded batch and every post-EOS position is filled with zeros.
+`SymbolVocab` maps characters or whitespace-separated symbols (phones), with the default ids
+PAD=0, BOS=1, EOS=2, UNK=3; `SentencePieceVocab` wraps a SentencePiece model (trained on a training
+split, or any other) and reads its ids from the model, e.g. T5's pad 0, eos 1, unk 2 (no bos: the
+decoder starts from pad) or BART's bos 0, pad 1, eos 2, unk 3. Both offer `encode`, `decode`,
+`token_text`, `len`, `save`, `load` and `special_tokens`. The model is built with the target vocabulary's
+special tokens (`model_special_tokens`), and padding, decoding and metrics read them from it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ from typing import Protocol
 
 import sentencepiece as spm
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
+from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
+
+# SymbolVocab's ids (the default ones) and the special symbols at those ids. SentencePiece models
+# trained here use the same unless told otherwise; others bring their own.
+PAD, BOS, EOS, UNK = (DEFAULT_SPECIAL_TOKENS.pad, DEFAULT_SPECIAL_TOKENS.bos,
+                      DEFAULT_SPECIAL_TOKENS.eos, DEFAULT_SPECIAL_TOKENS.unk)
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 SP_MODEL_TYPES = ("unigram", "bpe")  # the SentencePiece algorithms `SentencePieceVocab.train` offers
 
@@ -47,6 +55,8 @@ class SymbolVocab:
         self.symbols: list[str] = list(SPECIALS) + list(symbols)
         self._ids = {s: i for i, s in enumerate(self.symbols)}
         self.unk_count = 0  # symbols mapped to UNK by encode(), for reporting
+
+    special_tokens = DEFAULT_SPECIAL_TOKENS  # the four specials come first, in SPECIALS order
 
     @classmethod
     def build(cls, texts: Iterable[str], separator: str = "") -> SymbolVocab:
@@ -100,9 +110,11 @@ class SymbolVocab:
 
 
 class SentencePieceVocab:
-    """A SentencePiece model (unigram or BPE) whose special ids are PAD=0, BOS=1, EOS=2, UNK=3.
+    """A SentencePiece model (unigram or BPE); its special ids are the model's own.
 
-    `decode` returns detokenized text, so BLEU and chrF score what a user would read.
+    The model must define pad, eos and unk pieces (pad fills batches; eos ends targets). A model
+    without a bos piece (T5's) starts the decoder from pad. `decode` returns detokenized text, so
+    BLEU and chrF score what a user would read.
     """
 
     separator = " "  # error rates over decoded text count whitespace-separated words
@@ -110,10 +122,7 @@ class SentencePieceVocab:
     def __init__(self, model_proto: bytes) -> None:
         self.model_proto = model_proto
         self._processor = spm.SentencePieceProcessor(model_proto=model_proto)
-        specials = (self._processor.pad_id(), self._processor.bos_id(),
-                    self._processor.eos_id(), self._processor.unk_id())
-        if specials != (PAD, BOS, EOS, UNK):
-            raise ValueError(f"SentencePiece model has special ids {specials}; need {(PAD, BOS, EOS, UNK)}")
+        self.special_tokens = _sentencepiece_special_tokens(self._processor)
         self.unk_count = 0
 
     @classmethod
@@ -124,12 +133,16 @@ class SentencePieceVocab:
         model_type: str = "unigram",
         character_coverage: float = 1.0,
         max_sentences: int = 1_000_000,
+        special_tokens: SpecialTokens = DEFAULT_SPECIAL_TOKENS,
     ) -> SentencePieceVocab:
         """Trains on `texts` (at most `max_sentences` of them, sampled by SentencePiece).
 
-        `vocab_size` counts the four specials; on a small corpus the vocabulary may come out
-        smaller (hard_vocab_limit=False) rather than fail.
+        `vocab_size` counts the specials; on a small corpus the vocabulary may come out smaller
+        (hard_vocab_limit=False) rather than fail. `special_tokens` places the special pieces
+        (default: PAD=0, BOS=1, EOS=2, UNK=3); bos == pad trains a model without a bos piece.
         """
+        ids = special_tokens
+        no_bos = ids.bos == ids.pad
         model = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(texts),
@@ -140,7 +153,7 @@ class SentencePieceVocab:
             input_sentence_size=max_sentences,
             shuffle_input_sentence=True,
             hard_vocab_limit=False,
-            pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK,
+            pad_id=ids.pad, bos_id=-1 if no_bos else ids.bos, eos_id=ids.eos, unk_id=ids.unk,
             pad_piece=SPECIALS[PAD], bos_piece=SPECIALS[BOS],
             eos_piece=SPECIALS[EOS], unk_piece=SPECIALS[UNK],
             minloglevel=2,  # its per-iteration INFO lines are noise in logs
@@ -152,17 +165,17 @@ class SentencePieceVocab:
 
     def encode(self, text: str, add_eos: bool = True) -> list[int]:
         ids = self._processor.encode(text)
-        self.unk_count += sum(token == UNK for token in ids)
-        return ids + [EOS] if add_eos else ids
+        self.unk_count += sum(token == self.special_tokens.unk for token in ids)
+        return ids + [self.special_tokens.eos] if add_eos else ids
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> detokenized text, stopping at the first EOS and skipping PAD and BOS."""
-        kept = []
+        specials, kept = self.special_tokens, []
         for token in ids:
             token = int(token)
-            if token == EOS:
+            if token == specials.eos:
                 break
-            if token not in (PAD, BOS) and 0 <= token < len(self):
+            if token not in specials.never_emitted and 0 <= token < len(self):
                 kept.append(token)
         return self._processor.decode(kept)
 
@@ -182,10 +195,23 @@ class SentencePieceVocab:
         return isinstance(other, SentencePieceVocab) and self.model_proto == other.model_proto
 
 
+def _sentencepiece_special_tokens(processor: spm.SentencePieceProcessor) -> SpecialTokens:
+    """A SentencePiece model's special ids; bos is pad when the model has no bos piece."""
+    pad, bos, eos, unk = (processor.pad_id(), processor.bos_id(), processor.eos_id(),
+                          processor.unk_id())
+    missing = [name for name, i in (("pad", pad), ("eos", eos), ("unk", unk)) if i < 0]
+    if missing:
+        raise ValueError(f"SentencePiece model has no {'/'.join(missing)} piece (special ids "
+                         f"pad={pad}, bos={bos}, eos={eos}, unk={unk}); padding and decoding "
+                         "need pad, eos and unk")
+    return SpecialTokens(pad=pad, bos=pad if bos < 0 else bos, eos=eos, unk=unk)
+
+
 class Vocab(Protocol):
     """What the pipeline, training and decoding need from a vocabulary."""
 
     separator: str
+    special_tokens: SpecialTokens
 
     def __len__(self) -> int: ...
     def encode(self, text: str, add_eos: bool = True) -> list[int]: ...
@@ -202,6 +228,16 @@ VOCAB_SUFFIXES: dict[str, tuple[str, type]] = {
 
 
 VOCAB_KINDS = tuple(VOCAB_SUFFIXES)
+
+
+def model_special_tokens(src_vocab: Vocab, tgt_vocab: Vocab) -> SpecialTokens:
+    """The special tokens a model over these vocabularies is built with: the target's. The model
+    reads only pad on the source side (its padding mask), so the source must pad with that id."""
+    src_pad, tgt_pad = src_vocab.special_tokens.pad, tgt_vocab.special_tokens.pad
+    if src_pad != tgt_pad:
+        raise ValueError(f"the source vocabulary pads with id {src_pad} but the target vocabulary "
+                         f"with {tgt_pad}; one model needs one pad id")
+    return tgt_vocab.special_tokens
 
 
 def load_vocab(path_stem: str | Path) -> Vocab | None:

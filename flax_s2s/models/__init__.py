@@ -31,19 +31,20 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from flax_s2s.data.vocab import BOS
 from flax_s2s.models import unroll as unroll_policy
 from flax_s2s.models.rnn import RnnConfig, RnnSeq2Seq
 from flax_s2s.models.transformer import Transformer, TransformerConfig
+from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
 
 Array = jax.Array
 Variables = dict[str, Any]
 
 
-def decoder_inputs(tgt_tokens: Array) -> Array:
-    """Teacher-forced decoder inputs: targets shifted right behind BOS. [batch, tgt_len]."""
-    bos = jnp.full_like(tgt_tokens[:, :1], BOS)
-    return jnp.concatenate([bos, tgt_tokens[:, :-1]], axis=1)
+def decoder_inputs(tgt_tokens: Array, bos: int = DEFAULT_SPECIAL_TOKENS.bos) -> Array:
+    """Teacher-forced decoder inputs: targets shifted right behind `bos` (the model's,
+    `model.special_tokens.bos`). [batch, tgt_len] -> [batch, tgt_len]."""
+    start = jnp.full_like(tgt_tokens[:, :1], bos)
+    return jnp.concatenate([start, tgt_tokens[:, :-1]], axis=1)
 
 
 def _rngs(rng: Array | None) -> dict[str, Array]:
@@ -62,6 +63,14 @@ class Seq2Seq:
 
     module: nn.Module
 
+    def __post_init__(self) -> None:
+        self.special_tokens.check_fits(self.module.tgt_vocab_size)
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        """The target vocabulary's special ids, which the model was built with."""
+        return self.module.special_tokens
+
     @property
     def has_parallel_forward(self) -> bool:
         """Whether `forward` runs all positions at once (True) or scans `step` (False)."""
@@ -69,7 +78,9 @@ class Seq2Seq:
 
     def init(self, rng: Array, src_tokens: Array, tgt_tokens: Array) -> Variables:
         """Creates the variables for inputs shaped like `src_tokens` / `tgt_tokens`."""
-        return self.module.init(rng, src_tokens, decoder_inputs(tgt_tokens))
+        return self.module.init(
+            rng, src_tokens, decoder_inputs(tgt_tokens, self.special_tokens.bos)
+        )
 
     def _apply(self, variables, *args, method, train=False, rng=None, update_stats=False):
         method = getattr(type(self.module), method)
@@ -236,8 +247,16 @@ def module_config(cls: type, model_config: ml_collections.ConfigDict, **derived:
     return cls(**values)
 
 
-def build_model(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
-    """The model named by `config.model.type`, wrapped in the step-function seam."""
+def build_model(
+    config: ml_collections.ConfigDict,
+    src_vocab_size: int,
+    tgt_vocab_size: int,
+    special_tokens: SpecialTokens = DEFAULT_SPECIAL_TOKENS,
+) -> Seq2Seq:
+    """The model named by `config.model.type`, wrapped in the step-function seam.
+
+    `special_tokens` are the vocabularies' ids (`vocab.model_special_tokens`); they are not part
+    of the config, so a saved config rebuilds its model from the workdir's vocabularies."""
     model_config = config.model
     for key, allowed in (("type", MODEL_TYPES), ("dtype", DTYPES)):
         if model_config[key] not in allowed:
@@ -246,7 +265,7 @@ def build_model(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_voca
     hyperparameters = module_config(
         config_cls, model_config,
         src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
-        dtype=DTYPES[model_config.dtype],
+        dtype=DTYPES[model_config.dtype], special_tokens=special_tokens,
         max_decode_len=config.max_tgt_len,  # RNN: decoder steps with BatchNorm statistics
         max_positions=max(config.max_src_len, config.max_tgt_len),  # Transformer
     )

@@ -25,9 +25,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_s2s.data.vocab import PAD
 from flax_s2s.models import unroll as unroll_policy
 from flax_s2s.models.norms import check_position, make_norm
+from flax_s2s.special_tokens import SpecialTokens
 
 Array = jax.Array
 
@@ -77,6 +77,7 @@ class RnnConfig:
       max_decode_len: decoder steps with their own BatchNorm statistics (later steps share the
         last); unused by the other norms.
       dtype: compute dtype; parameters stay float32.
+      special_tokens: the vocabulary's ids; the model reads `pad` (padding masks).
     """
 
     src_vocab_size: int
@@ -92,6 +93,7 @@ class RnnConfig:
     norm_position: str = "pre"
     max_decode_len: int = 64
     dtype: Any = jnp.float32
+    special_tokens: SpecialTokens = SpecialTokens()
 
     def __post_init__(self) -> None:
         check_position(self.norm_position)
@@ -127,6 +129,11 @@ class RnnSeq2Seq(nn.Module):
     """Recurrent encoder-decoder with attention, shaped by `config` (see `RnnConfig`)."""
 
     config: RnnConfig
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        """The vocabulary's ids; the model reads `pad` (padding masks)."""
+        return self.config.special_tokens
 
     @property
     def tgt_vocab_size(self) -> int:
@@ -166,7 +173,7 @@ class RnnSeq2Seq(nn.Module):
 
     def encode(self, src_tokens: Array, train: bool = False) -> dict[str, Array]:
         """src_tokens [batch, src_len] -> memory [batch, src_len, d], keys, src_mask."""
-        src_mask = src_tokens != PAD
+        src_mask = src_tokens != self.special_tokens.pad
         lengths = src_mask.sum(-1).astype(jnp.int32)
         x = self.dropout(self.src_embed(src_tokens), deterministic=not train)
         layers = zip(self.encoder_layers, self.encoder_norms, strict=True)
@@ -199,10 +206,10 @@ class RnnSeq2Seq(nn.Module):
         """prev_tokens [batch] -> (logits [batch, tgt_vocab], next cache).
 
         With norm="batch" in training, the statistics are those of the rows still running at
-        this step (prev_tokens != PAD): the recurrence leaves no batch x time to pool over. The
+        this step (prev_tokens != pad, or position 0): the recurrence leaves no batch x time to pool over. The
         running statistics are kept per `position`; nothing else reads it.
         """
-        live = prev_tokens != PAD
+        live = self.special_tokens.real_decoder_inputs(prev_tokens, position)
         x = self.dropout(self.tgt_embed(prev_tokens), deterministic=not train)
         x = jnp.concatenate([x, cache["feed"]], -1)
         if self.config.norm_position == "pre":

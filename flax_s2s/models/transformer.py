@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_s2s.data.vocab import PAD
 from flax_s2s.models.norms import check_position, make_norm
+from flax_s2s.special_tokens import SpecialTokens
 
 Array = jax.Array
 KeyValue = dict[str, Array]  # {"key", "value"}: [batch, length, heads, head_dim]
@@ -43,6 +43,7 @@ class TransformerConfig:
     """Hyperparameters shared by all the modules below (hashable, like Flax's examples/wmt).
 
     max_positions bounds learned position embeddings (and so the longest input or decode).
+    special_tokens: the vocabulary's ids; the model reads `pad` (padding masks, on both sides).
     """
 
     src_vocab_size: int
@@ -60,6 +61,7 @@ class TransformerConfig:
     norm: str = "layer"
     norm_position: str = "pre"
     dtype: Any = jnp.float32
+    special_tokens: SpecialTokens = SpecialTokens()
 
     def __post_init__(self) -> None:
         check_position(self.norm_position)
@@ -255,6 +257,11 @@ class Transformer(nn.Module):
         """The size of the output distribution, as the RNN module has it (ensembles check it)."""
         return self.config.tgt_vocab_size
 
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        """The vocabulary's special ids, as the RNN module has them."""
+        return self.config.special_tokens
+
     def setup(self) -> None:
         c = self.config
         # Unit-variance embeddings, as in Flax's examples/wmt; tied logits are rescaled below.
@@ -289,7 +296,7 @@ class Transformer(nn.Module):
         [batch, src_len] and, per decoder layer, the cross-attention keys and values
         [batch, src_len, heads, head_dim]."""
         self._check_length(src_tokens.shape[1])
-        src_mask = src_tokens != PAD
+        src_mask = src_tokens != self.special_tokens.pad
         x = self.src_embed(src_tokens) + self.positions(jnp.arange(src_tokens.shape[1]))
         x = self.dropout(x, deterministic=not train)
         for layer in self.encoder_layers:
@@ -320,7 +327,9 @@ class Transformer(nn.Module):
     def forward(self, encoded: dict[str, Any], tgt_inputs: Array, train: bool = False) -> Array:
         """Teacher-forced logits [batch, tgt_len, tgt_vocab] for decoder inputs [batch, tgt_len]."""
         self._check_length(tgt_inputs.shape[1])
-        tgt_mask = tgt_inputs != PAD
+        tgt_mask = self.special_tokens.real_decoder_inputs(
+            tgt_inputs, jnp.arange(tgt_inputs.shape[1])
+        )
         x = self.tgt_embed(tgt_inputs) + self.positions(jnp.arange(tgt_inputs.shape[1]))
         x = self.dropout(x, deterministic=not train)
         for layer, cross_kv in zip(self.decoder_layers, encoded["cross"], strict=True):
@@ -341,7 +350,7 @@ class Transformer(nn.Module):
                 "model.norm='batch' trains on the parallel teacher-forced path only: step-by-step "
                 "training has no batch x time statistics (see flax_s2s/models/norms.py)"
             )
-        tgt_mask = (prev_tokens != PAD)[:, None]
+        tgt_mask = self.special_tokens.real_decoder_inputs(prev_tokens, position)[:, None]
         x = self.tgt_embed(prev_tokens[:, None]) + self.positions(jnp.asarray(position)[None])
         x = self.dropout(x, deterministic=not train)
         self_caches = []

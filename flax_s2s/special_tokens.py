@@ -1,0 +1,67 @@
+"""The ids of a vocabulary's special tokens, as one small frozen value.
+
+A vocabulary provides them (`vocab.special_tokens`), the model config carries them
+(`model.special_tokens`), and everything that pads, starts, stops or masks reads them from there:
+decoding, teacher forcing, metrics, the pipeline. Nothing else defines a special id.
+
+```
+SpecialTokens()                           # pad 0, bos 1, eos 2, unk 3 (the default)
+SpecialTokens(pad=0, bos=0, eos=1, unk=2) # T5: the decoder starts from the pad token
+SpecialTokens(pad=1, bos=0, eos=2, unk=3) # BART
+```
+This module imports nothing of flax_s2s, so models and data can both depend on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialTokens:
+    """Special token ids; hashable, so a model holding them stays a static jit argument.
+
+    Attributes:
+      pad: fills padded batches and every position after EOS; never counts in a loss.
+      bos: the token the decoder reads at position 0. It may equal `pad` (T5), since position 0
+        is never padding; it may not equal `eos` or `unk`.
+      eos: ends a target sequence; decoding stops a row at it.
+      unk: what a vocabulary maps unknown symbols to.
+    """
+
+    pad: int = 0
+    bos: int = 1
+    eos: int = 2
+    unk: int = 3
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"special token {name}={value!r}: must be an int >= 0")
+        distinct = {"pad": self.pad, "eos": self.eos, "unk": self.unk}
+        if len(set(distinct.values())) < 3 or self.bos in (self.eos, self.unk):
+            raise ValueError(
+                f"special tokens {self}: pad, eos and unk must differ, and bos may share an id "
+                "only with pad"
+            )
+
+    @property
+    def never_emitted(self) -> tuple[int, ...]:
+        """The ids a decoder never produces: pad and bos (one id when they are the same)."""
+        return tuple(dict.fromkeys((self.pad, self.bos)))
+
+    def real_decoder_inputs(self, tokens: Any, positions: Any) -> Any:
+        """bool like `tokens`: the decoder inputs that are not padding. Position 0 always is: it
+        reads bos, which may share pad's id. tokens [..., length] with positions [length], or
+        tokens [batch] with a scalar position; NumPy or JAX arrays."""
+        return (tokens != self.pad) | (positions == 0)
+
+    def check_fits(self, vocab_size: int) -> None:
+        """Fails unless every special id is below `vocab_size`."""
+        largest = max(self.pad, self.bos, self.eos, self.unk)
+        if largest >= vocab_size:
+            raise ValueError(f"special tokens {self} do not fit a vocabulary of {vocab_size}")
+
+
+DEFAULT_SPECIAL_TOKENS = SpecialTokens()  # SymbolVocab's ids, and what a model has unless told

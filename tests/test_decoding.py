@@ -493,6 +493,16 @@ def test_decode_explains_a_workdir_without_checkpoint(tmp_path):
         infer.decode_file(str(tmp_path), beam_size=-1)
 
 
+def test_loading_and_decoding_a_workdir_import_nothing_of_training():
+    """The decode and evaluate CLIs and the workdir loader read variables only: no train state,
+    no optimizer, no training loop."""
+    code = ("import sys, flax_s2s.infer, flax_s2s.evaluate, flax_s2s.workdirs; "
+            "print(sorted({'flax_s2s.training', 'flax_s2s.warm_start'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=ROOT)
+    assert result.stdout.strip() == "[]"
+
+
 @pytest.mark.slow
 def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     workdir = str(tmp_path / "run")

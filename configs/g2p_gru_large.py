@@ -1,5 +1,5 @@
 """CMUdict G2P trained towards convergence (a budget of about 4 hours on 2 CPU cores; the run
-stops and resumes across sessions from its checkpoints): bidirectional GRU encoder of two
+stops and resumes from its checkpoints): bidirectional GRU encoder of two
 layers (256 per direction) with additive attention, 2.7M parameters.
 
 The one-hour recipe (`configs/g2p_gru.py`) stops improving after about 40 epochs with training

@@ -14,6 +14,24 @@ if ROOT not in sys.path:  # `configs` is imported from the repository root, as t
     sys.path.insert(0, ROOT)
 
 
+def _share_compiles() -> None:
+    """One persistent compilation cache for this run's processes (both xdist workers share the
+    run's id): the same tiny models compile in many files, and a program compiled once is read
+    back after. Each run starts with an empty directory, so no test reads what an older run (or
+    older code) compiled. Measured: the suite 11 min 38 s -> 10 min 34 s on 2 cores."""
+    import tempfile
+
+    import jax
+
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    directory = os.path.join(tempfile.gettempdir(), f"flax_s2s-tests-jax-cache-{run}")
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+_share_compiles()
+
+
 @pytest.fixture(scope="session")
 def addition_data_dir(tmp_path_factory) -> str:
     """The addition task prepared once for the whole test session."""

@@ -242,14 +242,13 @@ def _group(
 ) -> tuple[dict[str, int], dict[str, list[str]], np.ndarray]:
     first_row: dict[str, int] = {}
     references: dict[str, list[str]] = {}
-    index = {}
     for row, (src_text, tgt_text) in enumerate(pairs):
         first_row.setdefault(src_text, row)
-        index.setdefault(src_text, len(index))
         references.setdefault(src_text, [])
         if tgt_text not in references[src_text]:
             references[src_text].append(tgt_text)
-    source_index = np.array([index[src_text] for src_text, _ in pairs], np.int64)
+    order = {src_text: i for i, src_text in enumerate(first_row)}  # first-appearance order
+    source_index = np.array([order[src_text] for src_text, _ in pairs], np.int64)
     return first_row, references, source_index
 
 

@@ -3,7 +3,10 @@
 Import this module before jax or torch: `set_threads` must run before either library starts its
 thread pools. Every comparison times its sides alternately in one process (A, B, A, B, ...), so a
 change of the machine's load hits both sides alike; the ratio of the medians is the number to
-read, the absolute times move with the load.
+read, the absolute times move with the load. Pin the process with `taskset -c N` (one core per
+thread): `compare` measures each side's process CPU seconds per wall second, and
+`machine_lines` prints the pinning and that number, so a side that used more cores than it was
+given shows in the run's own record.
 """
 
 from __future__ import annotations
@@ -19,14 +22,22 @@ from collections.abc import Callable, Sequence
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
+# Process CPU seconds per wall second of each side timed by `compare`, for `machine_lines`: 1.00
+# is one core kept busy.
+CPU_USE: dict[str, float] = {}
+
+
 def set_threads(threads: int) -> None:
-    """Limits XLA:CPU, PyTorch and BLAS to `threads` threads (call before importing jax/torch)."""
+    """Limits XLA:CPU, PyTorch and BLAS to `threads` threads (call before importing jax/torch).
+
+    XLA:CPU has no thread-count flag: its pool is as wide as the cores the process may run on, so
+    the process must be pinned (`taskset`); with one thread, Eigen's matmuls are also kept off
+    that pool. `machine_lines` reports how many cores each side really kept busy."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     flags = os.environ.get("XLA_FLAGS", "")
     if threads == 1:
-        # XLA:CPU otherwise runs its Eigen matmuls on a pool as wide as the machine.
-        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        flags += " --xla_cpu_multi_thread_eigen=false"
     os.environ["XLA_FLAGS"] = flags.strip()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may fetch model weights
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -37,6 +48,11 @@ def set_threads(threads: int) -> None:
         torch.set_num_interop_threads(1)
     except ImportError:
         pass
+
+
+def pinned_cores() -> list[int]:
+    """The cores this process may run on (`taskset` sets them)."""
+    return sorted(os.sched_getaffinity(0))
 
 
 def cpu_model() -> str:
@@ -64,12 +80,36 @@ def versions(packages: Sequence[str] = ("jax", "jaxlib", "flax", "optax", "torch
     return ", ".join(found)
 
 
+def vector_isa() -> str:
+    """The widest SIMD of this CPU that matmul kernels use (AVX-512, AVX2+FMA, ...)."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown ISA"
+    if "avx512f" in flags:
+        return "AVX-512" + (" (+BF16)" if "avx512_bf16" in flags else "")
+    return "AVX2+FMA" if {"avx2", "fma"} <= set(flags) else "no AVX2"
+
+
+def cpu_use_line() -> str:
+    """How many cores each side kept busy while timed (process CPU s / wall s)."""
+    if not CPU_USE:
+        return ""
+    used = ", ".join(f"{name} {use:.2f}" for name, use in CPU_USE.items())
+    return f"- Cores busy while timed (process CPU s / wall s): {used}"
+
+
 def machine_lines(threads: int, load_before: float) -> list[str]:
-    """The header of a RESULTS.md section: date, CPU, cores, threads, versions, load."""
+    """The header of a RESULTS.md section: date, CPU, cores, pinning, threads and the cores each
+    side really used, versions, load."""
+    cores = pinned_cores()
+    pinning = (f"pinned to core(s) {','.join(map(str, cores))} (taskset)"
+               if len(cores) < (os.cpu_count() or 0) else "not pinned")
     return [
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- CPU: {cpu_model()}, {os.cpu_count()} cores; {threads} thread(s) for every library "
-        "(XLA:CPU Eigen pool, torch intra-op, OMP/MKL)",
+        f"- CPU: {cpu_model()} ({vector_isa()}), {os.cpu_count()} cores, {pinning}; {threads} "
+        "thread(s) for every library (XLA:CPU pool by pinning, torch intra-op, OMP/MKL)",
+        *([cpu_use_line()] if CPU_USE else []),
         f"- Versions: {versions()}",
         f"- Load average (1 min) before / after: {load_before:.2f} / {load_average():.2f}"
         + (" -- **the machine was busy: absolute times are inflated, read the ratios**"
@@ -93,25 +133,38 @@ def transformer_train_flops(
 
 def time_once(fn: Callable[[], object], repeats: int) -> float:
     """Seconds per call of `fn` over `repeats` calls; `fn` must block until its work is done."""
-    start = time.perf_counter()
+    return time_with_cpu(fn, repeats)[0]
+
+
+def time_with_cpu(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(wall seconds per call, process CPU seconds per wall second) of `repeats` calls of `fn`."""
+    cpu, start = time.process_time(), time.perf_counter()
     for _ in range(repeats):
         fn()
-    return (time.perf_counter() - start) / repeats
+    wall = time.perf_counter() - start
+    return wall / repeats, (time.process_time() - cpu) / wall
 
 
 def compare(
     sides: dict[str, Callable[[], object]], *, warmup: int = 2, windows: int = 5, repeats: int = 3
 ) -> dict[str, float]:
-    """Median seconds per call of each side, timed in alternating windows of `repeats` calls."""
+    """Median seconds per call of each side, timed in alternating windows of `repeats` calls.
+    Each side's median CPU use (process CPU s / wall s) goes to `CPU_USE` (the highest, where
+    several comparisons time sides of one name)."""
     for fn in sides.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in sides}
+    cpu_use: dict[str, list[float]] = {name: [] for name in sides}
     for window in range(windows):
         # Alternate the order too, so no side always runs right after the same neighbour.
         names = list(sides) if window % 2 == 0 else list(reversed(sides))
         for name in names:
-            samples[name].append(time_once(sides[name], repeats))
+            seconds, use = time_with_cpu(sides[name], repeats)
+            samples[name].append(seconds)
+            cpu_use[name].append(use)
+    for name, values in cpu_use.items():
+        CPU_USE[name] = max(CPU_USE.get(name, 0.0), statistics.median(values))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -190,8 +190,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- compilation ---
     # JAX's persistent compilation cache, turned on by train.py: a repeated or resumed run loads
-    # its compiled steps instead of compiling them again. "" = `<workdir>/../jax_cache` (shared by
-    # runs side by side); a path = that directory; "none" = off. Compiles under 1 s are not stored.
+    # its compiled steps instead of compiling them again. "" = $JAX_COMPILATION_CACHE_DIR if set, else
+    # `<workdir>/../jax_cache` (shared by runs side by side); a path = that directory; "none" = off.
+    # Compiles under 1 s are not stored (JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS sets that).
     config.compilation_cache_dir = ""
 
     # --- reliability ---

@@ -10,13 +10,19 @@ import jax
 OFF = "none"
 
 
+ENV = "JAX_COMPILATION_CACHE_DIR"  # JAX's own variable for its cache directory
+
+
 def cache_dir(setting: str, workdir: str) -> str | None:
-    """The cache directory for `config.compilation_cache_dir`: "" gives `<workdir>/../jax_cache`
-    (shared by runs side by side, like the TFDS data), "none" gives None (no cache)."""
+    """The cache directory for `config.compilation_cache_dir`: "" gives `$JAX_COMPILATION_CACHE_DIR`
+    where that is set (JAX's own setting wins over a default), else `<workdir>/../jax_cache`
+    (shared by runs side by side, like the TFDS data); "none" gives None (no cache)."""
     if setting == OFF:
         return None
     if setting:
         return setting
+    if os.environ.get(ENV):
+        return os.environ[ENV]
     parent = os.path.dirname(os.path.abspath(workdir.rstrip(os.sep)))
     return os.path.join(parent, "jax_cache")
 

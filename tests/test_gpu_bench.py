@@ -1,11 +1,14 @@
 """The GPU benchmark tools, on CPU: bench/gpu_mfu.py times the project's own jitted train step
-(tiny mode). Nothing here downloads."""
+(tiny mode), bench/gpu_wheels.py finds the packages a host lacks from Requires-Dist with markers
+and extras. Nothing here downloads."""
 
 import importlib.util
 import os
 import sys
 
 import numpy as np
+import pytest
+from packaging.utils import canonicalize_name
 
 from flax_s2s import training
 
@@ -20,7 +23,7 @@ def _load(name):
     return module
 
 
-gpu_mfu = _load("gpu_mfu")
+gpu_mfu, gpu_wheels = _load("gpu_mfu"), _load("gpu_wheels")
 
 
 def test_gpu_mfu_tiny_times_the_real_train_step(monkeypatch, capsys):
@@ -43,3 +46,41 @@ def test_gpu_mfu_tiny_times_the_real_train_step(monkeypatch, capsys):
     assert result["step_s"] > 0 and 0 < result["mfu"] < 1
     assert result["attention"] == "xla"  # auto, on CPU
     assert "attention: xla" in printed and "MFU" in printed
+
+
+# A made-up index: name -> Requires-Dist lines
+FAKE = {
+    "app": ["lib>=1", "hostpkg[fast]", "old; python_version < '3.11'", "win; sys_platform == 'win32'",
+            "testing; extra == 'test'"],
+    "lib": ["hostbase", "app"],  # a cycle
+    "hostpkg": ["hostbase", "hidden; extra == 'fast'", "hostpkg[core]; extra == 'fast'",
+                "deep; extra == 'core'"],
+    "hidden": [], "deep": [], "old": [], "win": [], "testing": [], "hostbase": [],
+}
+
+
+@pytest.mark.parametrize("python, expected", [("3.12", {"app", "lib", "hidden", "deep"}),
+                                              ("3.10", {"app", "lib", "old", "hidden", "deep"})])
+def test_wheels_resolve_markers_extras_and_host_packages(python, expected):
+    plan = gpu_wheels.resolve(["app"], {"hostpkg", "hostbase"}, FAKE.get,
+                              gpu_wheels.target_environment(python))
+    assert set(plan.needed) == expected
+    assert [str(r) for r in plan.needed["lib"]] == ["lib>=1"]
+
+
+def test_wheels_report_extras_they_cannot_read():
+    plan = gpu_wheels.resolve(["unknown[x]"], {"unknown"}, lambda name: None,
+                              gpu_wheels.target_environment("3.12"))
+    assert not plan.needed and plan.skipped_extras == ["unknown[x]"]
+
+
+def test_wheels_for_this_project_are_grain_tfds_ml_collections_and_their_needs():
+    """From the metadata installed here (no index): what a host with the listed packages lacks."""
+    have = gpu_wheels.read_names(gpu_wheels.HOST_PACKAGES)
+    assert {"jax", "flax", "optax", "orbax-checkpoint", "numpy", "absl-py"} <= have
+    plan = gpu_wheels.resolve(gpu_wheels.project_requirements(), have, gpu_wheels.local_requires,
+                              gpu_wheels.target_environment("3.12"))
+    needed = set(plan.needed)
+    assert {"grain", "tensorflow-datasets", "ml-collections", "array-record"} <= needed
+    assert not needed & have
+    assert all(canonicalize_name(n) == n for n in needed)

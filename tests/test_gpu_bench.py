@@ -1,9 +1,11 @@
 """The GPU benchmark tools, on CPU: bench/gpu_mfu.py times the project's own jitted train step
-(tiny mode), bench/gpu_wheels.py finds the packages a host lacks from Requires-Dist with markers
-and extras. Nothing here downloads."""
+(tiny mode), bench/train_speed.py reads a run's rate and projects a recipe's wall time,
+bench/gpu_wheels.py finds the packages a host lacks from Requires-Dist with markers and extras.
+Nothing here downloads."""
 
 import importlib.util
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -23,7 +25,7 @@ def _load(name):
     return module
 
 
-gpu_mfu, gpu_wheels = _load("gpu_mfu"), _load("gpu_wheels")
+gpu_mfu, train_speed, gpu_wheels = (_load(n) for n in ("gpu_mfu", "train_speed", "gpu_wheels"))
 
 
 def test_gpu_mfu_tiny_times_the_real_train_step(monkeypatch, capsys):
@@ -46,6 +48,41 @@ def test_gpu_mfu_tiny_times_the_real_train_step(monkeypatch, capsys):
     assert result["step_s"] > 0 and 0 < result["mfu"] < 1
     assert result["attention"] == "xla"  # auto, on CPU
     assert "attention: xla" in printed and "MFU" in printed
+
+
+def _records(rates_and_steps, start=30.0, eval_s=5.0):
+    """Train records every 100 steps at the given steps/s per interval, then one eval."""
+    records, wall, step = [], start, 100
+    records.append({"step": step, "split": "train", "wall_s": wall})
+    for rate in rates_and_steps:
+        step += 100
+        wall += 100 / rate
+        records.append({"step": step, "split": "train", "wall_s": wall})
+    records.append({"step": step, "split": "validation", "wall_s": wall + eval_s})
+    return records
+
+
+def test_train_speed_median_rate_startup_eval_and_projection():
+    # 50 steps/s, one interval slowed by a compile; the first 100 steps took 30 s (2 s of steps)
+    result = train_speed.speed(_records([50, 50, 5, 50, 50]), steps=1000, eval_every=300)
+    assert result["steps_per_s"] == pytest.approx(50)
+    assert result["startup_s"] == pytest.approx(28.0)
+    assert result["eval_s"] == pytest.approx(5.0)
+    # startup + 1000 steps at 50/s + 4 evals (at 300, 600, 900 and the end)
+    assert result["projected_s"] == pytest.approx(28.0 + 20.0 + 4 * 5.0)
+    with pytest.raises(ValueError, match="train records"):
+        train_speed.speed(_records([])[:1])
+
+
+def test_train_speed_reads_a_workdir(tmp_path, capsys):
+    import json
+
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for record in _records([40, 40]):
+            f.write(json.dumps(record) + "\n")
+        f.write('{"step": 3')  # a line cut short
+    train_speed.main([str(tmp_path), "--steps", "1000", "--eval-every", "1000", "--name", "run"])
+    assert capsys.readouterr().out.startswith("run: 300 steps at 40.0 steps/s")
 
 
 # A made-up index: name -> Requires-Dist lines
@@ -84,3 +121,7 @@ def test_wheels_for_this_project_are_grain_tfds_ml_collections_and_their_needs()
     assert {"grain", "tensorflow-datasets", "ml-collections", "array-record"} <= needed
     assert not needed & have
     assert all(canonicalize_name(n) == n for n in needed)
+
+
+def test_gpu_check_script_parses():
+    subprocess.run(["bash", "-n", os.path.join(BENCH, "gpu_check.sh")], check=True)

@@ -5,6 +5,8 @@ cached decoding step. Checked on CPU, on the path the GPU runs with implementati
 `jax.nn.dot_product_attention(mask=...)` with the masks built as before and against NumPy; values
 and gradients. Also which implementation is chosen where."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -144,6 +146,28 @@ def test_auto_is_xla_on_this_backend():
 def test_unknown_attention_is_refused():
     with pytest.raises(ValueError, match="model.attention"):
         transformer.TransformerConfig(8, 8, attention="flash")
+
+
+def test_forced_cudnn_reaches_the_fused_kernel_except_for_a_decoding_step():
+    """With model.attention='cudnn' the model's attention calls jax's cuDNN implementation
+    (which, on CPU, stops for want of cuDNN); a decoding step (one query) stays on XLA."""
+    overrides = {**TINY_TRANSFORMER, "model.dtype": "bfloat16", "max_src_len": SRC.shape[1],
+                 "max_tgt_len": TGT.shape[1]}
+    xla = build_model(tiny_config(**overrides, **{"model.attention": "xla"}), 12, 12)
+    cudnn = build_model(tiny_config(**overrides, **{"model.attention": "cudnn"}), 12, 12)
+    variables = jax.eval_shape(xla.init, jax.random.PRNGKey(0), SRC, TGT)
+    encoded = jax.eval_shape(xla.encode, variables, SRC)
+    for run in (lambda v, e: cudnn.encode(v, SRC),
+                lambda v, e: cudnn.forward(v, e, decoder_inputs(TGT))):
+        with pytest.raises(RuntimeError, match="cuDNN"):
+            jax.eval_shape(run, variables, encoded)
+
+    def step(model, variables, encoded):
+        cache = model.init_cache(variables, encoded, TGT.shape[1])
+        return model.step(variables, encoded, cache, TGT[:, 0], 2)
+
+    assert (jax.eval_shape(functools.partial(step, cudnn), variables, encoded)
+            == jax.eval_shape(functools.partial(step, xla), variables, encoded))
 
 
 # --- the whole model against one that builds today's boolean masks from the tokens -----------

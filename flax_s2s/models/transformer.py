@@ -44,8 +44,9 @@ KeyValue = dict[str, Array]  # {"key", "value"}: [batch, length, heads, head_dim
 
 POSITIONS = ("sinusoidal", "learned")  # the allowed `positions` values
 # The allowed `attention` values: "auto" picks cuDNN's fused kernel where it runs (see
-# `attention_implementation`), "xla" always XLA's attention, "cudnn" always the fused kernel
-# (jax raises where it cannot run it: not a CUDA GPU, float32, an unsupported head size).
+# `attention_implementation`), "xla" always XLA's attention, "cudnn" the fused kernel (jax raises
+# where it cannot run it: not a CUDA GPU, float32, an unsupported head size). A decoding step
+# (one query) always runs XLA's.
 ATTENTIONS = ("auto", "xla", "cudnn")
 _FUSED_DTYPES = (jnp.bfloat16, jnp.float16)  # what cuDNN's fused attention computes in
 

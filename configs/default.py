@@ -90,6 +90,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.tie_output = False  # output projection = the target embedding, transposed
     # sinusoidal (any length) | learned (up to max(max_src_len, max_tgt_len) positions)
     config.model.positions = "sinusoidal"
+    # The attention kernel (flax_s2s/models/transformer.py, `attention_implementation`):
+    # auto: cuDNN's fused flash attention on a CUDA GPU with dtype bfloat16 and a head size
+    #   (d_model / num_heads) that is a multiple of 8 up to 128, XLA's attention elsewhere;
+    # xla: always XLA's; cudnn: always cuDNN's (fails where it cannot run). One decoding step
+    # (a single query over the KV cache) always uses XLA's. Every choice computes the same
+    # attention, to rounding.
+    config.model.attention = "auto"
 
     # --- optimisation: adamw, linear warmup then cosine decay, global-norm clipping ---
     config.optimizer = ml_collections.ConfigDict()

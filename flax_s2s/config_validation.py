@@ -18,7 +18,7 @@ from flax_s2s.metrics import TEXT_METRICS
 from flax_s2s.models import DTYPES, MODEL_TYPES
 from flax_s2s.models.norms import NORM_KINDS, NORM_POSITIONS
 from flax_s2s.models.rnn import CELLS
-from flax_s2s.models.transformer import POSITIONS
+from flax_s2s.models.transformer import ATTENTIONS, POSITIONS
 from flax_s2s.sharding import check_mesh_form, resolve_mesh_shape
 
 # config key -> its allowed values, each defined by the module that acts on them
@@ -32,6 +32,7 @@ CHOICES = {
     "model.norm_position": NORM_POSITIONS,
     "model.dtype": tuple(DTYPES),
     "model.positions": POSITIONS,
+    "model.attention": ATTENTIONS,
     "vocab.type": VOCAB_KINDS,
     "vocab.sp_model_type": SP_MODEL_TYPES,
     "teacher_forcing.schedule": forcing.SCHEDULES,
@@ -170,6 +171,12 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
         raise ConfigError(
             f"config.model.d_model={config.model.d_model}: must be divisible by "
             f"config.model.num_heads={config.model.num_heads}"
+        )
+    if config.model.type == "transformer" and config.model.attention == "cudnn" and (
+            config.model.dtype == "float32"):
+        raise ConfigError(
+            "config.model.dtype='float32': config.model.attention='cudnn' needs 'bfloat16' "
+            "(cuDNN's fused attention computes in 16 bits; 'auto' picks it where it can run)"
         )
     _check_batch_norm_forcing(config)
     _validate_teacher_forcing(config.teacher_forcing)

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 import sacrebleu
 from rapidfuzz.distance import Levenshtein
 
@@ -38,12 +37,19 @@ def cross_entropy_sum(
 ) -> Array:
     """Sum over weighted positions of -log p(target), label-smoothed over the vocabulary.
 
-    logits [batch, tgt_len, vocab] float, tgt_tokens [batch, tgt_len] int, weights like tgt_tokens.
-    With smoothing s the target distribution is (1 - s) one-hot + s / vocab uniform.
+    logits [batch, tgt_len, vocab] float, tgt_tokens [batch, tgt_len] int, weights like tgt_tokens;
+    label_smoothing a Python float. With smoothing s the target distribution is (1 - s) one-hot +
+    s / vocab uniform, so the loss per position is (1 - s) * nll + s * mean over the vocabulary of
+    -log p = (1 - s) * (lse - logit[target]) + s * (lse - mean(logits)), lse the logsumexp. The
+    target's logit is gathered, so no [batch, tgt_len, vocab] one-hot (or smoothed label) array
+    is built; log-softmax and logsumexp run in float32.
     """
-    vocab = logits.shape[-1]
-    labels = optax.smooth_labels(jax.nn.one_hot(tgt_tokens, vocab), label_smoothing)
-    losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
+    logits = logits.astype(jnp.float32)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    target_logit = jnp.take_along_axis(logits, tgt_tokens[..., None], -1)[..., 0]
+    losses = lse - target_logit
+    if label_smoothing:
+        losses = (1.0 - label_smoothing) * losses + label_smoothing * (lse - logits.mean(-1))
     return (losses * weights).sum()
 
 

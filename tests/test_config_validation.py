@@ -13,6 +13,7 @@ OWNED_CHOICES = {
     "model.type": models.MODEL_TYPES,
     "model.cell": rnn.CELLS,
     "model.positions": transformer.POSITIONS,
+    "model.attention": transformer.ATTENTIONS,
     "model.dtype": tuple(models.DTYPES),
     "model.norm": norms.NORM_KINDS,
     "model.norm_position": norms.NORM_POSITIONS,
@@ -51,3 +52,10 @@ def test_an_unknown_name_is_refused_naming_the_key_and_the_owners_names(key):
     refusal = _refusal(key, "no_such_name")
     assert refusal is not None and refusal.startswith(f"config.{key}='no_such_name'"), refusal
     assert all(repr(name) in refusal for name in OWNED_CHOICES[key]), refusal
+
+
+def test_cudnn_attention_is_refused_in_float32():
+    transformer_cudnn = {"model.type": "transformer", "model.attention": "cudnn"}
+    with pytest.raises(ConfigError, match=r"model.attention='cudnn' needs 'bfloat16'"):
+        validate_config(tiny_config(**transformer_cudnn))
+    validate_config(tiny_config(**transformer_cudnn, **{"model.dtype": "bfloat16"}))

@@ -34,13 +34,13 @@ def test_a_transformer_takes_its_fields_from_the_config():
         "model.mlp_dim": 24, "model.num_encoder_layers": 3, "model.num_decoder_layers": 1,
         "model.share_embeddings": True, "model.tie_output": True, "model.positions": "learned",
         "model.dropout_rate": 0.2, "model.norm": "layer", "model.norm_position": "post",
-        "max_src_len": 10, "max_tgt_len": 7,
+        "model.attention": "xla", "max_src_len": 10, "max_tgt_len": 7,
     })
     assert build_model(config, 9, 9).module.config == TransformerConfig(
         src_vocab_size=9, tgt_vocab_size=9, d_model=16, num_heads=2, mlp_dim=24,
         num_encoder_layers=3, num_decoder_layers=1, share_embeddings=True, tie_output=True,
         positions="learned", max_positions=10, dropout_rate=0.2, norm="layer",
-        norm_position="post", dtype=jnp.float32,
+        norm_position="post", dtype=jnp.float32, attention="xla",
     )
 
 

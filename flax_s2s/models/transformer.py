@@ -16,6 +16,12 @@ once) rather than in the cache (which it reorders at every step).
 
 `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32, attention logits and
 softmax and norm statistics are computed in float32, and logits are returned in float32.
+
+Attention masks are given in the form a fused kernel takes: key lengths ([batch] int32; keys at
+positions >= length are masked) and a causal flag, never as a [batch, heads, q_len, kv_len]
+boolean array. `attention_implementation` picks, in one place, between XLA's attention and
+cuDNN's fused (flash) attention, which runs on CUDA GPUs in bfloat16 or float16; both read the
+same lengths and flag, so the CPU path computes what the GPU path does.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import backend as jax_backend
 
 from flax_s2s.models.norms import check_position, make_norm
 from flax_s2s.special_tokens import SpecialTokens
@@ -36,6 +43,12 @@ KeyValue = dict[str, Array]  # {"key", "value"}: [batch, length, heads, head_dim
 
 
 POSITIONS = ("sinusoidal", "learned")  # the allowed `positions` values
+# The allowed `attention` values: "auto" picks cuDNN's fused kernel where it runs (see
+# `attention_implementation`), "xla" always XLA's attention, "cudnn" the fused kernel (jax raises
+# where it cannot run it: not a CUDA GPU, float32, an unsupported head size). A decoding step
+# (one query) always runs XLA's.
+ATTENTIONS = ("auto", "xla", "cudnn")
+_FUSED_DTYPES = (jnp.bfloat16, jnp.float16)  # what cuDNN's fused attention computes in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +74,15 @@ class TransformerConfig:
     norm: str = "layer"
     norm_position: str = "pre"
     dtype: Any = jnp.float32
+    attention: str = "auto"
     special_tokens: SpecialTokens = SpecialTokens()
 
     def __post_init__(self) -> None:
         check_position(self.norm_position)
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"model.attention must be one of {list(ATTENTIONS)}, got {self.attention!r}"
+            )
         if self.d_model % self.num_heads:
             raise ValueError(
                 f"model.d_model={self.d_model} must be divisible by "
@@ -107,9 +125,78 @@ class Positions(nn.Module):
         return jnp.take(table, positions, axis=0).astype(c.dtype)
 
 
+def _on_cuda() -> bool:
+    """Whether the default backend is a CUDA GPU (not ROCm, whose GPUs have no cuDNN)."""
+    backend = jax_backend.get_backend()
+    return backend.platform == "gpu" and "cuda" in backend.platform_version.lower()
+
+
+def attention_implementation(
+    choice: str, dtype: Any, head_dim: int, query_length: int, on_cuda: bool | None = None
+) -> str:
+    """The `implementation` of `jax.nn.dot_product_attention` for one attention call: the one
+    place where the choice is made, at trace time, from the config's `attention` value.
+
+    "auto" is "cudnn" on a CUDA GPU (`on_cuda`, default: the default backend's) for a bfloat16
+    or float16 compute dtype and a head size cuDNN's flash attention takes on every GPU it runs
+    on (a multiple of 8, at most 128), else "xla". A query of length 1 (one cached decoding
+    step) is always "xla": it is a matrix-vector product over the cache, bound by memory
+    traffic, which a tiled flash kernel does not speed up, and it keeps decoding off the
+    fused kernel's edge cases.
+    """
+    if query_length == 1:
+        return "xla"
+    if choice != "auto":
+        return choice
+    fused = (jnp.dtype(dtype) in _FUSED_DTYPES and head_dim % 8 == 0 and head_dim <= 128
+             and (_on_cuda() if on_cuda is None else on_cuda))
+    return "cudnn" if fused else "xla"
+
+
+def key_lengths(mask: Array) -> Array:
+    """Padding masks [batch, length] (True: real) -> key lengths [batch] int32, at least 1.
+
+    The masks must be right-padded (real tokens first), as the data pipeline makes them. A row
+    with no real token gets length 1 instead of 0, so it attends to its first (padding) key:
+    with no key at all the fused kernel's output is not defined, and such rows (the padding rows
+    of the last eval batch) have weight 0 but must stay finite.
+    """
+    return jnp.maximum(mask.sum(-1, dtype=jnp.int32), 1)
+
+
+def attention_mask(q_len: int, kv_len: int, kv_lengths: Array | None, causal: bool) -> Array:
+    """The boolean mask that `kv_lengths` and `causal` stand for, broadcastable to
+    [batch, heads, q_len, kv_len] (True: may attend): for the attention plots."""
+    mask = jnp.ones((1, 1, q_len, kv_len), bool)
+    if causal:
+        mask = mask & jnp.tril(jnp.ones((q_len, kv_len), bool))
+    if kv_lengths is not None:
+        mask = mask & (jnp.arange(kv_len) < kv_lengths[:, None, None, None])
+    return mask
+
+
+def attend(
+    query: Array,
+    key: Array,
+    value: Array,
+    kv_lengths: Array | None = None,
+    causal: bool = False,
+    implementation: str = "xla",
+) -> Array:
+    """Scaled dot-product attention, query [batch, q_len, heads, head_dim] over key and value
+    [batch, kv_len, heads, head_dim] -> [batch, q_len, heads, head_dim]. Keys at positions
+    >= kv_lengths [batch] are masked; `causal` masks keys after the query's position (q_len ==
+    kv_len). `implementation`: "xla" or "cudnn" (see `attention_implementation`)."""
+    return jax.nn.dot_product_attention(
+        query, key, value, is_causal=causal, key_value_seq_lengths=kv_lengths,
+        implementation=implementation,
+    )
+
+
 class Attention(nn.Module):
     """Multi-head dot-product attention with separate key/value projection, so that keys and
-    values can be computed once and cached. The core is `jax.nn.dot_product_attention`.
+    values can be computed once and cached. The core is `attend` (`jax.nn.dot_product_attention`,
+    XLA or cuDNN as `attention_implementation` picks).
 
     With `sow_weights`, the attention weights [batch, heads, q_len, kv_len] are also sown into
     "intermediates" as "attention_weights" (for plots); XLA drops that computation when the
@@ -131,12 +218,20 @@ class Attention(nn.Module):
         """x [batch, length, d_model] -> keys and values [batch, length, heads, head_dim]."""
         return {"key": self.key(x), "value": self.value(x)}
 
-    def __call__(self, x: Array, kv: KeyValue, mask: Array) -> Array:
-        """Queries from x [batch, q_len, d_model] over kv; mask broadcasts to
-        [batch, heads, q_len, kv_len] (True: may attend). -> [batch, q_len, d_model]."""
+    def __call__(
+        self, x: Array, kv: KeyValue, kv_lengths: Array | None = None, causal: bool = False
+    ) -> Array:
+        """Queries from x [batch, q_len, d_model] over kv; keys at positions >= kv_lengths
+        [batch] int32 are masked, and with `causal` those after the query's (see `attend`).
+        -> [batch, q_len, d_model]."""
+        c = self.config
         query = self.query(x)
-        y = jax.nn.dot_product_attention(query, kv["key"], kv["value"], mask=mask)
+        implementation = attention_implementation(
+            c.attention, c.dtype, query.shape[-1], query.shape[1]
+        )
+        y = attend(query, kv["key"], kv["value"], kv_lengths, causal, implementation)
         if self.sow_weights:
+            mask = attention_mask(query.shape[1], kv["key"].shape[1], kv_lengths, causal)
             scores = jnp.einsum("bqhd,bkhd->bhqk", query, kv["key"]) / np.sqrt(query.shape[-1])
             scores = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
             self.sow("intermediates", "attention_weights", jax.nn.softmax(scores, axis=-1))
@@ -195,7 +290,7 @@ class EncoderLayer(ResidualLayer):
     def __call__(self, x: Array, src_mask: Array, train: bool) -> Array:
         """x [batch, src_len, d_model], src_mask [batch, src_len] -> [batch, src_len, d_model]."""
         y = self._sublayer_input(0, "self_attention", x, src_mask, train)
-        y = self.self_attention(y, self.self_attention.project_kv(y), src_mask[:, None, None, :])
+        y = self.self_attention(y, self.self_attention.project_kv(y), key_lengths(src_mask))
         x = self._sublayer_output(0, x, y, src_mask, train)
         y = self._sublayer_input(1, "mlp", x, src_mask, train)
         return self._sublayer_output(1, x, self.mlp(y, train), src_mask, train)
@@ -229,19 +324,21 @@ class DecoderLayer(ResidualLayer):
         y = self._sublayer_input(0, "self_attention", x, tgt_mask, train)
         kv = self.self_attention.project_kv(y)
         if self_cache is None:
-            length = x.shape[1]
-            self_mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
+            # Causal only: with right-padded targets a real position never sees a padded one,
+            # and what padded positions compute is never counted.
+            y = self.self_attention(y, kv, causal=True)
         else:
             kv = jax.tree.map(
                 lambda cached, new: jax.lax.dynamic_update_slice_in_dim(cached, new, position, 1),
                 self_cache, kv,
             )
             self_cache = kv
-            self_mask = (jnp.arange(kv["key"].shape[1]) <= position)[None, None, None, :]
-        y = self.self_attention(y, kv, self_mask)
+            # One query over the cache: positions <= `position` are written, the rest masked.
+            filled = jnp.full(x.shape[:1], position + 1, jnp.int32)
+            y = self.self_attention(y, kv, filled)
         x = self._sublayer_output(0, x, y, tgt_mask, train)
         y = self._sublayer_input(1, "cross_attention", x, tgt_mask, train)
-        y = self.cross_attention(y, cross_kv, src_mask[:, None, None, :])
+        y = self.cross_attention(y, cross_kv, key_lengths(src_mask))
         x = self._sublayer_output(1, x, y, tgt_mask, train)
         y = self._sublayer_input(2, "mlp", x, tgt_mask, train)
         return self._sublayer_output(2, x, self.mlp(y, train), tgt_mask, train), self_cache

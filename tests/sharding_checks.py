@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [TESTS, os.path.dirname(TESTS)]
 
-from conftest import tiny_config  # noqa: E402
+from conftest import ROLLED, tiny_config  # noqa: E402
 
 from flax_s2s import decoding, sharding, training  # noqa: E402
 from flax_s2s.checkpoint import Checkpointer  # noqa: E402
@@ -65,7 +65,7 @@ class Job:
     """One tiny model and its data; `on_mesh` compiles its steps once per mesh."""
 
     def __init__(self, model_type: str) -> None:
-        self.config = tiny_config(**{"batch_size": 16, "eval_batch_size": 16,
+        self.config = tiny_config(**{"batch_size": 16, "eval_batch_size": 16, **ROLLED,
                                      "optimizer.warmup_steps": 2, **MODEL_OVERRIDES[model_type]})
         config = self.config
         self.examples = pipeline.tokenize(PAIRS, VOCAB, VOCAB, config.max_src_len, config.max_tgt_len)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROLLED, ROOT, tiny_config
 
 from configs import default
 from flax_s2s import decoding, infer, training
@@ -507,12 +507,12 @@ def test_loading_and_decoding_a_workdir_import_nothing_of_training():
 def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     workdir = str(tmp_path / "run")
     config = tiny_config(**{
-        "data_dir": addition_data_dir, "num_train_steps": 60, "eval_every": 1000,
+        "data_dir": addition_data_dir, "num_train_steps": 60, "eval_every": 1000, **ROLLED,
         "eval_batch_size": 500, "final_eval_split": "validation",
         "optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 10,
     })
     training.run(config, workdir)  # long enough to emit digits, not to add
-    lines = ["12+34", "999+1", "", "7+x8", "1+2+3+4+5+6", "5+5", " 40+2 ", "0+0"]
+    lines = ["12+34", "999+1", "", "7+x8", "1+2+3+4+5+6+7+8", "5+5", " 40+2 ", "0+0"]
     input_file = tmp_path / "input.txt"
     input_file.write_text("\n".join(lines) + "\n")
     result = subprocess.run(
@@ -539,7 +539,7 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     assert any(expected), "the tiny model should emit something"
     assert "line 3: empty" in result.stderr
     assert "line 4: 1 symbol(s) outside the source vocabulary read as <unk>: 'x'" in result.stderr
-    assert "line 5: 11 source symbols exceed the model's max_src_len=8" in result.stderr
+    assert "line 5: 15 source symbols exceed the model's max_src_len=13" in result.stderr
 
     # The former module name still runs the CLI, saying where it went.
     alias = subprocess.run(

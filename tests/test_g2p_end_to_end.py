@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROLLED, ROOT, tiny_config
 from lexicon_fixture import lexicon_pairs, write_lexicon
 
 from configs import g2p_lstm
@@ -62,8 +62,8 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("g2p_run")
     lexicon = write_lexicon(tmp / "lexicon.txt", lexicon_pairs(400))
     config = tiny_config(
-        task="cmudict_g2p", data_path=str(lexicon), data_dir=str(tmp / "tfds"), max_src_len=12,
-        max_tgt_len=12, final_eval_split="validation", num_train_steps=20, eval_every=1000,
+        task="cmudict_g2p", data_path=str(lexicon), data_dir=str(tmp / "tfds"), **ROLLED,
+        final_eval_split="validation", num_train_steps=20, eval_every=1000,
         checkpoint_every=10, text_metrics=("wer", "per"),
     )
     config.vocab.tgt_separator = " "

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROLLED_FLAGS, ROOT, tiny_config
 
 from flax_s2s import training
 from flax_s2s.checkpoint import Checkpointer
@@ -21,7 +21,7 @@ TINY = [
     "--config.model.emb_dim=8", "--config.model.hidden_dim=16", "--config.model.attention_dim=8",
     "--config.batch_size=16", "--config.eval_batch_size=500", "--config.log_every=1",
     "--config.eval_every=1000", "--config.checkpoint_every=4", f"--config.num_train_steps={STEPS}",
-    "--config.max_checkpoints=2",
+    "--config.max_checkpoints=2", *ROLLED_FLAGS,
 ]
 
 

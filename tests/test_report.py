@@ -12,7 +12,7 @@ import matplotlib.pyplot
 import numpy as np
 import pytest
 import sentencepiece as spm
-from conftest import tiny_config
+from conftest import ROLLED, tiny_config
 from tensorboardX.proto import event_pb2
 
 from flax_s2s import report, training
@@ -23,7 +23,7 @@ from flax_s2s.models import attention_weights, build_model, decoder_inputs, laye
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, addition_data_dir):
     workdir = tmp_path_factory.mktemp("runs") / "tiny"
-    training.run(tiny_config(data_dir=addition_data_dir), str(workdir))
+    training.run(tiny_config(data_dir=addition_data_dir, **ROLLED), str(workdir))
     return str(workdir)
 
 
@@ -111,7 +111,7 @@ def test_by_position_figure_shows_the_gold_rate_beside_it_for_scheduled_sampling
 def sentencepiece_workdir(tmp_path_factory, addition_data_dir):
     """A two-step run whose vocabularies are SentencePiece models."""
     workdir = tmp_path_factory.mktemp("runs") / "sp"
-    config = tiny_config(data_dir=addition_data_dir, **{
+    config = tiny_config(data_dir=addition_data_dir, **ROLLED, **{
         "vocab.type": "sentencepiece", "vocab.sp_vocab_size": 20, "num_train_steps": 2,
         "log_every": 1, "eval_every": 2, "checkpoint_every": 2})
     training.run(config, str(workdir))

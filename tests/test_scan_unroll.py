@@ -136,3 +136,9 @@ def test_unrolled_training_gradients_equal_rolled(model, monkeypatch):
     rolled = jax.jit(jax.grad(loss))(variables["params"])  # a new function: traced again
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  unrolled, rolled)
+
+
+def test_the_tests_rolled_lengths_are_past_the_full_unroll():
+    from conftest import ROLLED
+
+    assert unroll.scan_unroll(min(ROLLED.values())) == 1

@@ -15,7 +15,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROLLED_FLAGS, ROOT, tiny_config
 from jax.sharding import PartitionSpec as P
 
 from flax_s2s import sharding
@@ -276,6 +276,7 @@ TINY = [
     "--config.model.emb_dim=8", "--config.model.hidden_dim=16", "--config.model.attention_dim=8",
     "--config.batch_size=16", "--config.log_every=1", "--config.eval_every=1000",
     "--config.checkpoint_every=3", "--config.num_train_steps=6", "--config.mesh_shape=(4,2)",
+    *ROLLED_FLAGS,
 ]
 
 

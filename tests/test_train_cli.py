@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROLLED_FLAGS, ROOT
 
 TINY = [
     "--config.model.emb_dim=16", "--config.model.hidden_dim=32", "--config.model.attention_dim=16",
     "--config.batch_size=32", "--config.eval_batch_size=500", "--config.log_every=10",
-    "--config.eval_every=10", "--config.checkpoint_every=10",
+    "--config.eval_every=10", "--config.checkpoint_every=10", *ROLLED_FLAGS,
 ]
 
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROLLED, ROOT, tiny_config
 
 from flax_s2s import sharding, training
 from flax_s2s.checkpoint import Checkpointer
@@ -23,7 +23,7 @@ from flax_s2s.warm_start import WarmStartError
 SOURCE_STEPS, STEPS = 8, 10
 TINY = {"model.emb_dim": 8, "model.hidden_dim": 16, "model.attention_dim": 8,
         "batch_size": 16, "eval_batch_size": 500, "log_every": 1, "eval_every": 1000,
-        "checkpoint_every": 4, "max_checkpoints": 5, "optimizer.warmup_steps": 2}
+        "checkpoint_every": 4, "max_checkpoints": 5, "optimizer.warmup_steps": 2, **ROLLED}
 
 
 def _config(data_dir, **overrides):

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from conftest import ADDITION_TEST_SPLITS
 
 from flax_s2s.data import pipeline, tasks
 from flax_s2s.data.vocab import EOS, PAD, SymbolVocab
@@ -12,8 +13,10 @@ def addition_texts(addition_data_dir):
 
 
 def test_builder_prepares_offline_with_disjoint_splits(addition_texts):
+    # The session's data is the task's builder at test size (conftest); the full cut also fits.
     sizes = {split: len(pairs) for split, pairs in addition_texts.items()}
-    assert sizes == tasks.Addition.SPLIT_SIZES
+    assert sizes == ADDITION_TEST_SPLITS
+    assert sum(tasks.Addition.SPLIT_SIZES.values()) <= (tasks.Addition.MAX_OPERAND + 1) ** 2
     sources = {split: {src for src, _ in pairs} for split, pairs in addition_texts.items()}
     assert not sources["train"] & sources["test"]
     assert not sources["train"] & sources["validation"]

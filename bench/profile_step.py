@@ -4,7 +4,8 @@ backward, and the whole step (clipping, AdamW, the non-finite guard), timed alte
     PYTHONPATH=. python bench/profile_step.py [--threads 1] [--trace DIR]
 
 `--trace DIR` also writes a jax.profiler trace of 3 steps (open it with TensorBoard's profile
-plugin or Perfetto). Appends its table to bench/RESULTS.md.
+plugin or Perfetto) and tabulates the step's time by kind of XLA op (YNNPACK fusions, plain dots,
+copies and transposes, ...), read from the trace's events. Appends its tables to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -61,10 +62,13 @@ def main() -> None:
         "train step": full_step,
     }
     times = common.compare(sides, windows=args.windows, repeats=2)
+    op_rows = []
     if args.trace:
-        with jax.profiler.trace(args.trace):
+        with jax.profiler.trace(args.trace, create_perfetto_trace=True):
             for _ in range(3):
                 full_step()
+        op_rows = [(kind, f"{ms:.1f}", f"{ms / 1e3 / times['train step']:.2f}")
+                   for kind, ms in op_kinds(args.trace, steps=3)[:12]]
     fwd, bwd, whole = times["forward + loss"], times["forward + backward"], times["train step"]
     rows = [("forward + loss", f"{fwd * 1e3:.0f}", f"{fwd / whole:.2f}"),
             ("backward (difference)", f"{(bwd - fwd) * 1e3:.0f}", f"{(bwd - fwd) / whole:.2f}"),
@@ -76,10 +80,35 @@ def main() -> None:
                "Transformer of bench/train_vs_torch.py, teacher forced; the backward's share is "
                "forward + backward minus forward (forward ~1/3 of the FLOPs, backward ~2/3).", "",
                *common.table(["part", "ms", "share of the step"], rows)]
+    if op_rows:
+        section += ["", "Time by kind of XLA op (trace of 3 steps, events of one name with its "
+                    "number stripped):", "",
+                    *common.table(["op kind", "ms/step", "share of the step"], op_rows)]
     if args.no_record:
         print("\n".join(section))
     else:
         common.append_section("Train step breakdown (`bench/profile_step.py`)", section)
+
+
+def op_kinds(trace_dir: str, steps: int) -> list[tuple[str, float]]:
+    """(op kind, ms per step) from the perfetto trace under `trace_dir`, longest first: the XLA
+    thunks' events grouped by name less its number (`dot.12`, `ynn_fusion.3` -> `dot`, ...)."""
+    import collections
+    import glob
+    import gzip
+    import json
+    import os
+    import re
+
+    path = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)[0]
+    events = json.load(gzip.open(path))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    total: collections.Counter = collections.Counter()
+    for event in events:
+        name = event.get("name", "")
+        if event.get("ph") == "X" and re.fullmatch(r"[a-z_]+[._]\d+", name):
+            total[re.sub(r"[._]\d+$", "", name)] += event["dur"] / 1e3 / steps
+    return total.most_common()
 
 
 if __name__ == "__main__":

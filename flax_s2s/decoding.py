@@ -20,7 +20,9 @@ neither does passing an argument by keyword instead of by position (see `_compil
 The functions never look inside a model. Beam search relies on one property of the seam: every
 leaf of `encoded` and of the decoder cache has the batch as its leading axis (true of an RNN's
 (h, c) and of a Transformer's per-layer key/value cache), so tiling and reordering beams are one
-`jax.tree.map` each.
+`jax.tree.map` each. A model may instead keep its beams' caches where they were written and
+follow them through a table (`init_beam_cache` / `reorder_cache`: the Transformer, whose
+self-attention cache is too large to copy at every step; see `Transformer.reorder_cache`).
 """
 
 from __future__ import annotations
@@ -252,6 +254,22 @@ def _best(scores: Array, tokens: Array, n: int) -> tuple[Array, Array]:
     return best_scores, _gather_beams(tokens, indices)
 
 
+def _beam_cache(model: Any, variables: Any, encoded: Any, max_len: int, beam_size: int) -> Any:
+    """The model's cache for beam search: `init_beam_cache` where it has one (a model that
+    follows its beams through a table rather than moving its caches), else `init_cache`."""
+    if hasattr(model, "init_beam_cache"):
+        return model.init_beam_cache(variables, encoded, max_len, beam_size)
+    return model.init_cache(variables, encoded, max_len)
+
+
+def _reorder(model: Any, cache: Any, rows: Array) -> Any:
+    """The cache of the new beams, row r continuing old row rows[r]: the model's own
+    `reorder_cache` where it has one, else every leaf gathered by row."""
+    if hasattr(model, "reorder_cache"):
+        return model.reorder_cache(cache, rows)
+    return jax.tree.map(lambda leaf: leaf[rows], cache)
+
+
 @_compiled_once("model", "beam_size", "max_len")
 def beam_search(
     model: Seq2Seq,
@@ -300,7 +318,7 @@ def beam_search(
         live_log_probs=empty.at[:, 0].set(0.0),
         finished_tokens=jnp.full((batch, beam_size, max_len), specials.pad, jnp.int32),
         finished_scores=empty,
-        cache=model.init_cache(variables, encoded, max_len),
+        cache=_beam_cache(model, variables, encoded, max_len, beam_size),
     )
 
     def cond(beams: _Beams) -> Array:
@@ -346,7 +364,7 @@ def beam_search(
             live_log_probs=live_log_probs,
             finished_tokens=finished_tokens,
             finished_scores=finished_scores,
-            cache=jax.tree.map(lambda leaf: leaf[rows], cache),
+            cache=_reorder(model, cache, rows),
         )
 
     final = jax.lax.while_loop(cond, body, init)

@@ -69,6 +69,19 @@ class Ensemble:
             for m, v, e in zip(self.members, variables, encoded, strict=True)
         )
 
+    def init_beam_cache(
+        self, variables: tuple[Any, ...], encoded: tuple[Any, ...], max_len: int, beam_size: int
+    ) -> tuple[Any, ...]:
+        """Each member's beam-search cache (`Seq2Seq.init_beam_cache`)."""
+        return tuple(
+            m.init_beam_cache(v, e, max_len, beam_size)
+            for m, v, e in zip(self.members, variables, encoded, strict=True)
+        )
+
+    def reorder_cache(self, cache: tuple[Any, ...], rows: Array) -> tuple[Any, ...]:
+        """Each member's cache reordered by beam, as the member does it alone."""
+        return tuple(m.reorder_cache(c, rows) for m, c in zip(self.members, cache, strict=True))
+
     def step(
         self,
         variables: tuple[Any, ...],

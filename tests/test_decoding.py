@@ -224,6 +224,30 @@ def test_beam_search_equals_reference_beam_search(seam_model, prefix_tables, bea
             assert (tokens[b, k, lengths[b, k]:] == PAD).all()
 
 
+def test_beam_cache_read_in_place_gives_the_logits_of_a_cache_gathered_by_beam(seam_model):
+    """Steps under random beam reorders: a model whose beam cache stays in place (the
+    Transformer, through its `origin` table) computes the logits that every leaf of the plain
+    cache gathered by row gives; a model without one (the LSTM) gathers, as before."""
+    model, variables = seam_model
+    beams, length = 3, SEARCH_LEN
+    src = np.repeat(SRC, beams, axis=0)  # row g * beams + slot, as beam search tiles
+    encoded = model.encode(variables, src)
+    kept = model.init_beam_cache(variables, encoded, length, beams)
+    gathered = model.init_cache(variables, encoded, length)
+    assert ("origin" in kept) == (model.module.__class__.__name__ == "Transformer")
+    step = jax.jit(model.step)
+    rng = np.random.default_rng(0)
+    for position in range(length):
+        tokens = jnp.asarray(rng.integers(3, TGT_VOCAB, len(src)), jnp.int32)
+        kept_logits, kept = step(variables, encoded, kept, tokens, position)
+        gathered_logits, gathered = step(variables, encoded, gathered, tokens, position)
+        np.testing.assert_allclose(kept_logits, gathered_logits, rtol=1e-5, atol=1e-5)
+        parents = rng.integers(0, beams, (len(SRC), beams))
+        rows = (np.arange(len(SRC))[:, None] * beams + parents).reshape(-1)
+        kept = model.reorder_cache(kept, rows)
+        gathered = jax.tree.map(lambda leaf, rows=rows: leaf[rows], gathered)
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_exhaustive_beam_finds_every_hypothesis_in_brute_force_order(
     seam_model, prefix_tables, alpha

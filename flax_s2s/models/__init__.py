@@ -10,6 +10,9 @@ logits = model.forward(variables, encoded, tgt_inputs)          # teacher-forced
 What belongs to an input rather than to a hypothesis (the memory, attention keys, a Transformer's
 cross-attention keys and values) goes in `encoded`: beam search tiles it once per beam, while it
 reorders `cache` by beam at every step, so the cache should hold only the decoder's own state.
+Beam search asks for `init_beam_cache` and `reorder_cache`, which gather every cache leaf by beam
+unless the module does better (the Transformer reads its self-attention cache in place, through
+a table of which beam wrote each position, so no step copies the cache).
 
 BatchNorm models (`model.norm="batch"`) carry running statistics in `variables["batch_stats"]`.
 Training calls `encode` and `forward` with `update_stats=True`, which makes them return
@@ -113,6 +116,26 @@ class Seq2Seq:
     def init_cache(self, variables: Variables, encoded: Any, max_len: int) -> Any:
         """Decoder state before the first step; `max_len` sizes a KV cache (ignored by RNNs)."""
         return self.module.apply(variables, encoded, max_len, method=type(self.module).init_cache)
+
+    def init_beam_cache(
+        self, variables: Variables, encoded: Any, max_len: int, beam_size: int
+    ) -> Any:
+        """`init_cache` for beam search, whose encoded rows are g * beam_size + slot: a module
+        with `init_beam_cache` (the Transformer) keeps its beams' caches in place and follows
+        them through a table that `reorder_cache` updates."""
+        module = type(self.module)
+        if not hasattr(module, "init_beam_cache"):
+            return self.init_cache(variables, encoded, max_len)
+        return self.module.apply(variables, encoded, max_len, beam_size,
+                                 method=module.init_beam_cache)
+
+    def reorder_cache(self, cache: Any, rows: Array) -> Any:
+        """The cache of beams whose new row r continues old row rows[r]: the module's own
+        `reorder_cache` where it has one, else every leaf gathered by row."""
+        module = type(self.module)
+        if hasattr(module, "reorder_cache"):
+            return module.reorder_cache(cache, rows)
+        return jax.tree.map(lambda leaf: leaf[rows], cache)
 
     def step(
         self,

@@ -193,6 +193,33 @@ def attend(
     )
 
 
+def attend_beams(query: Array, key: Array, value: Array, origin: Array, filled: Array) -> Array:
+    """One decoding step's self-attention for beams whose caches stay where they were written.
+
+    query [groups * beams, 1, heads, head_dim]; key, value [groups * beams, max_len, heads,
+    head_dim], where row g * beams + s holds what slot s of input g wrote at each position;
+    origin [groups, beams, max_len] int32: the slot whose row holds, at each position, the key and
+    value of the beam now in slot b (`Transformer.reorder_cache` keeps it). Positions >= filled
+    (a scalar) are masked. -> [groups * beams, 1, heads, head_dim].
+
+    Each query scores against every slot of its input (beams x the keys) and keeps, per position,
+    only the slot `origin` names, so the result equals attention over a cache gathered by beam,
+    without the gather: beam search no longer copies the whole cache at every step.
+    """
+    groups, beams, length = origin.shape
+    heads, head_dim = query.shape[-2:]
+    query = query.reshape(groups, beams, heads, head_dim)
+    key = key.reshape(groups, beams, length, heads, head_dim)
+    value = value.reshape(groups, beams, length, heads, head_dim)
+    scores = jnp.einsum("gqhd,gslhd->ghqsl", query, key) / np.sqrt(head_dim)
+    own = origin[:, None, :, None, :] == jnp.arange(beams)[None, None, None, :, None]
+    mask = own & (jnp.arange(length) < filled)  # [groups, 1, beams (query), beams (slot), len]
+    scores = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
+    weights = jax.nn.softmax(scores.reshape(*scores.shape[:3], -1), axis=-1).reshape(scores.shape)
+    out = jnp.einsum("ghqsl,gslhd->gqhd", weights.astype(value.dtype), value)
+    return out.reshape(groups * beams, 1, heads, head_dim)
+
+
 class Attention(nn.Module):
     """Multi-head dot-product attention with separate key/value projection, so that keys and
     values can be computed once and cached. The core is `attend` (`jax.nn.dot_product_attention`,
@@ -219,13 +246,22 @@ class Attention(nn.Module):
         return {"key": self.key(x), "value": self.value(x)}
 
     def __call__(
-        self, x: Array, kv: KeyValue, kv_lengths: Array | None = None, causal: bool = False
+        self,
+        x: Array,
+        kv: KeyValue,
+        kv_lengths: Array | None = None,
+        causal: bool = False,
+        origin: Array | None = None,
     ) -> Array:
         """Queries from x [batch, q_len, d_model] over kv; keys at positions >= kv_lengths
         [batch] int32 are masked, and with `causal` those after the query's (see `attend`).
+        With `origin`, one beam-search step over caches kept in place (see `attend_beams`).
         -> [batch, q_len, d_model]."""
         c = self.config
         query = self.query(x)
+        if origin is not None:
+            y = attend_beams(query, kv["key"], kv["value"], origin, kv_lengths[0])
+            return self.out(y)
         implementation = attention_implementation(
             c.attention, c.dtype, query.shape[-1], query.shape[1]
         )
@@ -317,10 +353,12 @@ class DecoderLayer(ResidualLayer):
         train: bool,
         self_cache: KeyValue | None = None,
         position: Array | None = None,
+        origin: Array | None = None,
     ) -> tuple[Array, KeyValue | None]:
         """The parallel causal pass over x [batch, tgt_len, d_model] when `self_cache` is None;
         else one step (tgt_len == 1) at `position`, whose key and value are written into
-        self_cache [batch, max_len, heads, head_dim]. Returns (x, updated self_cache or None)."""
+        self_cache [batch, max_len, heads, head_dim] (beam search's caches are read through
+        `origin`, see `attend_beams`). Returns (x, updated self_cache or None)."""
         y = self._sublayer_input(0, "self_attention", x, tgt_mask, train)
         kv = self.self_attention.project_kv(y)
         if self_cache is None:
@@ -335,7 +373,7 @@ class DecoderLayer(ResidualLayer):
             self_cache = kv
             # One query over the cache: positions <= `position` are written, the rest masked.
             filled = jnp.full(x.shape[:1], position + 1, jnp.int32)
-            y = self.self_attention(y, kv, filled)
+            y = self.self_attention(y, kv, filled, origin=origin)
         x = self._sublayer_output(0, x, y, tgt_mask, train)
         y = self._sublayer_input(1, "cross_attention", x, tgt_mask, train)
         y = self.cross_attention(y, cross_kv, key_lengths(src_mask))
@@ -411,6 +449,30 @@ class Transformer(nn.Module):
         empty = {"key": jnp.zeros(shape, c.dtype), "value": jnp.zeros(shape, c.dtype)}
         return {"self": [empty for _ in self.decoder_layers]}
 
+    def init_beam_cache(
+        self, encoded: dict[str, Any], max_len: int, beam_size: int
+    ) -> dict[str, Any]:
+        """`init_cache` for beam search over encoded rows g * beam_size + slot, plus the table
+        `origin` [groups, beam_size, max_len] int32 that `reorder_cache` updates instead of
+        moving the caches (each slot starts as its own origin)."""
+        cache = self.init_cache(encoded, max_len)
+        groups = encoded["memory"].shape[0] // beam_size
+        slots = jnp.arange(beam_size, dtype=jnp.int32)[None, :, None]
+        return {**cache, "origin": jnp.broadcast_to(slots, (groups, beam_size, max_len))}
+
+    @staticmethod
+    def reorder_cache(cache: dict[str, Any], rows: Array) -> dict[str, Any]:
+        """The cache of beams whose new row r continues old row rows[r] (rows [groups * beams],
+        within each input's beams). A beam cache (with `origin`) keeps every key and value where
+        it was written and gathers only the small table; any other cache is gathered by row."""
+        if "origin" not in cache:
+            return jax.tree.map(lambda leaf: leaf[rows], cache)
+        origin = cache["origin"]
+        groups, beams, _ = origin.shape
+        parents = (rows % beams).reshape(groups, beams)  # the slot each new beam continues
+        origin = jnp.take_along_axis(origin, parents[:, :, None], axis=1)
+        return {**cache, "origin": origin}
+
     def _logits(self, x: Array, tgt_mask: Array, train: bool) -> Array:
         x = self.decoder_norm(x, tgt_mask, train)
         x = self.dropout(x, deterministic=not train)
@@ -436,12 +498,14 @@ class Transformer(nn.Module):
     def step(
         self,
         encoded: dict[str, Any],
-        cache: dict[str, list[KeyValue]],
+        cache: dict[str, Any],
         prev_tokens: Array,
         position: Array | int,
         train: bool = False,
-    ) -> tuple[Array, dict[str, list[KeyValue]]]:
-        """prev_tokens [batch] at `position` -> (logits [batch, tgt_vocab], updated cache)."""
+    ) -> tuple[Array, dict[str, Any]]:
+        """prev_tokens [batch] at `position` -> (logits [batch, tgt_vocab], updated cache).
+        `cache` is `init_cache`'s ({"self": per-layer keys and values}) or `init_beam_cache`'s
+        (the same plus the beams' `origin` table)."""
         if train and self.config.norm == "batch":
             raise ValueError(
                 "model.norm='batch' trains on the parallel teacher-forced path only: step-by-step "
@@ -450,16 +514,23 @@ class Transformer(nn.Module):
         tgt_mask = self.special_tokens.real_decoder_inputs(prev_tokens, position)[:, None]
         x = self.tgt_embed(prev_tokens[:, None]) + self.positions(jnp.asarray(position)[None])
         x = self.dropout(x, deterministic=not train)
+        origin = cache.get("origin")
+        if origin is not None:  # this step's keys and values go to each slot's own row
+            slots = jnp.broadcast_to(jnp.arange(origin.shape[1], dtype=origin.dtype), origin.shape[:2])
+            origin = jax.lax.dynamic_update_slice_in_dim(origin, slots[:, :, None], position, 2)
         self_caches = []
         for layer, self_cache, cross_kv in zip(
             self.decoder_layers, cache["self"], encoded["cross"], strict=True
         ):
             x, self_cache = layer(
-                x, tgt_mask, cross_kv, encoded["src_mask"], train, self_cache, position
+                x, tgt_mask, cross_kv, encoded["src_mask"], train, self_cache, position, origin
             )
             self_caches.append(self_cache)
         logits = self._logits(x, tgt_mask, train)[:, 0]
-        return logits, {"self": self_caches}
+        new_cache = {"self": self_caches}
+        if origin is not None:
+            new_cache["origin"] = origin
+        return logits, new_cache
 
     def __call__(self, src_tokens: Array, tgt_inputs: Array, train: bool = False) -> Array:
         """Creates every parameter (used by `init`): the teacher-forced logits."""

@@ -15,7 +15,7 @@ from conftest import ROLLED, ROOT, tiny_config
 from configs import default
 from flax_s2s import decoding, infer, training
 from flax_s2s.config_validation import ConfigError, validate_config
-from flax_s2s.data.vocab import BOS, EOS, PAD
+from flax_s2s.data.vocab import BOS, EOS, PAD, SymbolVocab
 from flax_s2s.models import build_model, decoder_inputs
 from flax_s2s.special_tokens import SpecialTokens
 from flax_s2s.workdirs import WorkdirError, load_workdir
@@ -527,6 +527,26 @@ def test_loading_and_decoding_a_workdir_import_nothing_of_training():
     assert result.stdout.strip() == "[]"
 
 
+def test_each_line_is_read_on_its_own_and_a_bad_one_costs_only_itself(tmp_path):
+    path = tmp_path / "input.txt"
+    path.write_bytes(b"1+2\r\n\xff\xfe9\n\n4+5\n1+2+3+4\n")
+    lines = infer.read_lines(str(path))
+    assert lines[0] == "1+2" and lines[2:4] == ["", "4+5"]
+    assert isinstance(lines[1], UnicodeDecodeError)
+    vocab = SymbolVocab.build("0123456789+")
+    messages = []
+    encoded = infer.encode_lines(lines, vocab, 5, messages.append)
+    assert [ids is None for ids in encoded] == [False, True, True, False, True]
+    assert encoded[3] == vocab.encode("4+5", add_eos=False)
+    assert messages == [
+        "line 2: not valid UTF-8 (byte 0xff at offset 0: invalid start byte); printing an empty line",
+        "line 3: empty input; printing an empty line",
+        "line 5: 7 source symbols exceed the model's max_src_len=5; printing an empty line",
+    ]
+    with pytest.raises(infer.InputError, match=r"line 2: not valid UTF-8 .* \(--strict\)"):
+        infer.encode_lines(lines, vocab, 5, messages.append, strict=True)
+
+
 @pytest.mark.slow
 def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     workdir = str(tmp_path / "run")
@@ -536,9 +556,9 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
         "optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 10,
     })
     training.run(config, workdir)  # long enough to emit digits, not to add
-    lines = ["12+34", "999+1", "", "7+x8", "1+2+3+4+5+6+7+8", "5+5", " 40+2 ", "0+0"]
-    input_file = tmp_path / "input.txt"
-    input_file.write_text("\n".join(lines) + "\n")
+    lines = ["12+34", "999+1", "", "7+x8", "1+2+3+4+5+6+7+8", "5+5", " 40+2 ", "0+0", "3+\udcff4"]
+    input_file = tmp_path / "input.txt"  # the last line is not UTF-8: a lone 0xff byte
+    input_file.write_bytes("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
     result = subprocess.run(
         [sys.executable, "-m", "flax_s2s.infer", f"--workdir={workdir}", "--beam=2",
          "--alpha=0.6", f"--input={input_file}", "--batch_size=3"],
@@ -548,7 +568,7 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
 
     # Reference: the decodable lines in one batch of their own, through the library.
     trained = load_workdir(workdir)
-    decodable = [i for i, line in enumerate(lines) if i not in (2, 4)]  # empty, too long
+    decodable = [i for i, line in enumerate(lines) if i not in (2, 4, 8)]  # empty, long, not UTF-8
     src = np.zeros((len(decodable), config.max_src_len), np.int32)
     for row, i in enumerate(decodable):
         ids = trained.src_vocab.encode(lines[i].strip(), add_eos=False)
@@ -564,6 +584,11 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     assert "line 3: empty" in result.stderr
     assert "line 4: 1 symbol(s) outside the source vocabulary read as <unk>: 'x'" in result.stderr
     assert "line 5: 15 source symbols exceed the model's max_src_len=13" in result.stderr
+    assert "line 9: not valid UTF-8 (byte 0xff at offset 2" in result.stderr
+    with pytest.raises(infer.InputError, match=r"line 3: empty input \(--strict\)"):
+        infer.decode_file(workdir, str(input_file), strict=True)
+    with pytest.raises(infer.InputError, match="none of the 2 input line"):
+        infer.decode_lines(trained, ["", "1+2+3+4+5+6+7+8"], warn=lambda message: None)
 
     # The former module name still runs the CLI, saying where it went.
     alias = subprocess.run(

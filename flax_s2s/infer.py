@@ -26,6 +26,7 @@ from absl import app, flags, logging
 
 from flax_s2s import decoding
 from flax_s2s.data.vocab import SymbolVocab, Vocab, split_symbols
+from flax_s2s.errors import FileFormatError
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 
 
@@ -181,7 +182,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         outputs = decode_file(args.workdir, args.input, args.beam, args.alpha, args.batch_size,
                               args.step, args.average, args.strict)
-    except (WorkdirError, InputError) as error:
+    except (WorkdirError, InputError, FileFormatError) as error:
         raise SystemExit(f"decode: {error}") from None
     for output in outputs:
         print(output)

@@ -16,6 +16,7 @@ from configs import default
 from flax_s2s import decoding, infer, training
 from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data.vocab import BOS, EOS, PAD, SymbolVocab
+from flax_s2s.errors import FileFormatError
 from flax_s2s.models import build_model, decoder_inputs
 from flax_s2s.special_tokens import SpecialTokens
 from flax_s2s.workdirs import WorkdirError, load_workdir
@@ -599,6 +600,13 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     assert alias.returncode == 0, alias.stderr[-3000:]
     assert alias.stdout == result.stdout
     assert "flax_s2s.decode is now flax_s2s.infer" in alias.stderr
+
+    # A corrupt vocabulary names its file, to the decoder and to a resumed training run.
+    (tmp_path / "run" / "src_vocab.json").write_text('{"symbols": ["1", ')
+    with pytest.raises(FileFormatError, match=r"src_vocab\.json: not a symbol vocabulary"):
+        infer.decode_file(workdir, str(input_file))
+    with pytest.raises(FileFormatError, match=r"src_vocab\.json: not a symbol vocabulary"):
+        training.run(config, workdir)
 
 
 def test_early_stop_keeps_searching_while_the_penalty_can_still_lift_a_live_prefix():

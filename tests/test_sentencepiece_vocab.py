@@ -13,6 +13,7 @@ from flax_s2s.data.vocab import (
     load_vocab,
     save_vocab,
 )
+from flax_s2s.errors import FileFormatError
 
 WORDS = ["house", "mouse", "horse", "small", "tall", "ball", "green", "the", "a", "is"]
 CORPUS = [f"the {a} is {b}" for a in WORDS for b in WORDS]
@@ -56,3 +57,12 @@ def test_token_text_names_each_id_by_its_piece(vocab):
     ids = vocab.encode("the green mouse")
     assert [vocab.token_text(i) for i in ids] == [reference.id_to_piece(i) for i in ids]
     assert [vocab.token_text(i) for i in (PAD, BOS, EOS, UNK)] == ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def test_a_file_that_is_not_a_sentencepiece_model_names_itself(tmp_path):
+    path = tmp_path / "tgt_vocab.model"
+    path.write_bytes(b"not a model proto")
+    with pytest.raises(FileFormatError, match=f"^{path}: not a SentencePiece model"):
+        SentencePieceVocab.load(path)
+    with pytest.raises(FileFormatError, match="tgt_vocab.model: not a SentencePiece model"):
+        load_vocab(tmp_path / "tgt_vocab")

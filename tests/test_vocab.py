@@ -1,6 +1,9 @@
+import re
+
 import pytest
 
 from flax_s2s.data.vocab import BOS, EOS, PAD, UNK, SymbolVocab
+from flax_s2s.errors import FileFormatError
 
 
 def test_special_ids_are_fixed():
@@ -49,3 +52,18 @@ def test_token_text_names_each_id_by_its_symbol():
     ids = vocab.encode("L OW HH")
     assert [vocab.token_text(i) for i in ids] == ["L", "OW", "HH", "</s>"]
     assert [vocab.token_text(i) for i in (PAD, BOS, UNK)] == ["<pad>", "<s>", "<unk>"]
+
+
+@pytest.mark.parametrize("content, detail", [
+    (b'{"symbols": ["a", ', r"not a symbol vocabulary: Expecting value at line 1 column 19"),
+    (b'["a", "b"]', r"not a symbol vocabulary \(expected JSON"),
+    (b'{"symbols": ["a", 1], "separator": ""}', r"not a symbol vocabulary \(expected JSON"),
+    (b'{"symbols": ["a"]}', r"not a symbol vocabulary \(expected JSON"),
+    (b'{"symbols": ["a", "a"], "separator": ""}', r"vocabulary symbols must be unique; repeated: \['a'\]"),
+    (b"\xff\xfe", r"not a symbol vocabulary: not UTF-8 at byte 0"),
+])
+def test_a_corrupt_vocabulary_file_names_itself_and_what_was_expected(tmp_path, content, detail):
+    path = tmp_path / "src_vocab.json"
+    path.write_bytes(content)
+    with pytest.raises(FileFormatError, match=rf"^{re.escape(str(path))}: {detail}"):
+        SymbolVocab.load(path)

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import sentencepiece as spm
 
+from flax_s2s.errors import FileFormatError
 from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
 
 # SymbolVocab's ids (the default ones) and the special symbols at those ids. SentencePiece models
@@ -102,8 +103,25 @@ class SymbolVocab:
 
     @classmethod
     def load(cls, path: str | Path) -> SymbolVocab:
-        data = json.loads(Path(path).read_text())
-        return cls(data["symbols"], data["separator"])
+        """The vocabulary `save` wrote; a file that is not one raises FileFormatError naming it."""
+        expected = 'expected JSON {"symbols": [strings], "separator": string}'
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise FileFormatError(f"{path}: not a symbol vocabulary: {error.msg} at line "
+                                  f"{error.lineno} column {error.colno} ({expected})") from None
+        except UnicodeDecodeError as error:
+            raise FileFormatError(f"{path}: not a symbol vocabulary: not UTF-8 at byte "
+                                  f"{error.start} ({expected})") from None
+        symbols = data.get("symbols") if isinstance(data, dict) else None
+        separator = data.get("separator") if isinstance(data, dict) else None
+        if not (isinstance(symbols, list) and all(isinstance(s, str) for s in symbols)
+                and isinstance(separator, str)):
+            raise FileFormatError(f"{path}: not a symbol vocabulary ({expected})")
+        try:
+            return cls(symbols, separator)
+        except ValueError as error:
+            raise FileFormatError(f"{path}: {error}") from None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SymbolVocab) and self.to_dict() == other.to_dict()
@@ -189,7 +207,14 @@ class SentencePieceVocab:
 
     @classmethod
     def load(cls, path: str | Path) -> SentencePieceVocab:
-        return cls(Path(path).read_bytes())
+        """The model `save` wrote; a file that is not one raises FileFormatError naming it."""
+        try:
+            return cls(Path(path).read_bytes())
+        except RuntimeError:  # sentencepiece's parse failure: its message names a source line
+            raise FileFormatError(f"{path}: not a SentencePiece model (the serialized model "
+                                  "proto that SentencePiece writes)") from None
+        except ValueError as error:  # a model without the pieces a vocabulary needs
+            raise FileFormatError(f"{path}: {error}") from None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SentencePieceVocab) and self.model_proto == other.model_proto

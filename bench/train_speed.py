@@ -9,29 +9,20 @@ time before steady stepping (data preparation, restoring, the first compiles): t
 record's wall time less its steps at that rate. An eval's time is the last eval record's wall
 time less the last train record's (the final checkpoint, the decode's compile and the decode);
 the projection counts one such eval per eval of the recipe, an upper estimate since it compiles
-once. Reads the file only; needs no jax.
+once. Reads the file only (with `flax_s2s.logs.read_records`); needs no jax.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
+import sys
 from collections.abc import Sequence
 from typing import Any
 
-
-def read_records(path: str) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl file, skipping lines cut short."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flax_s2s.logs import read_records  # noqa: E402  (the repository root first)
 
 
 def speed(

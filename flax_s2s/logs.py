@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import tqdm
-from tensorboardX import SummaryWriter
 
 
 def _plain(value: Any) -> Any:
@@ -73,7 +72,13 @@ class MetricsWriter:
     ) -> None:
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.enabled = enabled
-        self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard")) if enabled else None
+        self.tensorboard = None
+        if enabled:
+            # Imported here: tensorboardX imports torch where it is installed (about a second),
+            # which readers of metrics files (the report, bench scripts) need not pay.
+            from tensorboardX import SummaryWriter
+
+            self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
         self.start_time = time.time() if start_time is None else start_time
         self.wall_offset = _resumed_wall_s(self.path, resume_step) if enabled else 0.0
         if enabled:

@@ -19,7 +19,7 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from flax_s2s import decoding, metrics, reference_eval, sharding, warm_start
+from flax_s2s import decoding, metrics, reference_eval, resume, sharding, warm_start
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
@@ -440,6 +440,8 @@ def _setup(
         config.best_mode,
     )
     resuming = bool(checkpointer.all_steps())
+    if resuming:  # before any data is read: a run this config cannot continue fails at once
+        _check_resume(config, workdir, checkpointer)
     warm_start_from = "" if resuming else config.init_from
     data = _load_data(config, workdir, ("train", *eval_splits), warm_start_from)
     model = build_model(config, len(data.src_vocab), len(data.tgt_vocab),
@@ -464,6 +466,20 @@ def _setup(
     else:
         state = create_train_state(model, tx, config.seed, train_data[0], state_shardings)
     return _Setup(data, model, tx, state, state_shardings, data_iterator, checkpointer)
+
+
+def _check_resume(
+    config: ml_collections.ConfigDict, workdir: str, checkpointer: Checkpointer
+) -> None:
+    """Refuses a config that changes what the saved run's state depends on (see
+    `flax_s2s.resume`); lists in the log the changes it takes."""
+    try:
+        saved = checkpointer.restore_config()
+    except Exception:  # noqa: BLE001 - unreadable newest checkpoint: the restore falls back, saying so
+        return
+    accepted = resume.check_resume(saved, json.loads(config.to_json()), workdir)
+    if accepted:
+        _print("resuming with changed settings (saved -> this run): " + ", ".join(accepted))
 
 
 def _warm_start_variables(

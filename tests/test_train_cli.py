@@ -38,8 +38,21 @@ def test_train_py_runs_writes_metrics_and_checkpoints_then_resumes(tmp_path, add
     assert 0.0 <= test_record["exact_match"] <= 1.0 and test_record["loss"] > 0
     assert sorted(os.listdir(workdir / "checkpoints")) == ["10", "20"]
 
+    # A change the saved state cannot follow is refused before anything is read, naming each key
+    refused = _train(workdir, addition_data_dir, "--config.num_train_steps=30",
+                     "--config.model.hidden_dim=64", "--config.optimizer.learning_rate=0.5",
+                     check=False)
+    assert refused.returncode != 0
+    assert "config.model.hidden_dim: saved 32, requested 64" in refused.stderr
+    assert "config.optimizer.learning_rate: saved" in refused.stderr
+    assert f"--config.init_from={workdir}" in refused.stderr
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["10", "20"]
+
     resumed = _train(workdir, addition_data_dir, "--config.num_train_steps=30")
     assert "resumed" in resumed.stdout and "at step 20" in resumed.stdout
+    assert "resuming with changed settings (saved -> this run): num_train_steps 20 -> 30" in (
+        resumed.stdout
+    )
     assert "30" in os.listdir(workdir / "checkpoints")
 
 

@@ -1,0 +1,67 @@
+"""What may change when a run resumes: the requested config against the one its workdir saved.
+
+A resumed run continues the saved state (parameters, optimizer moments, data order, random keys),
+so anything that shapes that state or the data must be what the saved run used: the model, the
+vocabulary, the task and its data, batch size and lengths, the optimizer, the forcing schedule,
+the seed. What only says how long to train, how often to log, evaluate or save, how to evaluate,
+or where and on which devices to run may change. Unknown keys (added to the config after the
+saved run, or removed since) are not compared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flax_s2s.errors import ConfigError
+
+# Keys (or key prefixes ending in ".") that may differ from the saved run's on resume.
+MAY_CHANGE = (
+    "num_train_steps", "log_every", "eval_every", "checkpoint_every", "max_checkpoints",
+    "keep_best", "best_metric", "best_mode", "eval_batch_size", "eval_beam_size",
+    "eval_length_alpha", "eval_splits", "final_eval_split", "text_metrics", "mesh_shape", "fsdp",
+    "distributed.", "compilation_cache_dir", "data_dir", "tfds_data_dir", "init_from",
+    "init_from_step", "nonfinite_policy", "debug_nonfinite_step",
+)
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _may_change(key: str) -> bool:
+    return any(key == allowed or (allowed.endswith(".") and key.startswith(allowed))
+               for allowed in MAY_CHANGE)
+
+
+def config_changes(
+    saved: dict[str, Any], requested: dict[str, Any]
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
+    """(changes that resuming cannot honour, changes it may take), each {key: (saved, requested)},
+    for two configs as JSON dicts (`json.loads(config.to_json())`)."""
+    saved, requested = _flat(saved), _flat(requested)
+    changed = {key: (saved[key], requested[key]) for key in sorted(saved.keys() & requested.keys())
+               if saved[key] != requested[key]}
+    refused = {key: values for key, values in changed.items() if not _may_change(key)}
+    accepted = {key: values for key, values in changed.items() if _may_change(key)}
+    return refused, accepted
+
+
+def check_resume(saved: dict[str, Any], requested: dict[str, Any], workdir: str) -> list[str]:
+    """Raises ConfigError listing every key that differs from the saved run's and must not;
+    returns the accepted changes as "key saved -> requested" for the log."""
+    refused, accepted = config_changes(saved, requested)
+    if refused:
+        listed = "; ".join(f"config.{key}: saved {old!r}, requested {new!r}"
+                           for key, (old, new) in refused.items())
+        raise ConfigError(
+            f"{workdir} holds a run that this config cannot resume: {listed}. Resuming continues "
+            f"the saved state, so these must be as saved: train in a new workdir, or start one "
+            f"from this run's parameters there with --config.init_from={workdir}"
+        )
+    return [f"{key} {old!r} -> {new!r}" for key, (old, new) in accepted.items()]

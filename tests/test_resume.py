@@ -1,0 +1,62 @@
+"""Which config changes a resume takes (flax_s2s.resume), against the saved run's config."""
+
+import json
+import re
+
+import pytest
+
+from configs import default
+from flax_s2s import resume
+from flax_s2s.errors import ConfigError
+
+
+def _as_saved(config) -> dict:
+    return json.loads(config.to_json())
+
+
+def test_the_same_config_resumes_without_a_change():
+    config = default.get_config()
+    assert resume.check_resume(_as_saved(config), _as_saved(config), "w") == []
+
+
+def test_schedule_intervals_mesh_and_eval_may_change_and_are_listed():
+    saved = default.get_config()
+    requested = default.get_config()
+    requested.num_train_steps, requested.eval_every = 2 * saved.num_train_steps, 7
+    requested.mesh_shape, requested.eval_beam_size = (2, 1), 4
+    requested.distributed.num_processes = 2
+    accepted = resume.check_resume(_as_saved(saved), _as_saved(requested), "w")
+    assert accepted == [
+        f"distributed.num_processes {saved.distributed.num_processes!r} -> 2",
+        f"eval_beam_size {saved.eval_beam_size!r} -> 4",
+        f"eval_every {saved.eval_every!r} -> 7",
+        f"mesh_shape {list(saved.mesh_shape)!r} -> [2, 1]",
+        f"num_train_steps {saved.num_train_steps} -> {2 * saved.num_train_steps}",
+    ]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("model.hidden_dim", 64), ("vocab.type", "sentencepiece"), ("task", "reverse"),
+    ("data_path", "other.txt"), ("batch_size", 7), ("max_tgt_len", 9), ("seed", 3),
+    ("optimizer.learning_rate", 0.5), ("teacher_forcing.p", 0.5), ("label_smoothing", 0.2),
+])
+def test_what_shapes_the_state_or_the_data_is_refused_naming_both_values(key, value):
+    saved, requested = default.get_config(), default.get_config()
+    node, leaf = requested, key
+    if "." in key:
+        parent, leaf = key.split(".")
+        node = requested[parent]
+    old = node[leaf]
+    node[leaf] = value
+    expected = f"config.{key}: saved {old!r}, requested {value!r}"
+    with pytest.raises(ConfigError, match=re.escape(expected)) as raised:
+        resume.check_resume(_as_saved(saved), _as_saved(requested), "runs/a")
+    assert "--config.init_from=runs/a" in str(raised.value)
+
+
+def test_keys_the_saved_run_did_not_have_are_not_compared():
+    saved = _as_saved(default.get_config())
+    del saved["model"]["attention"]  # a workdir from before the key existed
+    requested = default.get_config()
+    requested.model.attention = "xla"
+    assert resume.check_resume(saved, _as_saved(requested), "w") == []

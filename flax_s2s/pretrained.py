@@ -23,6 +23,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from safetensors.flax import load_file as load_flax_file
 from safetensors.numpy import load_file
 
 from flax_s2s.models import Seq2Seq
@@ -109,11 +110,17 @@ def read_config(directory: str | pathlib.Path) -> dict[str, Any]:
 
 
 def read_tensors(directory: str | pathlib.Path) -> dict[str, np.ndarray]:
-    """Every tensor of model.safetensors as float32 NumPy arrays, by name."""
+    """Every tensor of model.safetensors as float32 NumPy arrays, by name (float16 and bfloat16
+    checkpoints too: the model's parameters are float32)."""
     path = pathlib.Path(directory) / WEIGHTS_FILE
     if not path.is_file():
         raise PretrainedError(f"{path}: no such file (only safetensors weights are read)")
-    return {name: np.asarray(value, np.float32) for name, value in load_file(path).items()}
+    try:
+        tensors = load_file(path)
+    except TypeError:  # bfloat16 has no NumPy dtype: read through JAX's, on the host
+        with jax.default_device(jax.devices("cpu")[0]):
+            tensors = load_flax_file(path)
+    return {name: np.asarray(value, np.float32) for name, value in tensors.items()}
 
 
 def t5_variables(

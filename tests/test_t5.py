@@ -15,9 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict
+from jax.sharding import PartitionSpec as P
+from safetensors.flax import save_file as save_flax_file
 from safetensors.numpy import load_file, save_file
 
-from flax_s2s import decoding
+from flax_s2s import decoding, sharding
 from flax_s2s.models.t5 import T5Config, relative_position_bucket
 from flax_s2s.pretrained import PretrainedError, load_t5
 
@@ -156,3 +159,35 @@ def test_embedding_aliases_must_agree(tmp_path):
 
     with pytest.raises(PretrainedError, match=r"'decoder\.embed_tokens\.weight' differs from"):
         load_t5(_edited_copy(tmp_path, "t5_v1_1", edit))
+
+
+def test_bfloat16_checkpoint_loads_as_float32(tmp_path):
+    directory = tmp_path / "t5_v1_0"
+    shutil.copytree(FIXTURES / "t5_v1_0", directory)
+    tensors = load_file(directory / "model.safetensors")
+    save_flax_file({name: jnp.asarray(value, jnp.bfloat16) for name, value in tensors.items()},
+                   directory / "model.safetensors")
+    _, variables = load_t5(directory)
+    _, exact = load_t5(FIXTURES / "t5_v1_0")
+    got = variables["params"]["encoder_layers_1"]["mlp"]["wi"]["kernel"]
+    want = exact["params"]["encoder_layers_1"]["mlp"]["wi"]["kernel"]
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want.astype(jnp.bfloat16), np.float32))
+
+
+def test_rule_table_shards_t5_parameters():
+    _, variables = load_t5(FIXTURES / "t5_v1_1")
+    flat = {name: leaf.shape for name, leaf in flatten_dict(variables["params"], sep="/").items()}
+    sizes = {"data": 1, "model": 2}
+    expected = {
+        "shared_embed/embedding": P("model", None),
+        "lm_head/kernel": P(None, "model"),
+        "encoder_layers_0/self_attention/query/kernel": P(None, "model", None),
+        "decoder_layers_1/cross_attention/out/kernel": P("model", None, None),
+        "decoder_layers_0/mlp/wi_0/kernel": P(None, "model"),
+        "decoder_layers_0/mlp/wi_1/kernel": P(None, "model"),
+        "encoder_layers_1/mlp/wo/kernel": P("model", None),
+        "encoder_bias/embedding": P(None, None),  # [buckets, heads]: small, replicated
+    }
+    for name, spec in expected.items():
+        assert sharding.param_spec(name, flat[name], sizes) == spec, name

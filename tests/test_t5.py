@@ -15,12 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY_TRANSFORMER, tiny_config, train_tiny
 from flax.traverse_util import flatten_dict
 from jax.sharding import PartitionSpec as P
 from safetensors.flax import save_file as save_flax_file
 from safetensors.numpy import load_file, save_file
 
 from flax_s2s import decoding, sharding
+from flax_s2s.config_validation import ConfigError, validate_config
+from flax_s2s.models import build_model
 from flax_s2s.models.t5 import T5Config, relative_position_bucket
 from flax_s2s.pretrained import PretrainedError, load_t5
 
@@ -191,3 +194,36 @@ def test_rule_table_shards_t5_parameters():
     }
     for name, spec in expected.items():
         assert sharding.param_spec(name, flat[name], sizes) == spec, name
+
+
+TINY_T5 = {**TINY_TRANSFORMER, "model.type": "t5", "model.relative_attention_num_buckets": 8,
+           "model.relative_attention_max_distance": 16}
+
+
+def test_build_model_takes_t5_fields_from_the_config():
+    config = tiny_config(**{**TINY_T5, "model.feed_forward": "gated-gelu", "model.tie_output": True,
+                            "model.dropout_rate": 0.2, "model.num_decoder_layers": 3})
+    assert build_model(config, 11, 11).module.config == T5Config(
+        vocab_size=11, d_model=16, d_kv=8, num_heads=2, d_ff=32, num_encoder_layers=1,
+        num_decoder_layers=3, relative_attention_num_buckets=8, relative_attention_max_distance=16,
+        feed_forward="gated-gelu", tie_output=True, scale_output=True, dropout_rate=0.2,
+        special_tokens=build_model(config, 11, 11).special_tokens,
+    )
+    with pytest.raises(ValueError, match="one vocabulary on both sides"):
+        build_model(config, 11, 12)
+
+
+def test_t5_config_values_are_validated():
+    with pytest.raises(ConfigError, match=r"config.model.feed_forward='swish'"):
+        validate_config(tiny_config(**{**TINY_T5, "model.feed_forward": "swish"}))
+    with pytest.raises(ConfigError, match=r"config.model.d_model=16: must be divisible"):
+        validate_config(tiny_config(**{**TINY_T5, "model.num_heads": 3}))
+    validate_config(tiny_config(**TINY_T5))
+
+
+def test_a_t5_trains_with_scheduled_sampling():
+    # exact mode: the decoder `step` scanned (train mode, dropout) to choose tokens, `forward`
+    # to grade them
+    overrides = (*TINY_T5.items(), ("model.dropout_rate", 0.1), ("teacher_forcing.p", 0.5))
+    *_, losses = train_tiny(overrides, steps=12)
+    assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0], losses

@@ -23,7 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 from flax_s2s import decoding, sharding
 from flax_s2s.config_validation import ConfigError, validate_config
-from flax_s2s.models import build_model
+from flax_s2s.models import attention_weights, build_model
 from flax_s2s.models.t5 import T5Config, relative_position_bucket
 from flax_s2s.pretrained import PretrainedError, load_t5
 
@@ -99,6 +99,17 @@ def test_beam4_best_matches_reference_generate(loaded):
         model, variables, jnp.asarray(reference["src"]), beam_size=4, max_len=MAX_LEN, alpha=0.0
     )
     np.testing.assert_array_equal(np.asarray(tokens[:, 0]), reference["beam"], err_msg=name)
+
+
+def test_cross_attention_weights_for_the_report(loaded):
+    _, model, variables, reference, _ = loaded
+    src = jnp.asarray(reference["src"])
+    weights = attention_weights(model, variables, src, jnp.asarray(reference["tgt_inputs"]))
+    assert len(weights) == model.module.config.num_decoder_layers
+    real = np.asarray(src != 0)[:, None, :]
+    for layer in weights:  # [batch, tgt, src]: all weight on real source positions
+        assert layer.shape == (*reference["tgt_inputs"].shape, src.shape[1])
+        np.testing.assert_allclose(np.where(real, np.asarray(layer), 0.0).sum(-1), 1.0, atol=1e-5)
 
 
 def test_dropout_only_in_training(loaded):

@@ -171,9 +171,12 @@ class RelativePositionBias(nn.Module):
 
 class T5Attention(nn.Module):
     """Multi-head attention without biases or logit scaling; the score bias (relative positions
-    plus the mask, as large negatives) is given by the caller."""
+    plus the mask, as large negatives) is given by the caller. With `sow_weights`, the weights
+    [batch, heads, q_len, kv_len] are sown into "intermediates" as "attention_weights" (for the
+    report's plots, as the Transformer's cross-attention does)."""
 
     config: T5Config
+    sow_weights: bool = False
 
     def setup(self) -> None:
         c = self.config
@@ -198,6 +201,8 @@ class T5Attention(nn.Module):
         query = self.query(x)
         scores = jnp.einsum("bqhd,bkhd->bhqk", query, kv["key"]).astype(jnp.float32) + score_bias
         weights = jax.nn.softmax(scores, axis=-1)
+        if self.sow_weights:
+            self.sow("intermediates", "attention_weights", weights)
         weights = self.dropout(weights, deterministic=not train)
         y = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(kv["value"].dtype), kv["value"])
         return self.out(y)
@@ -255,7 +260,7 @@ class T5DecoderLayer(nn.Module):
         self.self_attention_norm = _rms_norm(c, "self_attention_norm")
         self.self_attention = T5Attention(c)
         self.cross_attention_norm = _rms_norm(c, "cross_attention_norm")
-        self.cross_attention = T5Attention(c)
+        self.cross_attention = T5Attention(c, sow_weights=True)
         self.mlp_norm = _rms_norm(c, "mlp_norm")
         self.mlp = T5Mlp(c)
         self.dropout = nn.Dropout(c.dropout_rate)

@@ -28,7 +28,7 @@ from flax_s2s.models.t5 import T5Config, relative_position_bucket
 from flax_s2s.pretrained import PretrainedError, load_t5
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-VARIANTS = ("t5_v1_0", "t5_v1_1")
+VARIANTS = ("t5_v1_0", "t5_v1_1", "t5_v1_1_tied")
 MAX_LEN = 10  # what the fixture script generated
 
 
@@ -51,7 +51,7 @@ def test_config_reads_both_head_layouts():
     v1_1 = T5Config.from_hf_config(json.loads((FIXTURES / "t5_v1_1" / "config.json").read_text()))
     assert (v1_1.tie_output, v1_1.scale_output, v1_1.feed_forward) == (False, False, "gated-gelu")
     # newer transformers: always tied, scale_decoder_outputs says whether to rescale
-    newer = T5Config.from_hf_config({**base, "scale_decoder_outputs": False})
+    newer = T5Config.from_hf_config(json.loads((FIXTURES / "t5_v1_1_tied" / "config.json").read_text()))
     assert (newer.tie_output, newer.scale_output) == (True, False)
     with pytest.raises(ValueError, match="feed_forward"):
         T5Config.from_hf_config({**base, "feed_forward_proj": "gated-silu"})

@@ -238,3 +238,23 @@ def test_a_t5_trains_with_scheduled_sampling():
     overrides = (*TINY_T5.items(), ("model.dropout_rate", 0.1), ("teacher_forcing.p", 0.5))
     *_, losses = train_tiny(overrides, steps=12)
     assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0], losses
+
+
+def test_tied_head_and_unused_cross_bias_may_be_written(tmp_path):
+    # Older checkpoints of t5-small also write the tied head and a cross-attention bias table
+    # that the reference never reads: both load; a head that is not the embedding does not.
+    def edit(tensors):
+        tensors["lm_head.weight"] = tensors["shared.weight"].copy()
+        tensors["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"] = (
+            np.ones((8, 2), np.float32))
+
+    directory = _edited_copy(tmp_path, "t5_v1_0", edit)
+    _, variables = load_t5(directory)
+    _, fixture = load_t5(FIXTURES / "t5_v1_0")
+    jax.tree.map(np.testing.assert_array_equal, variables, fixture)
+
+    tensors = load_file(directory / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["lm_head.weight"] * 2.0
+    save_file(tensors, directory / "model.safetensors")
+    with pytest.raises(PretrainedError, match=r"'lm_head\.weight' differs from 'shared\.weight'"):
+        load_t5(directory)

@@ -150,7 +150,8 @@ def t5_variables(
         path, layout = found
         if path not in shapes:
             raise PretrainedError(f"{source}: tensor {name!r} would fill {path!r}, which a model of "
-                                  "this config.json does not have (more layers than num_layers?)")
+                                  "this config.json does not have (another feed_forward_proj or "
+                                  "more layers?)")
         want = _torch_shape(shapes[path], layout)
         if tuple(tensor.shape) != want:
             raise PretrainedError(f"{source}: tensor {name!r} has shape {list(tensor.shape)}, but "

@@ -258,3 +258,12 @@ def test_tied_head_and_unused_cross_bias_may_be_written(tmp_path):
     save_file(tensors, directory / "model.safetensors")
     with pytest.raises(PretrainedError, match=r"'lm_head\.weight' differs from 'shared\.weight'"):
         load_t5(directory)
+
+
+def test_config_of_another_feed_forward_names_the_tensor(tmp_path):
+    directory = tmp_path / "t5_v1_1"
+    shutil.copytree(FIXTURES / "t5_v1_1", directory)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "feed_forward_proj": "relu"}))
+    with pytest.raises(PretrainedError, match=r"wi_0\.weight' would fill .*another feed_forward"):
+        load_t5(directory)

@@ -59,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
     # --- model ---
     config.model = ml_collections.ConfigDict()
     # lstm: RNN encoder-decoder with additive attention; transformer: encoder-decoder Transformer
-    # with a KV cache for decoding.
+    # with a KV cache for decoding; t5: T5 (flax_s2s/models/t5.py: relative position bias, RMS
+    # norm, no biases), randomly initialised from the transformer keys below and the t5 ones.
     config.model.type = "lstm"
     # Both types:
     # Normalisation (flax_s2s/models/norms.py): layer | rms | batch | none. "batch" is BatchNorm
@@ -97,6 +98,12 @@ def get_config() -> ml_collections.ConfigDict:
     # (a single query over the KV cache) always uses XLA's. Every choice computes the same
     # attention, to rounding.
     config.model.attention = "auto"
+    # t5 only (also reads d_model, num_heads, mlp_dim, the layer counts, dropout_rate and
+    # tie_output, which for T5 also rescales the decoder output by d_model ** -0.5 as v1.0 does;
+    # d_kv is d_model / num_heads; source and target must share one vocabulary):
+    config.model.feed_forward = "relu"  # relu (v1.0) | gated-gelu (v1.1, mT5, ByT5)
+    config.model.relative_attention_num_buckets = 32  # relative-position buckets per stack
+    config.model.relative_attention_max_distance = 128  # farther distances share a bucket
 
     # --- optimisation: adamw, linear warmup then cosine decay, global-norm clipping ---
     config.optimizer = ml_collections.ConfigDict()

@@ -18,6 +18,7 @@ from flax_s2s.metrics import TEXT_METRICS
 from flax_s2s.models import DTYPES, MODEL_TYPES
 from flax_s2s.models.norms import NORM_KINDS, NORM_POSITIONS
 from flax_s2s.models.rnn import CELLS
+from flax_s2s.models.t5 import FEED_FORWARDS
 from flax_s2s.models.transformer import ATTENTIONS, POSITIONS
 from flax_s2s.sharding import check_mesh_form, resolve_mesh_shape
 
@@ -33,6 +34,7 @@ CHOICES = {
     "model.dtype": tuple(DTYPES),
     "model.positions": POSITIONS,
     "model.attention": ATTENTIONS,
+    "model.feed_forward": FEED_FORWARDS,
     "vocab.type": VOCAB_KINDS,
     "vocab.sp_model_type": SP_MODEL_TYPES,
     "teacher_forcing.schedule": forcing.SCHEDULES,
@@ -56,6 +58,7 @@ _POSITIVE = (
     "model.num_heads",
     "model.mlp_dim",
     "model.num_decoder_layers",
+    "model.relative_attention_max_distance",
 )
 
 
@@ -167,7 +170,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
         )
     if config.optimizer.learning_rate <= 0:
         raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate}: must be > 0")
-    if config.model.type == "transformer" and config.model.d_model % config.model.num_heads:
+    if config.model.type in ("transformer", "t5") and config.model.d_model % config.model.num_heads:
         raise ConfigError(
             f"config.model.d_model={config.model.d_model}: must be divisible by "
             f"config.model.num_heads={config.model.num_heads}"

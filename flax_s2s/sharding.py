@@ -55,8 +55,8 @@ PARAM_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"(^|/)(query|key|value|q_proj|k_proj|v_proj)/bias$", ("heads",)),
     (r"(^|/)(out|out_proj|o_proj)/kernel$", ("heads", "head_dim", "embed")),
     (r"(^|/)(out|out_proj|o_proj)/kernel$", ("heads", "embed")),
-    # Transformer MLP: [embed, mlp] in, [mlp, embed] out
-    (r"(?i)mlp[^/]*/(hidden|wi|fc1|dense_0)/kernel$", ("embed", "mlp")),
+    # Transformer MLP: [embed, mlp] in, [mlp, embed] out (T5's gated MLP: wi_0, wi_1 in)
+    (r"(?i)mlp[^/]*/(hidden|wi|wi_0|wi_1|fc1|dense_0)/kernel$", ("embed", "mlp")),
     (r"(?i)mlp[^/]*/(hidden|wi|fc1|dense_0)/bias$", ("mlp",)),
     (r"(?i)mlp[^/]*/(output|wo|fc2|dense_1)/kernel$", ("mlp", "embed")),
 )

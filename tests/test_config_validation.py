@@ -7,13 +7,14 @@ from conftest import tiny_config
 from flax_s2s import checkpoint, forcing, models
 from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data import pipeline, task_data, vocab
-from flax_s2s.models import norms, rnn, transformer
+from flax_s2s.models import norms, rnn, t5, transformer
 
 OWNED_CHOICES = {
     "model.type": models.MODEL_TYPES,
     "model.cell": rnn.CELLS,
     "model.positions": transformer.POSITIONS,
     "model.attention": transformer.ATTENTIONS,
+    "model.feed_forward": t5.FEED_FORWARDS,
     "model.dtype": tuple(models.DTYPES),
     "model.norm": norms.NORM_KINDS,
     "model.norm_position": norms.NORM_POSITIONS,

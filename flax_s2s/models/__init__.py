@@ -36,6 +36,7 @@ import ml_collections
 
 from flax_s2s.models import unroll as unroll_policy
 from flax_s2s.models.rnn import RnnConfig, RnnSeq2Seq
+from flax_s2s.models.t5 import T5, T5Config
 from flax_s2s.models.transformer import Transformer, TransformerConfig
 from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
 
@@ -216,6 +217,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # config.model.dtyp
 _MODULES: dict[str, tuple[type, type[nn.Module]]] = {
     "lstm": (RnnConfig, RnnSeq2Seq),
     "transformer": (TransformerConfig, Transformer),
+    "t5": (T5Config, T5),
 }
 MODEL_TYPES = tuple(_MODULES)
 
@@ -285,11 +287,23 @@ def build_model(
         if model_config[key] not in allowed:
             raise ValueError(f"config.model.{key} must be one of {list(allowed)}, got {model_config[key]!r}")
     config_cls, module_cls = _MODULES[model_config.type]
+    t5 = {}
+    if model_config.type == "t5":
+        if src_vocab_size != tgt_vocab_size:
+            raise ValueError(
+                "config.model.type='t5' shares one embedding between source and target: it needs "
+                f"one vocabulary on both sides; got sizes {src_vocab_size} and {tgt_vocab_size}"
+            )
+        t5 = dict(
+            vocab_size=tgt_vocab_size, d_kv=model_config.d_model // model_config.num_heads,
+            d_ff=model_config.mlp_dim, scale_output=model_config.tie_output,
+        )
     hyperparameters = module_config(
         config_cls, model_config,
         src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
         dtype=DTYPES[model_config.dtype], special_tokens=special_tokens,
         max_decode_len=config.max_tgt_len,  # RNN: decoder steps with BatchNorm statistics
         max_positions=max(config.max_src_len, config.max_tgt_len),  # Transformer
+        **t5,
     )
     return Seq2Seq(module_cls(hyperparameters))

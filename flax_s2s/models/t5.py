@@ -1,0 +1,412 @@
+"""T5 (Raffel et al. 2020) behind the decoder step-function seam, laid out as the published
+checkpoints are, so that `flax_s2s.pretrained.load_t5` can fill it from a `save_pretrained`
+directory.
+
+What sets it apart from `transformer.Transformer`:
+- no position embeddings: each attention adds a learned bias per head and *bucket* of the
+  relative position key - query (`relative_position_bucket`: exact buckets for short distances,
+  logarithmic ones up to `relative_attention_max_distance`, one bucket beyond). The encoder's
+  buckets are bidirectional, the decoder's causal; each stack's first layer owns the bias table
+  and every layer of that stack adds the same bias. Cross-attention has none. In `step` the bias
+  is the current query position's against every cached key position;
+- attention logits are not divided by sqrt(d_kv) (T5 folds that scale into the query's init);
+- RMS norm (no mean, no bias, float32 variance) before every sublayer and at the end of each
+  stack; no dense layer has a bias;
+- MLP: ReLU (v1.0) or gated GELU (v1.1, mT5, ByT5: gelu(x W_0) * (x W_1), GELU's tanh form);
+- one embedding shared by encoder and decoder; the output either reuses it (v1.0, with the
+  decoder output rescaled by d_model ** -0.5) or is its own `lm_head` (v1.1);
+- the decoder starts from the pad token (`T5_SPECIAL_TOKENS`: pad 0 = bos, eos 1, unk 2).
+
+The cache, `encoded` and the four seam functions are the Transformer's: `encode` also projects the
+memory into each decoder layer's cross-attention keys and values; the cache holds only the
+decoder's self-attention keys and values ([batch, max_len, heads, d_kv] per layer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flax_s2s.special_tokens import SpecialTokens
+
+Array = jax.Array
+KeyValue = dict[str, Array]  # {"key", "value"}: [batch, length, heads, d_kv]
+
+FEED_FORWARDS = ("relu", "gated-gelu")  # the allowed `feed_forward` values (config.json's names)
+T5_SPECIAL_TOKENS = SpecialTokens(pad=0, bos=0, eos=1, unk=2)
+_MASKED = float(np.finfo(np.float32).min)  # added where attention may not look (finite: no NaN)
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """T5 hyperparameters, named after their config.json keys where those are unambiguous
+    (`from_hf_config` reads one). Defaults are `t5-small`'s.
+
+    tie_output: the output projection is the shared embedding (else an own `lm_head`).
+    scale_output: the decoder output is multiplied by d_model ** -0.5 before the projection
+      (T5 v1.0, whose output is tied; v1.1 neither ties nor scales).
+    """
+
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_kv: int = 64
+    num_heads: int = 8
+    d_ff: int = 2048
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    feed_forward: str = "relu"
+    tie_output: bool = True
+    scale_output: bool = True
+    dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-6
+    dtype: Any = jnp.float32
+    special_tokens: SpecialTokens = T5_SPECIAL_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.feed_forward not in FEED_FORWARDS:
+            raise ValueError(
+                f"T5 feed_forward must be one of {list(FEED_FORWARDS)}, got {self.feed_forward!r}"
+            )
+        if self.relative_attention_num_buckets < 4:
+            raise ValueError("T5 relative_attention_num_buckets must be at least 4")
+
+    @classmethod
+    def from_hf_config(cls, hf: dict[str, Any], **overrides: Any) -> T5Config:
+        """The config of a `save_pretrained` config.json (as a dict). Reads both ways that
+        transformers has written the output head: `tie_word_embeddings` alone (false for v1.1),
+        or `scale_decoder_outputs` beside a `tie_word_embeddings` that is always true."""
+        tie = bool(hf.get("tie_word_embeddings", True))
+        special = SpecialTokens(
+            pad=hf.get("pad_token_id", 0),
+            bos=hf.get("decoder_start_token_id", hf.get("pad_token_id", 0)),
+            eos=hf.get("eos_token_id", 1),
+            unk=T5_SPECIAL_TOKENS.unk,  # T5's SentencePiece model's; config.json has no unk
+        )
+        values = dict(
+            vocab_size=hf["vocab_size"],
+            d_model=hf["d_model"],
+            d_kv=hf["d_kv"],
+            num_heads=hf["num_heads"],
+            d_ff=hf["d_ff"],
+            num_encoder_layers=hf["num_layers"],
+            num_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
+            relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
+            relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
+            feed_forward=hf.get("feed_forward_proj", "relu"),
+            tie_output=tie,
+            scale_output=bool(hf.get("scale_decoder_outputs", tie)),
+            dropout_rate=float(hf.get("dropout_rate", 0.1)),
+            layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
+            special_tokens=special,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+def relative_position_bucket(
+    relative_position: np.ndarray, bidirectional: bool, num_buckets: int, max_distance: int
+) -> np.ndarray:
+    """T5's bucket of each relative position (key - query), int32 in [0, num_buckets).
+
+    Half the buckets (of each direction, when bidirectional) are single distances 0, 1, ...;
+    the rest grow logarithmically up to `max_distance`, and every farther distance shares the
+    last one. Causal (not bidirectional): keys after the query all fall into bucket 0.
+    Computed in NumPy float32 in the reference's order of operations, so that distances on a
+    bucket boundary land where the reference puts them.
+    """
+    relative_position = np.asarray(relative_position, np.int64)
+    buckets = np.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative_position > 0) * num_buckets
+        distance = np.abs(relative_position)
+    else:
+        distance = -np.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    with np.errstate(divide="ignore"):
+        scaled = (
+            np.log(distance.astype(np.float32) / np.float32(max_exact))
+            / np.float32(math.log(max_distance / max_exact))
+            * np.float32(num_buckets - max_exact)
+        )
+    large = max_exact + np.where(distance < max_exact, 0, scaled).astype(np.int64)
+    large = np.minimum(large, num_buckets - 1)
+    return (buckets + np.where(distance < max_exact, distance, large)).astype(np.int32)
+
+
+class RelativePositionBias(nn.Module):
+    """The learned bias [buckets, heads] of a stack, looked up by relative position."""
+
+    config: T5Config
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, query_positions: Array, key_positions: Array) -> Array:
+        """query_positions [q_len], key_positions [kv_len] int (traced values allowed)
+        -> bias [1, heads, q_len, kv_len] float32."""
+        c = self.config
+        table = self.param(
+            "embedding", nn.initializers.normal(c.d_model ** -0.5),
+            (c.relative_attention_num_buckets, c.num_heads), jnp.float32,
+        )
+        # Every distance >= max_distance shares a bucket, so a static table of the buckets of
+        # -max_distance .. max_distance, indexed by the clipped relative position, is exact.
+        reach = c.relative_attention_max_distance
+        lookup = jnp.asarray(relative_position_bucket(
+            np.arange(-reach, reach + 1), self.bidirectional,
+            c.relative_attention_num_buckets, reach,
+        ))
+        relative = jnp.clip(key_positions[None, :] - query_positions[:, None], -reach, reach)
+        bias = jnp.take(table, lookup[relative + reach], axis=0)  # [q_len, kv_len, heads]
+        return bias.transpose(2, 0, 1)[None]
+
+
+class T5Attention(nn.Module):
+    """Multi-head attention without biases or logit scaling; the score bias (relative positions
+    plus the mask, as large negatives) is given by the caller. With `sow_weights`, the weights
+    [batch, heads, q_len, kv_len] are sown into "intermediates" as "attention_weights" (for the
+    report's plots, as the Transformer's cross-attention does)."""
+
+    config: T5Config
+    sow_weights: bool = False
+
+    def setup(self) -> None:
+        c = self.config
+        heads = (c.num_heads, c.d_kv)
+        inner = c.num_heads * c.d_kv
+        dense = dict(use_bias=False, dtype=c.dtype)
+        normal = nn.initializers.normal
+        # T5's init: the query's scale stands in for the 1 / sqrt(d_kv) of the logits.
+        self.query = nn.DenseGeneral(heads, kernel_init=normal((c.d_model * c.d_kv) ** -0.5), **dense)
+        self.key = nn.DenseGeneral(heads, kernel_init=normal(c.d_model ** -0.5), **dense)
+        self.value = nn.DenseGeneral(heads, kernel_init=normal(c.d_model ** -0.5), **dense)
+        self.out = nn.DenseGeneral(c.d_model, axis=(-2, -1), kernel_init=normal(inner ** -0.5), **dense)
+        self.dropout = nn.Dropout(c.dropout_rate)
+
+    def project_kv(self, x: Array) -> KeyValue:
+        """x [batch, length, d_model] -> keys and values [batch, length, heads, d_kv]."""
+        return {"key": self.key(x), "value": self.value(x)}
+
+    def __call__(self, x: Array, kv: KeyValue, score_bias: Array, train: bool) -> Array:
+        """Queries from x [batch, q_len, d_model] over kv, with score_bias broadcastable to
+        [batch, heads, q_len, kv_len] added to the logits -> [batch, q_len, d_model]."""
+        query = self.query(x)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, kv["key"]).astype(jnp.float32) + score_bias
+        weights = jax.nn.softmax(scores, axis=-1)
+        if self.sow_weights:
+            self.sow("intermediates", "attention_weights", weights)
+        weights = self.dropout(weights, deterministic=not train)
+        y = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(kv["value"].dtype), kv["value"])
+        return self.out(y)
+
+
+class T5Mlp(nn.Module):
+    """ReLU(x W_i) W_o, or gelu(x W_i0) * (x W_i1) W_o ("gated-gelu")."""
+
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        c = self.config
+        dense = dict(use_bias=False, dtype=c.dtype, kernel_init=nn.initializers.normal(c.d_model ** -0.5))
+        if c.feed_forward == "gated-gelu":
+            h = jax.nn.gelu(nn.Dense(c.d_ff, name="wi_0", **dense)(x), approximate=True)
+            h = h * nn.Dense(c.d_ff, name="wi_1", **dense)(x)
+        else:
+            h = nn.relu(nn.Dense(c.d_ff, name="wi", **dense)(x))
+        h = nn.Dropout(c.dropout_rate)(h, deterministic=not train)
+        return nn.Dense(c.d_model, use_bias=False, dtype=c.dtype, name="wo",
+                        kernel_init=nn.initializers.normal(c.d_ff ** -0.5))(h)
+
+
+def _rms_norm(c: T5Config, name: str) -> nn.RMSNorm:
+    # flax's RMSNorm: no mean, no bias, statistics in float32 (as T5's layer norm)
+    return nn.RMSNorm(epsilon=c.layer_norm_epsilon, dtype=c.dtype, name=name)
+
+
+class T5EncoderLayer(nn.Module):
+    config: T5Config
+
+    def setup(self) -> None:
+        c = self.config
+        self.self_attention_norm = _rms_norm(c, "self_attention_norm")
+        self.self_attention = T5Attention(c)
+        self.mlp_norm = _rms_norm(c, "mlp_norm")
+        self.mlp = T5Mlp(c)
+        self.dropout = nn.Dropout(c.dropout_rate)
+
+    def __call__(self, x: Array, score_bias: Array, train: bool) -> Array:
+        """x [batch, src_len, d_model], score_bias [batch, heads, src_len, src_len]."""
+        y = self.self_attention_norm(x)
+        y = self.self_attention(y, self.self_attention.project_kv(y), score_bias, train)
+        x = x + self.dropout(y, deterministic=not train)
+        y = self.mlp(self.mlp_norm(x), train)
+        return x + self.dropout(y, deterministic=not train)
+
+
+class T5DecoderLayer(nn.Module):
+    config: T5Config
+
+    def setup(self) -> None:
+        c = self.config
+        self.self_attention_norm = _rms_norm(c, "self_attention_norm")
+        self.self_attention = T5Attention(c)
+        self.cross_attention_norm = _rms_norm(c, "cross_attention_norm")
+        self.cross_attention = T5Attention(c, sow_weights=True)
+        self.mlp_norm = _rms_norm(c, "mlp_norm")
+        self.mlp = T5Mlp(c)
+        self.dropout = nn.Dropout(c.dropout_rate)
+
+    def cross_kv(self, memory: Array) -> KeyValue:
+        """The encoder memory's keys and values for this layer's cross-attention."""
+        return self.cross_attention.project_kv(memory)
+
+    def __call__(
+        self,
+        x: Array,
+        self_bias: Array,
+        cross_kv: KeyValue,
+        cross_bias: Array,
+        train: bool,
+        self_cache: KeyValue | None = None,
+        position: Array | None = None,
+    ) -> tuple[Array, KeyValue | None]:
+        """The parallel pass over x [batch, tgt_len, d_model] when `self_cache` is None, else one
+        step (tgt_len 1) whose key and value are written into self_cache [batch, max_len, heads,
+        d_kv] at `position`. self_bias: relative positions and causal mask of the self-attention,
+        cross_bias: the source padding mask. Returns (x, updated self_cache or None)."""
+        y = self.self_attention_norm(x)
+        kv = self.self_attention.project_kv(y)
+        if self_cache is not None:
+            kv = jax.tree.map(
+                lambda cached, new: jax.lax.dynamic_update_slice_in_dim(cached, new, position, 1),
+                self_cache, kv,
+            )
+            self_cache = kv
+        y = self.self_attention(y, kv, self_bias, train)
+        x = x + self.dropout(y, deterministic=not train)
+        y = self.cross_attention(self.cross_attention_norm(x), cross_kv, cross_bias, train)
+        x = x + self.dropout(y, deterministic=not train)
+        y = self.mlp(self.mlp_norm(x), train)
+        return x + self.dropout(y, deterministic=not train), self_cache
+
+
+def _padding_bias(src_mask: Array) -> Array:
+    """src_mask [batch, src_len] (True: real) -> [batch, 1, 1, src_len]: 0 or a large negative."""
+    return jnp.where(src_mask, 0.0, _MASKED)[:, None, None, :]
+
+
+class T5(nn.Module):
+    """T5 encoder-decoder behind the step-function seam (see the module docstring)."""
+
+    config: T5Config
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        """The size of the output distribution."""
+        return self.config.vocab_size
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        """The vocabulary's special ids (the decoder starts from `bos`, which is pad)."""
+        return self.config.special_tokens
+
+    def setup(self) -> None:
+        c = self.config
+        self.shared_embed = nn.Embed(
+            c.vocab_size, c.d_model, c.dtype, embedding_init=nn.initializers.normal(1.0)
+        )
+        self.encoder_bias = RelativePositionBias(c, bidirectional=True)
+        self.decoder_bias = RelativePositionBias(c, bidirectional=False)
+        self.encoder_layers = [T5EncoderLayer(c) for _ in range(c.num_encoder_layers)]
+        self.decoder_layers = [T5DecoderLayer(c) for _ in range(c.num_decoder_layers)]
+        self.encoder_norm = _rms_norm(c, "encoder_norm")
+        self.decoder_norm = _rms_norm(c, "decoder_norm")
+        self.dropout = nn.Dropout(c.dropout_rate)
+        if not c.tie_output:
+            self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype,
+                                    kernel_init=nn.initializers.normal(1.0))
+
+    def encode(self, src_tokens: Array, train: bool = False) -> dict[str, Any]:
+        """src_tokens [batch, src_len] -> memory [batch, src_len, d_model], src_mask
+        [batch, src_len] and, per decoder layer, the cross-attention keys and values
+        [batch, src_len, heads, d_kv]."""
+        src_mask = src_tokens != self.special_tokens.pad
+        positions = jnp.arange(src_tokens.shape[1])
+        score_bias = self.encoder_bias(positions, positions) + _padding_bias(src_mask)
+        x = self.dropout(self.shared_embed(src_tokens), deterministic=not train)
+        for layer in self.encoder_layers:
+            x = layer(x, score_bias, train)
+        memory = self.dropout(self.encoder_norm(x), deterministic=not train)
+        cross = [layer.cross_kv(memory) for layer in self.decoder_layers]
+        return {"memory": memory, "src_mask": src_mask, "cross": cross}
+
+    def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
+        """Empty self-attention caches for `max_len` positions, one per decoder layer."""
+        c = self.config
+        shape = (encoded["memory"].shape[0], max_len, c.num_heads, c.d_kv)
+        empty = {"key": jnp.zeros(shape, c.dtype), "value": jnp.zeros(shape, c.dtype)}
+        return {"self": [empty for _ in self.decoder_layers]}
+
+    def _decode(
+        self,
+        encoded: dict[str, Any],
+        x: Array,
+        self_bias: Array,
+        train: bool,
+        caches: list[KeyValue] | None = None,
+        position: Array | None = None,
+    ) -> tuple[Array, list[KeyValue] | None]:
+        """The decoder stack from embedded inputs x [batch, len, d_model] to float32 logits."""
+        cross_bias = _padding_bias(encoded["src_mask"])
+        x = self.dropout(x, deterministic=not train)
+        new_caches = []
+        for i, (layer, cross_kv) in enumerate(zip(self.decoder_layers, encoded["cross"], strict=True)):
+            x, cache = layer(x, self_bias, cross_kv, cross_bias, train,
+                             None if caches is None else caches[i], position)
+            new_caches.append(cache)
+        x = self.dropout(self.decoder_norm(x), deterministic=not train)
+        if self.config.scale_output:
+            x = x * jnp.asarray(self.config.d_model ** -0.5, x.dtype)
+        logits = self.shared_embed.attend(x) if self.config.tie_output else self.lm_head(x)
+        return logits.astype(jnp.float32), (None if caches is None else new_caches)
+
+    def forward(self, encoded: dict[str, Any], tgt_inputs: Array, train: bool = False) -> Array:
+        """Teacher-forced logits [batch, tgt_len, vocab] for decoder inputs [batch, tgt_len].
+        Causal only: with right-padded targets no real position sees a padded one."""
+        positions = jnp.arange(tgt_inputs.shape[1])
+        causal = jnp.where(positions[None, :] <= positions[:, None], 0.0, _MASKED)
+        self_bias = self.decoder_bias(positions, positions) + causal
+        logits, _ = self._decode(encoded, self.shared_embed(tgt_inputs), self_bias, train)
+        return logits
+
+    def step(
+        self,
+        encoded: dict[str, Any],
+        cache: dict[str, Any],
+        prev_tokens: Array,
+        position: Array | int,
+        train: bool = False,
+    ) -> tuple[Array, dict[str, Any]]:
+        """prev_tokens [batch] at `position` -> (logits [batch, vocab], updated cache). The
+        self-attention bias is this position's against every cache position, those after it
+        masked."""
+        max_len = cache["self"][0]["key"].shape[1]
+        keys = jnp.arange(max_len)
+        query = jnp.asarray(position)[None]
+        self_bias = self.decoder_bias(query, keys) + jnp.where(keys <= query[0], 0.0, _MASKED)
+        x = self.shared_embed(prev_tokens[:, None])
+        logits, caches = self._decode(encoded, x, self_bias, train, cache["self"], position)
+        return logits[:, 0], {"self": caches}
+
+    def __call__(self, src_tokens: Array, tgt_inputs: Array, train: bool = False) -> Array:
+        """Creates every parameter (used by `init`): the teacher-forced logits."""
+        return self.forward(self.encode(src_tokens, train), tgt_inputs, train)

@@ -1,0 +1,269 @@
+"""T5 against the reference implementation's outputs on tiny committed fixtures.
+
+tests/fixtures/make_t5_fixtures.py wrote them with Hugging Face `transformers` (the bench extra);
+these tests need neither torch nor transformers: they load each `save_pretrained` directory with
+`flax_s2s.pretrained.load_t5` and compare with the stored outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY_TRANSFORMER, tiny_config, train_tiny
+from flax.traverse_util import flatten_dict
+from jax.sharding import PartitionSpec as P
+from safetensors.flax import save_file as save_flax_file
+from safetensors.numpy import load_file, save_file
+
+from flax_s2s import decoding, sharding
+from flax_s2s.config_validation import ConfigError, validate_config
+from flax_s2s.models import attention_weights, build_model
+from flax_s2s.models.t5 import T5Config, relative_position_bucket
+from flax_s2s.pretrained import PretrainedError, load_t5
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+VARIANTS = ("t5_v1_0", "t5_v1_1", "t5_v1_1_tied")
+MAX_LEN = 10  # what the fixture script generated
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def loaded(request):
+    """(name, model, variables, reference outputs, encoded source) of one fixture."""
+    directory = FIXTURES / request.param
+    model, variables = load_t5(directory)
+    reference = dict(np.load(directory / "reference.npz"))
+    encoded = model.encode(variables, jnp.asarray(reference["src"]))
+    return request.param, model, variables, reference, encoded
+
+
+def test_config_reads_both_head_layouts():
+    base = json.loads((FIXTURES / "t5_v1_0" / "config.json").read_text())
+    v1_0 = T5Config.from_hf_config(base)
+    assert (v1_0.tie_output, v1_0.scale_output, v1_0.feed_forward) == (True, True, "relu")
+    assert (v1_0.special_tokens.pad, v1_0.special_tokens.bos, v1_0.special_tokens.eos) == (0, 0, 1)
+    # published v1.1 checkpoints: tie_word_embeddings false, no scale_decoder_outputs
+    v1_1 = T5Config.from_hf_config(json.loads((FIXTURES / "t5_v1_1" / "config.json").read_text()))
+    assert (v1_1.tie_output, v1_1.scale_output, v1_1.feed_forward) == (False, False, "gated-gelu")
+    # newer transformers: always tied, scale_decoder_outputs says whether to rescale
+    newer = T5Config.from_hf_config(json.loads((FIXTURES / "t5_v1_1_tied" / "config.json").read_text()))
+    assert (newer.tie_output, newer.scale_output) == (True, False)
+    with pytest.raises(ValueError, match="feed_forward"):
+        T5Config.from_hf_config({**base, "feed_forward_proj": "gated-silu"})
+
+
+def test_relative_position_buckets_match_reference():
+    reference = np.load(FIXTURES / "t5_buckets.npz")
+    for key in reference.files:
+        if key == "relative":
+            continue
+        direction, num_buckets, max_distance = key.split("_")
+        got = relative_position_bucket(
+            reference["relative"], direction == "bidirectional", int(num_buckets), int(max_distance)
+        )
+        np.testing.assert_array_equal(got, reference[key], err_msg=key)
+
+
+def test_teacher_forced_logits_match_reference(loaded):
+    name, model, variables, reference, encoded = loaded
+    logits = model.forward(variables, encoded, jnp.asarray(reference["tgt_inputs"]))
+    assert logits.shape == reference["logits"].shape
+    np.testing.assert_allclose(np.asarray(logits), reference["logits"], atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_step_equals_forward_at_every_position(loaded):
+    name, model, variables, reference, encoded = loaded
+    tgt_inputs = jnp.asarray(reference["tgt_inputs"])
+    parallel = model.forward(variables, encoded, tgt_inputs)
+    stepped = model.scanned_forward(variables, encoded, tgt_inputs)  # `step` under lax.scan
+    # float32 rounding differs between one query over the cache and all queries at once
+    np.testing.assert_allclose(np.asarray(stepped), np.asarray(parallel), atol=5e-5, rtol=0, err_msg=name)
+    np.testing.assert_allclose(np.asarray(stepped), reference["logits"], atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_greedy_matches_reference_generate(loaded):
+    name, model, variables, reference, _ = loaded
+    tokens, _, _ = decoding.greedy(model, variables, jnp.asarray(reference["src"]), max_len=MAX_LEN)
+    np.testing.assert_array_equal(np.asarray(tokens), reference["greedy"], err_msg=name)
+
+
+def test_beam4_best_matches_reference_generate(loaded):
+    # alpha=0 on both sides: the one length penalty GNMT's and the reference's share
+    name, model, variables, reference, _ = loaded
+    tokens, _, _ = decoding.beam_search(
+        model, variables, jnp.asarray(reference["src"]), beam_size=4, max_len=MAX_LEN, alpha=0.0
+    )
+    np.testing.assert_array_equal(np.asarray(tokens[:, 0]), reference["beam"], err_msg=name)
+
+
+def test_cross_attention_weights_for_the_report(loaded):
+    _, model, variables, reference, _ = loaded
+    src = jnp.asarray(reference["src"])
+    weights = attention_weights(model, variables, src, jnp.asarray(reference["tgt_inputs"]))
+    assert len(weights) == model.module.config.num_decoder_layers
+    real = np.asarray(src != 0)[:, None, :]
+    for layer in weights:  # [batch, tgt, src]: all weight on real source positions
+        assert layer.shape == (*reference["tgt_inputs"].shape, src.shape[1])
+        np.testing.assert_allclose(np.where(real, np.asarray(layer), 0.0).sum(-1), 1.0, atol=1e-5)
+
+
+def test_dropout_only_in_training(loaded):
+    _, model, variables, reference, _ = loaded
+    src, tgt_inputs = jnp.asarray(reference["src"]), jnp.asarray(reference["tgt_inputs"])
+
+    def train_logits(seed):
+        rng = jax.random.PRNGKey(seed)
+        encoded = model.encode(variables, src, train=True, rng=rng)
+        return np.asarray(model.forward(variables, encoded, tgt_inputs, train=True, rng=rng))
+
+    assert model.module.config.dropout_rate == 0.1  # from config.json
+    np.testing.assert_array_equal(train_logits(0), train_logits(0))
+    assert np.abs(train_logits(0) - train_logits(1)).max() > 1e-3
+    assert np.abs(train_logits(0) - reference["logits"]).max() > 1e-3
+
+
+def _edited_copy(tmp_path: pathlib.Path, variant: str, edit) -> pathlib.Path:
+    """A copy of a fixture directory whose tensors `edit(tensors)` has changed in place."""
+    directory = tmp_path / variant
+    shutil.copytree(FIXTURES / variant, directory)
+    tensors = load_file(directory / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, directory / "model.safetensors")
+    return directory
+
+
+def test_wrong_shape_names_the_tensor_and_file(tmp_path):
+    name = "encoder.block.1.layer.0.SelfAttention.q.weight"
+
+    def edit(tensors):
+        tensors[name] = np.zeros((9, 16), np.float32)
+
+    directory = _edited_copy(tmp_path, "t5_v1_0", edit)
+    with pytest.raises(PretrainedError, match=rf"model\.safetensors: tensor '{name}' has shape \[9, 16\]"):
+        load_t5(directory)
+
+
+def test_unmapped_tensor_names_itself(tmp_path):
+    name = "encoder.block.0.layer.0.SelfAttention.extra.weight"
+
+    def edit(tensors):
+        tensors[name] = np.zeros((8, 16), np.float32)
+
+    with pytest.raises(PretrainedError, match=rf"tensor '{name}' \[8, 16\] maps to no T5 variable"):
+        load_t5(_edited_copy(tmp_path, "t5_v1_1", edit))
+
+
+def test_missing_tensor_names_the_variable(tmp_path):
+    def edit(tensors):
+        del tensors["decoder.block.1.layer.2.DenseReluDense.wi_1.weight"]
+
+    with pytest.raises(PretrainedError, match=r"no tensor fills .*decoder_layers_1/mlp/wi_1/kernel"):
+        load_t5(_edited_copy(tmp_path, "t5_v1_1", edit))
+
+
+def test_embedding_aliases_must_agree(tmp_path):
+    # the v1.1 fixture holds shared, encoder.embed_tokens and decoder.embed_tokens (one matrix)
+    def edit(tensors):
+        tensors["decoder.embed_tokens.weight"] = tensors["decoder.embed_tokens.weight"] + 1.0
+
+    with pytest.raises(PretrainedError, match=r"'decoder\.embed_tokens\.weight' differs from"):
+        load_t5(_edited_copy(tmp_path, "t5_v1_1", edit))
+
+
+def test_bfloat16_checkpoint_loads_as_float32(tmp_path):
+    directory = tmp_path / "t5_v1_0"
+    shutil.copytree(FIXTURES / "t5_v1_0", directory)
+    tensors = load_file(directory / "model.safetensors")
+    save_flax_file({name: jnp.asarray(value, jnp.bfloat16) for name, value in tensors.items()},
+                   directory / "model.safetensors")
+    _, variables = load_t5(directory)
+    _, exact = load_t5(FIXTURES / "t5_v1_0")
+    got = variables["params"]["encoder_layers_1"]["mlp"]["wi"]["kernel"]
+    want = exact["params"]["encoder_layers_1"]["mlp"]["wi"]["kernel"]
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want.astype(jnp.bfloat16), np.float32))
+
+
+def test_rule_table_shards_t5_parameters():
+    _, variables = load_t5(FIXTURES / "t5_v1_1")
+    flat = {name: leaf.shape for name, leaf in flatten_dict(variables["params"], sep="/").items()}
+    sizes = {"data": 1, "model": 2}
+    expected = {
+        "shared_embed/embedding": P("model", None),
+        "lm_head/kernel": P(None, "model"),
+        "encoder_layers_0/self_attention/query/kernel": P(None, "model", None),
+        "decoder_layers_1/cross_attention/out/kernel": P("model", None, None),
+        "decoder_layers_0/mlp/wi_0/kernel": P(None, "model"),
+        "decoder_layers_0/mlp/wi_1/kernel": P(None, "model"),
+        "encoder_layers_1/mlp/wo/kernel": P("model", None),
+        "encoder_bias/embedding": P(None, None),  # [buckets, heads]: small, replicated
+    }
+    for name, spec in expected.items():
+        assert sharding.param_spec(name, flat[name], sizes) == spec, name
+
+
+TINY_T5 = {**TINY_TRANSFORMER, "model.type": "t5", "model.relative_attention_num_buckets": 8,
+           "model.relative_attention_max_distance": 16}
+
+
+def test_build_model_takes_t5_fields_from_the_config():
+    config = tiny_config(**{**TINY_T5, "model.feed_forward": "gated-gelu", "model.tie_output": True,
+                            "model.dropout_rate": 0.2, "model.num_decoder_layers": 3})
+    assert build_model(config, 11, 11).module.config == T5Config(
+        vocab_size=11, d_model=16, d_kv=8, num_heads=2, d_ff=32, num_encoder_layers=1,
+        num_decoder_layers=3, relative_attention_num_buckets=8, relative_attention_max_distance=16,
+        feed_forward="gated-gelu", tie_output=True, scale_output=True, dropout_rate=0.2,
+        special_tokens=build_model(config, 11, 11).special_tokens,
+    )
+    with pytest.raises(ValueError, match="one vocabulary on both sides"):
+        build_model(config, 11, 12)
+
+
+def test_t5_config_values_are_validated():
+    with pytest.raises(ConfigError, match=r"config.model.feed_forward='swish'"):
+        validate_config(tiny_config(**{**TINY_T5, "model.feed_forward": "swish"}))
+    with pytest.raises(ConfigError, match=r"config.model.d_model=16: must be divisible"):
+        validate_config(tiny_config(**{**TINY_T5, "model.num_heads": 3}))
+    validate_config(tiny_config(**TINY_T5))
+
+
+def test_a_t5_trains_with_scheduled_sampling():
+    # exact mode: the decoder `step` scanned (train mode, dropout) to choose tokens, `forward`
+    # to grade them
+    overrides = (*TINY_T5.items(), ("model.dropout_rate", 0.1), ("teacher_forcing.p", 0.5))
+    *_, losses = train_tiny(overrides, steps=12)
+    assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0], losses
+
+
+def test_tied_head_and_unused_cross_bias_may_be_written(tmp_path):
+    # Older checkpoints of t5-small also write the tied head and a cross-attention bias table
+    # that the reference never reads: both load; a head that is not the embedding does not.
+    def edit(tensors):
+        tensors["lm_head.weight"] = tensors["shared.weight"].copy()
+        tensors["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"] = (
+            np.ones((8, 2), np.float32))
+
+    directory = _edited_copy(tmp_path, "t5_v1_0", edit)
+    _, variables = load_t5(directory)
+    _, fixture = load_t5(FIXTURES / "t5_v1_0")
+    jax.tree.map(np.testing.assert_array_equal, variables, fixture)
+
+    tensors = load_file(directory / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["lm_head.weight"] * 2.0
+    save_file(tensors, directory / "model.safetensors")
+    with pytest.raises(PretrainedError, match=r"'lm_head\.weight' differs from 'shared\.weight'"):
+        load_t5(directory)
+
+
+def test_config_of_another_feed_forward_names_the_tensor(tmp_path):
+    directory = tmp_path / "t5_v1_1"
+    shutil.copytree(FIXTURES / "t5_v1_1", directory)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "feed_forward_proj": "relu"}))
+    with pytest.raises(PretrainedError, match=r"wi_0\.weight' would fill .*another feed_forward"):
+        load_t5(directory)

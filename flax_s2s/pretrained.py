@@ -26,6 +26,7 @@ import numpy as np
 from safetensors.flax import load_file as load_flax_file
 from safetensors.numpy import load_file
 
+from flax_s2s.errors import FileFormatError
 from flax_s2s.models import Seq2Seq
 from flax_s2s.models.t5 import T5, T5Config
 
@@ -39,7 +40,7 @@ _IGNORED = (r"decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_b
 _EMBEDDINGS = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
 
-class PretrainedError(ValueError):
+class PretrainedError(FileFormatError):
     """A checkpoint directory that does not fit the model; the message names what and where."""
 
 

@@ -19,7 +19,15 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from flax_s2s import decoding, metrics, reference_eval, resume, sharding, warm_start
+from flax_s2s import (
+    decoding,
+    metrics,
+    reference_eval,
+    resume,
+    sharding,
+    warm_start,
+    workdir_lock,
+)
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
@@ -520,9 +528,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     and no final evaluation runs). Non-finite steps skip their update; under
     nonfinite_policy="stop" the run raises NonFiniteError at the next log or checkpoint step,
     without saving, so the last good checkpoint stays the newest.
+
+    One trainer per workdir: process 0 holds `WORKDIR/trainer.lock` for the run (see
+    `flax_s2s.workdir_lock`), and a second trainer there fails at once, naming the first.
     """
     start_time = time.time()
     validate_config(config, jax.device_count())
+    lock = workdir_lock.acquire(workdir) if jax.process_index() == 0 else None
+    try:
+        return _train(config, workdir, start_time)
+    finally:
+        if lock is not None:
+            workdir_lock.release(lock)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, start_time: float) -> dict[str, Any]:
+    """`run` once the config is valid and the workdir this run's."""
     mesh = sharding.make_mesh(config.mesh_shape)
     os.makedirs(workdir, exist_ok=True)
     final_splits = final_eval_splits(config)

@@ -70,6 +70,32 @@ def test_killed_three_times_and_resumed_gives_bit_identical_params(
 
 
 @pytest.mark.slow
+def test_a_second_trainer_on_a_workdir_in_use_fails_at_once_and_a_killed_ones_lock_is_taken_over(
+    tmp_path, addition_data_dir
+):
+    # far more steps than it will live for: it still holds the workdir when the second starts
+    first = subprocess.Popen([*_command(tmp_path, addition_data_dir), "--config.num_train_steps=1000000"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in first.stdout:
+        if line.startswith("step 1/"):
+            break
+    second = subprocess.run(_command(tmp_path, addition_data_dir), cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    assert second.returncode != 0
+    assert f"is in use by a trainer: pid {first.pid} on this host" in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr
+
+    # kill -9 left the lock behind; the next trainer takes it over and trains to the end
+    third = subprocess.run([*_command(tmp_path, addition_data_dir), "--config.num_train_steps=5"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert f"taking over the stale lock of pid {first.pid}" in third.stderr
+    assert not (tmp_path / "trainer.lock").exists()
+
+
+@pytest.mark.slow
 def test_sigterm_saves_exits_zero_and_resume_continues(tmp_path, addition_data_dir, uninterrupted):
     code, out, err = _run_until_step(tmp_path, addition_data_dir, 6, signal.SIGTERM)
     assert code == 0, err[-2000:]

@@ -1,6 +1,10 @@
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
-from conftest import ADDITION_TEST_SPLITS
+from conftest import ADDITION_TEST_SPLITS, ROOT
 
 from flax_s2s.data import pipeline, tasks
 from flax_s2s.data.vocab import EOS, PAD, SymbolVocab
@@ -96,3 +100,30 @@ def test_eval_batches_pad_the_last_batch_with_zero_weight():
     assert [b["src_tokens"].shape for b in batches] == [(4, 6)] * 3
     assert batches[-1]["weights"].tolist() == [1, 1, 0, 0]
     assert not batches[-1]["src_tokens"][2:].any()
+
+
+@pytest.mark.slow
+def test_two_runs_preparing_the_same_dataset_at_once_take_turns(tmp_path):
+    """Two processes prepare one task into one fresh data directory at the same moment (runs side
+    by side share `tfds/`): both succeed and read the same examples. Without the lock, TFDS has
+    the second crash renaming its copy onto the first's (FileExistsError)."""
+    code = textwrap.dedent("""
+        import sys
+        from flax_s2s.data import pipeline, tasks
+
+        class Reverse(tasks.Reverse, skip_registration=True):  # big enough to overlap
+            name = "reverse"
+            SPLIT_SIZES = {"test": 500, "validation": 500, "train": 20_000}
+
+        builder = tasks.prepare_once(
+            lambda: Reverse(data_dir=sys.argv[1], file_format="array_record"))
+        print(pipeline.read_split(builder, "test")[:3])
+    """)
+    processes = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-2000:]
+    first, second = (out.splitlines()[-1] for out, _ in outputs)  # after TFDS's own messages
+    assert first == second and first.startswith("[(")

@@ -24,7 +24,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 from absl import logging
 
-from flax_s2s.data.tasks import text_pair_info
+from flax_s2s.data.tasks import prepare_once, text_pair_info
 
 _HASH_BUCKETS = 1000
 VALIDATION_BUCKETS = 50  # 5% of words: hash bucket < 50 -> validation
@@ -173,17 +173,16 @@ def prepare_file(path: str | Path, data_dir: str) -> tfds.core.DatasetBuilder:
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # TFDS warns about every config not declared in the class
     try:
-        builder = CmudictG2p(data_dir=data_dir, config=_file_config(path), file_format="array_record")
+        return prepare_once(lambda: CmudictG2p(data_dir=data_dir, config=_file_config(path),
+                                               file_format="array_record"))
     finally:
         logging.set_verbosity(verbosity)
-    builder.download_and_prepare()
-    return builder
 
 
 def prepare_package(stripped: bool, data_dir: str) -> tfds.core.DatasetBuilder:
     """Prepares (once) and returns the `CmudictPackage` builder, stress stripped or kept."""
     config = CmudictPackage.BUILDER_CONFIGS[0 if stripped else 1]
     tfds.disable_progress_bar()
-    builder = CmudictPackage(data_dir=data_dir, config=config.name, file_format="array_record")
-    builder.download_and_prepare()
-    return builder
+    return prepare_once(
+        lambda: CmudictPackage(data_dir=data_dir, config=config.name, file_format="array_record")
+    )

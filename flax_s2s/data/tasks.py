@@ -6,9 +6,11 @@ needs no TensorFlow.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import string
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -25,6 +27,23 @@ def text_pair_info(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetInfo:
         features=_TEXT_PAIR,
         supervised_keys=("src", "tgt"),
     )
+
+
+def prepare_once(
+    make_builder: Callable[[], tfds.core.DatasetBuilder],
+) -> tfds.core.DatasetBuilder:
+    """The builder `make_builder` returns, prepared, under an exclusive lock on a file beside the
+    dataset's directory: runs side by side that prepare the same dataset at once (their `tfds/`
+    directory is shared) take turns, so the first writes it and the others find it written,
+    where TFDS alone would have the second crash renaming its copy onto the first's. The builder
+    is made again once the lock is held, since a builder reads what is prepared when it is made."""
+    lock_path = f"{make_builder().data_dir.rstrip(os.sep)}.prepare.lock"
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        builder = make_builder()
+        builder.download_and_prepare()
+    return builder
 
 
 class Addition(tfds.core.GeneratorBasedBuilder):
@@ -157,6 +176,4 @@ def prepare(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
     tfds.disable_progress_bar()  # its per-split bars are noise in logs
-    builder = TASKS[name](data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
-    return builder
+    return prepare_once(lambda: TASKS[name](data_dir=data_dir, file_format="array_record"))

@@ -8,7 +8,7 @@ each with the same flags (see `config.distributed` and the README).
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_s2s import compilation_cache, sharding, training
+from flax_s2s import compilation_cache, pretrained, sharding, training
 from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.errors import FileFormatError
 
@@ -26,6 +26,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax and grain log every save at INFO
     config = flags.FLAGS.config
     try:
+        pretrained.configure(config)  # model and vocabulary from config.pretrained, if any
         validate_config(config)  # before joining other processes or touching a device
         # Before anything compiles: JAX decides at the first compile whether to use the cache.
         compilation_cache.enable(config.compilation_cache_dir, _WORKDIR.value)

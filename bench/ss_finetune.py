@@ -217,7 +217,8 @@ def scores(job: Job, split: str, beam: int) -> Scores:
     config = trained.config
     data_dir = config.data_dir or task_data.default_data_dir(job.workdir)
     pairs = task_data.read_task_texts(config, data_dir, (split,))[split]
-    grouped = pipeline.group_pairs(pairs, trained.src_vocab, config.max_src_len)
+    grouped = pipeline.group_pairs(pairs, trained.src_vocab, config.max_src_len,
+                                   config.vocab.get("src_eos", False))
     decode = reference_eval.best_decoder(trained.model, trained.variables, config.max_tgt_len,
                                          beam, config.eval_length_alpha)
     tokens = reference_eval.decode_sources(decode, grouped.src, config.eval_batch_size)

@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.tfds_tgt_key = ""  # tfds: target feature. Empty: the dataset's supervised keys[1]
     # Where TFDS builders are prepared. Empty: `<workdir>/../tfds`, shared by runs side by side.
     config.data_dir = ""
-    config.max_src_len = 8  # source tokens per example (no EOS on the source)
+    config.max_src_len = 8  # source tokens per example (EOS included with vocab.src_eos)
     config.max_tgt_len = 6  # target tokens per example, EOS included
     config.too_long = "drop"  # an example over the limits: "drop" (and count) or "error"
     config.batch_size = 128  # global batch, examples per train step
@@ -50,17 +50,22 @@ def get_config() -> ml_collections.ConfigDict:
     # --- vocabularies: built from the train split on a workdir's first run, saved in it
     # (src_vocab.json / .model, tgt_vocab.*) and reused on resume and by the CLIs ---
     config.vocab = ml_collections.ConfigDict()
-    config.vocab.type = "symbol"  # symbol | sentencepiece
+    config.vocab.type = "symbol"  # symbol | sentencepiece | pretrained (see config.pretrained)
     config.vocab.src_separator = ""  # symbol: "" = characters, " " = whitespace-separated symbols
     config.vocab.tgt_separator = ""  # symbol: as above (" " for phones)
     config.vocab.sp_model_type = "unigram"  # sentencepiece: unigram | bpe
     config.vocab.sp_vocab_size = 8000  # sentencepiece: pieces per side, the 4 specials included
+    # Sources end in EOS, as T5 and BART were pretrained (config.pretrained sets it) and as
+    # fairseq does; False: sources carry no EOS.
+    config.vocab.src_eos = False
 
     # --- model ---
     config.model = ml_collections.ConfigDict()
     # lstm: RNN encoder-decoder with additive attention; transformer: encoder-decoder Transformer
     # with a KV cache for decoding; t5: T5 (flax_s2s/models/t5.py: relative position bias, RMS
-    # norm, no biases), randomly initialised from the transformer keys below and the t5 ones.
+    # norm, no biases), randomly initialised from the transformer keys below and the t5 ones;
+    # bart: the Transformer in BART's layout (flax_s2s/models/bart.py). Pretrained T5 and BART
+    # come from `config.pretrained` (below), which sets this.
     config.model.type = "lstm"
     # Both types:
     # Normalisation (flax_s2s/models/norms.py): layer | rms | batch | none. "batch" is BatchNorm
@@ -98,6 +103,10 @@ def get_config() -> ml_collections.ConfigDict:
     # (a single query over the KV cache) always uses XLA's. Every choice computes the same
     # attention, to rounding.
     config.model.attention = "auto"
+    # t5 and bart: a checkpoint's config.json (its text), filled from config.pretrained by
+    # flax_s2s.pretrained.configure; it then defines the model, and of the keys here only dtype,
+    # dropout_rate and (bart) attention apply. Empty: the model is built from the keys here.
+    config.model.pretrained_config = ""
     # t5 only (also reads d_model, num_heads, mlp_dim, the layer counts, dropout_rate and
     # tie_output, which for T5 also rescales the decoder output by d_model ** -0.5 as v1.0 does;
     # d_kv is d_model / num_heads; source and target must share one vocabulary):
@@ -122,6 +131,13 @@ def get_config() -> ml_collections.ConfigDict:
     # restores its own checkpoint and never reads `init_from` again. Empty: initialise from seed.
     config.init_from = ""
     config.init_from_step = -1
+    # Fine-tuning: a Hugging Face `save_pretrained` directory (config.json, model.safetensors and
+    # its tokenizer: T5's spiece.model or BART's tokenizer.json; flax_s2s/pretrained.py). A fresh
+    # run takes from it the model (model.type, model.pretrained_config), its weights and its
+    # tokenizer for both sides (vocab.type "pretrained", copied into the workdir); a resumed
+    # run, decode and evaluate need only the workdir. model.dropout_rate -1: config.json's.
+    # Empty: no pretrained model.
+    config.pretrained = ""
 
     # --- teacher forcing / scheduled sampling (flax_s2s/forcing.py) ---
     # At train step `step` each (example, target position) reads the gold previous token with

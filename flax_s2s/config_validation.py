@@ -11,8 +11,8 @@ import ml_collections
 from flax_s2s import forcing
 from flax_s2s.checkpoint import BEST_MODES
 from flax_s2s.data.pipeline import TOO_LONG_POLICIES
-from flax_s2s.data.task_data import FILE_TASKS, TASK_NAMES, TASK_SPLITS, resolve_data_path
-from flax_s2s.data.vocab import SP_MODEL_TYPES, VOCAB_KINDS
+from flax_s2s.data.task_data import FILE_TASKS, TASK_NAMES, TASK_SPLITS, VOCAB_TYPES, resolve_data_path
+from flax_s2s.data.vocab import SP_MODEL_TYPES
 from flax_s2s.errors import ConfigError
 from flax_s2s.metrics import TEXT_METRICS
 from flax_s2s.models import DTYPES, MODEL_TYPES
@@ -35,7 +35,7 @@ CHOICES = {
     "model.positions": POSITIONS,
     "model.attention": ATTENTIONS,
     "model.feed_forward": FEED_FORWARDS,
-    "vocab.type": VOCAB_KINDS,
+    "vocab.type": VOCAB_TYPES,
     "vocab.sp_model_type": SP_MODEL_TYPES,
     "teacher_forcing.schedule": forcing.SCHEDULES,
     "teacher_forcing.mode": forcing.MODES,
@@ -69,6 +69,22 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
     return value
 
 
+def _validate_pretrained(config: ml_collections.ConfigDict) -> None:
+    """`config.pretrained` and what `flax_s2s.pretrained.configure` fills from it agree."""
+    if config.pretrained and not config.model.pretrained_config:
+        raise ConfigError(f"config.pretrained={config.pretrained!r} but config.model.pretrained_config "
+                          "is empty: flax_s2s.pretrained.configure(config) fills it (train.py does)")
+    if config.pretrained and config.init_from:
+        raise ConfigError(f"config.pretrained={config.pretrained!r} and config.init_from="
+                          f"{config.init_from!r}: a fresh run starts from one of them")
+    if config.vocab.type == "pretrained" and not config.pretrained:
+        raise ConfigError("config.pretrained is empty, but config.vocab.type='pretrained' reads "
+                          "the tokenizer of that checkpoint")
+    if config.model.pretrained_config and config.model.type not in ("t5", "bart"):
+        raise ConfigError(f"config.model.type={config.model.type!r} with a pretrained_config: a "
+                          "pretrained model is 't5' or 'bart'")
+
+
 def _validate_data(config: ml_collections.ConfigDict) -> None:
     """The task, its data location and splits, buckets, vocabulary and text metrics."""
     if config.task not in TASK_NAMES:
@@ -81,6 +97,7 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
         if not exists:
             kind = "file" if config.task == "cmudict_g2p" else "directory"
             raise ConfigError(f"config.data_path={config.data_path!r}: no such {kind} {path}")
+    _validate_pretrained(config)
     if config.task == "tfds" and not config.tfds_name:
         raise ConfigError("config.tfds_name is empty: task 'tfds' loads a prepared dataset by name")
     known_splits = TASK_SPLITS.get(config.task)

@@ -48,7 +48,8 @@ def evaluate_lexicon(
     else:
         data_dir = config.data_dir or task_data.default_data_dir(workdir)
         pairs = task_data.read_task_texts(config, data_dir, (split,))[split]
-    grouped = pipeline.group_pairs(pairs, src_vocab, config.max_src_len)
+    grouped = pipeline.group_pairs(pairs, src_vocab, config.max_src_len,
+                                   config.vocab.get("src_eos", False))
     results = reference_eval.evaluate_references(
         model, variables, grouped, tgt_vocab, ("wer", "per", "exact_match"),
         batch_size or config.eval_batch_size, config.max_tgt_len, beam_size,

@@ -25,6 +25,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from flax_s2s import decoding
+from flax_s2s.data import pipeline
 from flax_s2s.data.vocab import SymbolVocab, Vocab, split_symbols
 from flax_s2s.errors import FileFormatError
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
@@ -38,10 +39,11 @@ Line = str | UnicodeDecodeError  # an input line's text, or why its bytes are no
 
 
 def encode_lines(
-    lines: Sequence[Line], vocab: Vocab, max_src_len: int, warn, strict: bool = False
+    lines: Sequence[Line], vocab: Vocab, max_src_len: int, warn, strict: bool = False,
+    src_eos: bool = False,
 ) -> list[list[int] | None]:
-    """Token ids per line, or None for a line that cannot be decoded (reported through `warn`;
-    with `strict`, an InputError naming the line instead).
+    """Token ids per line (`pipeline.encode_source`), or None for a line that cannot be decoded
+    (reported through `warn`; with `strict`, an InputError naming the line instead).
 
     Surrounding whitespace is ignored. Symbols outside `vocab` become UNK and are reported.
     """
@@ -62,7 +64,7 @@ def encode_lines(
         if not text:
             skip(number, "empty input")
             continue
-        ids = vocab.encode(text, add_eos=False)
+        ids = pipeline.encode_source(vocab, text, src_eos)
         unk = vocab.special_tokens.unk
         unknown = ids.count(unk)
         if unknown:
@@ -96,7 +98,8 @@ def decode_lines(
     line that cannot).
     """
     config = trained.config
-    encoded = encode_lines(lines, trained.src_vocab, config.max_src_len, warn, strict)
+    encoded = encode_lines(lines, trained.src_vocab, config.max_src_len, warn, strict,
+                           config.vocab.get("src_eos", False))
     rows = [i for i, ids in enumerate(encoded) if ids is not None]
     if lines and not rows:
         raise InputError(f"none of the {len(lines)} input line(s) could be decoded")

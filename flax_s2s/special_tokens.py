@@ -7,7 +7,7 @@ decoding, teacher forcing, metrics, the pipeline. Nothing else defines a special
 ```
 SpecialTokens()                           # pad 0, bos 1, eos 2, unk 3 (the default)
 SpecialTokens(pad=0, bos=0, eos=1, unk=2) # T5: the decoder starts from the pad token
-SpecialTokens(pad=1, bos=0, eos=2, unk=3) # BART
+SpecialTokens(pad=1, bos=2, eos=2, unk=3) # BART: the decoder starts from eos (`</s>`)
 ```
 This module imports nothing of flax_s2s, so models and data can both depend on it.
 """
@@ -25,7 +25,8 @@ class SpecialTokens:
     Attributes:
       pad: fills padded batches and every position after EOS; never counts in a loss.
       bos: the token the decoder reads at position 0. It may equal `pad` (T5), since position 0
-        is never padding; it may not equal `eos` or `unk`.
+        is never padding, or `eos` (BART, whose decoder starts from `</s>`), since what the
+        decoder reads at position 0 is never an output; it may not equal `unk`.
       eos: ends a target sequence; decoding stops a row at it.
       unk: what a vocabulary maps unknown symbols to.
     """
@@ -40,16 +41,18 @@ class SpecialTokens:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"special token {name}={value!r}: must be an int >= 0")
         distinct = {"pad": self.pad, "eos": self.eos, "unk": self.unk}
-        if len(set(distinct.values())) < 3 or self.bos in (self.eos, self.unk):
+        if len(set(distinct.values())) < 3 or self.bos == self.unk:
             raise ValueError(
                 f"special tokens {self}: pad, eos and unk must differ, and bos may share an id "
-                "only with pad"
+                "only with pad or eos"
             )
 
     @property
     def never_emitted(self) -> tuple[int, ...]:
-        """The ids a decoder never produces: pad and bos (one id when they are the same)."""
-        return tuple(dict.fromkeys((self.pad, self.bos)))
+        """The ids a decoder never produces: pad, and bos unless it is also eos (which ends
+        every output); one id when pad and bos are the same."""
+        never = (self.pad,) if self.bos == self.eos else (self.pad, self.bos)
+        return tuple(dict.fromkeys(never))
 
     def real_decoder_inputs(self, tokens: Any, positions: Any) -> Any:
         """bool like `tokens`: the decoder inputs that are not padding. Position 0 always is: it

@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 from flax_s2s import (
     decoding,
     metrics,
+    pretrained,
     reference_eval,
     resume,
     sharding,
@@ -442,7 +443,8 @@ def _setup(
 ) -> _Setup:
     """Data, model, optimizer, the state's shardings on `mesh`, and the train state: restored
     from the newest readable checkpoint (onto this mesh, whichever mesh saved it) or fresh,
-    with the variables of `config.init_from` when it names a workdir to warm-start from."""
+    with the variables of `config.init_from` when it names a workdir to warm-start from, or of
+    `config.pretrained` when it names a checkpoint to fine-tune."""
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), config.max_checkpoints, config.keep_best,
         config.best_mode,
@@ -470,6 +472,11 @@ def _setup(
         _print(f"resumed from {checkpointer.directory} at step {int(state.step)}")
     elif warm_start_from:
         variables = _warm_start_variables(config, warm_start_from, abstract_state, workdir)
+        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, variables)
+    elif config.pretrained:
+        variables = {"batch_stats": {}, **pretrained.load_variables(config.pretrained, model.module)}
+        _print(f"fine-tuning {config.model.type} from {config.pretrained}: its weights, a fresh "
+               "optimizer, step 0")
         state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, variables)
     else:
         state = create_train_state(model, tx, config.seed, train_data[0], state_shardings)
@@ -533,6 +540,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     `flax_s2s.workdir_lock`), and a second trainer there fails at once, naming the first.
     """
     start_time = time.time()
+    pretrained.configure(config)
     validate_config(config, jax.device_count())
     lock = workdir_lock.acquire(workdir) if jax.process_index() == 0 else None
     try:

@@ -24,7 +24,7 @@ OWNED_CHOICES = {
     "teacher_forcing.position_schedule": forcing.POSITION_SCHEDULES,
     "teacher_forcing.position_combine": forcing.COMBINES,
     "task": task_data.TASK_NAMES,
-    "vocab.type": vocab.VOCAB_KINDS,
+    "vocab.type": task_data.VOCAB_TYPES,
     "vocab.sp_model_type": vocab.SP_MODEL_TYPES,
     "too_long": pipeline.TOO_LONG_POLICIES,
     "best_mode": checkpoint.BEST_MODES,

@@ -40,12 +40,14 @@ TINY_SIZES = {"emb_dim": 8, "hidden_dim": 16, "attention_dim": 8,  # LSTM
 # --- the value itself ---
 
 
-def test_special_tokens_refuse_ambiguous_ids_but_let_bos_share_pad():
+def test_special_tokens_refuse_ambiguous_ids_but_let_bos_share_pad_or_eos():
     assert T5.never_emitted == (0,) and BART.never_emitted == (1, 0)
+    # BART's decoder starts from eos: eos must stay emittable, or no output would end
+    assert SpecialTokens(pad=1, bos=2, eos=2, unk=3).never_emitted == (1,)
     with pytest.raises(ValueError, match="must differ"):
         SpecialTokens(pad=0, bos=1, eos=0, unk=3)
     with pytest.raises(ValueError, match="bos may share"):
-        SpecialTokens(pad=0, bos=2, eos=2, unk=3)
+        SpecialTokens(pad=0, bos=3, eos=2, unk=3)
     with pytest.raises(ValueError, match="int >= 0"):
         SpecialTokens(pad=-1)
     # T5 reads pad as its start token: position 0 is real, later pads are padding.

@@ -51,6 +51,13 @@ def read_split(builder, split: str) -> list[tuple[str, str]]:
 TOO_LONG_POLICIES = ("drop", "error")  # what `tokenize` does with an example over the limits
 
 
+def encode_source(vocab: Vocab, text: str, eos: bool = False) -> list[int]:
+    """A source text's ids: without EOS (flax_s2s's default), or ending in EOS with `eos`
+    (`config.vocab.src_eos`: how T5 and BART were pretrained, and fairseq's default). Training,
+    evaluation and the decode CLI all encode sources here."""
+    return vocab.encode(text, add_eos=eos)
+
+
 def tokenize(
     pairs: Sequence[tuple[str, str]],
     src_vocab: Vocab,
@@ -59,11 +66,13 @@ def tokenize(
     max_tgt_len: int,
     too_long: str = "drop",
     split: str = "?",
+    src_eos: bool = False,
 ) -> Examples:
     """Tokenizes and pads pairs; pairs longer than the limits are dropped (with a printed count)
     or raise (naming the first one), as `too_long` says.
 
-    Source sequences carry no EOS; target sequences end in EOS, which counts towards max_tgt_len.
+    Source sequences carry no EOS unless `src_eos` (see `encode_source`); target sequences end
+    in EOS, which counts towards max_tgt_len.
     """
     if too_long not in TOO_LONG_POLICIES:
         raise ValueError(f"too_long must be one of {list(TOO_LONG_POLICIES)}, got {too_long!r}")
@@ -72,7 +81,7 @@ def tokenize(
     tgt = np.full((len(pairs), max_tgt_len), tgt_pad, np.int32)
     kept, texts = 0, []
     for index, (src_text, tgt_text) in enumerate(pairs):
-        src_ids = src_vocab.encode(src_text, add_eos=False)
+        src_ids = encode_source(src_vocab, src_text, src_eos)
         tgt_ids = tgt_vocab.encode(tgt_text, add_eos=True)
         if len(src_ids) > max_src_len or len(tgt_ids) > max_tgt_len or not src_ids:
             if too_long == "error":
@@ -261,12 +270,13 @@ def group_references(examples: Examples) -> GroupedReferences:
 
 
 def group_pairs(
-    pairs: Sequence[tuple[str, str]], src_vocab: Vocab, min_src_len: int = 1
+    pairs: Sequence[tuple[str, str]], src_vocab: Vocab, min_src_len: int = 1, src_eos: bool = False
 ) -> GroupedReferences:
-    """Groups raw (source, target) pairs by source and tokenizes the sources, padded to the
-    longest one (at least `min_src_len`); nothing is dropped, so every source is scored."""
+    """Groups raw (source, target) pairs by source and tokenizes the sources (`encode_source`),
+    padded to the longest one (at least `min_src_len`); nothing is dropped, so every source is
+    scored."""
     first_row, references, source_index = _group(pairs)
-    src_ids = [src_vocab.encode(source, add_eos=False) for source in first_row]
+    src_ids = [encode_source(src_vocab, source, src_eos) for source in first_row]
     src = np.full((len(src_ids), max([min_src_len, *map(len, src_ids)])),
                   src_vocab.special_tokens.pad, np.int32)
     for row, ids in enumerate(src_ids):

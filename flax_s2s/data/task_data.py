@@ -18,6 +18,7 @@ from pathlib import Path
 
 import ml_collections
 
+from flax_s2s import pretrained
 from flax_s2s.data import cmudict_g2p, parallel_text, pipeline, tasks
 from flax_s2s.data.vocab import SentencePieceVocab, SymbolVocab, Vocab, load_vocab, save_vocab, vocab_kind
 
@@ -75,6 +76,10 @@ def read_task_texts(
     return {split: pipeline.read_split(builder, split) for split in splits}
 
 
+# config.vocab.type: a kind built from the train split, or "pretrained": config.pretrained's own
+VOCAB_TYPES = ("symbol", "sentencepiece", "pretrained")
+
+
 def build_vocab(texts: Iterable[str], vocab_config: ml_collections.ConfigDict, side: str) -> Vocab:
     """A vocabulary of `config.vocab.type` built from one side ("src" or "tgt") of the train split."""
     if vocab_config.type == "sentencepiece":
@@ -96,6 +101,8 @@ def _check_saved_vocab(
 ) -> None:
     """A resumed run must tokenize as the first one did: a changed vocab config is an error."""
     kind = vocab_kind(vocab)
+    if vocab_config.type == "pretrained":  # whichever kind the checkpoint's tokenizer is
+        return
     if kind != vocab_config.type:
         raise ValueError(
             f"{workdir} holds a {kind} {side} vocabulary but config.vocab.type={vocab_config.type!r}"
@@ -120,11 +127,14 @@ def load_task_data(
     texts = read_task_texts(config, data_dir, tuple(dict.fromkeys(("train", *splits))))
     vocabs = load_vocabs(workdir)
     if vocabs is None:
-        train = texts["train"]
-        vocabs = (
-            build_vocab((s for s, _ in train), config.vocab, "src"),
-            build_vocab((t for _, t in train), config.vocab, "tgt"),
-        )
+        if config.vocab.type == "pretrained":  # the checkpoint's tokenizer, on both sides
+            vocabs = (pretrained.tokenizer_vocab(config.pretrained),) * 2
+        else:
+            train = texts["train"]
+            vocabs = (
+                build_vocab((s for s, _ in train), config.vocab, "src"),
+                build_vocab((t for _, t in train), config.vocab, "tgt"),
+            )
         os.makedirs(workdir, exist_ok=True)
         save_vocab(vocabs[0], os.path.join(workdir, SRC_VOCAB))
         save_vocab(vocabs[1], os.path.join(workdir, TGT_VOCAB))
@@ -135,7 +145,7 @@ def load_task_data(
     examples = {
         split: pipeline.tokenize(
             texts[split], src_vocab, tgt_vocab, config.max_src_len, config.max_tgt_len,
-            config.too_long, split,
+            config.too_long, split, config.vocab.src_eos,
         )
         for split in splits
     }

@@ -2,14 +2,17 @@
 
 `SymbolVocab` maps characters or whitespace-separated symbols (phones), with the default ids
 PAD=0, BOS=1, EOS=2, UNK=3; `SentencePieceVocab` wraps a SentencePiece model (trained on a training
-split, or any other) and reads its ids from the model, e.g. T5's pad 0, eos 1, unk 2 (no bos: the
-decoder starts from pad) or BART's bos 0, pad 1, eos 2, unk 3. Both offer `encode`, `decode`,
+split, or any other, such as T5's `spiece.model`) and reads its ids from the model, e.g. T5's
+pad 0, eos 1, unk 2 (no bos: the decoder starts from pad); `TokenizerVocab` wraps a Hugging Face
+`tokenizer.json` (BART's byte-level BPE) with its checkpoint's ids (BART: pad 1, eos 2, unk 3,
+the decoder starting from eos). All offer `encode`, `decode`,
 `token_text`, `len`, `save`, `load` and `special_tokens`. The model is built with the target vocabulary's
 special tokens (`model_special_tokens`), and padding, decoding and metrics read them from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from collections import Counter
@@ -160,7 +163,7 @@ class SentencePieceVocab:
         (default: PAD=0, BOS=1, EOS=2, UNK=3); bos == pad trains a model without a bos piece.
         """
         ids = special_tokens
-        no_bos = ids.bos == ids.pad
+        no_bos = ids.bos in (ids.pad, ids.eos)  # no piece of its own
         model = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(texts),
@@ -220,6 +223,77 @@ class SentencePieceVocab:
         return isinstance(other, SentencePieceVocab) and self.model_proto == other.model_proto
 
 
+class TokenizerVocab:
+    """A Hugging Face `tokenizers` tokenizer (a `tokenizer.json`, e.g. BART's byte-level BPE)
+    with the special ids of the checkpoint it came with, and the ids it puts before every text
+    (`prefix`: BART's `<s>`, which its post-processor adds to sources and targets alike).
+
+    `encode` gives prefix + the tokenizer's ids (its own special tokens not added) + eos;
+    `decode` stops at eos and detokenizes with the tokenizer's special tokens skipped. Saved as
+    one JSON file: {"tokenizer": the tokenizer.json text, "special_tokens": {...}, "prefix": [...]}.
+    """
+
+    separator = " "  # error rates over decoded text count whitespace-separated words
+
+    def __init__(
+        self, tokenizer_json: str, special_tokens: SpecialTokens, prefix: Sequence[int] = ()
+    ) -> None:
+        from tokenizers import Tokenizer  # imported here: only pretrained BART runs need it
+
+        self.tokenizer_json = tokenizer_json
+        self._tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.special_tokens = special_tokens
+        self.prefix = [int(token) for token in prefix]
+        self.unk_count = 0
+
+    def __len__(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, add_eos: bool = True) -> list[int]:
+        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        self.unk_count += sum(token == self.special_tokens.unk for token in ids)
+        ids = self.prefix + ids
+        return ids + [self.special_tokens.eos] if add_eos else ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids -> detokenized text, stopping at the first EOS, special tokens skipped."""
+        kept = []
+        for token in ids:
+            token = int(token)
+            if token == self.special_tokens.eos:
+                break
+            if 0 <= token < len(self):
+                kept.append(token)
+        return self._tokenizer.decode(kept, skip_special_tokens=True)
+
+    def token_text(self, token: int) -> str:
+        """The token of one id (byte-level BPE shows a leading space as "Ġ")."""
+        return self._tokenizer.id_to_token(int(token)) or f"<{int(token)}>"
+
+    def to_dict(self) -> dict:
+        specials = dataclasses.asdict(self.special_tokens)
+        return {"tokenizer": self.tokenizer_json, "special_tokens": specials, "prefix": self.prefix}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TokenizerVocab:
+        """The vocabulary `save` wrote; a file that is not one raises FileFormatError naming it."""
+        expected = ('expected JSON {"tokenizer": string, "special_tokens": {pad, bos, eos, unk}, '
+                    '"prefix": [ids]}')
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(data["tokenizer"], SpecialTokens(**data["special_tokens"]), data["prefix"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+            raise FileFormatError(f"{path}: not a tokenizer vocabulary ({error}; {expected})") from None
+        except Exception as error:  # tokenizers' own error for a tokenizer it cannot parse
+            raise FileFormatError(f"{path}: not a tokenizer vocabulary ({error})") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TokenizerVocab) and self.to_dict() == other.to_dict()
+
+
 def _sentencepiece_special_tokens(processor: spm.SentencePieceProcessor) -> SpecialTokens:
     """A SentencePiece model's special ids; bos is pad when the model has no bos piece."""
     pad, bos, eos, unk = (processor.pad_id(), processor.bos_id(), processor.eos_id(),
@@ -249,6 +323,7 @@ class Vocab(Protocol):
 VOCAB_SUFFIXES: dict[str, tuple[str, type]] = {
     "symbol": (".json", SymbolVocab),
     "sentencepiece": (".model", SentencePieceVocab),
+    "tokenizer": (".tokenizer.json", TokenizerVocab),  # a pretrained checkpoint's (pretrained.py)
 }
 
 

@@ -24,6 +24,7 @@ train-mode call on such a model fails, so no update is ever dropped silently. Ev
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from flax_s2s.models import unroll as unroll_policy
+from flax_s2s.models.bart import BART_LAYOUT, bart_config
 from flax_s2s.models.rnn import RnnConfig, RnnSeq2Seq
 from flax_s2s.models.t5 import T5, T5Config
 from flax_s2s.models.transformer import Transformer, TransformerConfig
@@ -218,6 +220,7 @@ _MODULES: dict[str, tuple[type, type[nn.Module]]] = {
     "lstm": (RnnConfig, RnnSeq2Seq),
     "transformer": (TransformerConfig, Transformer),
     "t5": (T5Config, T5),
+    "bart": (TransformerConfig, Transformer),  # in BART's layout (models/bart.py)
 }
 MODEL_TYPES = tuple(_MODULES)
 
@@ -272,13 +275,49 @@ def module_config(cls: type, model_config: ml_collections.ConfigDict, **derived:
     return cls(**values)
 
 
+def module_from_hf_config(hf: dict[str, Any], **overrides: Any) -> nn.Module:
+    """The linen module a pretrained checkpoint's config.json (as a dict) describes: T5 or BART
+    by its `model_type`; `overrides` replace config fields that change no shape (dtype,
+    dropout_rate, ...)."""
+    kind = hf.get("model_type")
+    if kind == "t5":
+        return T5(T5Config.from_hf_config(hf, **overrides))
+    if kind == "bart":
+        return Transformer(bart_config(hf, **overrides))
+    raise ValueError(f"model_type {kind!r} is not one of ['t5', 'bart']")
+
+
+def _pretrained_model(
+    model_config: ml_collections.ConfigDict, src_vocab_size: int, tgt_vocab_size: int,
+    special_tokens: SpecialTokens,
+) -> Seq2Seq:
+    """The model of `model_config.pretrained_config` (a checkpoint's config.json, as JSON text),
+    computing in `model_config.dtype` with its dropout rate. The vocabularies must fit the
+    checkpoint's embedding and carry its special ids."""
+    hf = json.loads(model_config.pretrained_config)
+    overrides: dict[str, Any] = dict(dtype=DTYPES[model_config.dtype], dropout_rate=model_config.dropout_rate)
+    if hf.get("model_type") == "bart":
+        overrides["attention"] = model_config.attention
+    model = Seq2Seq(module_from_hf_config(hf, **overrides))
+    size = model.module.tgt_vocab_size
+    if max(src_vocab_size, tgt_vocab_size) > size:
+        raise ValueError(f"the vocabularies have {src_vocab_size} / {tgt_vocab_size} tokens, but the "
+                         f"pretrained model's vocab_size is {size}")
+    if special_tokens != model.special_tokens:
+        raise ValueError(f"the vocabularies' special tokens {special_tokens} are not the pretrained "
+                         f"model's {model.special_tokens} (from its config.json)")
+    return model
+
+
 def build_model(
     config: ml_collections.ConfigDict,
     src_vocab_size: int,
     tgt_vocab_size: int,
     special_tokens: SpecialTokens = DEFAULT_SPECIAL_TOKENS,
 ) -> Seq2Seq:
-    """The model named by `config.model.type`, wrapped in the step-function seam.
+    """The model named by `config.model.type`, wrapped in the step-function seam; a pretrained
+    model's (`config.model.pretrained_config`, which `flax_s2s.pretrained.configure` fills from
+    the checkpoint's config.json) when there is one.
 
     `special_tokens` are the vocabularies' ids (`vocab.model_special_tokens`); they are not part
     of the config, so a saved config rebuilds its model from the workdir's vocabularies."""
@@ -286,15 +325,21 @@ def build_model(
     for key, allowed in (("type", MODEL_TYPES), ("dtype", DTYPES)):
         if model_config[key] not in allowed:
             raise ValueError(f"config.model.{key} must be one of {list(allowed)}, got {model_config[key]!r}")
+    if model_config.get("pretrained_config"):
+        return _pretrained_model(model_config, src_vocab_size, tgt_vocab_size, special_tokens)
     config_cls, module_cls = _MODULES[model_config.type]
-    t5 = {}
-    if model_config.type == "t5":
+    derived: dict[str, Any] = {}
+    if model_config.type in ("t5", "bart"):
         if src_vocab_size != tgt_vocab_size:
             raise ValueError(
-                "config.model.type='t5' shares one embedding between source and target: it needs "
-                f"one vocabulary on both sides; got sizes {src_vocab_size} and {tgt_vocab_size}"
+                f"config.model.type={model_config.type!r} shares one embedding between source and "
+                f"target: it needs one vocabulary on both sides; got sizes {src_vocab_size} and "
+                f"{tgt_vocab_size}"
             )
-        t5 = dict(
+    if model_config.type == "bart":  # randomly initialised, in BART's layout
+        derived = dict(BART_LAYOUT)
+    if model_config.type == "t5":
+        derived = dict(
             vocab_size=tgt_vocab_size, d_kv=model_config.d_model // model_config.num_heads,
             d_ff=model_config.mlp_dim, scale_output=model_config.tie_output,
         )
@@ -304,6 +349,6 @@ def build_model(
         dtype=DTYPES[model_config.dtype], special_tokens=special_tokens,
         max_decode_len=config.max_tgt_len,  # RNN: decoder steps with BatchNorm statistics
         max_positions=max(config.max_src_len, config.max_tgt_len),  # Transformer
-        **t5,
+        **derived,
     )
     return Seq2Seq(module_cls(hyperparameters))

@@ -141,11 +141,13 @@ class Norm(nn.Module):
       kind: "layer" (LayerNorm), "rms" (RMSNorm), "batch" (MaskedBatchNorm) or "none" (identity).
       dtype: output dtype; statistics are computed in float32 and parameters are float32.
       num_positions: BatchNorm only: per-position running statistics (calls pass `position`).
+      epsilon: LayerNorm and RMSNorm only (1e-6; BART's LayerNorm has torch's 1e-5).
     """
 
     kind: str
     dtype: Any = jnp.float32
     num_positions: int = 0
+    epsilon: float = 1e-6
 
     @nn.compact
     def __call__(
@@ -156,9 +158,9 @@ class Norm(nn.Module):
         position: Array | int | None = None,
     ) -> Array:
         if self.kind == "layer":
-            return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="layer_norm")(x)
+            return nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name="layer_norm")(x)
         if self.kind == "rms":
-            return nn.RMSNorm(epsilon=1e-6, dtype=self.dtype, name="rms_norm")(x)
+            return nn.RMSNorm(epsilon=self.epsilon, dtype=self.dtype, name="rms_norm")(x)
         if self.kind == "batch":
             batch_norm = MaskedBatchNorm(
                 num_positions=self.num_positions, dtype=self.dtype, name="batch_norm"
@@ -170,12 +172,16 @@ class Norm(nn.Module):
 
 
 def make_norm(
-    kind: str, dtype: Any = jnp.float32, name: str | None = None, num_positions: int = 0
+    kind: str,
+    dtype: Any = jnp.float32,
+    name: str | None = None,
+    num_positions: int = 0,
+    epsilon: float = 1e-6,
 ) -> Norm:
     """A norm of `kind` (one of NORM_KINDS); fails at once, naming the choices, on another kind."""
     if kind not in NORM_KINDS:
         raise ValueError(f"model.norm must be one of {list(NORM_KINDS)}, got {kind!r}")
-    return Norm(kind, dtype, num_positions, name=name)
+    return Norm(kind, dtype, num_positions, epsilon, name=name)
 
 
 def check_position(norm_position: str) -> None:

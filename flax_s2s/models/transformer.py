@@ -43,6 +43,7 @@ KeyValue = dict[str, Array]  # {"key", "value"}: [batch, length, heads, head_dim
 
 
 POSITIONS = ("sinusoidal", "learned")  # the allowed `positions` values
+ACTIVATIONS = {"relu": nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False)}  # MLP hidden
 # The allowed `attention` values: "auto" picks cuDNN's fused kernel where it runs (see
 # `attention_implementation`), "xla" always XLA's attention, "cudnn" the fused kernel (jax raises
 # where it cannot run it: not a CUDA GPU, float32, an unsupported head size). A decoding step
@@ -57,6 +58,18 @@ class TransformerConfig:
 
     max_positions bounds learned position embeddings (and so the longest input or decode).
     special_tokens: the vocabulary's ids; the model reads `pad` (padding masks, on both sides).
+
+    The fields from `activation` on default to flax_s2s's own Transformer; together they give
+    BART's layout (`flax_s2s.models.bart`), as fairseq builds BART from its Transformer:
+    activation: the MLP's, "relu" or "gelu" (exact, erf).
+    norm_epsilon: every norm's epsilon.
+    scale_embeddings: token embeddings times sqrt(d_model), before positions are added.
+    embedding_norm: a norm of embeddings + positions at the start of each stack.
+    position_offset: learned position p reads row p + offset of a table of max_positions + offset
+      rows (BART's 2).
+    positions_per_stack: learned positions: encoder and decoder each own a table (else one).
+    rescale_tied_output: a tied output divides the logits by sqrt(d_model).
+    output_bias: a tied output adds a learned bias [tgt_vocab] (an untied one has its own).
     """
 
     src_vocab_size: int
@@ -76,9 +89,21 @@ class TransformerConfig:
     dtype: Any = jnp.float32
     attention: str = "auto"
     special_tokens: SpecialTokens = SpecialTokens()
+    activation: str = "relu"
+    norm_epsilon: float = 1e-6
+    scale_embeddings: bool = False
+    embedding_norm: bool = False
+    position_offset: int = 0
+    positions_per_stack: bool = False
+    rescale_tied_output: bool = True
+    output_bias: bool = False
 
     def __post_init__(self) -> None:
         check_position(self.norm_position)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"model.activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}"
+            )
         if self.attention not in ATTENTIONS:
             raise ValueError(
                 f"model.attention must be one of {list(ATTENTIONS)}, got {self.attention!r}"
@@ -119,10 +144,9 @@ class Positions(nn.Module):
         c = self.config
         if c.positions == "sinusoidal":
             return sinusoidal_positions(positions, c.d_model).astype(c.dtype)
-        table = self.param(
-            "embedding", nn.initializers.normal(0.02), (c.max_positions, c.d_model), jnp.float32
-        )
-        return jnp.take(table, positions, axis=0).astype(c.dtype)
+        rows = c.max_positions + c.position_offset
+        table = self.param("embedding", nn.initializers.normal(0.02), (rows, c.d_model), jnp.float32)
+        return jnp.take(table, positions + c.position_offset, axis=0).astype(c.dtype)
 
 
 def _on_cuda() -> bool:
@@ -280,7 +304,7 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         c = self.config
-        x = nn.relu(nn.Dense(c.mlp_dim, dtype=c.dtype, name="hidden")(x))
+        x = ACTIVATIONS[c.activation](nn.Dense(c.mlp_dim, dtype=c.dtype, name="hidden")(x))
         x = nn.Dropout(c.dropout_rate)(x, deterministic=not train)
         return nn.Dense(c.d_model, dtype=c.dtype, name="output")(x)
 
@@ -298,7 +322,7 @@ class ResidualLayer(nn.Module):
 
     def setup(self) -> None:
         c = self.config
-        self.norms = [make_norm(c.norm, c.dtype) for _ in range(self.num_sublayers)]
+        self.norms = [make_norm(c.norm, c.dtype, epsilon=c.norm_epsilon) for _ in range(self.num_sublayers)]
         self.dropout = nn.Dropout(c.dropout_rate)
         self.build_sublayers()
 
@@ -408,15 +432,25 @@ class Transformer(nn.Module):
             else nn.Embed(c.tgt_vocab_size, c.d_model, c.dtype, embedding_init=embed_init)
         )
         self.positions = Positions(c)
+        # BART: the decoder's own table (the encoder's is `positions`), a norm after each embedding
+        own_table = c.positions_per_stack and c.positions == "learned"
+        self.decoder_positions = Positions(c) if own_table else self.positions
+        if c.embedding_norm:
+            self.encoder_embedding_norm = make_norm(c.norm, c.dtype, epsilon=c.norm_epsilon)
+            self.decoder_embedding_norm = make_norm(c.norm, c.dtype, epsilon=c.norm_epsilon)
         self.encoder_layers = [EncoderLayer(c) for _ in range(c.num_encoder_layers)]
         self.decoder_layers = [DecoderLayer(c) for _ in range(c.num_decoder_layers)]
         # Pre-norm leaves the residual stream unnormalised; one final norm closes each stack.
         final_kind = c.norm if c.norm_position == "pre" else "none"
-        self.encoder_norm = make_norm(final_kind, c.dtype)
-        self.decoder_norm = make_norm(final_kind, c.dtype)
+        self.encoder_norm = make_norm(final_kind, c.dtype, epsilon=c.norm_epsilon)
+        self.decoder_norm = make_norm(final_kind, c.dtype, epsilon=c.norm_epsilon)
         self.dropout = nn.Dropout(c.dropout_rate)
         if not c.tie_output:
             self.output_proj = nn.Dense(c.tgt_vocab_size, dtype=c.dtype)
+        elif c.output_bias:
+            self.output_bias = self.param(
+                "output_bias", nn.initializers.zeros, (c.tgt_vocab_size,), jnp.float32
+            )
 
     def _check_length(self, length: int) -> None:
         c = self.config
@@ -432,7 +466,9 @@ class Transformer(nn.Module):
         [batch, src_len, heads, head_dim]."""
         self._check_length(src_tokens.shape[1])
         src_mask = src_tokens != self.special_tokens.pad
-        x = self.src_embed(src_tokens) + self.positions(jnp.arange(src_tokens.shape[1]))
+        x = self._embed(self.src_embed, self.positions, src_tokens, jnp.arange(src_tokens.shape[1]))
+        if self.config.embedding_norm:
+            x = self.encoder_embedding_norm(x, src_mask, train)
         x = self.dropout(x, deterministic=not train)
         for layer in self.encoder_layers:
             x = layer(x, src_mask, train)
@@ -473,15 +509,33 @@ class Transformer(nn.Module):
         origin = jnp.take_along_axis(origin, parents[:, :, None], axis=1)
         return {**cache, "origin": origin}
 
+    def _embed(self, embed: nn.Embed, positions: Positions, tokens: Array, where: Array) -> Array:
+        """Token embeddings (scaled by sqrt(d_model) with `scale_embeddings`) plus positions:
+        tokens [batch, length] at positions `where` [length] -> [batch, length, d_model]."""
+        x = embed(tokens)
+        if self.config.scale_embeddings:
+            x = x * jnp.sqrt(self.config.d_model).astype(x.dtype)
+        return x + positions(where)
+
+    def _decoder_inputs(self, tokens: Array, where: Array, tgt_mask: Array, train: bool) -> Array:
+        """The decoder's first hidden states for tokens [batch, length] at positions `where`."""
+        x = self._embed(self.tgt_embed, self.decoder_positions, tokens, where)
+        if self.config.embedding_norm:
+            x = self.decoder_embedding_norm(x, tgt_mask, train)
+        return self.dropout(x, deterministic=not train)
+
     def _logits(self, x: Array, tgt_mask: Array, train: bool) -> Array:
+        c = self.config
         x = self.decoder_norm(x, tgt_mask, train)
         x = self.dropout(x, deterministic=not train)
-        if self.config.tie_output:
+        if not c.tie_output:
+            return self.output_proj(x).astype(jnp.float32)
+        logits = self.tgt_embed.attend(x)
+        if c.rescale_tied_output:
             # Unit-variance embeddings give logits of variance d_model; rescale (examples/wmt).
-            logits = self.tgt_embed.attend(x) / jnp.sqrt(x.shape[-1]).astype(x.dtype)
-        else:
-            logits = self.output_proj(x)
-        return logits.astype(jnp.float32)
+            logits = logits / jnp.sqrt(x.shape[-1]).astype(x.dtype)
+        logits = logits.astype(jnp.float32)
+        return logits + self.output_bias if c.output_bias else logits
 
     def forward(self, encoded: dict[str, Any], tgt_inputs: Array, train: bool = False) -> Array:
         """Teacher-forced logits [batch, tgt_len, tgt_vocab] for decoder inputs [batch, tgt_len]."""
@@ -489,8 +543,7 @@ class Transformer(nn.Module):
         tgt_mask = self.special_tokens.real_decoder_inputs(
             tgt_inputs, jnp.arange(tgt_inputs.shape[1])
         )
-        x = self.tgt_embed(tgt_inputs) + self.positions(jnp.arange(tgt_inputs.shape[1]))
-        x = self.dropout(x, deterministic=not train)
+        x = self._decoder_inputs(tgt_inputs, jnp.arange(tgt_inputs.shape[1]), tgt_mask, train)
         for layer, cross_kv in zip(self.decoder_layers, encoded["cross"], strict=True):
             x, _ = layer(x, tgt_mask, cross_kv, encoded["src_mask"], train)
         return self._logits(x, tgt_mask, train)
@@ -512,8 +565,7 @@ class Transformer(nn.Module):
                 "training has no batch x time statistics (see flax_s2s/models/norms.py)"
             )
         tgt_mask = self.special_tokens.real_decoder_inputs(prev_tokens, position)[:, None]
-        x = self.tgt_embed(prev_tokens[:, None]) + self.positions(jnp.asarray(position)[None])
-        x = self.dropout(x, deterministic=not train)
+        x = self._decoder_inputs(prev_tokens[:, None], jnp.asarray(position)[None], tgt_mask, train)
         origin = cache.get("origin")
         if origin is not None:  # this step's keys and values go to each slot's own row
             slots = jnp.broadcast_to(jnp.arange(origin.shape[1], dtype=origin.dtype), origin.shape[:2])

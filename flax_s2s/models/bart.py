@@ -1,0 +1,81 @@
+"""BART (Lewis et al. 2020) as options of flax_s2s's Transformer, as fairseq builds it from its
+own: `bart_config` gives the `TransformerConfig` of a BART checkpoint's config.json, and
+`flax_s2s.pretrained.load_bart` fills that Transformer from a `save_pretrained` directory.
+
+What BART's layout sets (the `bart-base` one; `bart-large` differs only in sizes):
+- post-norm layers (norm(x + f(x))), LayerNorm with torch's epsilon 1e-5, and no final norm
+  per stack; a LayerNorm of embeddings + positions at the start of each stack
+  (`layernorm_embedding`);
+- learned positions, one table per stack, read at position + 2 (BART's offset: its tables have
+  max_position_embeddings + 2 rows);
+- exact (erf) GELU in the MLPs; biases on every dense layer;
+- one token embedding for encoder, decoder and output, the output not rescaled, plus
+  `final_logits_bias`; embeddings times sqrt(d_model) only when config.json's
+  `scale_embedding` says so (false for bart-base and bart-large);
+- the decoder starts from `</s>` (`decoder_start_token_id` 2, which is also eos): special ids
+  bos 0 (`<s>`, an ordinary first target token here), pad 1, eos 2, unk 3, from config.json.
+
+Not carried over: attention dropout (`attention_dropout`; `jax.nn.dot_product_attention` has
+none) and layer drop; `dropout` becomes `dropout_rate` (embeddings, residuals and, in place of
+`activation_dropout`, the MLP's hidden layer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flax_s2s.models.transformer import TransformerConfig
+from flax_s2s.special_tokens import SpecialTokens
+
+BART_SPECIAL_TOKENS = SpecialTokens(pad=1, bos=2, eos=2, unk=3)  # the decoder starts from </s>
+POSITION_OFFSET = 2  # BartLearnedPositionalEmbedding's
+# The TransformerConfig fields that make a Transformer BART's (the sizes come from config.json)
+BART_LAYOUT = dict(
+    share_embeddings=True, tie_output=True, rescale_tied_output=False, output_bias=True,
+    positions="learned", position_offset=POSITION_OFFSET, positions_per_stack=True,
+    norm="layer", norm_position="post", norm_epsilon=1e-5, embedding_norm=True,
+    activation="gelu",
+)
+_ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}  # config.json's activation_function -> ours
+
+
+def bart_config(hf: dict[str, Any], **overrides: Any) -> TransformerConfig:
+    """The Transformer config of a BART config.json (as a dict); `overrides` replace fields that
+    change no shape (dtype, dropout_rate, attention). Fails, naming the key, on a config.json
+    whose layout this module does not implement (pre-norm mBART, an activation other than
+    gelu or relu, unequal encoder and decoder widths)."""
+    if hf.get("normalize_before") or hf.get("add_final_layer_norm"):
+        raise ValueError("config.json: normalize_before / add_final_layer_norm (mBART's pre-norm "
+                         "layout) is not BART's; only post-norm BART is implemented")
+    activation = hf.get("activation_function", "gelu")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"config.json: activation_function {activation!r} is not one of "
+                         f"{list(_ACTIVATIONS)}")
+    for key in ("encoder_ffn_dim", "encoder_attention_heads"):
+        twin = key.replace("encoder", "decoder")
+        if hf.get(key) != hf.get(twin):
+            raise ValueError(f"config.json: {key}={hf.get(key)} and {twin}={hf.get(twin)} differ; "
+                             "the Transformer has one value for both stacks")
+    special = SpecialTokens(
+        pad=hf.get("pad_token_id", BART_SPECIAL_TOKENS.pad),
+        bos=hf.get("decoder_start_token_id", BART_SPECIAL_TOKENS.bos),
+        eos=hf.get("eos_token_id", BART_SPECIAL_TOKENS.eos),
+        unk=BART_SPECIAL_TOKENS.unk,  # the tokenizer's; config.json has no unk
+    )
+    values = dict(
+        BART_LAYOUT,
+        src_vocab_size=hf["vocab_size"],
+        tgt_vocab_size=hf["vocab_size"],
+        d_model=hf["d_model"],
+        num_heads=hf["encoder_attention_heads"],
+        mlp_dim=hf["encoder_ffn_dim"],
+        num_encoder_layers=hf["encoder_layers"],
+        num_decoder_layers=hf["decoder_layers"],
+        max_positions=hf["max_position_embeddings"],
+        dropout_rate=float(hf.get("dropout", 0.1)),
+        scale_embeddings=bool(hf.get("scale_embedding", False)),
+        activation=_ACTIVATIONS[activation],
+        special_tokens=special,
+    )
+    values.update(overrides)
+    return TransformerConfig(**values)

@@ -1,0 +1,189 @@
+"""T5 and BART against the reference implementation's outputs on tiny committed fixtures, and
+export back to the reference's layout.
+
+tests/fixtures/make_pretrained_fixtures.py wrote them with Hugging Face `transformers` (the bench
+extra); these tests need neither torch nor transformers: they load each `save_pretrained`
+directory with `flax_s2s.pretrained.load_pretrained` and compare with the stored outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+from flax_s2s import decoding
+from flax_s2s.models import attention_weights
+from flax_s2s.models.bart import BART_SPECIAL_TOKENS, bart_config
+from flax_s2s.pretrained import PretrainedError, export_pretrained, load_bart, load_pretrained, load_t5
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+T5_VARIANTS = ("t5_v1_0", "t5_v1_1", "t5_v1_1_tied")
+BART_VARIANTS = ("bart", "bart_scaled")
+VARIANTS = T5_VARIANTS + BART_VARIANTS
+MAX_LEN = 10  # what the fixture script generated
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def loaded(request):
+    """(name, model, variables, reference outputs, encoded source) of one fixture."""
+    directory = FIXTURES / request.param
+    model, variables = load_pretrained(directory)
+    reference = dict(np.load(directory / "reference.npz"))
+    encoded = model.encode(variables, jnp.asarray(reference["src"]))
+    return request.param, model, variables, reference, encoded
+
+
+def test_teacher_forced_logits_match_reference(loaded):
+    name, model, variables, reference, encoded = loaded
+    logits = model.forward(variables, encoded, jnp.asarray(reference["tgt_inputs"]))
+    assert logits.shape == reference["logits"].shape
+    np.testing.assert_allclose(np.asarray(logits), reference["logits"], atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_step_equals_forward_at_every_position(loaded):
+    name, model, variables, reference, encoded = loaded
+    tgt_inputs = jnp.asarray(reference["tgt_inputs"])
+    parallel = model.forward(variables, encoded, tgt_inputs)
+    stepped = model.scanned_forward(variables, encoded, tgt_inputs)  # `step` under lax.scan
+    # float32 rounding differs between one query over the cache and all queries at once
+    np.testing.assert_allclose(np.asarray(stepped), np.asarray(parallel), atol=5e-5, rtol=0, err_msg=name)
+    np.testing.assert_allclose(np.asarray(stepped), reference["logits"], atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_greedy_matches_reference_generate(loaded):
+    name, model, variables, reference, _ = loaded
+    tokens, _, _ = decoding.greedy(model, variables, jnp.asarray(reference["src"]), max_len=MAX_LEN)
+    np.testing.assert_array_equal(np.asarray(tokens), reference["greedy"], err_msg=name)
+
+
+def test_beam4_best_matches_reference_generate(loaded):
+    # alpha=0 on both sides: the one length penalty GNMT's and the reference's share
+    name, model, variables, reference, _ = loaded
+    tokens, _, _ = decoding.beam_search(
+        model, variables, jnp.asarray(reference["src"]), beam_size=4, max_len=MAX_LEN, alpha=0.0
+    )
+    np.testing.assert_array_equal(np.asarray(tokens[:, 0]), reference["beam"], err_msg=name)
+
+
+def test_cross_attention_weights_for_the_report(loaded):
+    _, model, variables, reference, _ = loaded
+    src = jnp.asarray(reference["src"])
+    weights = attention_weights(model, variables, src, jnp.asarray(reference["tgt_inputs"]))
+    assert len(weights) == model.module.config.num_decoder_layers
+    real = np.asarray(src != model.special_tokens.pad)[:, None, :]
+    for layer in weights:  # [batch, tgt, src]: all weight on real source positions
+        assert layer.shape == (*reference["tgt_inputs"].shape, src.shape[1])
+        np.testing.assert_allclose(np.where(real, np.asarray(layer), 0.0).sum(-1), 1.0, atol=1e-5)
+
+
+def test_dropout_only_in_training(loaded):
+    _, model, variables, reference, _ = loaded
+    src, tgt_inputs = jnp.asarray(reference["src"]), jnp.asarray(reference["tgt_inputs"])
+
+    def train_logits(seed):
+        rng = jax.random.PRNGKey(seed)
+        encoded = model.encode(variables, src, train=True, rng=rng)
+        return np.asarray(model.forward(variables, encoded, tgt_inputs, train=True, rng=rng))
+
+    assert model.module.config.dropout_rate == 0.1  # from config.json
+    np.testing.assert_array_equal(train_logits(0), train_logits(0))
+    assert np.abs(train_logits(0) - train_logits(1)).max() > 1e-3
+    assert np.abs(train_logits(0) - reference["logits"]).max() > 1e-3
+
+
+# --- BART's config and loading errors ---
+
+
+def _config(variant: str) -> dict:
+    return json.loads((FIXTURES / variant / "config.json").read_text())
+
+
+def test_bart_config_from_config_json():
+    config = bart_config(_config("bart"))
+    assert config.special_tokens == BART_SPECIAL_TOKENS  # the decoder starts from </s> = eos
+    assert (config.d_model, config.num_heads, config.mlp_dim, config.max_positions) == (16, 2, 32, 24)
+    assert (config.norm_position, config.norm_epsilon, config.activation) == ("post", 1e-5, "gelu")
+    assert not config.scale_embeddings and bart_config(_config("bart_scaled")).scale_embeddings
+    with pytest.raises(ValueError, match="normalize_before"):
+        bart_config({**_config("bart"), "normalize_before": True})  # mBART's pre-norm
+    with pytest.raises(ValueError, match="encoder_ffn_dim=32 and decoder_ffn_dim=64 differ"):
+        bart_config({**_config("bart"), "decoder_ffn_dim": 64})
+
+
+def test_model_type_picks_the_loader(tmp_path):
+    with pytest.raises(PretrainedError, match=r"model_type 'bart', expected 't5'"):
+        load_t5(FIXTURES / "bart")
+    with pytest.raises(PretrainedError, match=r"model_type 't5', expected 'bart'"):
+        load_bart(FIXTURES / "t5_v1_0")
+    directory = tmp_path / "marian"
+    shutil.copytree(FIXTURES / "bart", directory)
+    (directory / "config.json").write_text(json.dumps({**_config("bart"), "model_type": "marian"}))
+    with pytest.raises(PretrainedError, match=r"config\.json: model_type 'marian' is not one of"):
+        load_pretrained(directory)
+    (directory / "config.json").write_text("{not json")
+    with pytest.raises(PretrainedError, match=r"marian/config\.json: not a JSON config"):
+        load_pretrained(directory)
+
+
+def test_bart_tensor_of_wrong_shape_names_itself(tmp_path):
+    directory = tmp_path / "bart"
+    shutil.copytree(FIXTURES / "bart", directory)
+    tensors = load_file(directory / "model.safetensors")
+    name = "model.decoder.layers.1.encoder_attn.k_proj.bias"
+    tensors[name] = np.zeros((12,), np.float32)
+    save_file(tensors, directory / "model.safetensors")
+    with pytest.raises(PretrainedError, match=rf"tensor '{name}' has shape \[12\], but config\.json "
+                                              r"asks for \[16\]"):
+        load_bart(directory)
+
+
+# --- export ---
+
+
+def _tensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
+    with safe_open(directory / "model.safetensors", "numpy") as weights:
+        return {name: weights.get_tensor(name) for name in weights.keys()}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_import_export_import_is_bit_exact(tmp_path, variant):
+    reference = FIXTURES / variant
+    _, variables = load_pretrained(reference)
+    out = export_pretrained(variables, reference, tmp_path / "exported")
+    # the reference's names, shapes, dtypes and values: what transformers loads
+    original, exported = _tensors(reference), _tensors(out)
+    assert sorted(exported) == sorted(original)
+    for name, tensor in original.items():
+        assert exported[name].dtype == tensor.dtype == np.float32, name
+        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    assert (out / "config.json").read_text() == (reference / "config.json").read_text()
+    assert not (tmp_path / "exported.partial").exists()
+    _, again = load_pretrained(out)
+    jax.tree.map(np.testing.assert_array_equal, again, variables)
+
+
+def test_export_writes_changed_weights_where_they_belong(tmp_path):
+    # a fine-tuned model: every weight changed differently; the exported file must hold them
+    # in the reference's layout, so that loading it gives the changed weights back
+    reference = FIXTURES / "bart"
+    _, variables = load_bart(reference)
+    leaves, treedef = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
+    changed = jax.tree.unflatten(
+        treedef, [leaf + jax.random.normal(key, leaf.shape) for leaf, key in zip(leaves, keys, strict=True)]
+    )
+    out = export_pretrained(changed, reference, tmp_path / "fine_tuned")
+    _, loaded_back = load_bart(out)
+    jax.tree.map(np.testing.assert_array_equal, loaded_back, changed)
+    # a torch Linear is [out, in]: fc1 of d_model 16 -> ffn 32 is written [32, 16]
+    fc1 = _tensors(out)["model.encoder.layers.0.fc1.weight"]
+    kernel = changed["params"]["encoder_layers_0"]["mlp"]["hidden"]["kernel"]
+    np.testing.assert_array_equal(fc1, np.asarray(kernel).T)

@@ -37,7 +37,7 @@ def random_model():
     return model, {"params": params}, src
 
 
-def _python_loop_greedy(model, variables, src, max_len):
+def _python_loop_greedy(model, variables, src, max_len, min_len=0):
     encoded = model.encode(variables, src)
     cache = model.init_cache(variables, encoded, max_len)
     prev = jnp.full((src.shape[0],), BOS)
@@ -47,6 +47,8 @@ def _python_loop_greedy(model, variables, src, max_len):
         logits, cache = model.step(variables, encoded, cache, prev, position)
         logits = np.asarray(logits).copy()
         logits[:, [PAD, BOS]] = -np.inf  # never emitted
+        if position < min_len:
+            logits[:, EOS] = -np.inf
         prev = jnp.argmax(logits, -1)
         for b, token in enumerate(np.asarray(prev).tolist()):
             rows[b].append(PAD if finished[b] else token)
@@ -62,6 +64,19 @@ def test_greedy_while_loop_equals_python_loop_over_step(random_model):
     assert np.asarray(lengths).tolist() == [int((row != PAD).sum()) for row in expected]
     assert len(set(np.asarray(lengths).tolist())) == 3, "the case should mix early, late, no EOS"
     assert np.all(np.asarray(scores) <= 0)
+
+
+@pytest.mark.parametrize("min_len", [2, 5])
+def test_greedy_with_min_len_equals_python_loop_without_early_eos(random_model, min_len):
+    model, variables, src = random_model
+    tokens, lengths, _ = jax.device_get(
+        decoding.greedy(model, variables, src, max_len=MAX_LEN, min_len=min_len)
+    )
+    np.testing.assert_array_equal(tokens, _python_loop_greedy(model, variables, src, MAX_LEN,
+                                                              min_len))
+    assert (lengths >= min(min_len + 1, MAX_LEN)).all()
+    _, free_lengths, _ = decoding.greedy(model, variables, src, max_len=MAX_LEN)
+    assert (np.asarray(free_lengths) <= min_len).any(), "the case should have short outputs"
 
 
 def test_greedy_score_is_sum_of_chosen_log_probs(random_model):
@@ -163,16 +178,17 @@ def _all_hypotheses(vocab, max_len):
     yield from itertools.product(words, repeat=max_len)
 
 
-def _reference_beam_search(next_log_probs, vocab, beam_size, max_len, alpha):
+def _reference_beam_search(next_log_probs, vocab, beam_size, max_len, alpha, min_len=0):
     """Plain beam search, run to max_len without early stopping: each step keeps the beam_size
     best candidates; those ending in EOS (or all, at max_len) finish, and the beam_size best
-    not ending in EOS stay live. `next_log_probs(prefix)` gives log-probs [vocab].
-    Returns [(hypothesis, score)], best first."""
+    not ending in EOS stay live; EOS is no candidate before position min_len.
+    `next_log_probs(prefix)` gives log-probs [vocab]. Returns [(hypothesis, score)], best first."""
     live, finished = [((), 0.0)], []
     for position in range(max_len):
+        tokens = [t for t in _emittable(vocab) if t != EOS or position >= min_len]
         candidates = sorted(
             ((prefix + (token,), log_prob + next_log_probs(prefix)[token])
-             for prefix, log_prob in live for token in _emittable(vocab)),
+             for prefix, log_prob in live for token in tokens),
             key=lambda c: -c[1],
         )
         for hypothesis, log_prob in candidates[:beam_size]:
@@ -249,16 +265,24 @@ def test_beam_cache_read_in_place_gives_the_logits_of_a_cache_gathered_by_beam(s
         gathered = jax.tree.map(lambda leaf, rows=rows: leaf[rows], gathered)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def _content_length(hypothesis):
+    """Tokens before EOS."""
+    return len(hypothesis) - (hypothesis[-1] == EOS)
+
+
+@pytest.mark.parametrize("alpha, min_len", [(0.0, 0), (0.6, 0), (0.6, 2)])
 def test_exhaustive_beam_finds_every_hypothesis_in_brute_force_order(
-    seam_model, prefix_tables, alpha
+    seam_model, prefix_tables, alpha, min_len
 ):
+    """With min_len, the brute force keeps the outputs of at least min_len tokens before EOS,
+    scored by the unconstrained model's teacher-forced log-probabilities."""
     model, variables = seam_model
     beam_size = 5**SEARCH_LEN  # more than the 341 hypotheses over 5 emittable tokens
     tokens, lengths, scores = jax.device_get(decoding.beam_search(
-        model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha
+        model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha,
+        min_len=min_len,
     ))
-    hypotheses = list(_all_hypotheses(TGT_VOCAB, SEARCH_LEN))
+    hypotheses = [h for h in _all_hypotheses(TGT_VOCAB, SEARCH_LEN) if _content_length(h) >= min_len]
     for b, table in enumerate(prefix_tables):
         expected = sorted((_score(table, h, alpha) for h in hypotheses), reverse=True)
         found = np.isfinite(scores[b])
@@ -268,6 +292,29 @@ def test_exhaustive_beam_finds_every_hypothesis_in_brute_force_order(
         assert returned == set(hypotheses)
         best = _hypothesis(tokens[b, 0], lengths[b, 0])
         assert best == max(hypotheses, key=lambda h: _score(table, h, alpha))
+
+
+@pytest.mark.parametrize("beam_size", [2, 3])
+def test_beam_search_with_min_len_equals_reference_beam_search(seam_model, prefix_tables, beam_size):
+    model, variables = seam_model
+    min_len, alpha = 3, 0.6
+    tokens, lengths, scores = jax.device_get(decoding.beam_search(
+        model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha,
+        min_len=min_len,
+    ))
+    unconstrained = jax.device_get(decoding.beam_search(
+        model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha
+    ))
+    assert (unconstrained[1][:REAL_ROWS] <= min_len).any(), "the case should have short outputs"
+    for b, table in enumerate(prefix_tables):
+        expected = _reference_beam_search(table.get, TGT_VOCAB, beam_size, SEARCH_LEN, alpha,
+                                          min_len)
+        np.testing.assert_allclose(scores[b], [s for _, s in expected], rtol=1e-4, atol=1e-4)
+        for k in range(beam_size):
+            hypothesis = _hypothesis(tokens[b, k], lengths[b, k])
+            assert _content_length(hypothesis) >= min_len
+            np.testing.assert_allclose(scores[b, k], _score(table, hypothesis, alpha), rtol=1e-4,
+                                       atol=1e-4)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
@@ -472,6 +519,31 @@ def test_second_call_with_new_values_does_not_recompile(seam_model):
     with _count_compiles() as compiles:  # the counter does see a new shape compile
         jax.block_until_ready(decoding.greedy(model, variables, SRC[:2], max_len=SEARCH_LEN))
     assert compiles
+
+
+def test_min_len_is_traced_and_no_output_ends_before_it(seam_model):
+    """min_len 0 gives the unconstrained outputs; other values give no output shorter than
+    min_len tokens before EOS, and none of them compiles anew."""
+    model, variables = seam_model
+    key = jax.random.PRNGKey(5)
+    searches = {
+        "greedy": functools.partial(decoding.greedy, max_len=SEARCH_LEN),
+        "sample": functools.partial(decoding.sample, max_len=SEARCH_LEN, rng=key, temperature=2.0),
+        "beam_search": functools.partial(decoding.beam_search, beam_size=3, max_len=SEARCH_LEN),
+    }
+    for name, search in searches.items():
+        unconstrained = jax.device_get(search(model, variables, SRC))
+        jitted = getattr(decoding, name).jitted
+        cache_size = jitted._cache_size()
+        with _count_compiles() as compiles:
+            jax.tree.map(np.testing.assert_array_equal, unconstrained,
+                         jax.device_get(search(model, variables, SRC, min_len=0)))
+            for min_len in (1, 3):
+                tokens, lengths, scores = jax.device_get(search(model, variables, SRC, min_len=min_len))
+                ended = (tokens == EOS).any(-1)
+                assert (np.where(ended, lengths, SEARCH_LEN) >= min_len + ended).all(), name
+                assert np.isfinite(scores).all()
+        assert compiles == [] and jitted._cache_size() == cache_size, name
 
 
 # --- beam search in training's evaluation ---

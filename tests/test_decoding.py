@@ -2,6 +2,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from flax_s2s.data.vocab import BOS, EOS, PAD, SymbolVocab
 from flax_s2s.errors import FileFormatError
 from flax_s2s.models import build_model, decoder_inputs
 from flax_s2s.special_tokens import SpecialTokens
-from flax_s2s.workdirs import WorkdirError, load_workdir
+from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 
 VOCAB, MAX_LEN = 9, 6
 
@@ -579,6 +580,64 @@ def test_negative_eval_beam_size_is_refused_naming_the_key():
 
 # --- the decode CLI ---
 
+# Lines over the seam model's source vocabulary (5 symbols after the specials), of mixed lengths;
+# one is empty and one too long: they keep their place with no hypothesis.
+CLI_LINES = ["abc", "d", "eeee", "", "ab", "edcb", "abcdea", "c", "dd", "bca"]
+
+
+def _seam_trained(seam_model):
+    """The seam model as a loaded workdir, with lengths that reuse its compiled searches."""
+    model, variables = seam_model
+    config = default.get_config()
+    config.max_src_len, config.max_tgt_len = SRC.shape[1], SEARCH_LEN
+    return TrainedModel(config, model, variables, SymbolVocab(list("abcde")),
+                        SymbolVocab(list("xyz")), step=0, averaged_steps=(0,))
+
+
+def test_nbest_lines_are_the_beam_hypotheses_in_input_order(seam_model):
+    trained = _seam_trained(seam_model)
+    batch, beam = len(SRC), 3
+    decode = functools.partial(infer.decode_hypotheses, trained, CLI_LINES, beam, beam,
+                               batch_size=batch, warn=lambda message: None)
+    by_length, in_order = decode(), decode(sort=False)
+    assert infer.length_sorted_batches(infer.encode_lines(CLI_LINES, trained.src_vocab, 4, print),
+                                       batch)[0] == [2, 5, 0, 9], "longest first, ties in order"
+    for line, sorted_hypotheses, unsorted in zip(CLI_LINES, by_length, in_order, strict=True):
+        if not line or len(line) > SRC.shape[1]:
+            assert sorted_hypotheses == unsorted == []
+            continue
+        # The reference: the line alone (batch row 0) through the library.
+        src = np.zeros_like(SRC)
+        src[0, : len(line)] = trained.src_vocab.encode(line, add_eos=False)
+        tokens, lengths, scores = jax.device_get(decoding.beam_search(
+            trained.model, trained.variables, src, beam, SEARCH_LEN, 0.6
+        ))
+        for k, (got, other) in enumerate(zip(sorted_hypotheses, unsorted, strict=True)):
+            assert got.tokens == other.tokens == tokens[0, k, : lengths[0, k]].tolist()
+            assert got.text == trained.tgt_vocab.decode(tokens[0, k])
+            np.testing.assert_allclose([got.score, other.score], scores[0, k], rtol=1e-5)
+
+    rows = infer.format_outputs(by_length, nbest=2)
+    assert len(rows) == 2 * len(CLI_LINES)
+    for row, (index, k) in zip(rows, itertools.product(range(len(CLI_LINES)), range(2)), strict=True):
+        hypotheses = by_length[index]
+        expected = (f"{index}\t{hypotheses[k].score:.4f}\t{hypotheses[k].text}" if hypotheses
+                    else f"{index}\t-inf\t")
+        assert row == expected
+    objects = [json.loads(row) for row in infer.format_outputs(by_length, output_format="jsonl")]
+    assert [o["index"] for o in objects] == list(range(len(CLI_LINES)))
+    for o, hypotheses in zip(objects, by_length, strict=True):
+        assert [(h["tokens"], h["length"], h["score"]) for h in o["hypotheses"]] == [
+            (h.tokens, len(h.tokens), h.score) for h in hypotheses]
+    texts = infer.decode_lines(trained, CLI_LINES, 0, batch_size=batch, min_len=2,
+                               warn=lambda message: None)
+    greedy = infer.decode_hypotheses(trained, CLI_LINES, min_len=2, batch_size=batch,
+                                     warn=lambda message: None)
+    assert texts == [h[0].text if h else "" for h in greedy]
+    assert all(len(h[0].tokens) >= 3 for h in greedy if h)
+    with pytest.raises(infer.InputError, match="--nbest=2: must be between 1 and --beam=0"):
+        infer.decode_hypotheses(trained, CLI_LINES, 0, 2)
+
 
 def test_decode_explains_a_workdir_without_checkpoint(tmp_path):
     with pytest.raises(WorkdirError, match="no checkpoint"):
@@ -646,9 +705,9 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     for row, i in enumerate(decodable):
         ids = trained.src_vocab.encode(lines[i].strip(), add_eos=False)
         src[row, : len(ids)] = ids
-    tokens, _, _ = decoding.beam_search(
+    tokens, _, scores = jax.device_get(decoding.beam_search(
         trained.model, trained.variables, src, beam_size=2, max_len=config.max_tgt_len, alpha=0.6
-    )
+    ))
     expected = [""] * len(lines)
     for row, i in enumerate(decodable):
         expected[i] = trained.tgt_vocab.decode(np.asarray(tokens[row, 0]))
@@ -658,6 +717,24 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     assert "line 4: 1 symbol(s) outside the source vocabulary read as <unk>: 'x'" in result.stderr
     assert "line 5: 15 source symbols exceed the model's max_src_len=13" in result.stderr
     assert "line 9: not valid UTF-8 (byte 0xff at offset 2" in result.stderr
+    # Batches in input order print what the length-sorted ones did.
+    assert infer.decode_file(workdir, str(input_file), beam_size=2, batch_size=3,
+                             sort=False) == expected
+
+    # The two best hypotheses of every line, with their scores, and a bad line's empty ones.
+    nbest = subprocess.run(
+        [sys.executable, "-m", "flax_s2s.infer", f"--workdir={workdir}", "--beam=2", "--nbest=2",
+         f"--input={input_file}", "--batch_size=3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert nbest.returncode == 0, nbest.stderr[-3000:]
+    rows = [row.split("\t") for row in nbest.stdout.splitlines()]
+    assert [(int(index), text) for index, _, text in rows] == [
+        (i, trained.tgt_vocab.decode(np.asarray(tokens[decodable.index(i), k]))
+         if i in decodable else "") for i in range(len(lines)) for k in range(2)]
+    got_scores = np.array([float(score) for _, score, _ in rows]).reshape(len(lines), 2)
+    np.testing.assert_allclose(got_scores[decodable], scores, atol=1e-4)
+    assert np.isneginf(got_scores[[2, 4, 8]]).all()
     with pytest.raises(infer.InputError, match=r"line 3: empty input \(--strict\)"):
         infer.decode_file(workdir, str(input_file), strict=True)
     with pytest.raises(infer.InputError, match="none of the 2 input line"):

@@ -1,7 +1,7 @@
 """Decode CLI: batches of similar source length (the default) against batches in input order.
 
     taskset -c 0 python bench/decode_sort.py --workdir runs/reverse [--lines 10000] [--beam 4]
-        [--batch_size 64] [--windows 3] [--write]
+        [--batch_size 64] [--windows 3] [--write] [--save_input FILE]
 
 Writes a file of `--lines` random sources of mixed lengths (1 to the model's max_src_len symbols
 of its source vocabulary, uniform, seed 0), decodes it the way `python -m flax_s2s.infer` does
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--save_input", help="Also write the sources to this file, for the CLI.")
     args = parser.parse_args()
     logging.set_verbosity(logging.WARNING)
     load_before = common.load_average()
@@ -54,6 +55,9 @@ def main() -> None:
     vocab = trained.src_vocab
     symbols = vocab.symbols[len(SPECIALS):]  # a symbol vocabulary's own symbols
     lines = mixed_lines(symbols, trained.config.max_src_len, args.lines, vocab.separator)
+    if args.save_input:
+        with open(args.save_input, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
     outputs = {}
 
     def side(sort: bool):
@@ -70,7 +74,7 @@ def main() -> None:
     rows = [[name, f"{value:.2f}", f"{args.lines / value:.0f}"] for name, value in seconds.items()]
     lines_out = [
         *common.machine_lines(1, load_before),
-        f"- Model: `{args.workdir}` ({trained.config.model.type}, step {trained.step}), "
+        f"- Model: task {trained.config.task} ({trained.config.model.type}, step {trained.step}), "
         f"max_src_len {trained.config.max_src_len}, max_tgt_len {trained.config.max_tgt_len}; "
         f"{args.lines} sources of 1..{trained.config.max_src_len} symbols, beam {args.beam}, "
         f"batch {args.batch_size}",

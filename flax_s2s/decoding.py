@@ -231,6 +231,8 @@ def sample(
       src_tokens: [batch, src_len] int32; max_len: static, as in `greedy`.
       rng: a PRNG key; step t draws with fold_in(rng, t), so a fixed key gives fixed outputs for
         a fixed batch (the draws of a row depend on the batch shape, not on the other rows).
+        Or one key per row ([batch] keys, e.g. from `jax.random.split`): row r then draws with
+        fold_in(rng[r], t), whatever its place in the batch.
       temperature: > 0 divides the log-probabilities; 0 means argmax (greedy).
       top_k: keep the k most likely tokens (0: all). top_p: nucleus mass in (0, 1] (1: all).
         See `sampling_logits`; top-k applies before top-p.
@@ -244,10 +246,26 @@ def sample(
     def choose(log_probs, position):
         safe_temperature = jnp.where(temperature > 0, temperature, 1.0)
         logits = sampling_logits(log_probs, safe_temperature, top_k, top_p)
-        drawn = jax.random.categorical(jax.random.fold_in(rng, position), logits, axis=-1)
+        drawn = _draw(rng, position, logits)
         return jnp.where(temperature > 0, drawn, jnp.argmax(log_probs, -1))
 
     return _decode_one_per_step(model, variables, src_tokens, max_len, choose, min_len)
+
+
+def _is_key_batch(rng: Array) -> bool:
+    """Whether `rng` holds one PRNG key per row: [batch] typed keys or [batch, 2] raw ones."""
+    typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+    return rng.ndim == (1 if typed else 2)
+
+
+def _draw(rng: Array, position: Array, logits: Array) -> Array:
+    """One token per row from logits [batch, vocab] at step `position`: with fold_in(rng,
+    position) for the whole batch, or fold_in(rng[r], position) for row r of a key batch."""
+    if _is_key_batch(rng):
+        return jax.vmap(
+            lambda key, row: jax.random.categorical(jax.random.fold_in(key, position), row)
+        )(rng, logits)
+    return jax.random.categorical(jax.random.fold_in(rng, position), logits, axis=-1)
 
 
 # --- beam search ---

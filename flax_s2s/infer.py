@@ -13,8 +13,11 @@ put back in input order (`--no_sort`: batches in input order, the same outputs).
 
 `--nbest N` prints the N best beam hypotheses of every line, one per line as
 `index<TAB>score<TAB>text` (index: the input line, counted from 0; score: log p over the length
-penalty); `--format jsonl` prints one JSON object per input line with its hypotheses' texts,
-tokens, lengths and scores. `--min_len M` forbids EOS before M output tokens.
+penalty, with `--mbr` the mean utility); `--format jsonl` prints one JSON object per input line
+with its hypotheses' texts, tokens, lengths and scores. `--min_len M` forbids EOS before M output
+tokens. `--mbr N` decodes by minimum Bayes risk over N sampled candidates (or the beam's N-best,
+`--mbr_source=beam`), printing the one with the highest mean `--mbr_utility` against the others
+(`flax_s2s.mbr`).
 
 A line that cannot be decoded (not valid UTF-8, empty, or longer than the config's max_src_len)
 gets an empty output line and a message on stderr naming its number, so the outputs stay aligned
@@ -35,7 +38,7 @@ import numpy as np
 import tqdm
 from absl import app, flags, logging
 
-from flax_s2s import decoding
+from flax_s2s import decoding, mbr
 from flax_s2s.data.vocab import SymbolVocab, Vocab, split_symbols
 from flax_s2s.errors import FileFormatError
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
@@ -134,6 +137,18 @@ def _search(trained: TrainedModel, src_tokens: np.ndarray, beam_size: int, alpha
     return tuple(np.asarray(x) for x in outputs)
 
 
+def _check_search(beam_size: int, nbest: int, mbr_settings: mbr.MBRSettings | None) -> None:
+    """InputError naming the flag when the search asked for cannot give `nbest` hypotheses."""
+    if mbr_settings is not None and beam_size:
+        raise InputError(f"--beam={beam_size} with --mbr={mbr_settings.candidates}: choose one "
+                         "(--mbr_source=beam takes the N-best of a beam of width --mbr)")
+    most = mbr_settings.candidates if mbr_settings else max(beam_size, 1)
+    if not 1 <= nbest <= most:
+        raise InputError(f"--nbest={nbest}: must be between 1 and {most}, the hypotheses of "
+                         + (f"--mbr={most}" if mbr_settings else
+                            f"--beam={beam_size} (greedy decoding has one)"))
+
+
 def _hypothesis(tgt_vocab: Vocab, tokens: np.ndarray, length: int, score: float) -> Hypothesis:
     """A decoded row (tokens [max_len]) as a Hypothesis; an empty slot of the beam (score -inf)
     as one with no text and no tokens."""
@@ -154,17 +169,19 @@ def decode_hypotheses(
     strict: bool = False,
     sort: bool = True,
     progress: bool = False,
+    mbr_settings: mbr.MBRSettings | None = None,
 ) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of every input line, in input order ([] for a line that
     cannot be decoded). beam_size 0 decodes greedily (nbest must then be 1).
+
+    With `mbr_settings` (beam_size must be 0), the hypotheses are the MBR candidates ranked by
+    their mean utility against the others, which is their score (`flax_s2s.mbr`).
 
     Batches hold sources of similar length unless `sort` is False; the outputs are the same
     either way. `progress` shows a progress bar on stderr. Raises InputError when there are
     lines but none can be decoded (or, with `strict`, at the first line that cannot).
     """
-    if not 1 <= nbest <= max(beam_size, 1):
-        raise InputError(f"--nbest={nbest}: must be between 1 and --beam={beam_size} "
-                         "(greedy decoding has one hypothesis)")
+    _check_search(beam_size, nbest, mbr_settings)
     config, tgt_vocab = trained.config, trained.tgt_vocab
     encoded = encode_lines(lines, trained.src_vocab, config.max_src_len, warn, strict)
     batches = length_sorted_batches(encoded, batch_size, sort)
@@ -177,10 +194,22 @@ def decode_hypotheses(
     with bar:
         for chunk in batches:
             src_tokens = _source_batch(encoded, chunk, batch_size, config.max_src_len, pad)
-            tokens, lengths, scores = _search(trained, src_tokens, beam_size, alpha, min_len)
+            if mbr_settings is None:
+                tokens, lengths, scores = _search(trained, src_tokens, beam_size, alpha, min_len)
+                ranked = [(range(nbest), scores[row]) for row in range(len(chunk))]
+            else:
+                lines_of_rows = chunk + [0] * (batch_size - len(chunk))  # PAD rows: dropped
+                tokens, lengths, scores = mbr.candidates(
+                    trained.model, trained.variables, src_tokens, lines_of_rows,
+                    config.max_tgt_len, mbr_settings, alpha, min_len)
+                ranked = [(order[:nbest], utilities) for order, utilities in mbr.pick(
+                    tokens[: len(chunk)], scores[: len(chunk)], tgt_vocab, mbr_settings.utility)]
             for row, line_index in enumerate(chunk):
-                outputs[line_index] = [_hypothesis(tgt_vocab, tokens[row, k], lengths[row, k],
-                                                   scores[row, k]) for k in range(nbest)]
+                order, row_scores = ranked[row]
+                outputs[line_index] = [
+                    _hypothesis(tgt_vocab, tokens[row, k], lengths[row, k], row_scores[rank])
+                    for rank, k in enumerate(order)
+                ]
             bar.update(len(chunk))
     return outputs
 
@@ -266,7 +295,7 @@ def decode_file(
     workdir: str, input_path: str | None = None, beam_size: int = 0, alpha: float = 0.6,
     batch_size: int = 64, step: int | None = None, average: int = 1, strict: bool = False,
     nbest: int = 0, output_format: str = "text", min_len: int = 0, sort: bool = True,
-    progress: bool = False,
+    progress: bool = False, mbr_settings: mbr.MBRSettings | None = None,
 ) -> list[str]:
     """What the CLI prints, line by line (`format_outputs`): by default one output per line of
     `input_path` (default: stdin), in order. Raises WorkdirError or InputError with a message
@@ -275,9 +304,9 @@ def decode_file(
         raise InputError(f"--beam={beam_size}: must be >= 0 (0: greedy)")
     if batch_size <= 0:
         raise InputError(f"--batch_size={batch_size}: must be > 0")
-    if not 0 <= nbest <= max(beam_size, 1):
-        raise InputError(f"--nbest={nbest}: must be between 0 (the best output's text alone) "
-                         f"and --beam={beam_size} (greedy decoding has one hypothesis)")
+    if nbest < 0:
+        raise InputError(f"--nbest={nbest}: must be >= 0 (0: the best output's text alone)")
+    _check_search(beam_size, max(nbest, 1), mbr_settings)
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"--format={output_format!r}: must be one of {OUTPUT_FORMATS}")
     if min_len < 0:
@@ -292,7 +321,8 @@ def decode_file(
                          f"max_tgt_len={trained.config.max_tgt_len} (EOS included)")
     lines = read_lines(None) if lines is None else lines
     hypotheses = decode_hypotheses(trained, lines, beam_size, max(nbest, 1), alpha, min_len,
-                                   batch_size, strict=strict, sort=sort, progress=progress)
+                                   batch_size, strict=strict, sort=sort, progress=progress,
+                                   mbr_settings=mbr_settings)
     return format_outputs(hypotheses, nbest, output_format)
 
 
@@ -317,6 +347,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("min_len", 0, "The fewest output tokens before EOS.")
     flags.DEFINE_boolean("no_sort", False, "Batch lines in input order instead of by source "
                          "length (the outputs are the same; sorted batches decode faster).")
+    mbr.define_flags()
     flags.mark_flags_as_required(["workdir"])
 
 
@@ -329,8 +360,9 @@ def main(argv: Sequence[str]) -> None:
     try:
         outputs = decode_file(args.workdir, args.input, args.beam, args.alpha, args.batch_size,
                               args.step, args.average, args.strict, args.nbest, args.format,
-                              args.min_len, not args.no_sort, progress=sys.stderr.isatty())
-    except (WorkdirError, InputError, FileFormatError) as error:
+                              args.min_len, not args.no_sort, progress=sys.stderr.isatty(),
+                              mbr_settings=mbr.settings_from_flags(args))
+    except (WorkdirError, InputError, FileFormatError, ValueError) as error:
         raise SystemExit(f"decode: {error}") from None
     for output in outputs:
         print(output)

@@ -635,7 +635,7 @@ def test_nbest_lines_are_the_beam_hypotheses_in_input_order(seam_model):
                                      warn=lambda message: None)
     assert texts == [h[0].text if h else "" for h in greedy]
     assert all(len(h[0].tokens) >= 3 for h in greedy if h)
-    with pytest.raises(infer.InputError, match="--nbest=2: must be between 1 and --beam=0"):
+    with pytest.raises(infer.InputError, match="--nbest=2: must be between 1 and 1"):
         infer.decode_hypotheses(trained, CLI_LINES, 0, 2)
 
 

@@ -7,6 +7,10 @@ Three searches share one set of conventions, so their outputs compare directly:
   row at its EOS and fills the rest with its PAD.
 - Tokens after EOS are PAD; a length counts the tokens up to and including EOS. A sequence that
   reaches `max_len` without EOS ends there (truncated) and its length is `max_len`.
+- `min_len` (default 0) forbids EOS at positions before it: every output has at least `min_len`
+  tokens before its EOS (fairseq's convention), so its length is at least min_len + 1, or
+  `max_len` when it is truncated. EOS is masked after the softmax, not before: scores stay the
+  model's own log-probabilities, and a hypothesis scores the same with or without the constraint.
 - PAD and BOS are never emitted: their logits are masked before the softmax, so probabilities are
   renormalised over the tokens a decoder may produce (`output_log_probs`).
 - A greedy or sampled score is the sum of the emitted tokens' log-probabilities under the model
@@ -14,7 +18,7 @@ Three searches share one set of conventions, so their outputs compare directly:
   length penalty ((5 + length) / 6) ** alpha, which is the same number when alpha = 0.
 
 Each function is compiled once per (model, batch, src_len, max_len[, beam_size]) and reused:
-temperature, top_k, top_p and alpha are traced values, so changing them does not recompile, and
+temperature, top_k, top_p, alpha and min_len are traced values, so changing them does not recompile, and
 neither does passing an argument by keyword instead of by position (see `_compiled_once`).
 
 The functions never look inside a model. Beam search relies on one property of the seam: every
@@ -49,6 +53,15 @@ def output_log_probs(
     """log_softmax over the tokens a decoder may emit (PAD and BOS masked). [..., vocab]."""
     never = jnp.zeros(logits.shape[-1], bool).at[jnp.array(special_tokens.never_emitted)].set(True)
     return jax.nn.log_softmax(jnp.where(never, -jnp.inf, logits.astype(jnp.float32)))
+
+
+def forbid_early_eos(
+    log_probs: Array, position: Array | int, min_len: Array | int, eos: int
+) -> Array:
+    """log_probs [..., vocab] with EOS at -inf while position < min_len (min_len <= 0: unchanged).
+    Not renormalised: the other tokens keep the model's log-probabilities."""
+    early = jnp.asarray(position) < min_len
+    return log_probs.at[..., eos].set(jnp.where(early, -jnp.inf, log_probs[..., eos]))
 
 
 def sequence_lengths(tokens: Array, pad: int = DEFAULT_SPECIAL_TOKENS.pad) -> Array:
@@ -115,10 +128,12 @@ def _decode_one_per_step(
     src_tokens: Array,
     max_len: int,
     choose: Callable[[Array, Array], Array],
+    min_len: Array | int = 0,
 ) -> Decoded:
     """A `lax.while_loop` that stops once every row has emitted EOS or `max_len` tokens.
 
-    `choose(log_probs [batch, vocab], position)` picks the next tokens [batch].
+    `choose(log_probs [batch, vocab], position)` picks the next tokens [batch]; it sees EOS at
+    -inf before `min_len`. Scores add the chosen tokens' unmasked log-probabilities.
     """
     batch, specials = src_tokens.shape[0], model.special_tokens
     encoded = model.encode(variables, src_tokens)
@@ -140,7 +155,8 @@ def _decode_one_per_step(
         position, tokens, prev_tokens, finished, scores, cache = state
         logits, cache = model.step(variables, encoded, cache, prev_tokens, position)
         log_probs = output_log_probs(logits, specials)
-        next_tokens = choose(log_probs, position).astype(jnp.int32)
+        allowed = forbid_early_eos(log_probs, position, min_len, specials.eos)
+        next_tokens = choose(allowed, position).astype(jnp.int32)
         chosen = jnp.take_along_axis(log_probs, next_tokens[:, None], axis=-1)[:, 0]
         next_tokens = jnp.where(finished, specials.pad, next_tokens)
         scores = scores + jnp.where(finished, 0.0, chosen)
@@ -153,7 +169,9 @@ def _decode_one_per_step(
 
 
 @_compiled_once("model", "max_len")
-def greedy(model: Seq2Seq, variables: Any, src_tokens: Array, max_len: int) -> Decoded:
+def greedy(
+    model: Seq2Seq, variables: Any, src_tokens: Array, max_len: int, min_len: int = 0
+) -> Decoded:
     """Argmax decoding.
 
     Args:
@@ -161,12 +179,14 @@ def greedy(model: Seq2Seq, variables: Any, src_tokens: Array, max_len: int) -> D
       variables: the model's variable dict ({"params": ...}).
       src_tokens: [batch, src_len] int32, PAD-padded.
       max_len: the most tokens to emit per sequence (static), EOS included.
+      min_len: the fewest tokens before EOS (traced: changing it does not recompile).
 
     Returns:
       tokens [batch, max_len], lengths [batch], scores [batch] (sum of log-probabilities).
     """
     return _decode_one_per_step(
-        model, variables, src_tokens, max_len, lambda log_probs, _: jnp.argmax(log_probs, -1)
+        model, variables, src_tokens, max_len, lambda log_probs, _: jnp.argmax(log_probs, -1),
+        min_len,
     )
 
 
@@ -203,6 +223,7 @@ def sample(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    min_len: int = 0,
 ) -> Decoded:
     """Ancestral sampling with temperature, top-k and top-p (nucleus) truncation.
 
@@ -210,9 +231,12 @@ def sample(
       src_tokens: [batch, src_len] int32; max_len: static, as in `greedy`.
       rng: a PRNG key; step t draws with fold_in(rng, t), so a fixed key gives fixed outputs for
         a fixed batch (the draws of a row depend on the batch shape, not on the other rows).
+        Or one key per row ([batch] keys, e.g. from `jax.random.split`): row r then draws with
+        fold_in(rng[r], t), whatever its place in the batch.
       temperature: > 0 divides the log-probabilities; 0 means argmax (greedy).
       top_k: keep the k most likely tokens (0: all). top_p: nucleus mass in (0, 1] (1: all).
         See `sampling_logits`; top-k applies before top-p.
+      min_len: the fewest tokens before EOS; EOS is dropped before the truncations (traced).
 
     Returns:
       tokens [batch, max_len], lengths [batch], and scores [batch]: the sum of the emitted
@@ -222,10 +246,26 @@ def sample(
     def choose(log_probs, position):
         safe_temperature = jnp.where(temperature > 0, temperature, 1.0)
         logits = sampling_logits(log_probs, safe_temperature, top_k, top_p)
-        drawn = jax.random.categorical(jax.random.fold_in(rng, position), logits, axis=-1)
+        drawn = _draw(rng, position, logits)
         return jnp.where(temperature > 0, drawn, jnp.argmax(log_probs, -1))
 
-    return _decode_one_per_step(model, variables, src_tokens, max_len, choose)
+    return _decode_one_per_step(model, variables, src_tokens, max_len, choose, min_len)
+
+
+def _is_key_batch(rng: Array) -> bool:
+    """Whether `rng` holds one PRNG key per row: [batch] typed keys or [batch, 2] raw ones."""
+    typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+    return rng.ndim == (1 if typed else 2)
+
+
+def _draw(rng: Array, position: Array, logits: Array) -> Array:
+    """One token per row from logits [batch, vocab] at step `position`: with fold_in(rng,
+    position) for the whole batch, or fold_in(rng[r], position) for row r of a key batch."""
+    if _is_key_batch(rng):
+        return jax.vmap(
+            lambda key, row: jax.random.categorical(jax.random.fold_in(key, position), row)
+        )(rng, logits)
+    return jax.random.categorical(jax.random.fold_in(rng, position), logits, axis=-1)
 
 
 # --- beam search ---
@@ -278,6 +318,7 @@ def beam_search(
     beam_size: int,
     max_len: int,
     alpha: float = 0.6,
+    min_len: int = 0,
 ) -> Decoded:
     """Beam search with the GNMT length penalty, all inputs of a batch at once.
 
@@ -301,6 +342,8 @@ def beam_search(
       max_len: the most tokens per hypothesis, EOS included (static).
       alpha: length-penalty exponent; 0 ranks by log-probability alone, larger favours longer
         hypotheses (traced: changing it does not recompile).
+      min_len: the fewest tokens before EOS (traced). The early stop stays exact: forbidding
+        EOS only removes candidates, and the bound already covers every reachable length.
 
     Returns:
       tokens [batch, beam_size, max_len], lengths [batch, beam_size], scores [batch, beam_size],
@@ -337,6 +380,7 @@ def beam_search(
             variables, encoded, beams.cache, prev_tokens.reshape(-1), position
         )
         log_probs = output_log_probs(logits, specials).reshape(batch, beam_size, -1)
+        log_probs = forbid_early_eos(log_probs, position, min_len, specials.eos)
         vocab = log_probs.shape[-1]
         candidates = beams.live_log_probs[:, :, None] + log_probs  # [batch, beam, vocab]
 
@@ -379,12 +423,14 @@ def best_sequences(
     max_len: int,
     beam_size: int = 0,
     alpha: float = 0.6,
+    min_len: int = 0,
 ) -> Array:
     """The one output per input that free-running evaluation scores: greedy when beam_size is 0,
     else the best beam-search hypothesis. [batch, src_len] -> tokens [batch, max_len]."""
     if beam_size == 0:
-        return greedy(model, variables, src_tokens, max_len=max_len)[0]
+        return greedy(model, variables, src_tokens, max_len=max_len, min_len=min_len)[0]
     tokens, _, _ = beam_search(
-        model, variables, src_tokens, beam_size=beam_size, max_len=max_len, alpha=alpha
+        model, variables, src_tokens, beam_size=beam_size, max_len=max_len, alpha=alpha,
+        min_len=min_len,
     )
     return tokens[:, 0]

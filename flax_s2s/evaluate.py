@@ -3,6 +3,7 @@
     python -m flax_s2s.evaluate --workdir DIR --data FILE [--beam N] [--step S] [--average K]
     python -m flax_s2s.evaluate --workdir DIR --split validation [--beam N]
     python -m flax_s2s.evaluate --workdir DIR --ensemble DIR2 [--ensemble DIR3 ...] --data FILE
+    python -m flax_s2s.evaluate --workdir DIR --data FILE --mbr 16 [--mbr_utility edit] [--top_p 0.9]
 
 Loads the workdir's latest checkpoint (or `--step`; `--average K` takes the mean of the K kept
 checkpoints ending there), its config and its saved vocabularies, decodes every
@@ -10,7 +11,8 @@ distinct word of FILE (or of a split of the run's own task, e.g. the validation 
 of its training file) once and scores it against all the pronunciations listed for it: a word is
 right when the output equals any of them. With `--ensemble`, the models of all the workdirs decode
 together, their next-phone distributions averaged at every step (`flax_s2s.ensemble`); the data
-and config (lengths, batch, length penalty) come from `--workdir`.
+and config (lengths, batch, length penalty) come from `--workdir`. With `--mbr N`, each word's
+output is the minimum-Bayes-risk pick among N candidates (`flax_s2s.mbr`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from absl import app, flags, logging
 
-from flax_s2s import reference_eval
+from flax_s2s import mbr, reference_eval
 from flax_s2s.data import cmudict_g2p, pipeline, task_data
 from flax_s2s.ensemble import Ensemble
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
@@ -29,14 +31,19 @@ def evaluate_lexicon(
     workdir: str, data_path: str | None, beam_size: int = 0, batch_size: int = 0,
     split: str | None = None, step: int | None = None, average: int = 1,
     ensemble: tuple[str, ...] = (),
+    mbr_settings: mbr.MBRSettings | None = None,
 ) -> dict[str, Any]:
     """WER, PER (percent) and exact match (fraction) of the workdir's model on a lexicon file,
     or (`split`, with `data_path` None) on a split of the run's own task.
 
     `step` picks the checkpoint (default: the latest); `average` > 1 scores the mean of that many
     kept checkpoints ending at it. `beam_size` 0 decodes greedily. `ensemble` adds workdirs whose
-    models decode together with this one (each at its latest checkpoint, averaged like this one)."""
+    models decode together with this one (each at its latest checkpoint, averaged like this one).
+    `mbr_settings` decodes by MBR instead (beam_size must then be 0)."""
     reference_eval.check_beam_size(beam_size)
+    if mbr_settings is not None and beam_size:
+        raise ValueError(f"--beam={beam_size} with --mbr={mbr_settings.candidates}: choose one "
+                         "(--mbr_source=beam takes the N-best of a beam of width --mbr)")
     if ensemble and step is not None:
         raise ValueError("--step picks one run's checkpoint; ensemble members use their latest")
     trained = load_workdir(workdir, step, average)
@@ -50,11 +57,16 @@ def evaluate_lexicon(
         pairs = task_data.read_task_texts(config, data_dir, (split,))[split]
     grouped = pipeline.group_pairs(pairs, src_vocab, config.max_src_len,
                                    config.vocab.get("src_eos", False))
-    results = reference_eval.evaluate_references(
-        model, variables, grouped, tgt_vocab, ("wer", "per", "exact_match"),
-        batch_size or config.eval_batch_size, config.max_tgt_len, beam_size,
-        alpha=config.eval_length_alpha,  # the length penalty the run was configured with
-    )
+    names, batch_size = ("wer", "per", "exact_match"), batch_size or config.eval_batch_size
+    if mbr_settings is None:
+        results = reference_eval.evaluate_references(
+            model, variables, grouped, tgt_vocab, names, batch_size, config.max_tgt_len, beam_size,
+            alpha=config.eval_length_alpha,  # the length penalty the run was configured with
+        )
+    else:
+        tokens = mbr.mbr_decode(model, variables, grouped.src, tgt_vocab, config.max_tgt_len,
+                                mbr_settings, batch_size, config.eval_length_alpha)
+        results = reference_eval.score_outputs(tokens, grouped, tgt_vocab, names)
     return {"step": trained.step, "averaged_steps": trained.averaged_steps, "words": len(grouped),
             "member_steps": tuple(m.step for m in members), **results}
 
@@ -97,6 +109,7 @@ def define_flags() -> None:
         "(repeatable); each member uses its latest checkpoint, or the mean of its --average newest."
     )
     flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
+    mbr.define_flags()
     flags.mark_flags_as_required(["workdir"])
     flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
 
@@ -109,7 +122,8 @@ def main(argv):
     args = flags.FLAGS
     try:
         result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
-                                  args.step, args.average, tuple(args.ensemble))
+                                  args.step, args.average, tuple(args.ensemble),
+                                  mbr.settings_from_flags(args))
     except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
     source = args.data or f"split {args.split!r}"
@@ -120,7 +134,8 @@ def main(argv):
     members = (f", ensembled with {len(args.ensemble)} more workdir(s) (checkpoint steps "
                f"{member_steps})" if args.ensemble else "")
     print(f"{source}: {result['words']} words, {checkpoint}{members}, "
-          + ("greedy" if args.beam == 0 else f"beam {args.beam}"))
+          + (f"MBR over {args.mbr} {args.mbr_source} candidates ({args.mbr_utility})" if args.mbr
+             else "greedy" if args.beam == 0 else f"beam {args.beam}"))
     print(f"WER {result['wer']:.2f}%")
     print(f"PER {result['per']:.2f}%")
     print(f"exact match {100 * result['exact_match']:.2f}%")

@@ -3,10 +3,21 @@
 ```
 python -m flax_s2s.infer --workdir runs/addition [--beam 4] [--alpha 0.6] [--input FILE]
                          [--batch_size 64] [--step S] [--average K] [--strict]
+                         [--nbest N] [--format text|jsonl] [--min_len M] [--no_sort]
 ```
 Reads one source per line from FILE (default: stdin), prints one output per line in input order.
 The model, its config and its vocabularies all come from the workdir. Lines are decoded in padded
-batches of one fixed shape, so the decoder compiles once.
+batches of one fixed shape, so the decoder compiles once; the batches are formed from sources of
+similar length (longest first), which ends each batch's decoding loop sooner, and the outputs are
+put back in input order (`--no_sort`: batches in input order, the same outputs).
+
+`--nbest N` prints the N best beam hypotheses of every line, one per line as
+`index<TAB>score<TAB>text` (index: the input line, counted from 0; score: log p over the length
+penalty, with `--mbr` the mean utility); `--format jsonl` prints one JSON object per input line
+with its hypotheses' texts, tokens, lengths and scores. `--min_len M` forbids EOS before M output
+tokens. `--mbr N` decodes by minimum Bayes risk over N sampled candidates (or the beam's N-best,
+`--mbr_source=beam`), printing the one with the highest mean `--mbr_utility` against the others
+(`flax_s2s.mbr`).
 
 A line that cannot be decoded (not valid UTF-8, empty, or longer than the config's max_src_len)
 gets an empty output line and a message on stderr naming its number, so the outputs stay aligned
@@ -17,14 +28,17 @@ vocabulary are read as <unk> and counted on stderr.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
+import tqdm
 from absl import app, flags, logging
 
-from flax_s2s import decoding
+from flax_s2s import decoding, mbr
 from flax_s2s.data import pipeline
 from flax_s2s.data.vocab import SymbolVocab, Vocab, split_symbols
 from flax_s2s.errors import FileFormatError
@@ -82,6 +96,127 @@ def encode_lines(
     return encoded
 
 
+class Hypothesis(NamedTuple):
+    """One decoded output of a line."""
+
+    text: str
+    tokens: list[int]  # the output ids up to and including EOS
+    score: float  # greedy: log p; beam: log p / length penalty; -inf: no hypothesis
+
+
+def length_sorted_batches(encoded: Sequence[list[int] | None], batch_size: int,
+                          sort: bool = True) -> list[list[int]]:
+    """The indices of the decodable lines (not None), cut into batches of at most `batch_size`:
+    longest sources first when `sort` (stable: equal lengths keep input order), else in input
+    order. Outputs grow with their sources, so a batch of similar lengths stops decoding when
+    its few long rows would otherwise keep every short one waiting."""
+    rows = [i for i, ids in enumerate(encoded) if ids is not None]
+    if sort:
+        rows.sort(key=lambda i: -len(encoded[i]))
+    return [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+
+
+def _source_batch(encoded: Sequence[list[int] | None], chunk: list[int], batch_size: int,
+                  src_len: int, pad: int) -> np.ndarray:
+    """src_tokens [batch_size, src_len] of the lines `chunk`; PAD rows fill up the last batch,
+    so every batch has one shape and one compile serves all."""
+    src_tokens = np.full((batch_size, src_len), pad, np.int32)
+    for row, line_index in enumerate(chunk):
+        src_tokens[row, : len(encoded[line_index])] = encoded[line_index]
+    return src_tokens
+
+
+def _search(trained: TrainedModel, src_tokens: np.ndarray, beam_size: int, alpha: float,
+            min_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """tokens [batch, n, max_len], lengths [batch, n], scores [batch, n]: greedy's one
+    hypothesis (n = 1) when beam_size is 0, else the beam's, best first."""
+    max_len = trained.config.max_tgt_len
+    if beam_size == 0:
+        outputs = decoding.greedy(trained.model, trained.variables, src_tokens, max_len, min_len)
+        return tuple(np.asarray(x)[:, None] for x in outputs)
+    outputs = decoding.beam_search(trained.model, trained.variables, src_tokens, beam_size,
+                                   max_len, alpha, min_len)
+    return tuple(np.asarray(x) for x in outputs)
+
+
+def _check_search(beam_size: int, nbest: int, mbr_settings: mbr.MBRSettings | None) -> None:
+    """InputError naming the flag when the search asked for cannot give `nbest` hypotheses."""
+    if mbr_settings is not None and beam_size:
+        raise InputError(f"--beam={beam_size} with --mbr={mbr_settings.candidates}: choose one "
+                         "(--mbr_source=beam takes the N-best of a beam of width --mbr)")
+    most = mbr_settings.candidates if mbr_settings else max(beam_size, 1)
+    if not 1 <= nbest <= most:
+        raise InputError(f"--nbest={nbest}: must be between 1 and {most}, the hypotheses of "
+                         + (f"--mbr={most}" if mbr_settings else
+                            f"--beam={beam_size} (greedy decoding has one)"))
+
+
+def _hypothesis(tgt_vocab: Vocab, tokens: np.ndarray, length: int, score: float) -> Hypothesis:
+    """A decoded row (tokens [max_len]) as a Hypothesis; an empty slot of the beam (score -inf)
+    as one with no text and no tokens."""
+    if not np.isfinite(score):
+        return Hypothesis("", [], float("-inf"))
+    return Hypothesis(tgt_vocab.decode(tokens), tokens[:length].tolist(), float(score))
+
+
+def decode_hypotheses(
+    trained: TrainedModel,
+    lines: Sequence[Line],
+    beam_size: int = 0,
+    nbest: int = 1,
+    alpha: float = 0.6,
+    min_len: int = 0,
+    batch_size: int = 64,
+    warn=lambda message: print(message, file=sys.stderr),
+    strict: bool = False,
+    sort: bool = True,
+    progress: bool = False,
+    mbr_settings: mbr.MBRSettings | None = None,
+) -> list[list[Hypothesis]]:
+    """The `nbest` best hypotheses of every input line, in input order ([] for a line that
+    cannot be decoded). beam_size 0 decodes greedily (nbest must then be 1).
+
+    With `mbr_settings` (beam_size must be 0), the hypotheses are the MBR candidates ranked by
+    their mean utility against the others, which is their score (`flax_s2s.mbr`).
+
+    Batches hold sources of similar length unless `sort` is False; the outputs are the same
+    either way. `progress` shows a progress bar on stderr. Raises InputError when there are
+    lines but none can be decoded (or, with `strict`, at the first line that cannot).
+    """
+    _check_search(beam_size, nbest, mbr_settings)
+    config, tgt_vocab = trained.config, trained.tgt_vocab
+    encoded = encode_lines(lines, trained.src_vocab, config.max_src_len, warn, strict,
+                           config.vocab.get("src_eos", False))
+    batches = length_sorted_batches(encoded, batch_size, sort)
+    if lines and not batches:
+        raise InputError(f"none of the {len(lines)} input line(s) could be decoded")
+    outputs: list[list[Hypothesis]] = [[] for _ in lines]
+    pad = trained.src_vocab.special_tokens.pad
+    bar = tqdm.tqdm(total=sum(map(len, batches)), unit="line", file=sys.stderr,
+                    disable=not progress or len(batches) < 2)
+    with bar:
+        for chunk in batches:
+            src_tokens = _source_batch(encoded, chunk, batch_size, config.max_src_len, pad)
+            if mbr_settings is None:
+                tokens, lengths, scores = _search(trained, src_tokens, beam_size, alpha, min_len)
+                ranked = [(range(nbest), scores[row]) for row in range(len(chunk))]
+            else:
+                lines_of_rows = chunk + [0] * (batch_size - len(chunk))  # PAD rows: dropped
+                tokens, lengths, scores = mbr.candidates(
+                    trained.model, trained.variables, src_tokens, lines_of_rows,
+                    config.max_tgt_len, mbr_settings, alpha, min_len)
+                ranked = [(order[:nbest], utilities) for order, utilities in mbr.pick(
+                    tokens[: len(chunk)], scores[: len(chunk)], tgt_vocab, mbr_settings.utility)]
+            for row, line_index in enumerate(chunk):
+                order, row_scores = ranked[row]
+                outputs[line_index] = [
+                    _hypothesis(tgt_vocab, tokens[row, k], lengths[row, k], row_scores[rank])
+                    for rank, k in enumerate(order)
+                ]
+            bar.update(len(chunk))
+    return outputs
+
+
 def decode_lines(
     trained: TrainedModel,
     lines: Sequence[Line],
@@ -90,6 +225,8 @@ def decode_lines(
     batch_size: int = 64,
     warn=lambda message: print(message, file=sys.stderr),
     strict: bool = False,
+    min_len: int = 0,
+    sort: bool = True,
 ) -> list[str]:
     """One output text per input line, in order; "" for lines that cannot be decoded.
 
@@ -97,26 +234,43 @@ def decode_lines(
     InputError when there are lines but none can be decoded (or, with `strict`, at the first
     line that cannot).
     """
-    config = trained.config
-    encoded = encode_lines(lines, trained.src_vocab, config.max_src_len, warn, strict,
-                           config.vocab.get("src_eos", False))
-    rows = [i for i, ids in enumerate(encoded) if ids is not None]
-    if lines and not rows:
-        raise InputError(f"none of the {len(lines)} input line(s) could be decoded")
-    outputs = [""] * len(lines)
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        # Every batch has the same shape (PAD rows fill the last), so one compile serves all.
-        src_tokens = np.full((batch_size, config.max_src_len),
-                             trained.src_vocab.special_tokens.pad, np.int32)
-        for row, line_index in enumerate(chunk):
-            src_tokens[row, : len(encoded[line_index])] = encoded[line_index]
-        tokens = decoding.best_sequences(
-            trained.model, trained.variables, src_tokens, config.max_tgt_len, beam_size, alpha
-        )
-        for line_index, row_tokens in zip(chunk, np.asarray(tokens)[: len(chunk)], strict=True):
-            outputs[line_index] = trained.tgt_vocab.decode(row_tokens)
-    return outputs
+    hypotheses = decode_hypotheses(trained, lines, beam_size, 1, alpha, min_len, batch_size, warn,
+                                   strict, sort)
+    return [best[0].text if best else "" for best in hypotheses]
+
+
+def format_tsv(index: int, hypotheses: Sequence[Hypothesis], nbest: int) -> list[str]:
+    """`index<TAB>score<TAB>text` for each of the `nbest` hypotheses of input line `index`
+    (0-based); a line without hypotheses (it could not be decoded) gets `nbest` lines of score
+    -inf and empty text, so every input has its `nbest` lines."""
+    padded = list(hypotheses) + [Hypothesis("", [], float("-inf"))] * (nbest - len(hypotheses))
+    return [f"{index}\t{h.score:.4f}\t{h.text}" for h in padded[:nbest]]
+
+
+def format_jsonl(index: int, hypotheses: Sequence[Hypothesis]) -> str:
+    """One JSON object: the input line's `index` (0-based) and its hypotheses (text, tokens,
+    length, score), best first; those that scored -inf (no hypothesis found) are left out."""
+    found = [h for h in hypotheses if np.isfinite(h.score)]
+    return json.dumps({"index": index, "hypotheses": [
+        {"text": h.text, "tokens": h.tokens, "length": len(h.tokens), "score": h.score}
+        for h in found
+    ]}, ensure_ascii=False)
+
+
+def format_outputs(hypotheses: Sequence[Sequence[Hypothesis]], nbest: int = 0,
+                   output_format: str = "text") -> list[str]:
+    """What the CLI prints, line by line. nbest 0 with format "text": the best output's text per
+    input line ("" for a bad line); nbest >= 1: `format_tsv`; format "jsonl": `format_jsonl`."""
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"--format={output_format!r}: must be one of {OUTPUT_FORMATS}")
+    if output_format == "jsonl":
+        return [format_jsonl(i, h) for i, h in enumerate(hypotheses)]
+    if nbest == 0:
+        return [h[0].text if h else "" for h in hypotheses]
+    return [row for i, h in enumerate(hypotheses) for row in format_tsv(i, h, nbest)]
+
+
+OUTPUT_FORMATS = ("text", "jsonl")
 
 
 def read_lines(path: str | None) -> list[Line]:
@@ -143,20 +297,36 @@ def read_lines(path: str | None) -> list[Line]:
 def decode_file(
     workdir: str, input_path: str | None = None, beam_size: int = 0, alpha: float = 0.6,
     batch_size: int = 64, step: int | None = None, average: int = 1, strict: bool = False,
+    nbest: int = 0, output_format: str = "text", min_len: int = 0, sort: bool = True,
+    progress: bool = False, mbr_settings: mbr.MBRSettings | None = None,
 ) -> list[str]:
-    """What the CLI prints: one output per line of `input_path` (default: stdin), in order.
-    Raises WorkdirError or InputError with a message naming the problem."""
+    """What the CLI prints, line by line (`format_outputs`): by default one output per line of
+    `input_path` (default: stdin), in order. Raises WorkdirError or InputError with a message
+    naming the problem."""
     if beam_size < 0:
         raise InputError(f"--beam={beam_size}: must be >= 0 (0: greedy)")
     if batch_size <= 0:
         raise InputError(f"--batch_size={batch_size}: must be > 0")
+    if nbest < 0:
+        raise InputError(f"--nbest={nbest}: must be >= 0 (0: the best output's text alone)")
+    _check_search(beam_size, max(nbest, 1), mbr_settings)
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"--format={output_format!r}: must be one of {OUTPUT_FORMATS}")
+    if min_len < 0:
+        raise InputError(f"--min_len={min_len}: must be >= 0")
     if not os.path.isdir(workdir):
         raise WorkdirError(f"--workdir {workdir!r} does not exist")
     # A file is read first, to fail fast; stdin only once the model is known to load.
     lines = None if input_path is None else read_lines(input_path)
     trained = load_workdir(workdir, step, average)
+    if min_len >= trained.config.max_tgt_len:
+        raise InputError(f"--min_len={min_len}: must be below the model's "
+                         f"max_tgt_len={trained.config.max_tgt_len} (EOS included)")
     lines = read_lines(None) if lines is None else lines
-    return decode_lines(trained, lines, beam_size, alpha, batch_size, strict=strict)
+    hypotheses = decode_hypotheses(trained, lines, beam_size, max(nbest, 1), alpha, min_len,
+                                   batch_size, strict=strict, sort=sort, progress=progress,
+                                   mbr_settings=mbr_settings)
+    return format_outputs(hypotheses, nbest, output_format)
 
 
 def define_flags() -> None:
@@ -173,6 +343,14 @@ def define_flags() -> None:
                          "checkpoints, ending at --step.")
     flags.DEFINE_boolean("strict", False, "Fail at the first line that cannot be decoded (not "
                          "UTF-8, empty, too long) instead of printing an empty line for it.")
+    flags.DEFINE_integer("nbest", 0, "Print the N best hypotheses of each line, one per line as "
+                         "index<TAB>score<TAB>text (index: input line from 0); 0: the best text only.")
+    flags.DEFINE_enum("format", "text", list(OUTPUT_FORMATS), "text, or jsonl: one JSON object "
+                      "per input line with its hypotheses' texts, tokens, lengths and scores.")
+    flags.DEFINE_integer("min_len", 0, "The fewest output tokens before EOS.")
+    flags.DEFINE_boolean("no_sort", False, "Batch lines in input order instead of by source "
+                         "length (the outputs are the same; sorted batches decode faster).")
+    mbr.define_flags()
     flags.mark_flags_as_required(["workdir"])
 
 
@@ -184,8 +362,10 @@ def main(argv: Sequence[str]) -> None:
     args = flags.FLAGS
     try:
         outputs = decode_file(args.workdir, args.input, args.beam, args.alpha, args.batch_size,
-                              args.step, args.average, args.strict)
-    except (WorkdirError, InputError, FileFormatError) as error:
+                              args.step, args.average, args.strict, args.nbest, args.format,
+                              args.min_len, not args.no_sort, progress=sys.stderr.isatty(),
+                              mbr_settings=mbr.settings_from_flags(args))
+    except (WorkdirError, InputError, FileFormatError, ValueError) as error:
         raise SystemExit(f"decode: {error}") from None
     for output in outputs:
         print(output)

@@ -2,6 +2,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from flax_s2s.data.vocab import BOS, EOS, PAD, SymbolVocab
 from flax_s2s.errors import FileFormatError
 from flax_s2s.models import build_model, decoder_inputs
 from flax_s2s.special_tokens import SpecialTokens
-from flax_s2s.workdirs import WorkdirError, load_workdir
+from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 
 VOCAB, MAX_LEN = 9, 6
 
@@ -37,7 +38,7 @@ def random_model():
     return model, {"params": params}, src
 
 
-def _python_loop_greedy(model, variables, src, max_len):
+def _python_loop_greedy(model, variables, src, max_len, min_len=0):
     encoded = model.encode(variables, src)
     cache = model.init_cache(variables, encoded, max_len)
     prev = jnp.full((src.shape[0],), BOS)
@@ -47,6 +48,8 @@ def _python_loop_greedy(model, variables, src, max_len):
         logits, cache = model.step(variables, encoded, cache, prev, position)
         logits = np.asarray(logits).copy()
         logits[:, [PAD, BOS]] = -np.inf  # never emitted
+        if position < min_len:
+            logits[:, EOS] = -np.inf
         prev = jnp.argmax(logits, -1)
         for b, token in enumerate(np.asarray(prev).tolist()):
             rows[b].append(PAD if finished[b] else token)
@@ -62,6 +65,19 @@ def test_greedy_while_loop_equals_python_loop_over_step(random_model):
     assert np.asarray(lengths).tolist() == [int((row != PAD).sum()) for row in expected]
     assert len(set(np.asarray(lengths).tolist())) == 3, "the case should mix early, late, no EOS"
     assert np.all(np.asarray(scores) <= 0)
+
+
+@pytest.mark.parametrize("min_len", [2, 5])
+def test_greedy_with_min_len_equals_python_loop_without_early_eos(random_model, min_len):
+    model, variables, src = random_model
+    tokens, lengths, _ = jax.device_get(
+        decoding.greedy(model, variables, src, max_len=MAX_LEN, min_len=min_len)
+    )
+    np.testing.assert_array_equal(tokens, _python_loop_greedy(model, variables, src, MAX_LEN,
+                                                              min_len))
+    assert (lengths >= min(min_len + 1, MAX_LEN)).all()
+    _, free_lengths, _ = decoding.greedy(model, variables, src, max_len=MAX_LEN)
+    assert (np.asarray(free_lengths) <= min_len).any(), "the case should have short outputs"
 
 
 def test_greedy_score_is_sum_of_chosen_log_probs(random_model):
@@ -163,16 +179,17 @@ def _all_hypotheses(vocab, max_len):
     yield from itertools.product(words, repeat=max_len)
 
 
-def _reference_beam_search(next_log_probs, vocab, beam_size, max_len, alpha):
+def _reference_beam_search(next_log_probs, vocab, beam_size, max_len, alpha, min_len=0):
     """Plain beam search, run to max_len without early stopping: each step keeps the beam_size
     best candidates; those ending in EOS (or all, at max_len) finish, and the beam_size best
-    not ending in EOS stay live. `next_log_probs(prefix)` gives log-probs [vocab].
-    Returns [(hypothesis, score)], best first."""
+    not ending in EOS stay live; EOS is no candidate before position min_len.
+    `next_log_probs(prefix)` gives log-probs [vocab]. Returns [(hypothesis, score)], best first."""
     live, finished = [((), 0.0)], []
     for position in range(max_len):
+        tokens = [t for t in _emittable(vocab) if t != EOS or position >= min_len]
         candidates = sorted(
             ((prefix + (token,), log_prob + next_log_probs(prefix)[token])
-             for prefix, log_prob in live for token in _emittable(vocab)),
+             for prefix, log_prob in live for token in tokens),
             key=lambda c: -c[1],
         )
         for hypothesis, log_prob in candidates[:beam_size]:
@@ -249,16 +266,24 @@ def test_beam_cache_read_in_place_gives_the_logits_of_a_cache_gathered_by_beam(s
         gathered = jax.tree.map(lambda leaf, rows=rows: leaf[rows], gathered)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def _content_length(hypothesis):
+    """Tokens before EOS."""
+    return len(hypothesis) - (hypothesis[-1] == EOS)
+
+
+@pytest.mark.parametrize("alpha, min_len", [(0.0, 0), (0.6, 0), (0.6, 2)])
 def test_exhaustive_beam_finds_every_hypothesis_in_brute_force_order(
-    seam_model, prefix_tables, alpha
+    seam_model, prefix_tables, alpha, min_len
 ):
+    """With min_len, the brute force keeps the outputs of at least min_len tokens before EOS,
+    scored by the unconstrained model's teacher-forced log-probabilities."""
     model, variables = seam_model
     beam_size = 5**SEARCH_LEN  # more than the 341 hypotheses over 5 emittable tokens
     tokens, lengths, scores = jax.device_get(decoding.beam_search(
-        model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha
+        model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha,
+        min_len=min_len,
     ))
-    hypotheses = list(_all_hypotheses(TGT_VOCAB, SEARCH_LEN))
+    hypotheses = [h for h in _all_hypotheses(TGT_VOCAB, SEARCH_LEN) if _content_length(h) >= min_len]
     for b, table in enumerate(prefix_tables):
         expected = sorted((_score(table, h, alpha) for h in hypotheses), reverse=True)
         found = np.isfinite(scores[b])
@@ -268,6 +293,29 @@ def test_exhaustive_beam_finds_every_hypothesis_in_brute_force_order(
         assert returned == set(hypotheses)
         best = _hypothesis(tokens[b, 0], lengths[b, 0])
         assert best == max(hypotheses, key=lambda h: _score(table, h, alpha))
+
+
+@pytest.mark.parametrize("beam_size", [2, 3])
+def test_beam_search_with_min_len_equals_reference_beam_search(seam_model, prefix_tables, beam_size):
+    model, variables = seam_model
+    min_len, alpha = 3, 0.6
+    tokens, lengths, scores = jax.device_get(decoding.beam_search(
+        model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha,
+        min_len=min_len,
+    ))
+    unconstrained = jax.device_get(decoding.beam_search(
+        model, variables, SRC, beam_size=beam_size, max_len=SEARCH_LEN, alpha=alpha
+    ))
+    assert (unconstrained[1][:REAL_ROWS] <= min_len).any(), "the case should have short outputs"
+    for b, table in enumerate(prefix_tables):
+        expected = _reference_beam_search(table.get, TGT_VOCAB, beam_size, SEARCH_LEN, alpha,
+                                          min_len)
+        np.testing.assert_allclose(scores[b], [s for _, s in expected], rtol=1e-4, atol=1e-4)
+        for k in range(beam_size):
+            hypothesis = _hypothesis(tokens[b, k], lengths[b, k])
+            assert _content_length(hypothesis) >= min_len
+            np.testing.assert_allclose(scores[b, k], _score(table, hypothesis, alpha), rtol=1e-4,
+                                       atol=1e-4)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
@@ -474,6 +522,31 @@ def test_second_call_with_new_values_does_not_recompile(seam_model):
     assert compiles
 
 
+def test_min_len_is_traced_and_no_output_ends_before_it(seam_model):
+    """min_len 0 gives the unconstrained outputs; other values give no output shorter than
+    min_len tokens before EOS, and none of them compiles anew."""
+    model, variables = seam_model
+    key = jax.random.PRNGKey(5)
+    searches = {
+        "greedy": functools.partial(decoding.greedy, max_len=SEARCH_LEN),
+        "sample": functools.partial(decoding.sample, max_len=SEARCH_LEN, rng=key, temperature=2.0),
+        "beam_search": functools.partial(decoding.beam_search, beam_size=3, max_len=SEARCH_LEN),
+    }
+    for name, search in searches.items():
+        unconstrained = jax.device_get(search(model, variables, SRC))
+        jitted = getattr(decoding, name).jitted
+        cache_size = jitted._cache_size()
+        with _count_compiles() as compiles:
+            jax.tree.map(np.testing.assert_array_equal, unconstrained,
+                         jax.device_get(search(model, variables, SRC, min_len=0)))
+            for min_len in (1, 3):
+                tokens, lengths, scores = jax.device_get(search(model, variables, SRC, min_len=min_len))
+                ended = (tokens == EOS).any(-1)
+                assert (np.where(ended, lengths, SEARCH_LEN) >= min_len + ended).all(), name
+                assert np.isfinite(scores).all()
+        assert compiles == [] and jitted._cache_size() == cache_size, name
+
+
 # --- beam search in training's evaluation ---
 
 
@@ -506,6 +579,64 @@ def test_negative_eval_beam_size_is_refused_naming_the_key():
 
 
 # --- the decode CLI ---
+
+# Lines over the seam model's source vocabulary (5 symbols after the specials), of mixed lengths;
+# one is empty and one too long: they keep their place with no hypothesis.
+CLI_LINES = ["abc", "d", "eeee", "", "ab", "edcb", "abcdea", "c", "dd", "bca"]
+
+
+def _seam_trained(seam_model):
+    """The seam model as a loaded workdir, with lengths that reuse its compiled searches."""
+    model, variables = seam_model
+    config = default.get_config()
+    config.max_src_len, config.max_tgt_len = SRC.shape[1], SEARCH_LEN
+    return TrainedModel(config, model, variables, SymbolVocab(list("abcde")),
+                        SymbolVocab(list("xyz")), step=0, averaged_steps=(0,))
+
+
+def test_nbest_lines_are_the_beam_hypotheses_in_input_order(seam_model):
+    trained = _seam_trained(seam_model)
+    batch, beam = len(SRC), 3
+    decode = functools.partial(infer.decode_hypotheses, trained, CLI_LINES, beam, beam,
+                               batch_size=batch, warn=lambda message: None)
+    by_length, in_order = decode(), decode(sort=False)
+    assert infer.length_sorted_batches(infer.encode_lines(CLI_LINES, trained.src_vocab, 4, print),
+                                       batch)[0] == [2, 5, 0, 9], "longest first, ties in order"
+    for line, sorted_hypotheses, unsorted in zip(CLI_LINES, by_length, in_order, strict=True):
+        if not line or len(line) > SRC.shape[1]:
+            assert sorted_hypotheses == unsorted == []
+            continue
+        # The reference: the line alone (batch row 0) through the library.
+        src = np.zeros_like(SRC)
+        src[0, : len(line)] = trained.src_vocab.encode(line, add_eos=False)
+        tokens, lengths, scores = jax.device_get(decoding.beam_search(
+            trained.model, trained.variables, src, beam, SEARCH_LEN, 0.6
+        ))
+        for k, (got, other) in enumerate(zip(sorted_hypotheses, unsorted, strict=True)):
+            assert got.tokens == other.tokens == tokens[0, k, : lengths[0, k]].tolist()
+            assert got.text == trained.tgt_vocab.decode(tokens[0, k])
+            np.testing.assert_allclose([got.score, other.score], scores[0, k], rtol=1e-5)
+
+    rows = infer.format_outputs(by_length, nbest=2)
+    assert len(rows) == 2 * len(CLI_LINES)
+    for row, (index, k) in zip(rows, itertools.product(range(len(CLI_LINES)), range(2)), strict=True):
+        hypotheses = by_length[index]
+        expected = (f"{index}\t{hypotheses[k].score:.4f}\t{hypotheses[k].text}" if hypotheses
+                    else f"{index}\t-inf\t")
+        assert row == expected
+    objects = [json.loads(row) for row in infer.format_outputs(by_length, output_format="jsonl")]
+    assert [o["index"] for o in objects] == list(range(len(CLI_LINES)))
+    for o, hypotheses in zip(objects, by_length, strict=True):
+        assert [(h["tokens"], h["length"], h["score"]) for h in o["hypotheses"]] == [
+            (h.tokens, len(h.tokens), h.score) for h in hypotheses]
+    texts = infer.decode_lines(trained, CLI_LINES, 0, batch_size=batch, min_len=2,
+                               warn=lambda message: None)
+    greedy = infer.decode_hypotheses(trained, CLI_LINES, min_len=2, batch_size=batch,
+                                     warn=lambda message: None)
+    assert texts == [h[0].text if h else "" for h in greedy]
+    assert all(len(h[0].tokens) >= 3 for h in greedy if h)
+    with pytest.raises(infer.InputError, match="--nbest=2: must be between 1 and 1"):
+        infer.decode_hypotheses(trained, CLI_LINES, 0, 2)
 
 
 def test_decode_explains_a_workdir_without_checkpoint(tmp_path):
@@ -574,9 +705,9 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     for row, i in enumerate(decodable):
         ids = trained.src_vocab.encode(lines[i].strip(), add_eos=False)
         src[row, : len(ids)] = ids
-    tokens, _, _ = decoding.beam_search(
+    tokens, _, scores = jax.device_get(decoding.beam_search(
         trained.model, trained.variables, src, beam_size=2, max_len=config.max_tgt_len, alpha=0.6
-    )
+    ))
     expected = [""] * len(lines)
     for row, i in enumerate(decodable):
         expected[i] = trained.tgt_vocab.decode(np.asarray(tokens[row, 0]))
@@ -586,6 +717,24 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     assert "line 4: 1 symbol(s) outside the source vocabulary read as <unk>: 'x'" in result.stderr
     assert "line 5: 15 source symbols exceed the model's max_src_len=13" in result.stderr
     assert "line 9: not valid UTF-8 (byte 0xff at offset 2" in result.stderr
+    # Batches in input order print what the length-sorted ones did.
+    assert infer.decode_file(workdir, str(input_file), beam_size=2, batch_size=3,
+                             sort=False) == expected
+
+    # The two best hypotheses of every line, with their scores, and a bad line's empty ones.
+    nbest = subprocess.run(
+        [sys.executable, "-m", "flax_s2s.infer", f"--workdir={workdir}", "--beam=2", "--nbest=2",
+         f"--input={input_file}", "--batch_size=3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert nbest.returncode == 0, nbest.stderr[-3000:]
+    rows = [row.split("\t") for row in nbest.stdout.splitlines()]
+    assert [(int(index), text) for index, _, text in rows] == [
+        (i, trained.tgt_vocab.decode(np.asarray(tokens[decodable.index(i), k]))
+         if i in decodable else "") for i in range(len(lines)) for k in range(2)]
+    got_scores = np.array([float(score) for _, score, _ in rows]).reshape(len(lines), 2)
+    np.testing.assert_allclose(got_scores[decodable], scores, atol=1e-4)
+    assert np.isneginf(got_scores[[2, 4, 8]]).all()
     with pytest.raises(infer.InputError, match=r"line 3: empty input \(--strict\)"):
         infer.decode_file(workdir, str(input_file), strict=True)
     with pytest.raises(infer.InputError, match="none of the 2 input line"):

@@ -51,10 +51,14 @@ class Checkpointer:
                     keep_checkpoints_without_metrics=False,
                 )
             )
+        # best_fn (with keep_best) makes orbax write each checkpoint's metric and read it back
+        # when a resumed run reopens the directory; without it the metrics of the checkpoints
+        # saved before are unknown, and BestN would delete those checkpoints at the next save.
+        best = {"best_fn": lambda metrics: metrics["metric"], "best_mode": best_mode} if keep_best else {}
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                create=True, preservation_policy=policies.AnyPreservationPolicy(keep)
+                create=True, preservation_policy=policies.AnyPreservationPolicy(keep), **best
             ),
         )
 

@@ -28,20 +28,22 @@ from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 def evaluate_lexicon(
     workdir: str, data_path: str | None, beam_size: int = 0, batch_size: int = 0,
     split: str | None = None, step: int | None = None, average: int = 1,
-    ensemble: tuple[str, ...] = (),
+    ensemble: tuple[str, ...] = (), raw_weights: bool = False,
 ) -> dict[str, Any]:
     """WER, PER (percent) and exact match (fraction) of the workdir's model on a lexicon file,
     or (`split`, with `data_path` None) on a split of the run's own task.
 
     `step` picks the checkpoint (default: the latest); `average` > 1 scores the mean of that many
     kept checkpoints ending at it. `beam_size` 0 decodes greedily. `ensemble` adds workdirs whose
-    models decode together with this one (each at its latest checkpoint, averaged like this one)."""
+    models decode together with this one (each at its latest checkpoint, averaged like this one).
+    Runs that kept a moving average of their parameters are scored with it, unless
+    `raw_weights`."""
     reference_eval.check_beam_size(beam_size)
     if ensemble and step is not None:
         raise ValueError("--step picks one run's checkpoint; ensemble members use their latest")
-    trained = load_workdir(workdir, step, average)
+    trained = load_workdir(workdir, step, average, raw_weights)
     config, src_vocab, tgt_vocab = trained.config, trained.src_vocab, trained.tgt_vocab
-    members = _load_members(trained, ensemble, average)
+    members = _load_members(trained, ensemble, average, raw_weights)
     model, variables = _decoder(trained, members)
     if split is None:
         pairs = cmudict_g2p.read_lexicon(data_path)
@@ -58,12 +60,14 @@ def evaluate_lexicon(
             "member_steps": tuple(m.step for m in members), **results}
 
 
-def _load_members(trained: TrainedModel, workdirs: tuple[str, ...], average: int) -> list[TrainedModel]:
+def _load_members(
+    trained: TrainedModel, workdirs: tuple[str, ...], average: int, raw_weights: bool = False
+) -> list[TrainedModel]:
     """The models of `workdirs` that decode together with `trained`; they must read and write the
     same symbols."""
     members = []
     for workdir in workdirs:
-        member = load_workdir(workdir, None, average)
+        member = load_workdir(workdir, None, average, raw_weights)
         for side in ("src_vocab", "tgt_vocab"):
             if getattr(member, side) != getattr(trained, side):
                 raise WorkdirError(f"--ensemble {workdir}: its {side} differs from the first "
@@ -96,6 +100,8 @@ def define_flags() -> None:
         "(repeatable); each member uses its latest checkpoint, or the mean of its --average newest."
     )
     flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
+    flags.DEFINE_boolean("raw_weights", False, "Score the trained parameters, not their moving "
+                         "average where the run kept one (config.ema_decay > 0).")
     flags.mark_flags_as_required(["workdir"])
     flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
 
@@ -108,7 +114,8 @@ def main(argv):
     args = flags.FLAGS
     try:
         result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
-                                  args.step, args.average, tuple(args.ensemble))
+                                  args.step, args.average, tuple(args.ensemble),
+                                  args.raw_weights)
     except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
     source = args.data or f"split {args.split!r}"

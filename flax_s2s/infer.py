@@ -140,6 +140,7 @@ def read_lines(path: str | None) -> list[Line]:
 def decode_file(
     workdir: str, input_path: str | None = None, beam_size: int = 0, alpha: float = 0.6,
     batch_size: int = 64, step: int | None = None, average: int = 1, strict: bool = False,
+    raw_weights: bool = False,
 ) -> list[str]:
     """What the CLI prints: one output per line of `input_path` (default: stdin), in order.
     Raises WorkdirError or InputError with a message naming the problem."""
@@ -151,7 +152,7 @@ def decode_file(
         raise WorkdirError(f"--workdir {workdir!r} does not exist")
     # A file is read first, to fail fast; stdin only once the model is known to load.
     lines = None if input_path is None else read_lines(input_path)
-    trained = load_workdir(workdir, step, average)
+    trained = load_workdir(workdir, step, average, raw_weights)
     lines = read_lines(None) if lines is None else lines
     return decode_lines(trained, lines, beam_size, alpha, batch_size, strict=strict)
 
@@ -168,6 +169,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("step", None, "Checkpoint step to decode with (default: the newest).")
     flags.DEFINE_integer("average", 1, "Decode with the mean variables of this many kept "
                          "checkpoints, ending at --step.")
+    flags.DEFINE_boolean("raw_weights", False, "Decode with the trained parameters, not their "
+                         "moving average where the run kept one (config.ema_decay > 0).")
     flags.DEFINE_boolean("strict", False, "Fail at the first line that cannot be decoded (not "
                          "UTF-8, empty, too long) instead of printing an empty line for it.")
     flags.mark_flags_as_required(["workdir"])
@@ -181,7 +184,7 @@ def main(argv: Sequence[str]) -> None:
     args = flags.FLAGS
     try:
         outputs = decode_file(args.workdir, args.input, args.beam, args.alpha, args.batch_size,
-                              args.step, args.average, args.strict)
+                              args.step, args.average, args.strict, args.raw_weights)
     except (WorkdirError, InputError, FileFormatError) as error:
         raise SystemExit(f"decode: {error}") from None
     for output in outputs:

@@ -181,7 +181,7 @@ def make_train_step(
     `ema_params` (see `create_train_state(..., ema=True)`) moves towards the new parameters.
     """
     forcing = forcing or TeacherForcing.from_config(config.teacher_forcing)
-    batch_sums = _batch_sums(model, forcing, config)
+    batch_sums = make_batch_sums(model, forcing, config)
 
     def loss_fn(params, batch_stats, batch, rng, step):
         loss_sum, (counts, batch_stats) = batch_sums(params, batch_stats, batch, rng, step)
@@ -226,7 +226,7 @@ def make_train_step(
     return train_step
 
 
-def _batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collections.ConfigDict):
+def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collections.ConfigDict):
     """(params, batch_stats, batch, rng, step, mask=None) -> (loss_sum, (counts, batch_stats)):
     the token-summed loss of a batch or microbatch, and its sums: `tokens` (non-pad targets),
     `correct` and, under scheduled sampling, `gold_by_position` / `tokens_by_position`

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 import warnings
@@ -20,6 +21,17 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 BEST_MODES = ("max", "min")  # whether a higher or a lower metric is better for `keep_best`
+
+
+class _WithoutMetricNotice(logging.Filter):
+    """Drops orbax's warning that a checkpoint was saved without a metric: with keep_best, the
+    checkpoints between evals have none by design (they are kept as newest, not as best)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_WithoutMetricNotice())  # orbax logs through absl
 
 
 class Checkpointer:

@@ -124,6 +124,22 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 1e-4
     config.optimizer.grad_clip_norm = 1.0
     config.label_smoothing = 0.0
+    # Gradient accumulation: each train step splits its batch into this many microbatches, scanned
+    # one after another inside the step (memory of one microbatch's activations). The loss and the
+    # gradient are still the whole batch's: token sums divided once by the batch's target tokens.
+    # The teacher-forcing mask is the whole batch's (each microbatch reads its rows), so a run
+    # with 4 equals one with 1 to float rounding; dropout and sampled own tokens draw per
+    # microbatch. BatchNorm normalises by each microbatch's statistics and moves its running
+    # averages once a step, by the mean of the microbatches'. batch_size / (mesh data axis)
+    # must be divisible by it. May change on resume. 1: one pass over the whole batch.
+    config.grad_accum_steps = 1
+    # An exponential moving average of the parameters, kept in the train state and checkpoints:
+    # after each step, average = ema_decay * average + (1 - ema_decay) * params, starting at the
+    # initial parameters. Evals, decoding and evaluate read the average (decode / evaluate:
+    # --raw_weights reads the trained parameters; a warm start always takes those). 0.0: off. A
+    # resume keeps the saved run's value (the state depends on it).
+    config.ema_decay = 0.0
+    config.eval_with_ema = True  # periodic and final evals use the average, when there is one
     # Warm start: a fresh run (no checkpoint in its workdir yet) starts from the parameters (and
     # BatchNorm statistics) of another workdir's newest readable checkpoint, or of checkpoint
     # `init_from_step` (-1: newest), with a fresh optimizer at step 0 and that workdir's
@@ -200,6 +216,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.keep_best = 0
     config.best_metric = "validation/exact_match"
     config.best_mode = "max"
+    # Early stopping on best_metric: after `patience` periodic evals in a row without an
+    # improvement of at least `min_delta` (in best_mode's direction), the run saves a checkpoint
+    # and stops; its final evaluation is that of the best kept checkpoint (needs keep_best >= 1).
+    # The eval history is saved with each checkpoint, so a resumed run stops where an uninterrupted
+    # one would; both fields may change on resume. patience 0: off.
+    config.early_stopping = ml_collections.ConfigDict()
+    config.early_stopping.patience = 0
+    config.early_stopping.min_delta = 0.0
 
     # --- devices (see flax_s2s/sharding.py) ---
     # The device mesh (data, model): the batch is split over `data`, vocabulary, attention heads

@@ -7,7 +7,9 @@ saving leaves the previous checkpoints intact.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import pathlib
 import warnings
@@ -21,8 +23,20 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 BEST_MODES = ("max", "min")  # whether a higher or a lower metric is better for `keep_best`
 
 
+class _WithoutMetricNotice(logging.Filter):
+    """Drops orbax's warning that a checkpoint was saved without a metric: with keep_best, the
+    checkpoints between evals have none by design (they are kept as newest, not as best)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_WithoutMetricNotice())  # orbax logs through absl
+
+
 class Checkpointer:
-    """`WORKDIR/checkpoints/<step>/{state, data, config}`.
+    """`WORKDIR/checkpoints/<step>/{state, data, config}`, and any JSON `extras` (e.g. the
+    eval history early stopping counts on).
 
     Keeps the newest `max_to_keep` checkpoints and, when `keep_best` > 0, also the `keep_best`
     best by the metric passed to `save(..., metric=...)` (higher is better when `best_mode` is
@@ -49,10 +63,14 @@ class Checkpointer:
                     keep_checkpoints_without_metrics=False,
                 )
             )
+        # best_fn (with keep_best) makes orbax write each checkpoint's metric and read it back
+        # when a resumed run reopens the directory; without it the metrics of the checkpoints
+        # saved before are unknown, and BestN would delete those checkpoints at the next save.
+        best = {"best_fn": lambda metrics: metrics["metric"], "best_mode": best_mode} if keep_best else {}
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                create=True, preservation_policy=policies.AnyPreservationPolicy(keep)
+                create=True, preservation_policy=policies.AnyPreservationPolicy(keep), **best
             ),
         )
 
@@ -67,12 +85,15 @@ class Checkpointer:
         config: dict,
         force: bool = False,
         metric: float | None = None,
+        extras: dict[str, dict] | None = None,
     ) -> bool:
         """Writes checkpoint `step` and waits until it is committed; returns whether it was
-        written (False when `step` is already saved). `metric` ranks it for `keep_best`."""
+        written (False when `step` is already saved). `metric` ranks it for `keep_best`.
+        `extras`: {name: JSON-able dict}, each saved as item `name` (`restore_extra` reads it)."""
         args = {
             "state": ocp.args.StandardSave(state),
             "config": ocp.args.JsonSave(config),
+            **{name: ocp.args.JsonSave(value) for name, value in (extras or {}).items()},
         }
         if data_iterator is not None:
             args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
@@ -106,7 +127,8 @@ class Checkpointer:
         candidates = [step] if step is not None else self.all_steps()[::-1]
         errors = []
         for candidate in candidates:
-            args = {"state": ocp.args.StandardRestore(state_template)}
+            template, missing = self._fields_on_disk(candidate, state_template)
+            args = {"state": ocp.args.StandardRestore(template)}
             if data_iterator is not None:
                 self._check_process_count(candidate)
                 args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -123,10 +145,43 @@ class Checkpointer:
             if set_aside:
                 self._set_aside(errors)
             self.restored_step = candidate
+            if missing:  # the fields the checkpoint predates, as the template has them (empty)
+                return state_template.replace(**restored["state"])
             return restored["state"]
         raise FileNotFoundError(
             f"no readable checkpoint in {self.directory} (unreadable steps: {errors})"
         )
+
+    def _fields_on_disk(self, step: int, template: Any) -> tuple[Any, list[str]]:
+        """(the restore target for `step`, the template's fields it lacks on disk).
+
+        A state field added since a checkpoint was written (the average of the parameters) is
+        absent from it; where the template's value is empty (that feature off in this run too),
+        the target is a dict of the fields on disk and the caller takes the rest from the
+        template. A missing field that the template fills is a ValueError naming it: the saved
+        run never had it (resume.py refuses such configs first)."""
+        if not dataclasses.is_dataclass(template):
+            return template, []
+        try:
+            saved = self._saved_tree(step)
+        except Exception:  # noqa: BLE001 - unreadable: restoring it fails and says so
+            return template, []
+        fields = [f.name for f in dataclasses.fields(template)]
+        missing = [name for name in fields if name not in saved]
+        if not missing:
+            return template, []
+        filled = [name for name in missing if jax.tree.leaves(getattr(template, name))]
+        if filled:
+            raise ValueError(
+                f"checkpoint {os.path.join(self.directory, str(step))} holds no {filled}: it was "
+                f"saved by a run without them (config.ema_decay=0 for ema_params)"
+            )
+        return {name: getattr(template, name) for name in fields if name in saved}, missing
+
+    def _saved_tree(self, step: int) -> Any:
+        """The saved state's tree of array metadata (shapes, dtypes), read without the arrays."""
+        path = os.path.join(self.directory, str(step), "state")
+        return ocp.StandardCheckpointHandler().metadata(pathlib.Path(path)).tree
 
     def _check_process_count(self, step: int) -> None:
         """grain saves the data position per process (`process_<i>-of-<n>.json`): a run with
@@ -142,24 +197,28 @@ class Checkpointer:
                 f"{jax.process_count()})"
             )
 
-    def restore_variables(self, step: int | None = None) -> dict[str, Any]:
+    def restore_variables(self, step: int | None = None, raw_weights: bool = False) -> dict[str, Any]:
         """The model variables ({"params": ...}) of `step` (default: latest), without needing a
-        train-state template: for decoding, evaluation and reports."""
+        train-state template: for decoding, evaluation and reports. Where the run kept an
+        average of its parameters (`ema_params`, config.ema_decay > 0), "params" is that average,
+        unless `raw_weights`."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(self._on_one_device(step)))
         )["state"]
+        if restored.get("ema_params") and not raw_weights:
+            restored["params"] = restored["ema_params"]
         return {k: restored[k] for k in ("params", "batch_stats") if restored.get(k)}
 
-    def restore_newest_variables(self) -> tuple[dict[str, Any], int]:
+    def restore_newest_variables(self, raw_weights: bool = False) -> tuple[dict[str, Any], int]:
         """(variables, step) of the newest checkpoint whose variables read; unreadable ones are
         skipped with a warning naming them and left in place. FileNotFoundError when none reads."""
         skipped = []
         for step in self.all_steps()[::-1]:
             try:
-                return self.restore_variables(step), step
+                return self.restore_variables(step, raw_weights), step
             except Exception as error:  # noqa: BLE001 - an unreadable checkpoint: try an older one
                 warnings.warn(f"checkpoint {os.path.join(self.directory, str(step))} is "
                               f"unreadable, skipping it: {error!r:.300}", stacklevel=2)
@@ -171,8 +230,7 @@ class Checkpointer:
     def _on_one_device(self, step: int) -> Any:
         """A restore target for the saved state, all on this process's first device. Without a
         target, orbax would rebuild the saving run's shardings, which fails on other devices."""
-        path = os.path.join(self.directory, str(step), "state")
-        saved = ocp.StandardCheckpointHandler().metadata(pathlib.Path(path)).tree
+        saved = self._saved_tree(step)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), saved)
 
@@ -198,6 +256,16 @@ class Checkpointer:
         return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
             "config"
         ]
+
+    def restore_extra(self, name: str, step: int | None = None) -> dict | None:
+        """The JSON item `name` that `save(..., extras=...)` wrote with `step` (default: the
+        latest), or None where that checkpoint has none (saved before it, or without it)."""
+        step = self.latest_step() if step is None else step
+        path = os.path.join(self.directory, str(step), name, "metadata")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
 
     def close(self) -> None:
         self.manager.close()

@@ -50,6 +50,7 @@ _POSITIVE = (
     "eval_every",
     "checkpoint_every",
     "max_checkpoints",
+    "grad_accum_steps",
     "model.emb_dim",
     "model.hidden_dim",
     "model.num_encoder_layers",
@@ -136,6 +137,34 @@ def _validate_mesh(config: ml_collections.ConfigDict, device_count: int | None) 
                 f"config.{key}={config[key]} is not divisible by the mesh's data axis of {data} "
                 f"(config.mesh_shape={tuple(config.mesh_shape)} on {device_count} devices)"
             )
+    if (config.batch_size // data) % config.grad_accum_steps:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} over the mesh's data axis of {data} gives "
+            f"{config.batch_size // data} rows a device, not divisible by "
+            f"config.grad_accum_steps={config.grad_accum_steps}: each device splits its rows "
+            f"into the microbatches"
+        )
+
+
+def _validate_averaging_and_stopping(config: ml_collections.ConfigDict) -> None:
+    """Gradient accumulation's split of the batch, the EMA decay, early stopping's fields."""
+    if config.batch_size % config.grad_accum_steps:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by "
+            f"config.grad_accum_steps={config.grad_accum_steps} (microbatches per step)"
+        )
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ConfigError(f"config.ema_decay={config.ema_decay}: must be in [0, 1) (0: off)")
+    stopping = config.early_stopping
+    if stopping.patience < 0:
+        raise ConfigError(f"config.early_stopping.patience={stopping.patience}: must be >= 0 (0: off)")
+    if stopping.min_delta < 0:
+        raise ConfigError(f"config.early_stopping.min_delta={stopping.min_delta}: must be >= 0")
+    if stopping.patience > 0 and config.keep_best < 1:
+        raise ConfigError(
+            f"config.early_stopping.patience={stopping.patience} needs config.keep_best >= 1 "
+            f"(got {config.keep_best}): the final evaluation reads the best checkpoint kept"
+        )
 
 
 def _validate_distributed(config: ml_collections.ConfigDict) -> None:
@@ -200,6 +229,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
         )
     _check_batch_norm_forcing(config)
     _validate_teacher_forcing(config.teacher_forcing)
+    _validate_averaging_and_stopping(config)
     _validate_mesh(config, device_count)
     _validate_distributed(config)
 

@@ -32,6 +32,7 @@ def evaluate_lexicon(
     split: str | None = None, step: int | None = None, average: int = 1,
     ensemble: tuple[str, ...] = (),
     mbr_settings: mbr.MBRSettings | None = None,
+    raw_weights: bool = False,
 ) -> dict[str, Any]:
     """WER, PER (percent) and exact match (fraction) of the workdir's model on a lexicon file,
     or (`split`, with `data_path` None) on a split of the run's own task.
@@ -39,16 +40,17 @@ def evaluate_lexicon(
     `step` picks the checkpoint (default: the latest); `average` > 1 scores the mean of that many
     kept checkpoints ending at it. `beam_size` 0 decodes greedily. `ensemble` adds workdirs whose
     models decode together with this one (each at its latest checkpoint, averaged like this one).
-    `mbr_settings` decodes by MBR instead (beam_size must then be 0)."""
+    `mbr_settings` decodes by MBR instead (beam_size must then be 0). Runs that kept a moving
+    average of their parameters are scored with it, unless `raw_weights`."""
     reference_eval.check_beam_size(beam_size)
     if mbr_settings is not None and beam_size:
         raise ValueError(f"--beam={beam_size} with --mbr={mbr_settings.candidates}: choose one "
                          "(--mbr_source=beam takes the N-best of a beam of width --mbr)")
     if ensemble and step is not None:
         raise ValueError("--step picks one run's checkpoint; ensemble members use their latest")
-    trained = load_workdir(workdir, step, average)
+    trained = load_workdir(workdir, step, average, raw_weights)
     config, src_vocab, tgt_vocab = trained.config, trained.src_vocab, trained.tgt_vocab
-    members = _load_members(trained, ensemble, average)
+    members = _load_members(trained, ensemble, average, raw_weights)
     model, variables = _decoder(trained, members)
     if split is None:
         pairs = cmudict_g2p.read_lexicon(data_path)
@@ -71,12 +73,14 @@ def evaluate_lexicon(
             "member_steps": tuple(m.step for m in members), **results}
 
 
-def _load_members(trained: TrainedModel, workdirs: tuple[str, ...], average: int) -> list[TrainedModel]:
+def _load_members(
+    trained: TrainedModel, workdirs: tuple[str, ...], average: int, raw_weights: bool = False
+) -> list[TrainedModel]:
     """The models of `workdirs` that decode together with `trained`; they must read and write the
     same symbols."""
     members = []
     for workdir in workdirs:
-        member = load_workdir(workdir, None, average)
+        member = load_workdir(workdir, None, average, raw_weights)
         for side in ("src_vocab", "tgt_vocab"):
             if getattr(member, side) != getattr(trained, side):
                 raise WorkdirError(f"--ensemble {workdir}: its {side} differs from the first "
@@ -110,6 +114,8 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
     mbr.define_flags()
+    flags.DEFINE_boolean("raw_weights", False, "Score the trained parameters, not their moving "
+                         "average where the run kept one (config.ema_decay > 0).")
     flags.mark_flags_as_required(["workdir"])
     flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
 
@@ -123,7 +129,7 @@ def main(argv):
     try:
         result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
                                   args.step, args.average, tuple(args.ensemble),
-                                  mbr.settings_from_flags(args))
+                                  mbr.settings_from_flags(args), args.raw_weights)
     except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
     source = args.data or f"split {args.split!r}"

@@ -363,17 +363,22 @@ class TeacherForcing:
         step: Array | int,
         step_rng: Array,
         dropout_rng: Array | None,
+        mask: Array | None = None,
     ) -> tuple[Array, Array | None]:
         """Decoder logits [batch, tgt_len, vocab] for one train step on targets [batch, tgt_len],
         and the mask the decoder read by (bool, True: gold; None on the teacher-forced path).
 
         step_rng: the train step's key, fold_in(state.rng, step); the mask and the sampled tokens
         use keys folded from it (`forcing_keys`), dropout uses `dropout_rng`.
+        mask: bool [batch, tgt_len] to read by instead of drawing one from `step_rng`: a
+        microbatch passes its rows of the mask its whole batch drew (`self.mask`), so that
+        splitting a batch changes no gold/own choice.
         """
         gold_inputs = decoder_inputs(tgt_tokens, model.special_tokens.bos)
         if self.always_gold:
             return model.forward(variables, encoded, gold_inputs, train=True, rng=dropout_rng), None
-        mask = self.mask(step_rng, step, gold_inputs.shape)
+        if mask is None:
+            mask = self.mask(step_rng, step, gold_inputs.shape)
         _, choice_key = forcing_keys(step_rng)
         logits, _ = self.unroll(model)(
             model, variables, encoded, gold_inputs, mask, choice_key,

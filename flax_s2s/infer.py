@@ -299,6 +299,7 @@ def decode_file(
     batch_size: int = 64, step: int | None = None, average: int = 1, strict: bool = False,
     nbest: int = 0, output_format: str = "text", min_len: int = 0, sort: bool = True,
     progress: bool = False, mbr_settings: mbr.MBRSettings | None = None,
+    raw_weights: bool = False,
 ) -> list[str]:
     """What the CLI prints, line by line (`format_outputs`): by default one output per line of
     `input_path` (default: stdin), in order. Raises WorkdirError or InputError with a message
@@ -318,7 +319,7 @@ def decode_file(
         raise WorkdirError(f"--workdir {workdir!r} does not exist")
     # A file is read first, to fail fast; stdin only once the model is known to load.
     lines = None if input_path is None else read_lines(input_path)
-    trained = load_workdir(workdir, step, average)
+    trained = load_workdir(workdir, step, average, raw_weights)
     if min_len >= trained.config.max_tgt_len:
         raise InputError(f"--min_len={min_len}: must be below the model's "
                          f"max_tgt_len={trained.config.max_tgt_len} (EOS included)")
@@ -341,6 +342,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("step", None, "Checkpoint step to decode with (default: the newest).")
     flags.DEFINE_integer("average", 1, "Decode with the mean variables of this many kept "
                          "checkpoints, ending at --step.")
+    flags.DEFINE_boolean("raw_weights", False, "Decode with the trained parameters, not their "
+                         "moving average where the run kept one (config.ema_decay > 0).")
     flags.DEFINE_boolean("strict", False, "Fail at the first line that cannot be decoded (not "
                          "UTF-8, empty, too long) instead of printing an empty line for it.")
     flags.DEFINE_integer("nbest", 0, "Print the N best hypotheses of each line, one per line as "
@@ -364,7 +367,7 @@ def main(argv: Sequence[str]) -> None:
         outputs = decode_file(args.workdir, args.input, args.beam, args.alpha, args.batch_size,
                               args.step, args.average, args.strict, args.nbest, args.format,
                               args.min_len, not args.no_sort, progress=sys.stderr.isatty(),
-                              mbr_settings=mbr.settings_from_flags(args))
+                              mbr_settings=mbr.settings_from_flags(args), raw_weights=args.raw_weights)
     except (WorkdirError, InputError, FileFormatError, ValueError) as error:
         raise SystemExit(f"decode: {error}") from None
     for output in outputs:

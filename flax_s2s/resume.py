@@ -3,9 +3,12 @@
 A resumed run continues the saved state (parameters, optimizer moments, data order, random keys),
 so anything that shapes that state or the data must be what the saved run used: the model, the
 vocabulary, the task and its data, batch size and lengths, the optimizer, the forcing schedule,
-the seed. What only says how long to train, how often to log, evaluate or save, how to evaluate,
-or where and on which devices to run may change. Unknown keys (added to the config after the
-saved run, or removed since) are not compared.
+the seed, whether the state keeps an average of the parameters (`ema_decay`). What only says
+how long to train, how often to log, evaluate or save, how to evaluate, when to stop early, how
+many microbatches make a step's gradient (the same gradient, to rounding), or where and on which
+devices to run may change. Unknown keys (added to the config after the saved run, or removed since)
+are not compared, except those in `BEFORE_ADDED`, which a saved run that predates them had
+implicitly.
 """
 
 from __future__ import annotations
@@ -20,8 +23,13 @@ MAY_CHANGE = (
     "keep_best", "best_metric", "best_mode", "eval_batch_size", "eval_beam_size",
     "eval_length_alpha", "eval_splits", "final_eval_split", "text_metrics", "mesh_shape", "fsdp",
     "distributed.", "compilation_cache_dir", "data_dir", "tfds_data_dir", "init_from",
-    "init_from_step", "pretrained", "nonfinite_policy", "debug_nonfinite_step",
+    "init_from_step", "pretrained", "nonfinite_policy", "debug_nonfinite_step", "grad_accum_steps",
+    "eval_with_ema", "early_stopping.",
 )
+
+# Keys that change the saved state, with the value a run saved before they existed had: a saved
+# config without `ema_decay` kept no average, so resuming it with one is refused like a change.
+BEFORE_ADDED = {"ema_decay": 0.0}
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -44,7 +52,7 @@ def config_changes(
 ) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
     """(changes that resuming cannot honour, changes it may take), each {key: (saved, requested)},
     for two configs as JSON dicts (`json.loads(config.to_json())`)."""
-    saved, requested = _flat(saved), _flat(requested)
+    saved, requested = {**BEFORE_ADDED, **_flat(saved)}, _flat(requested)
     changed = {key: (saved[key], requested[key]) for key in sorted(saved.keys() & requested.keys())
                if saved[key] != requested[key]}
     refused = {key: values for key, values in changed.items() if not _may_change(key)}

@@ -178,13 +178,15 @@ def opt_state_shardings(
 def train_state_shardings(
     abstract_state: Any, tx: optax.GradientTransformation, mesh: Mesh, fsdp: bool = False
 ) -> Any:
-    """Shardings for a train state with `params` and `opt_state` fields (a flax struct); every
+    """Shardings for a train state with `params` and `opt_state` fields (a flax struct), and
+    `ema_params` (the average of the parameters: placed as they are) where it has one; every
     other field (step, rng, BatchNorm statistics) is replicated."""
     params = param_shardings(abstract_state.params, mesh, fsdp)
-    return jax.tree.map(lambda _: replicated(mesh), abstract_state).replace(
-        params=params,
-        opt_state=opt_state_shardings(tx, abstract_state.opt_state, params, mesh),
-    )
+    fields = {"params": params,
+              "opt_state": opt_state_shardings(tx, abstract_state.opt_state, params, mesh)}
+    if getattr(abstract_state, "ema_params", None):
+        fields["ema_params"] = params
+    return jax.tree.map(lambda _: replicated(mesh), abstract_state).replace(**fields)
 
 
 def with_shardings(abstract: Any, shardings: Any) -> Any:

@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 
 from flax_s2s import (
     decoding,
+    early_stopping,
     metrics,
     pretrained,
     reference_eval,
@@ -34,6 +35,8 @@ from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
 from flax_s2s.data.task_data import TaskData, load_task_data
 from flax_s2s.data.vocab import Vocab, model_special_tokens
+from flax_s2s.early_stopping import EarlyStopping
+from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing, gold_counts_by_position
 from flax_s2s.logs import MetricsWriter, Progress
 from flax_s2s.models import Seq2Seq, build_model, decoder_inputs
@@ -48,7 +51,10 @@ class TrainState:
 
     `rng` stays fixed; each step derives its own keys as fold_in(rng, step), so no key is reused
     and a resumed run draws what an uninterrupted one would. `batch_stats` holds BatchNorm's
-    running statistics ({} for models without BatchNorm).
+    running statistics ({} for models without BatchNorm). `ema_params` is the exponential moving
+    average of `params` (`config.ema_decay` > 0; the same tree and shardings), {} when off: a
+    checkpoint of a run without it holds no such field, and restores as before
+    (`Checkpointer.restore`).
     """
 
     step: Array
@@ -56,10 +62,19 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     rng: Array
+    ema_params: Any = flax.struct.field(default_factory=dict)
 
     @property
     def variables(self) -> dict[str, Any]:
+        """The raw (trained) variables."""
         return {"params": self.params, "batch_stats": self.batch_stats}
+
+    def eval_variables(self, use_ema: bool = True) -> dict[str, Any]:
+        """The variables to evaluate and decode with: the average of the parameters where the
+        state keeps one and `use_ema`, else the raw ones. BatchNorm statistics are the raw
+        parameters' running averages either way (the average has none of its own)."""
+        params = self.ema_params if use_ema and self.ema_params else self.params
+        return {"params": params, "batch_stats": self.batch_stats}
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -79,10 +94,12 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def _state_initializer(
-    model: Seq2Seq, tx: optax.GradientTransformation, seed: int, batch: dict[str, np.ndarray]
+    model: Seq2Seq, tx: optax.GradientTransformation, seed: int, batch: dict[str, np.ndarray],
+    ema: bool = False,
 ) -> Callable[[], TrainState]:
     """A traceable () -> TrainState. Initialisation reads only the batch's shapes, so it needs
-    no data on the devices and gives the same parameters whatever the batch size or mesh."""
+    no data on the devices and gives the same parameters whatever the batch size or mesh. With
+    `ema`, the average of the parameters starts at the parameters themselves."""
     src_shape, tgt_shape = batch["src_tokens"].shape, batch["tgt_tokens"].shape
 
     def init(variables: dict[str, Any] | None = None) -> TrainState:
@@ -100,6 +117,9 @@ def _state_initializer(
             batch_stats=variables.get("batch_stats", {}),
             opt_state=tx.init(params),
             rng=train_rng,
+            # `+ 0` makes the average its own buffer, never an alias of the parameters (a warm
+            # start's are inputs here), so that the train step can donate both
+            ema_params=jax.tree.map(lambda p: p + 0, params) if ema else {},
         )
 
     return init
@@ -112,12 +132,14 @@ def create_train_state(
     batch: dict[str, np.ndarray],
     shardings: TrainState | None = None,
     variables: dict[str, Any] | None = None,
+    ema: bool = False,
 ) -> TrainState:
     """A fresh train state; with `shardings` (`sharding.train_state_shardings`) every array is
     created directly in its place on the mesh, never whole on one device. `variables`
     ({"params", "batch_stats"}, e.g. of a warm start) are taken instead of initialising them;
-    optimizer state, step and key are fresh either way."""
-    init = jax.jit(_state_initializer(model, tx, seed, batch), out_shardings=shardings)
+    optimizer state, step and key are fresh either way. `ema`: keep an average of the
+    parameters (`config.ema_decay` > 0), starting at them."""
+    init = jax.jit(_state_initializer(model, tx, seed, batch, ema), out_shardings=shardings)
     if variables is None:
         return init()
     if shardings is not None:
@@ -132,10 +154,11 @@ def _place(value: Any, where: jax.sharding.Sharding) -> Array:
 
 
 def abstract_train_state(
-    model: Seq2Seq, tx: optax.GradientTransformation, seed: int, batch: dict[str, np.ndarray]
+    model: Seq2Seq, tx: optax.GradientTransformation, seed: int, batch: dict[str, np.ndarray],
+    ema: bool = False,
 ) -> TrainState:
     """The train state's shapes and dtypes (ShapeDtypeStructs), computed without allocating."""
-    return jax.eval_shape(_state_initializer(model, tx, seed, batch))
+    return jax.eval_shape(_state_initializer(model, tx, seed, batch, ema))
 
 
 def make_train_step(
@@ -143,6 +166,7 @@ def make_train_step(
     tx: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
     forcing: TeacherForcing | None = None,
+    data_shards: int = 1,
 ):
     """(state, batch) -> (state, metrics); jit it once and reuse it.
 
@@ -150,10 +174,67 @@ def make_train_step(
     `config.teacher_forcing`; see flax_s2s.forcing). Under scheduled sampling the metrics also
     hold `gold_by_position` and `tokens_by_position`, [max_tgt_len] counts of this step's gold
     reads and real tokens (`_summarize` turns them into `gold_rate_by_position`).
+
+    With `config.grad_accum_steps` = K > 1 the batch is split into K microbatches
+    (`split_microbatches`; `data_shards` is the mesh's `data` axis, so that each device keeps its
+    rows) and `accumulated_gradients` scans them: the step's loss and gradient are the whole
+    batch's, with the memory of one microbatch. With `config.ema_decay` > 0 the state's
+    `ema_params` (see `create_train_state(..., ema=True)`) moves towards the new parameters.
     """
     forcing = forcing or TeacherForcing.from_config(config.teacher_forcing)
+    batch_sums = make_batch_sums(model, forcing, config)
 
     def loss_fn(params, batch_stats, batch, rng, step):
+        loss_sum, (counts, batch_stats) = batch_sums(params, batch_stats, batch, rng, step)
+        return loss_sum / jnp.maximum(counts["tokens"], 1.0), (counts, batch_stats)
+
+    def train_step(state: TrainState, batch: dict[str, Array]):
+        step_rng = jax.random.fold_in(state.rng, state.step)
+        if config.grad_accum_steps == 1:
+            grad_fn = jax.value_and_grad(_with_fault_injection(loss_fn, config, state.step),
+                                         has_aux=True)
+            (loss, (counts, batch_stats)), grads = grad_fn(
+                state.params, state.batch_stats, batch, step_rng, state.step
+            )
+        else:
+            loss, (counts, batch_stats), grads = accumulated_gradients(
+                batch_sums, forcing, state.params, state.batch_stats, batch, step_rng,
+                state.step, config.grad_accum_steps, data_shards,
+            )
+            loss = _poison(loss, config, state.step)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = _moved_average(state, params, config.ema_decay)
+        # A non-finite loss or gradient skips the update (params, statistics, optimizer state and
+        # average are kept); the loop counts these steps and, under nonfinite_policy="stop", ends
+        # the run.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        params, opt_state, batch_stats, ema_params = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, opt_state, batch_stats, ema_params),
+            (state.params, state.opt_state, state.batch_stats, state.ema_params),
+        )
+        step_metrics = {"loss": loss, "grad_norm": grad_norm, **_token_metrics(counts),
+                        "nonfinite_steps": 1 - finite.astype(jnp.int32)}
+        step_metrics["teacher_forcing_prob"] = forcing.prob(state.step)
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+            ema_params=ema_params,
+        )
+        return new_state, step_metrics
+
+    return train_step
+
+
+def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collections.ConfigDict):
+    """(params, batch_stats, batch, rng, step, mask=None) -> (loss_sum, (counts, batch_stats)):
+    the token-summed loss of a batch or microbatch, and its sums: `tokens` (non-pad targets),
+    `correct` and, under scheduled sampling, `gold_by_position` / `tokens_by_position`
+    [max_tgt_len]. `mask` [batch, tgt_len]: the rows of the teacher-forcing mask to read by
+    (default: drawn from `rng` for this batch, as `TeacherForcing.train_logits` does)."""
+
+    def batch_sums(params, batch_stats, batch, rng, step, mask=None):
         tgt_tokens = batch["tgt_tokens"]
         encode_rng, decode_rng = jax.random.split(rng)
         # update_stats: BatchNorm models also return their moved running statistics ({} else).
@@ -163,7 +244,7 @@ def make_train_step(
         )
         variables = {"params": params, "batch_stats": batch_stats}
         weights = metrics.token_weights(tgt_tokens, pad=model.special_tokens.pad)
-        aux = {}
+        counts = {}
         if forcing.always_gold:  # the parallel teacher-forced path; no scan is compiled
             logits, batch_stats = model.forward(
                 variables, encoded, decoder_inputs(tgt_tokens, model.special_tokens.bos),
@@ -172,53 +253,127 @@ def make_train_step(
             )
         else:  # scheduled sampling (config validation refuses it for BatchNorm models)
             logits, mask = forcing.train_logits(
-                model, variables, encoded, tgt_tokens, step=step, step_rng=rng, dropout_rng=decode_rng
+                model, variables, encoded, tgt_tokens, step=step, step_rng=rng,
+                dropout_rng=decode_rng, mask=mask,
             )
-            aux["gold_by_position"], aux["tokens_by_position"] = gold_counts_by_position(
+            counts["gold_by_position"], counts["tokens_by_position"] = gold_counts_by_position(
                 mask, weights, config.max_tgt_len  # one shape for every length bucket
             )
-        num_tokens = jnp.maximum(weights.sum(), 1.0)
-        loss = metrics.cross_entropy_sum(logits, tgt_tokens, weights, config.label_smoothing)
-        correct = metrics.correct_tokens(logits.argmax(-1), tgt_tokens, weights)
-        aux["token_accuracy"] = correct / num_tokens
-        return loss / num_tokens, (aux, batch_stats)
+        loss_sum = metrics.cross_entropy_sum(logits, tgt_tokens, weights, config.label_smoothing)
+        counts["correct"] = metrics.correct_tokens(logits.argmax(-1), tgt_tokens, weights)
+        counts["tokens"] = weights.sum()
+        return loss_sum, (counts, batch_stats)
 
-    def train_step(state: TrainState, batch: dict[str, Array]):
-        step_rng = jax.random.fold_in(state.rng, state.step)
-        grad_fn = jax.value_and_grad(_with_fault_injection(loss_fn, config, state.step), has_aux=True)
-        (loss, (aux, batch_stats)), grads = grad_fn(
-            state.params, state.batch_stats, batch, step_rng, state.step
-        )
-        grad_norm = optax.global_norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        # A non-finite loss or gradient skips the update (params, statistics and optimizer state
-        # are kept); the loop counts these steps and, under nonfinite_policy="stop", ends the run.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        params, opt_state, batch_stats = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old),
-            (params, opt_state, batch_stats),
-            (state.params, state.opt_state, state.batch_stats),
-        )
-        step_metrics = {"loss": loss, "grad_norm": grad_norm, **aux,
-                        "nonfinite_steps": 1 - finite.astype(jnp.int32)}
-        step_metrics["teacher_forcing_prob"] = forcing.prob(state.step)
-        new_state = state.replace(
-            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
-        )
-        return new_state, step_metrics
+    return batch_sums
 
-    return train_step
+
+def _token_metrics(counts: dict[str, Array]) -> dict[str, Array]:
+    """A step's metrics from its sums: token accuracy, and the by-position counts as they are."""
+    by_position = {k: v for k, v in counts.items() if k not in ("correct", "tokens")}
+    return {**by_position, "token_accuracy": counts["correct"] / jnp.maximum(counts["tokens"], 1.0)}
+
+
+def split_microbatches(batch: Any, num_microbatches: int, data_shards: int = 1) -> Any:
+    """Arrays [batch, ...] -> [num_microbatches, batch / num_microbatches, ...].
+
+    The batch dimension is split over the mesh's `data` axis in `data_shards` blocks of
+    consecutive rows; microbatch i takes the i-th of `num_microbatches` equal slices of each
+    block, so that every device computes on its own rows and nothing moves between devices. Any
+    split gives the same sums; this one keeps each device's share.
+    """
+
+    def split(x: Array) -> Array:
+        rows = x.shape[0] // (data_shards * num_microbatches)
+        x = x.reshape(data_shards, num_microbatches, rows, *x.shape[1:]).swapaxes(0, 1)
+        return x.reshape(num_microbatches, data_shards * rows, *x.shape[3:])
+
+    return jax.tree.map(split, batch)
+
+
+def accumulated_gradients(
+    batch_sums: Callable[..., Any],
+    forcing: TeacherForcing,
+    params: Any,
+    batch_stats: Any,
+    batch: dict[str, Array],
+    step_rng: Array,
+    step: Array,
+    num_microbatches: int,
+    data_shards: int = 1,
+) -> tuple[Array, tuple[dict[str, Array], Any], Any]:
+    """(loss, (counts, batch_stats), grads) of the whole batch from `num_microbatches`
+    microbatches scanned with `lax.scan` (the activations of one microbatch at a time).
+
+    The token-summed losses, counts and gradients of the microbatches are summed and divided
+    once by the whole batch's non-pad target tokens, so the loss and gradient are the whole
+    batch's (to float rounding), however unevenly the tokens fall between microbatches.
+    - Teacher forcing: the mask is drawn once for the whole batch, from `step_rng` as one batch
+      would draw it, and each microbatch reads its rows of it. Dropout and sampled own tokens
+      (`choice="sample"`) draw from fold_in(step_rng, i) in microbatch i: the same
+      distribution as one batch, other draws.
+    - BatchNorm: each microbatch normalises by its own statistics (so a BatchNorm model's
+      gradient is not the whole batch's) and moves the running averages from the step's
+      starting values; the new averages are the mean of the microbatches' (one update a step,
+      towards the mean of the microbatch statistics).
+    """
+    mask = None
+    if not forcing.always_gold:
+        mask = forcing.mask(step_rng, step, batch["tgt_tokens"].shape)
+    microbatches = split_microbatches(
+        {"batch": batch, "mask": mask}, num_microbatches, data_shards
+    )
+    microbatches["index"] = jnp.arange(num_microbatches)
+    grad_fn = jax.value_and_grad(batch_sums, has_aux=True)
+
+    def one(inputs):
+        (loss_sum, (counts, stats)), grads = grad_fn(
+            params, batch_stats, inputs["batch"], jax.random.fold_in(step_rng, inputs["index"]),
+            step, inputs["mask"],
+        )
+        return loss_sum, counts, stats, grads
+
+    def body(totals, inputs):
+        return jax.tree.map(jnp.add, totals, one(inputs)), None
+
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                         jax.eval_shape(one, jax.tree.map(lambda x: x[0], microbatches)))
+    (loss_sum, counts, stats_sum, grad_sum), _ = jax.lax.scan(body, zeros, microbatches)
+    num_tokens = jnp.maximum(counts["tokens"], 1.0)
+    grads = jax.tree.map(lambda g: g / num_tokens, grad_sum)
+    new_stats = jax.tree.map(lambda s: s / num_microbatches, stats_sum)
+    return loss_sum / num_tokens, (counts, new_stats), grads
+
+
+def _moved_average(state: TrainState, params: Any, decay: float) -> Any:
+    """The average of the parameters after this step: decay * average + (1 - decay) * params.
+
+    A pytree in the train state, updated here with `optax.incremental_update` (Polyak
+    averaging), rather than `optax.ema`: that transformation averages the updates it is fed, not
+    the parameters, and starts from zeros (needing a debiasing the stored average lacks). This
+    average starts at the initial parameters instead. {} when `decay` is 0."""
+    if decay <= 0:
+        return state.ema_params
+    if not state.ema_params:
+        raise ValueError("config.ema_decay > 0, but the train state keeps no average of the "
+                         "parameters: create it with create_train_state(..., ema=True)")
+    return optax.incremental_update(params, state.ema_params, 1.0 - decay)
+
+
+def _poison(loss: Array, config: ml_collections.ConfigDict, step: Array) -> Array:
+    """The loss, NaN at `config.debug_nonfinite_step` (for testing the non-finite guard)."""
+    if config.debug_nonfinite_step < 0:
+        return loss
+    return jnp.where(step == config.debug_nonfinite_step, jnp.nan, loss)
 
 
 def _with_fault_injection(loss_fn, config: ml_collections.ConfigDict, step: Array):
-    """Makes the loss NaN at `config.debug_nonfinite_step` (for testing the non-finite guard)."""
+    """`loss_fn` with its loss poisoned by `_poison`."""
     if config.debug_nonfinite_step < 0:
         return loss_fn
 
     def poisoned(*args):
         loss, aux = loss_fn(*args)
-        return jnp.where(step == config.debug_nonfinite_step, jnp.nan, loss), aux
+        return _poison(loss, config, step), aux
 
     return poisoned
 
@@ -321,7 +476,7 @@ def jit_steps(
     """Compiles (lazily) the train step and the evaluator with explicit in/out shardings."""
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
     train = jax.jit(
-        make_train_step(model, tx, config, forcing),
+        make_train_step(model, tx, config, forcing, data_shards=mesh.shape[sharding.DATA]),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
@@ -436,6 +591,8 @@ class _Setup:
     state_shardings: TrainState
     data_iterator: Any
     checkpointer: Checkpointer
+    state_template: TrainState  # ShapeDtypeStructs on the mesh: what a checkpoint restores into
+    early_stopping: EarlyStopping  # with the restored run's eval history
 
 
 def _setup(
@@ -464,23 +621,29 @@ def _setup(
         bucket_boundaries=tuple(config.bucket_boundaries),
     )
     data_iterator = pipeline.train_iterator(train_data)
-    abstract_state = abstract_train_state(model, tx, config.seed, train_data[0])
+    ema = config.ema_decay > 0
+    abstract_state = abstract_train_state(model, tx, config.seed, train_data[0], ema)
     state_shardings = sharding.train_state_shardings(abstract_state, tx, mesh, config.fsdp)
+    template = sharding.with_shardings(abstract_state, state_shardings)
+    history = None
     if resuming:
-        template = sharding.with_shardings(abstract_state, state_shardings)
         state = checkpointer.restore(template, data_iterator)
+        history = checkpointer.restore_extra(early_stopping.CHECKPOINT_ITEM, checkpointer.restored_step)
         _print(f"resumed from {checkpointer.directory} at step {int(state.step)}")
     elif warm_start_from:
         variables = _warm_start_variables(config, warm_start_from, abstract_state, workdir)
-        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, variables)
+        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, variables,
+                                   ema)
     elif config.pretrained:
         variables = {"batch_stats": {}, **pretrained.load_variables(config.pretrained, model.module)}
         _print(f"fine-tuning {config.model.type} from {config.pretrained}: its weights, a fresh "
                "optimizer, step 0")
-        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, variables)
+        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, variables,
+                                   ema)
     else:
-        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings)
-    return _Setup(data, model, tx, state, state_shardings, data_iterator, checkpointer)
+        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, ema=ema)
+    return _Setup(data, model, tx, state, state_shardings, data_iterator, checkpointer, template,
+                  EarlyStopping.from_config(config, history))
 
 
 def _check_resume(
@@ -534,7 +697,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     SIGTERM/SIGINT end the run early after saving a checkpoint (`stopped_by` names the signal,
     and no final evaluation runs). Non-finite steps skip their update; under
     nonfinite_policy="stop" the run raises NonFiniteError at the next log or checkpoint step,
-    without saving, so the last good checkpoint stays the newest.
+    without saving, so the last good checkpoint stays the newest. Early stopping
+    (`config.early_stopping.patience` > 0, see `flax_s2s.early_stopping`) ends the run after a
+    checkpoint, `stopped_by` "early_stopping", and the final evaluation is that of the best kept
+    checkpoint (each final record names it as `checkpoint_step`).
+
+    Evals use the average of the parameters where the run keeps one (`config.ema_decay` > 0)
+    and `config.eval_with_ema`, else the raw parameters.
 
     One trainer per workdir: process 0 holds `WORKDIR/trainer.lock` for the run (see
     `flax_s2s.workdir_lock`), and a second trainer there fails at once, naming the first.
@@ -557,7 +726,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, start_time: float) -
     final_splits = final_eval_splits(config)
     setup = _setup(config, workdir, mesh, final_splits)
     data, checkpointer, data_iterator = setup.data, setup.checkpointer, setup.data_iterator
-    state = setup.state
+    state, stopping = setup.state, setup.early_stopping
     config_dict = json.loads(config.to_json())
     forcing = TeacherForcing.from_config(config.teacher_forcing)
     steps = jit_steps(setup.model, setup.tx, config, mesh, setup.state_shardings, forcing)
@@ -569,12 +738,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, start_time: float) -
                            start_time=start_time)
     best_split, best_name = config.best_metric.split("/")
 
-    def evaluate_split(step: int, split: str, label: str) -> dict[str, Any]:
-        """Evaluates the current state on `split`, writes the record and prints `label: ...`."""
-        result = evaluate(steps.evaluator, state.variables, data.splits[split],
-                          config.eval_batch_size, config.text_metrics, data.tgt_vocab,
-                          grouped[split])
+    def evaluate_split(step: int, split: str, label: str, evaluated: TrainState,
+                       **extra: Any) -> dict[str, Any]:
+        """Evaluates `evaluated` on `split`, writes the record (with `extra`) and prints
+        `label: ...`."""
+        result = evaluate(steps.evaluator, evaluated.eval_variables(config.eval_with_ema),
+                          data.splits[split], config.eval_batch_size, config.text_metrics,
+                          data.tgt_vocab, grouped[split])
         result["teacher_forcing_prob"] = float(forcing.prob(step))
+        result.update(extra)
         writer.write(step, split, result)
         progress.write(f"{label}: " + _format(result))
         return result
@@ -582,13 +754,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, start_time: float) -
     def save(step: int, metric: float | None = None) -> None:
         if not _params_finite(state.params):
             raise NonFiniteError(f"step {step}: parameters are not finite; not saving them")
-        checkpointer.save(step, state, data_iterator, config_dict, metric=metric)
+        checkpointer.save(step, state, data_iterator, config_dict, metric=metric,
+                          extras={early_stopping.CHECKPOINT_ITEM: stopping.to_json()})
 
     step = int(state.step)
     progress = Progress(step, config.num_train_steps, enabled=is_main)
     history: list[dict[str, Array]] = []
     with GracefulStop() as stop:
-        while step < config.num_train_steps and not stop.requested:
+        while step < config.num_train_steps and not stop.requested and not stopping.should_stop:
             state, step_metrics = steps.train(state, next(data_iterator))
             step += 1
             history.append(step_metrics)
@@ -611,26 +784,59 @@ def _train(config: ml_collections.ConfigDict, workdir: str, start_time: float) -
             metric = None
             if is_eval:
                 for split in config.eval_splits:
-                    result = evaluate_split(step, split, f"step {step} {split}")
+                    result = evaluate_split(step, split, f"step {step} {split}", state)
                     metric = result.get(best_name) if split == best_split else metric
+                _record_best_metric(stopping, step, metric, config)
             if is_save:
                 save(step, metric)
     progress.close()
     save(step)  # a no-op when this step is saved already
-    checkpointer.close()
     if stop.requested:
+        checkpointer.close()
         writer.close()
         progress.write(f"stopped by {stop.signal_name} at step {step}; checkpoint saved in "
                        f"{checkpointer.directory}/{step}")
         return {"step": step, "final": {}, "wall_time_s": time.time() - start_time,
                 "stopped_by": stop.signal_name}
 
-    final = {split: evaluate_split(step, split, f"final {split} (step {step})")
+    evaluated, extra, stopped_by = state, {}, None
+    if stopping.should_stop:
+        best_step = stopping.best_step(checkpointer.all_steps())
+        progress.write(_early_stopping_message(stopping, config, step, best_step))
+        if best_step is not None:  # None: no kept checkpoint has an eval (keep_best is >= 1)
+            evaluated = checkpointer.restore(setup.state_template, step=best_step, set_aside=False)
+        extra = {"checkpoint_step": step if best_step is None else best_step}
+        stopped_by = "early_stopping"
+    checkpointer.close()
+    final = {split: evaluate_split(step, split, f"final {split} (step {step})", evaluated, **extra)
              for split in final_splits}
     writer.close()
     wall_time = time.time() - start_time
     progress.write(f"wall time: {wall_time:.1f}s")
-    return {"step": step, "final": final, "wall_time_s": wall_time, "stopped_by": None}
+    return {"step": step, "final": final, "wall_time_s": wall_time, "stopped_by": stopped_by}
+
+
+def _record_best_metric(
+    stopping: EarlyStopping, step: int, metric: float | None, config: ml_collections.ConfigDict
+) -> None:
+    """Adds this eval's `config.best_metric` to the early-stopping history (always: a resume may
+    turn early stopping on); under early stopping a metric the eval lacks is an error."""
+    if metric is None:
+        if stopping.patience > 0:
+            raise ConfigError(f"config.best_metric={config.best_metric!r}: the eval at step "
+                              f"{step} reports no such metric, so early stopping cannot read it")
+        return
+    stopping.record(step, metric)
+
+
+def _early_stopping_message(
+    stopping: EarlyStopping, config: ml_collections.ConfigDict, step: int, best_step: int | None
+) -> str:
+    """Why the run stopped, and which checkpoint the final evaluation reads."""
+    return (f"early stopping at step {step}: {config.best_metric} has not improved by at least "
+            f"{stopping.min_delta} in {stopping.evals_without_improvement()} evals "
+            f"(config.early_stopping.patience={stopping.patience}); final evaluation on the best "
+            f"kept checkpoint, step {best_step}")
 
 
 def _format(result: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """Warm start (`config.init_from`): a fresh run begins from another workdir's trained variables.
 
-What is taken: the parameters and BatchNorm statistics of one checkpoint of the source workdir,
-and its vocabularies (token ids must mean what they meant in training). What is not: the optimizer
+What is taken: the parameters (the trained ones, not their average where the source kept one:
+`config.ema_decay`) and BatchNorm statistics of one checkpoint of the source workdir, and its
+vocabularies (token ids must mean what they meant in training). What is not: the optimizer
 state, the step, the PRNG key and the data position, which start fresh from this run's config.
 This is how a teacher-forced model is fine-tuned with scheduled sampling, and how a later run can
 start from weights made elsewhere.
@@ -77,9 +78,9 @@ def _restore_newest_readable(checkpointer: Checkpointer, step: int) -> tuple[dic
         if step not in saved:
             raise WarmStartError(f"config.init_from_step={step}: {checkpointer.directory!r} "
                                  f"has no such checkpoint; saved steps: {saved}")
-        return checkpointer.restore_variables(step), step
+        return checkpointer.restore_variables(step, raw_weights=True), step
     try:
-        return checkpointer.restore_newest_variables()
+        return checkpointer.restore_newest_variables(raw_weights=True)
     except FileNotFoundError:
         raise WarmStartError(
             f"config.init_from: no readable checkpoint in {checkpointer.directory!r}"

@@ -44,9 +44,12 @@ class TrainedModel:
     averaged_steps: tuple[int, ...]  # the checkpoint steps `variables` are the mean of: (step,) or more
 
 
-def load_workdir(workdir: str, step: int | None = None, average: int = 1) -> TrainedModel:
+def load_workdir(
+    workdir: str, step: int | None = None, average: int = 1, raw_weights: bool = False
+) -> TrainedModel:
     """A checkpoint of `workdir` (default: the newest readable one) with the config and
-    vocabularies saved beside it.
+    vocabularies saved beside it. Where the run kept an average of its parameters
+    (`config.ema_decay` > 0), the variables hold that average, unless `raw_weights`.
 
     `average` > 1 averages the variables of that many checkpoints: `step` and the ones kept before
     it. Near the end of a decayed learning rate the kept checkpoints sit close together, and their
@@ -71,11 +74,11 @@ def load_workdir(workdir: str, step: int | None = None, average: int = 1) -> Tra
         if vocabs is None:
             raise WorkdirError(f"{workdir!r} has no saved vocabularies ({SRC_VOCAB}.*, {TGT_VOCAB}.*)")
         if step is None and average == 1:
-            variables, newest = _restore_newest_readable(checkpointer)
+            variables, newest = _restore_newest_readable(checkpointer, raw_weights)
             steps, restored = [newest], [variables]
         else:
             steps = _steps_to_load(saved, step, average, checkpoint_dir)
-            restored = [_restore_step(checkpointer, s) for s in steps]
+            restored = [_restore_step(checkpointer, s, raw_weights) for s in steps]
         config = _read_config(checkpointer, steps[-1])
     finally:
         checkpointer.close()
@@ -85,16 +88,18 @@ def load_workdir(workdir: str, step: int | None = None, average: int = 1) -> Tra
     return TrainedModel(config, model, mean_variables(restored), *vocabs, steps[-1], tuple(steps))
 
 
-def _restore_newest_readable(checkpointer: Checkpointer) -> tuple[dict[str, Any], int]:
+def _restore_newest_readable(
+    checkpointer: Checkpointer, raw_weights: bool
+) -> tuple[dict[str, Any], int]:
     try:
-        return checkpointer.restore_newest_variables()
+        return checkpointer.restore_newest_variables(raw_weights)
     except FileNotFoundError as error:  # none readable: the message names the directory
         raise WorkdirError(str(error)) from None
 
 
-def _restore_step(checkpointer: Checkpointer, step: int) -> dict[str, Any]:
+def _restore_step(checkpointer: Checkpointer, step: int, raw_weights: bool) -> dict[str, Any]:
     try:
-        return checkpointer.restore_variables(step)
+        return checkpointer.restore_variables(step, raw_weights)
     except Exception as error:  # noqa: BLE001 - any failure to read it: say which checkpoint
         raise WorkdirError(
             f"checkpoint {step} in {checkpointer.directory!r} is unreadable: {error!r:.300}"

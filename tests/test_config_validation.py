@@ -60,3 +60,26 @@ def test_cudnn_attention_is_refused_in_float32():
     with pytest.raises(ConfigError, match=r"model.attention='cudnn' needs 'bfloat16'"):
         validate_config(tiny_config(**transformer_cudnn))
     validate_config(tiny_config(**transformer_cudnn, **{"model.dtype": "bfloat16"}))
+
+
+@pytest.mark.parametrize("overrides, devices, message", [
+    ({"grad_accum_steps": 0}, None, "config.grad_accum_steps=0: must be > 0"),
+    ({"grad_accum_steps": 5}, None,
+     "config.batch_size=32 is not divisible by config.grad_accum_steps=5"),
+    ({"grad_accum_steps": 8}, 8, "config.batch_size=32 over the mesh's data axis of 8 gives 4 rows "
+     "a device, not divisible by config.grad_accum_steps=8"),
+    ({"ema_decay": 1.0}, None, "config.ema_decay=1.0: must be in [0, 1)"),
+    ({"early_stopping.patience": -1}, None, "config.early_stopping.patience=-1: must be >= 0"),
+    ({"early_stopping.min_delta": -0.1}, None, "config.early_stopping.min_delta=-0.1: must be >= 0"),
+    ({"early_stopping.patience": 2}, None,
+     "config.early_stopping.patience=2 needs config.keep_best >= 1 (got 0)"),
+])
+def test_microbatches_average_and_early_stopping_are_checked_naming_the_fields(
+    overrides, devices, message
+):
+    with pytest.raises(ConfigError) as error:
+        validate_config(tiny_config(**overrides), devices)
+    assert message in str(error.value)
+    # the same fields in range pass
+    validate_config(tiny_config(grad_accum_steps=4, ema_decay=0.999, keep_best=1,
+                                **{"early_stopping.patience": 2}), 8)

@@ -22,6 +22,8 @@ TINY = [
     "--config.batch_size=16", "--config.eval_batch_size=500", "--config.log_every=1",
     "--config.eval_every=1000", "--config.checkpoint_every=4", f"--config.num_train_steps={STEPS}",
     "--config.max_checkpoints=2", *ROLLED_FLAGS,
+    # an average of the parameters and two microbatches a step: both resume exactly too
+    "--config.ema_decay=0.9", "--config.grad_accum_steps=2",
 ]
 
 
@@ -43,8 +45,11 @@ def _run_until_step(workdir, data_dir, kill_step, sig):
 
 
 def _final_params(workdir):
+    """The final parameters and their moving average."""
     path = os.path.join(workdir, "checkpoints", str(STEPS), "state")
-    return ocp.StandardCheckpointer().restore(os.path.abspath(path))["params"]
+    state = ocp.StandardCheckpointer().restore(os.path.abspath(path))
+    assert state["ema_params"]
+    return {"params": state["params"], "ema_params": state["ema_params"]}
 
 
 @pytest.fixture(scope="module")

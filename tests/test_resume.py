@@ -60,3 +60,26 @@ def test_keys_the_saved_run_did_not_have_are_not_compared():
     requested = default.get_config()
     requested.model.attention = "xla"
     assert resume.check_resume(saved, _as_saved(requested), "w") == []
+
+
+def test_an_average_of_the_parameters_cannot_be_turned_on_for_a_run_saved_without_one():
+    saved = _as_saved(default.get_config())
+    del saved["ema_decay"]  # a workdir from before the key existed: it kept no average
+    requested = default.get_config()
+    requested.ema_decay = 0.999
+    with pytest.raises(ConfigError, match=re.escape("config.ema_decay: saved 0.0, requested 0.999")):
+        resume.check_resume(saved, _as_saved(requested), "w")
+    turned_off = _as_saved(default.get_config())
+    turned_off["ema_decay"] = 0.999
+    with pytest.raises(ConfigError, match=re.escape("config.ema_decay: saved 0.999, requested 0.0")):
+        resume.check_resume(turned_off, _as_saved(default.get_config()), "w")
+
+
+def test_microbatches_early_stopping_and_the_eval_weights_may_change():
+    saved, requested = default.get_config(), default.get_config()
+    requested.grad_accum_steps, requested.eval_with_ema = 4, False
+    requested.early_stopping.patience, requested.early_stopping.min_delta = 3, 0.01
+    assert resume.check_resume(_as_saved(saved), _as_saved(requested), "w") == [
+        "early_stopping.min_delta 0.0 -> 0.01", "early_stopping.patience 0 -> 3",
+        "eval_with_ema True -> False", "grad_accum_steps 1 -> 4",
+    ]

@@ -222,10 +222,12 @@ def _fill(
     source: str,
     architecture: str,
     ignored: tuple[str, ...] = (),
+    zero_if_absent: dict[str, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The variables {"params": ...} that `tensors` fill through `rules`. Fails on a tensor no
     rule maps, a shape that does not fit, two aliases of one variable that differ, or a
-    variable left unfilled; `source` names the file in errors."""
+    variable left unfilled (but those of `zero_if_absent`, which the reference initialises to
+    zeros when a checkpoint lacks them); `source` names the file in errors."""
     compiled = [(re.compile(pattern), target, layout) for pattern, target, layout in rules]
     filled: dict[str, tuple[str, np.ndarray]] = {}
     # in the order of the rules, so that an alias is checked against the first-named matrix
@@ -255,6 +257,9 @@ def _fill(
                                       f"are {path!r}")
             continue
         filled[path] = (name, value)
+    for path in zero_if_absent or {}:
+        if path in shapes and path not in filled:
+            filled[path] = ("zeros", np.zeros(shapes[path], np.float32))
     missing = sorted(set(shapes) - set(filled))
     if missing:
         raise PretrainedError(f"{source}: no tensor fills the variable(s) {missing}")
@@ -280,10 +285,13 @@ def _architecture(hf: dict[str, Any], directory: str | pathlib.Path) -> str:
     return kind
 
 
-# config.json's model_type -> (the rules of its module's tensors, tensors it may hold unread)
-_ARCHITECTURES: dict[str, tuple[Callable[[Any], list[Rule]], tuple[str, ...]]] = {
-    "t5": (lambda module: _t5_rules(module.config.tie_output), _T5_IGNORED),
-    "bart": (lambda module: _bart_rules(), ()),
+# config.json's model_type -> (the rules of its module's tensors, tensors it may hold unread,
+# variables that are zeros when it holds no tensor for them: older BART checkpoints lack
+# `final_logits_bias`, which transformers then starts at zeros)
+_ARCHITECTURES: dict[str, tuple[Callable[[Any], list[Rule]], tuple[str, ...],
+                                dict[str, tuple[str, str]]]] = {
+    "t5": (lambda module: _t5_rules(module.config.tie_output), _T5_IGNORED, {}),
+    "bart": (lambda module: _bart_rules(), (), {"output_bias": ("final_logits_bias", "row")}),
 }
 
 
@@ -302,10 +310,10 @@ def load_variables(directory: str | pathlib.Path, module: Any) -> dict[str, Any]
     """The variables of `module` (built from the directory's config.json, perhaps with other
     dtype or dropout) from the directory's model.safetensors."""
     hf = read_config(directory)
-    rules, ignored = _ARCHITECTURES[_architecture(hf, directory)]
+    rules, ignored, zero_if_absent = _ARCHITECTURES[_architecture(hf, directory)]
     source = str(pathlib.Path(directory) / WEIGHTS_FILE)
     return _fill(rules(module), _variable_shapes(module), read_tensors(directory), source,
-                 hf["model_type"].upper(), ignored)
+                 hf["model_type"].upper(), ignored, zero_if_absent)
 
 
 def load_pretrained(directory: str | pathlib.Path, **overrides: Any) -> tuple[Seq2Seq, dict[str, Any]]:
@@ -352,7 +360,7 @@ def export_pretrained(
     reference, out = pathlib.Path(reference), pathlib.Path(out)
     hf = read_config(reference)
     module = pretrained_module(reference)
-    rules, ignored = _ARCHITECTURES[_architecture(hf, reference)]
+    rules, ignored, zero_if_absent = _ARCHITECTURES[_architecture(hf, reference)]
     compiled = [(re.compile(pattern), target, layout) for pattern, target, layout in rules(module)]
     params = {"/".join(path): np.asarray(value, np.float32)
               for path, value in flax.traverse_util.flatten_dict(variables["params"]).items()}
@@ -366,6 +374,9 @@ def export_pretrained(
                                   "export from")
         path, layout = found
         tensors[name] = _to_torch(params[path], layout)
+    for path, (name, layout) in zero_if_absent.items():  # written even where the reference lacks it
+        if path in params and name not in tensors:
+            tensors[name] = _to_torch(params[path], layout)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

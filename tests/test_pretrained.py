@@ -16,10 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict
+from jax.sharding import PartitionSpec as P
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from flax_s2s import decoding
+from flax_s2s import decoding, sharding
 from flax_s2s.models import attention_weights
 from flax_s2s.models.bart import BART_SPECIAL_TOKENS, bart_config
 from flax_s2s.pretrained import PretrainedError, export_pretrained, load_bart, load_pretrained, load_t5
@@ -158,6 +160,28 @@ def test_bart_tensor_of_wrong_shape_names_itself(tmp_path):
         load_bart(directory)
 
 
+def test_bart_without_final_logits_bias_loads_it_as_zeros(tmp_path):
+    # older BART checkpoints lack the buffer; transformers starts it at zeros, and so do we
+    directory = tmp_path / "bart"
+    shutil.copytree(FIXTURES / "bart", directory)
+    tensors = load_file(directory / "model.safetensors")
+    del tensors["final_logits_bias"]
+    save_file(tensors, directory / "model.safetensors")
+    _, variables = load_bart(directory)
+    _, full = load_bart(FIXTURES / "bart")
+    np.testing.assert_array_equal(np.asarray(variables["params"]["output_bias"]), 0.0)
+    assert np.abs(np.asarray(full["params"]["output_bias"])).max() > 0.1  # the fixture's is not
+    # exported (after fine-tuning, say) it is written: the bias is not lost
+    changed = jax.tree.map(lambda x: x, variables)
+    changed["params"]["output_bias"] = jnp.ones_like(changed["params"]["output_bias"])
+    _, again = load_bart(export_pretrained(changed, directory, tmp_path / "exported"))
+    np.testing.assert_array_equal(np.asarray(again["params"]["output_bias"]), 1.0)
+    del tensors["model.encoder.layers.0.fc1.bias"]  # others stay required
+    save_file(tensors, directory / "model.safetensors")
+    with pytest.raises(PretrainedError, match=r"no tensor fills .*encoder_layers_0/mlp/hidden/bias"):
+        load_bart(directory)
+
+
 # --- export ---
 
 
@@ -200,3 +224,21 @@ def test_export_writes_changed_weights_where_they_belong(tmp_path):
     fc1 = _tensors(out)["model.encoder.layers.0.fc1.weight"]
     kernel = changed["params"]["encoder_layers_0"]["mlp"]["hidden"]["kernel"]
     np.testing.assert_array_equal(fc1, np.asarray(kernel).T)
+
+
+def test_bart_parameters_take_the_transformers_sharding_rules():
+    _, variables = load_bart(FIXTURES / "bart")
+    flat = {name: leaf.shape for name, leaf in flatten_dict(variables["params"], sep="/").items()}
+    sizes = {"data": 1, "model": 2}
+    expected = {
+        "src_embed/embedding": P("model", None),  # shared by encoder, decoder and output
+        "encoder_layers_0/self_attention/query/kernel": P(None, "model", None),
+        "decoder_layers_1/cross_attention/out/kernel": P("model", None, None),
+        "decoder_layers_0/mlp/hidden/kernel": P(None, "model"),
+        "decoder_layers_0/mlp/hidden/bias": P("model"),
+        "positions/embedding": P(None, None),  # BART's own parts: small, replicated
+        "decoder_positions/embedding": P(None, None),
+        "output_bias": P(None),
+    }
+    for name, spec in expected.items():
+        assert sharding.param_spec(name, flat[name], sizes) == spec, name

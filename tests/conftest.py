@@ -133,3 +133,24 @@ def train_tiny(overrides: tuple = (), steps: int = 12):
         losses.append(float(step_metrics["loss"]))
     return config, model, tx, batch, initial, state, losses
 
+
+
+def untrained_symbol_model(seed: int, batch: int, src_len: int, max_len: int):
+    """A tiny LSTM over symbol vocabularies a-e -> x-z, its weights randomly drawn from `seed`
+    and widened (peaked, varied distributions), as a `TrainedModel` for decoding tests."""
+    import jax
+
+    from configs import default
+    from flax_s2s.data.vocab import SymbolVocab
+    from flax_s2s.models import build_model
+    from flax_s2s.workdirs import TrainedModel
+
+    config = default.get_config()
+    config.model.update(emb_dim=8, hidden_dim=16, attention_dim=8)
+    config.max_src_len, config.max_tgt_len = src_len, max_len
+    src_vocab, tgt_vocab = SymbolVocab(list("abcde")), SymbolVocab(list("xyz"))
+    model = build_model(config, len(src_vocab), len(tgt_vocab))
+    shape = np.zeros((batch, src_len), np.int32)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), shape, shape)
+    variables = jax.tree.map(lambda w: 3.0 * w, variables)
+    return TrainedModel(config, model, variables, src_vocab, tgt_vocab, 0, (0,))

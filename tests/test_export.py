@@ -4,12 +4,9 @@ import inspect
 import jax
 import numpy as np
 import pytest
+from conftest import untrained_symbol_model
 
-from configs import default
 from flax_s2s import decoding, export, exported
-from flax_s2s.data.vocab import SymbolVocab
-from flax_s2s.models import build_model
-from flax_s2s.workdirs import TrainedModel
 
 SRC_LEN, MAX_LEN, BATCH, BEAM = 4, 5, 3, 2
 LINES = ["abc", "d", "eeee", "ab"]  # two batches, the second padded
@@ -17,15 +14,7 @@ LINES = ["abc", "d", "eeee", "ab"]  # two batches, the second padded
 
 @pytest.fixture(scope="module")
 def trained():
-    config = default.get_config()
-    config.model.update(emb_dim=8, hidden_dim=16, attention_dim=8)
-    config.max_src_len, config.max_tgt_len = SRC_LEN, MAX_LEN
-    src_vocab, tgt_vocab = SymbolVocab(list("abcde")), SymbolVocab(list("xyz"))
-    model = build_model(config, len(src_vocab), len(tgt_vocab))
-    shape = np.zeros((BATCH, SRC_LEN), np.int32)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(4), shape, shape)
-    variables = jax.tree.map(lambda w: 3.0 * w, variables)  # peaked, varied distributions
-    return TrainedModel(config, model, variables, src_vocab, tgt_vocab, 0, (0,))
+    return untrained_symbol_model(4, BATCH, SRC_LEN, MAX_LEN)
 
 
 def _src(trained):

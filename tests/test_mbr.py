@@ -2,13 +2,10 @@ import jax
 import numpy as np
 import pytest
 import sacrebleu
+from conftest import untrained_symbol_model
 from rapidfuzz.distance import Levenshtein
 
-from configs import default
 from flax_s2s import decoding, infer, mbr
-from flax_s2s.data.vocab import SymbolVocab
-from flax_s2s.models import build_model
-from flax_s2s.workdirs import TrainedModel
 
 # Word outputs whose consensus is neither the first candidate nor the most frequent one.
 CANDIDATES = ["a cat sat on the mat", "the cat sat on a mat", "the cat sat on the mat",
@@ -69,15 +66,7 @@ LINES = ["abc", "d", "eeee", "ab", "edcb", "c"]
 
 @pytest.fixture(scope="module")
 def trained():
-    config = default.get_config()
-    config.model.update(emb_dim=8, hidden_dim=16, attention_dim=8)
-    config.max_src_len, config.max_tgt_len = SRC_LEN, MAX_LEN
-    src_vocab, tgt_vocab = SymbolVocab(list("abcde")), SymbolVocab(list("xyz"))
-    model = build_model(config, len(src_vocab), len(tgt_vocab))
-    shape = np.zeros((BATCH, SRC_LEN), np.int32)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(2), shape, shape)
-    variables = jax.tree.map(lambda w: 3.0 * w, variables)  # peaked, varied distributions
-    return TrainedModel(config, model, variables, src_vocab, tgt_vocab, 0, (0,))
+    return untrained_symbol_model(2, BATCH, SRC_LEN, MAX_LEN)
 
 
 def _src(trained, lines):

@@ -36,7 +36,7 @@ from safetensors import safe_open
 from safetensors.flax import load_file as load_flax_file
 from safetensors.numpy import load_file, save_file
 
-from flax_s2s.data.vocab import SentencePieceVocab, TokenizerVocab, Vocab
+from flax_s2s.data.vocab import ByteVocab, SentencePieceVocab, TokenizerVocab, Vocab
 from flax_s2s.errors import FileFormatError
 from flax_s2s.models import Seq2Seq, module_from_hf_config
 from flax_s2s.models.t5 import T5, T5Config
@@ -415,20 +415,35 @@ def configure(config: Any) -> None:
     config.vocab.src_eos = True  # T5's and BART's tokenizers end every text with </s>
 
 
+def _tokenizer_class(directory: pathlib.Path) -> str:
+    """tokenizer_config.json's `tokenizer_class`, or "" without one."""
+    path = directory / "tokenizer_config.json"
+    if not path.is_file():
+        return ""
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8")).get("tokenizer_class", ""))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise PretrainedError(f"{path}: not a JSON object ({error})") from None
+
+
 def tokenizer_vocab(directory: str | pathlib.Path) -> Vocab:
-    """The vocabulary of a save_pretrained directory: T5's `spiece.model` (SentencePiece), else
-    a `tokenizer.json` (BART's byte-level BPE), with the special ids of its config.json; BART's
-    texts start with `<s>` (config.json's bos_token_id), as its tokenizer writes them."""
+    """The vocabulary of a save_pretrained directory: ByT5's bytes (its tokenizer_config.json
+    names ByT5Tokenizer), T5's `spiece.model` (SentencePiece), else a `tokenizer.json` (BART's
+    byte-level BPE), with the special ids of its config.json; BART's texts start with `<s>`
+    (config.json's bos_token_id), as its tokenizer writes them."""
     directory = pathlib.Path(directory)
     hf = read_config(directory)
     specials = pretrained_module(directory).special_tokens
-    if (directory / "spiece.model").is_file():
+    if _tokenizer_class(directory) == "ByT5Tokenizer":  # bytes: no vocabulary file
+        vocab = ByteVocab()
+    elif (directory / "spiece.model").is_file():
         vocab = SentencePieceVocab.load(directory / "spiece.model")
     elif (directory / "tokenizer.json").is_file():
         prefix = [hf["bos_token_id"]] if hf.get("model_type") == "bart" and "bos_token_id" in hf else []
         vocab = TokenizerVocab((directory / "tokenizer.json").read_text(encoding="utf-8"), specials, prefix)
     else:
-        raise PretrainedError(f"{directory}: no tokenizer (spiece.model or tokenizer.json)")
+        raise PretrainedError(f"{directory}: no tokenizer (spiece.model, tokenizer.json, or a "
+                              "tokenizer_config.json naming ByT5Tokenizer)")
     if vocab.special_tokens != specials:
         raise PretrainedError(f"{directory}: the tokenizer's special tokens {vocab.special_tokens} are "
                               f"not config.json's {specials}")

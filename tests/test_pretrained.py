@@ -22,10 +22,19 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from flax_s2s import decoding, sharding
+from flax_s2s.errors import FileFormatError
 from flax_s2s.models import attention_weights
 from flax_s2s.models.bart import BART_SPECIAL_TOKENS, bart_config
+from flax_s2s.models.t5 import T5_SPECIAL_TOKENS
 from flax_s2s.models.unroll import FULL_UNROLL_MAX
-from flax_s2s.pretrained import PretrainedError, export_pretrained, load_bart, load_pretrained, load_t5
+from flax_s2s.pretrained import (
+    PretrainedError,
+    export_pretrained,
+    load_bart,
+    load_pretrained,
+    load_t5,
+    tokenizer_vocab,
+)
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 T5_VARIANTS = ("t5_v1_0", "t5_v1_1", "t5_v1_1_tied")
@@ -247,3 +256,25 @@ def test_bart_parameters_take_the_transformers_sharding_rules():
     }
     for name, spec in expected.items():
         assert sharding.param_spec(name, flat[name], sizes) == spec, name
+
+
+def test_byt5_bytes_match_the_reference_tokenizer(tmp_path):
+    # ByT5 has no vocabulary file: its tokenizer_config.json names ByT5Tokenizer
+    cases = json.loads((FIXTURES / "byt5_tokens.json").read_text(encoding="utf-8"))
+    directory = tmp_path / "byt5"
+    shutil.copytree(FIXTURES / "t5_v1_1", directory)
+    config = {**_config("t5_v1_1"), "vocab_size": 384}  # ByT5's: 3 specials, 256 bytes, extra ids
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "ByT5Tokenizer"}))
+    vocab = tokenizer_vocab(directory)
+    assert vocab.special_tokens == T5_SPECIAL_TOKENS and len(vocab) == 259
+    for case in cases:
+        if case["text"] is not None:
+            assert vocab.encode(case["text"]) == case["ids"], case
+        assert vocab.decode(case["ids"]) == case["decoded"], case
+    saved = tmp_path / "vocab.bytes.json"
+    vocab.save(saved)
+    assert type(vocab).load(saved) == vocab
+    saved.write_text('{"vocabulary": "pieces"}')
+    with pytest.raises(FileFormatError, match=r"vocab\.bytes\.json: not a byte vocabulary"):
+        type(vocab).load(saved)

@@ -294,6 +294,59 @@ class TokenizerVocab:
         return isinstance(other, TokenizerVocab) and self.to_dict() == other.to_dict()
 
 
+class ByteVocab:
+    """ByT5's vocabulary: a text's UTF-8 bytes, each as its value + 3 after the three specials
+    (pad 0, eos 1, unk 2; the decoder starts from pad), as transformers' ByT5Tokenizer has it.
+    No file describes it, so it saves as a small JSON that names it."""
+
+    separator = " "  # error rates over decoded text count whitespace-separated words
+    special_tokens = SpecialTokens(pad=0, bos=0, eos=1, unk=2)
+    OFFSET = 3  # ids below are the specials
+    unk_count = 0  # every byte has an id
+
+    def __len__(self) -> int:
+        return self.OFFSET + 256
+
+    def encode(self, text: str, add_eos: bool = True) -> list[int]:
+        ids = [byte + self.OFFSET for byte in text.encode("utf-8")]
+        return ids + [self.special_tokens.eos] if add_eos else ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids -> text, stopping at the first EOS; specials and ids past the bytes (ByT5's
+        extra ids) skipped, and an incomplete UTF-8 sequence dropped (as the reference does)."""
+        kept = bytearray()
+        for token in ids:
+            token = int(token)
+            if token == self.special_tokens.eos:
+                break
+            if self.OFFSET <= token < len(self):
+                kept.append(token - self.OFFSET)
+        return kept.decode("utf-8", errors="ignore")
+
+    def token_text(self, token: int) -> str:
+        token = int(token)
+        names = {0: "<pad>", 1: "</s>", 2: "<unk>"}
+        return names.get(token) or (repr(bytes([token - self.OFFSET])) if token < len(self) else f"<{token}>")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"vocabulary": "bytes", "offset": self.OFFSET}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ByteVocab:
+        """The vocabulary `save` wrote; a file that is not one raises FileFormatError naming it."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise FileFormatError(f"{path}: not a byte vocabulary ({error})") from None
+        if data != {"vocabulary": "bytes", "offset": cls.OFFSET}:
+            raise FileFormatError(f'{path}: not a byte vocabulary (expected {{"vocabulary": "bytes", '
+                                  f'"offset": {cls.OFFSET}}})')
+        return cls()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ByteVocab)
+
+
 def _sentencepiece_special_tokens(processor: spm.SentencePieceProcessor) -> SpecialTokens:
     """A SentencePiece model's special ids; bos is pad when the model has no bos piece."""
     pad, bos, eos, unk = (processor.pad_id(), processor.bos_id(), processor.eos_id(),
@@ -324,6 +377,7 @@ VOCAB_SUFFIXES: dict[str, tuple[str, type]] = {
     "symbol": (".json", SymbolVocab),
     "sentencepiece": (".model", SentencePieceVocab),
     "tokenizer": (".tokenizer.json", TokenizerVocab),  # a pretrained checkpoint's (pretrained.py)
+    "bytes": (".bytes.json", ByteVocab),  # ByT5's
 }
 
 

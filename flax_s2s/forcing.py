@@ -280,16 +280,21 @@ def two_pass_unroll(
     (`segments`, the targets' {"segment_ids", "positions"}): both passes are packed, and the own
     tokens are shifted right per example, so each example starts from BOS.
     """
-    first_logits = jax.lax.stop_gradient(
-        model.forward(variables, encoded, gold_inputs, segments=segments)
-    )
+    packed = _packed(segments)
+    first_logits = jax.lax.stop_gradient(model.forward(variables, encoded, gold_inputs, **packed))
     own_tokens = choose_tokens(first_logits, choice_key, choice, temperature, model.special_tokens)
     # the token predicted at t - 1 is read at t
     segment_ids = None if segments is None else segments["segment_ids"]
     own_inputs = decoder_inputs(own_tokens, model.special_tokens.bos, segment_ids)
     read_tokens = jnp.where(mask, gold_inputs, own_inputs).astype(jnp.int32)
-    logits = model.forward(variables, encoded, read_tokens, train=train, rng=rng, segments=segments)
+    logits = model.forward(variables, encoded, read_tokens, train=train, rng=rng, **packed)
     return logits, read_tokens
+
+
+def _packed(segments: dict[str, Array] | None) -> dict[str, Any]:
+    """The `segments` keyword of a packed `forward`; none at all for unpacked rows, so that a
+    model without packing support is called as before."""
+    return {} if segments is None else {"segments": segments}
 
 
 UNROLLS = {"exact": exact_unroll, "two_pass": two_pass_unroll}  # by config.teacher_forcing.mode
@@ -396,15 +401,13 @@ class TeacherForcing:
         """
         segment_ids = None if segments is None else segments["segment_ids"]
         gold_inputs = decoder_inputs(tgt_tokens, model.special_tokens.bos, segment_ids)
+        packed = _packed(segments)
         if self.always_gold:
             return model.forward(variables, encoded, gold_inputs, train=True, rng=dropout_rng,
-                                 segments=segments), None
-        packed = {}
-        if segments is not None:
-            if self.mode not in PACKED_MODES:
-                raise ValueError(f"teacher_forcing.mode={self.mode!r} does not train on packed "
-                                 f"rows; scheduled sampling packs in {list(PACKED_MODES)}")
-            packed = {"segments": segments}
+                                 **packed), None
+        if packed and self.mode not in PACKED_MODES:
+            raise ValueError(f"teacher_forcing.mode={self.mode!r} does not train on packed rows; "
+                             f"scheduled sampling packs in {list(PACKED_MODES)}")
         if mask is None:
             positions = None if segments is None else segments["positions"]
             mask = self.mask(step_rng, step, gold_inputs.shape, positions)

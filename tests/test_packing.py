@@ -63,8 +63,8 @@ def layout(examples, rows):
 
 @pytest.fixture(scope="module")
 def setup():
-    config = tiny_config(**TINY_TRANSFORMER, **{"model.positions": "learned"},
-                         max_src_len=MAX_SRC, max_tgt_len=MAX_TGT, batch_size=ROWS, pack=True)
+    config = tiny_config(**TINY_TRANSFORMER, max_src_len=MAX_SRC, max_tgt_len=MAX_TGT,
+                         batch_size=ROWS, pack=True)
     vocab = SymbolVocab.build(LETTERS)
     examples = pipeline.tokenize(REVERSE_PAIRS, vocab, vocab, MAX_SRC, MAX_TGT)
     model = build_model(config, len(vocab), len(vocab))

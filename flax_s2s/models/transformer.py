@@ -148,6 +148,11 @@ class Positions(nn.Module):
     @nn.compact
     def __call__(self, positions: Array) -> Array:
         c = self.config
+        if c.positions == "sinusoidal" and positions.ndim > 1:
+            # per-example positions of packed rows [batch, length], each < length: rows of a
+            # table of `length` positions, which XLA computes once at compile time
+            table = sinusoidal_positions(jnp.arange(positions.shape[-1]), c.d_model)
+            return jnp.take(table, positions, axis=0).astype(c.dtype)
         if c.positions == "sinusoidal":
             return sinusoidal_positions(positions, c.d_model).astype(c.dtype)
         rows = c.max_positions + c.position_offset

@@ -52,12 +52,12 @@ def get_config() -> ml_collections.ConfigDict:
     # epoch, none cut). The model sees each pair alone: attention masked by segment, positions
     # restarting at each pair, the decoder's inputs shifted per pair behind BOS. Loss and metrics
     # count real tokens, as unpacked; a batch holds more examples (and tokens) than batch_size.
-    # Evaluation and decoding stay unpacked. For model.type transformer and bart only: an RNN's
-    # recurrent state would carry from one pair of a row into the next unless reset at each
-    # pair's start, which costs its sequential scan its simplicity; T5's relative position bias
-    # reads no segments. Scheduled sampling packs only with teacher_forcing.mode="two_pass" (the
-    # exact mode scans the decoder step, whose cache would carry across pairs too). Excludes
-    # bucket_boundaries. False: one pair a row.
+    # Evaluation and decoding stay unpacked. For model.type transformer, bart and t5 (whose
+    # relative position bias needs no per-pair positions); not for the RNN (lstm): its recurrent
+    # state would carry from one pair of a row into the next unless reset at each pair's start,
+    # which costs its sequential scan its simplicity. Scheduled sampling packs only with
+    # teacher_forcing.mode="two_pass" (the exact mode scans the decoder step, whose cache would
+    # carry across pairs too). Excludes bucket_boundaries. False: one pair a row.
     config.pack = False
 
     # --- vocabularies: built from the train split on a workdir's first run, saved in it

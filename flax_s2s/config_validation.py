@@ -299,16 +299,15 @@ def _validate_teacher_forcing(tf: ml_collections.ConfigDict) -> None:
 
 # config.model.type values whose models train on packed rows (`Seq2Seq.takes_packed_rows`), and
 # why the others do not
-PACKED_MODEL_TYPES = ("transformer", "bart")
+PACKED_MODEL_TYPES = ("transformer", "bart", "t5")
 _WHY_NOT_PACKED = {
     "lstm": "the RNN's recurrent state would carry from one example of a row into the next "
             "unless reset at each example's start, which costs its sequential scan its simplicity",
-    "t5": "T5's relative position bias reads no segments",
 }
 
 
 def _validate_packing(config: ml_collections.ConfigDict) -> None:
-    """`config.pack` needs a Transformer (or BART), no length buckets, and teacher forcing or a
+    """`config.pack` needs a Transformer (or BART, T5), no length buckets, and teacher forcing or a
     parallel scheduled-sampling mode (`forcing.PACKED_MODES`)."""
     if not config.pack:
         return

@@ -4,7 +4,8 @@ The examples of a split are tokenized once into two padded int32 matrices. Train
 from a grain `MapDataset` over example indices: seeded shuffle (a fresh permutation each epoch),
 repeat, batch. Its iterator state (how many batches were drawn) is saved in every checkpoint, so a
 resumed run sees exactly the batches an uninterrupted one would. With length buckets, each batch
-holds examples of one bucket, cut to that bucket's static shape (one compile per bucket).
+holds examples of one bucket, cut to that bucket's static shape (one compile per bucket). With
+packing (`packing.py`), each row holds several examples, with their segment ids and positions.
 
 For evaluation against several references (a word with alternative pronunciations),
 `group_references` gathers the unique sources of a split with all their targets.

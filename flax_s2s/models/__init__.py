@@ -124,9 +124,9 @@ class Seq2Seq:
 
     @property
     def takes_packed_rows(self) -> bool:
-        """Whether `encode` and `forward` take packed rows (`segments`): the Transformer (and
-        BART) do; an RNN's recurrent state would carry from one example of a row into the next,
-        and T5's relative position bias reads no segments."""
+        """Whether `encode` and `forward` take packed rows (`segments`): the Transformer, BART
+        and T5 do; an RNN's recurrent state would carry from one example of a row into the
+        next."""
         return getattr(type(self.module), "TAKES_PACKED_ROWS", False)
 
     def _check_packable(self, segments: dict[str, Array] | None) -> None:

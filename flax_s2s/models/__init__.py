@@ -145,7 +145,7 @@ class Seq2Seq:
     ) -> Any:
         """src_tokens [batch, src_len] -> the encoder's output (memory, source mask, ...).
         `segments`: a packed batch's source {"segment_ids", "positions"} [batch, src_len]
-        (`flax_s2s.data.packing.segments`; models with a parallel `forward` only)."""
+        (`flax_s2s.data.packing.segments`; models that `takes_packed_rows` only)."""
         self._check_packable(segments)
         return self._apply(
             variables, src_tokens, method="encode", train=train, rng=rng, update_stats=update_stats,

@@ -26,6 +26,7 @@ with lengths spread from 2 to 48 characters, written as parallel text files and 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import sys
 import tempfile
@@ -212,7 +213,8 @@ def main() -> None:
     if args.no_record:
         print("\n".join(lines))
     else:
-        common.append_section("Packed batches vs length buckets (bench/pack.py)", lines)
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+        common.append_section(f"Packed batches vs length buckets (`bench/pack.py`, {date})", lines)
 
 
 if __name__ == "__main__":

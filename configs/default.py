@@ -46,6 +46,19 @@ def get_config() -> ml_collections.ConfigDict:
     # examples form the last bucket at (max_src_len, max_tgt_len). One compile per bucket:
     # len(boundaries) + 1 train shapes. Empty: no bucketing, every batch at the maximum lengths.
     config.bucket_boundaries = ()
+    # Packed training batches (T5X / seqio style, flax_s2s/data/packing.py): each of the
+    # batch_size rows holds several (source, target) pairs back to back, up to max_src_len /
+    # max_tgt_len tokens a side, chosen first-fit from the shuffled order (every example once an
+    # epoch, none cut). The model sees each pair alone: attention masked by segment, positions
+    # restarting at each pair, the decoder's inputs shifted per pair behind BOS. Loss and metrics
+    # count real tokens, as unpacked; a batch holds more examples (and tokens) than batch_size.
+    # Evaluation and decoding stay unpacked. For model.type transformer, bart and t5 (whose
+    # relative position bias needs no per-pair positions); not for the RNN (lstm): its recurrent
+    # state would carry from one pair of a row into the next unless reset at each pair's start,
+    # which costs its sequential scan its simplicity. Scheduled sampling packs only with
+    # teacher_forcing.mode="two_pass" (the exact mode scans the decoder step, whose cache would
+    # carry across pairs too). Excludes bucket_boundaries. False: one pair a row.
+    config.pack = False
 
     # --- vocabularies: built from the train split on a workdir's first run, saved in it
     # (src_vocab.json / .model, tgt_vocab.*) and reused on resume and by the CLIs ---

@@ -229,6 +229,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
         )
     _check_batch_norm_forcing(config)
     _validate_teacher_forcing(config.teacher_forcing)
+    _validate_packing(config)
     _validate_averaging_and_stopping(config)
     _validate_mesh(config, device_count)
     _validate_distributed(config)
@@ -293,4 +294,41 @@ def _validate_teacher_forcing(tf: ml_collections.ConfigDict) -> None:
             f"config.teacher_forcing (position_schedule={kind!r}, position_k={k}, "
             f"position_slope={slope}, position_floor={floor}): the {kind} position schedule "
             f"needs {position_needs[kind][1]}"
+        )
+
+
+# config.model.type values whose models train on packed rows (`Seq2Seq.takes_packed_rows`), and
+# why the others do not
+PACKED_MODEL_TYPES = ("transformer", "bart", "t5")
+_WHY_NOT_PACKED = {
+    "lstm": "the RNN's recurrent state would carry from one example of a row into the next "
+            "unless reset at each example's start, which costs its sequential scan its simplicity",
+}
+
+
+def _validate_packing(config: ml_collections.ConfigDict) -> None:
+    """`config.pack` needs a Transformer (or BART, T5), no length buckets, and teacher forcing or a
+    parallel scheduled-sampling mode (`forcing.PACKED_MODES`)."""
+    if not config.pack:
+        return
+    if config.model.type not in PACKED_MODEL_TYPES:
+        raise ConfigError(
+            f"config.pack=True with config.model.type={config.model.type!r}: packing trains "
+            f"model.type in {list(PACKED_MODEL_TYPES)} only; "
+            f"{_WHY_NOT_PACKED.get(config.model.type, 'it reads no segments')}"
+        )
+    if config.bucket_boundaries:
+        raise ConfigError(
+            f"config.pack=True with config.bucket_boundaries={tuple(config.bucket_boundaries)}: "
+            "packed rows are filled to max_src_len / max_tgt_len; use one or the other"
+        )
+    tf = config.teacher_forcing
+    always_gold = tf.schedule == "constant" and tf.p == 1.0 and tf.position_schedule == "none"
+    if not always_gold and tf.mode not in forcing.PACKED_MODES:
+        raise ConfigError(
+            f"config.pack=True with scheduled sampling (config.teacher_forcing.schedule="
+            f"{tf.schedule!r}, p={tf.p}, position_schedule={tf.position_schedule!r}) in "
+            f"config.teacher_forcing.mode={tf.mode!r}: packed rows train with full teacher "
+            f"forcing or mode in {list(forcing.PACKED_MODES)} (the exact mode scans the decoder "
+            "step, whose state would carry across the examples of a row)"
         )

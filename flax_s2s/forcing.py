@@ -271,23 +271,37 @@ def two_pass_unroll(
     temperature: float = 1.0,
     train: bool = False,
     rng: Array | None = None,
+    segments: dict[str, Array] | None = None,
 ) -> tuple[Array, Array]:
     """Two parallel `model.forward` passes; same arguments and returns as `exact_unroll`.
 
     The first pass runs as at inference (train=False, no dropout) and only supplies the own tokens;
-    it is under stop_gradient. The second pass reads the mix and carries the gradient.
+    it is under stop_gradient. The second pass reads the mix and carries the gradient. Packed rows
+    (`segments`, the targets' {"segment_ids", "positions"}): both passes are packed, and the own
+    tokens are shifted right per example, so each example starts from BOS.
     """
-    first_logits = jax.lax.stop_gradient(model.forward(variables, encoded, gold_inputs))
+    packed = _packed(segments)
+    first_logits = jax.lax.stop_gradient(model.forward(variables, encoded, gold_inputs, **packed))
     own_tokens = choose_tokens(first_logits, choice_key, choice, temperature, model.special_tokens)
     # the token predicted at t - 1 is read at t
-    own_inputs = decoder_inputs(own_tokens, model.special_tokens.bos)
+    segment_ids = None if segments is None else segments["segment_ids"]
+    own_inputs = decoder_inputs(own_tokens, model.special_tokens.bos, segment_ids)
     read_tokens = jnp.where(mask, gold_inputs, own_inputs).astype(jnp.int32)
-    logits = model.forward(variables, encoded, read_tokens, train=train, rng=rng)
+    logits = model.forward(variables, encoded, read_tokens, train=train, rng=rng, **packed)
     return logits, read_tokens
+
+
+def _packed(segments: dict[str, Array] | None) -> dict[str, Any]:
+    """The `segments` keyword of a packed `forward`; none at all for unpacked rows, so that a
+    model without packing support is called as before."""
+    return {} if segments is None else {"segments": segments}
 
 
 UNROLLS = {"exact": exact_unroll, "two_pass": two_pass_unroll}  # by config.teacher_forcing.mode
 MODES = tuple(UNROLLS)
+# The modes that train on packed rows: the parallel ones. "exact" scans the decoder step, whose
+# cache would carry from one example of a row into the next.
+PACKED_MODES = ("two_pass",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,10 +353,18 @@ class TeacherForcing:
         raise ValueError(f"teacher_forcing.position_combine must be one of {list(COMBINES)}, "
                          f"got {self.combine!r}")
 
-    def mask(self, step_rng: Array, step: Array | int, shape: tuple[int, int]) -> Array:
-        """The train step's teacher-forcing mask, bool [batch, tgt_len] (True: gold)."""
+    def mask(
+        self, step_rng: Array, step: Array | int, shape: tuple[int, int],
+        positions: Array | None = None,
+    ) -> Array:
+        """The train step's teacher-forcing mask, bool [batch, tgt_len] (True: gold). Packed
+        rows: `positions` [batch, tgt_len], each example's own decoder positions, which the
+        position schedule reads (the uniforms drawn are the same)."""
         mask_key, _ = forcing_keys(step_rng)
-        return draw_mask(mask_key, self.prob_by_position(step, shape[1]), shape)
+        prob = self.prob_by_position(step, shape[1])
+        if positions is None:
+            return draw_mask(mask_key, prob, shape)
+        return draw_mask(mask_key, prob[positions], shape) | (positions == 0)  # each BOS is gold
 
     def unroll(self, model: Any) -> Callable[..., tuple[Array, Array]]:
         """The unroll this run trains `model` with (see `graded_scan`)."""
@@ -364,6 +386,7 @@ class TeacherForcing:
         step_rng: Array,
         dropout_rng: Array | None,
         mask: Array | None = None,
+        segments: dict[str, Array] | None = None,
     ) -> tuple[Array, Array | None]:
         """Decoder logits [batch, tgt_len, vocab] for one train step on targets [batch, tgt_len],
         and the mask the decoder read by (bool, True: gold; None on the teacher-forced path).
@@ -373,24 +396,40 @@ class TeacherForcing:
         mask: bool [batch, tgt_len] to read by instead of drawing one from `step_rng`: a
         microbatch passes its rows of the mask its whole batch drew (`self.mask`), so that
         splitting a batch changes no gold/own choice.
+        segments: packed rows' target {"segment_ids", "positions"} [batch, tgt_len] (with
+        `encoded` from a packed encode): teacher forcing, or a mode in PACKED_MODES.
         """
-        gold_inputs = decoder_inputs(tgt_tokens, model.special_tokens.bos)
+        segment_ids = None if segments is None else segments["segment_ids"]
+        gold_inputs = decoder_inputs(tgt_tokens, model.special_tokens.bos, segment_ids)
+        packed = _packed(segments)
         if self.always_gold:
-            return model.forward(variables, encoded, gold_inputs, train=True, rng=dropout_rng), None
+            return model.forward(variables, encoded, gold_inputs, train=True, rng=dropout_rng,
+                                 **packed), None
+        if packed and self.mode not in PACKED_MODES:
+            raise ValueError(f"teacher_forcing.mode={self.mode!r} does not train on packed rows; "
+                             f"scheduled sampling packs in {list(PACKED_MODES)}")
         if mask is None:
-            mask = self.mask(step_rng, step, gold_inputs.shape)
+            positions = None if segments is None else segments["positions"]
+            mask = self.mask(step_rng, step, gold_inputs.shape, positions)
         _, choice_key = forcing_keys(step_rng)
         logits, _ = self.unroll(model)(
             model, variables, encoded, gold_inputs, mask, choice_key,
             choice=self.choice, temperature=self.temperature, train=True, rng=dropout_rng,
+            **packed,
         )
         return logits, mask
 
 
-def gold_counts_by_position(mask: Array, weights: Array, length: int) -> tuple[Array, Array]:
+def gold_counts_by_position(
+    mask: Array, weights: Array, length: int, positions: Array | None = None
+) -> tuple[Array, Array]:
     """(gold reads, real tokens) per position, float32 [length] each, from a mask and token
     weights [batch, tgt_len <= length]; zero-padded to `length` so that every length bucket
-    gives one shape. Their ratio over a log interval is the realised gold rate by position."""
+    gives one shape. Their ratio over a log interval is the realised gold rate by position.
+    Packed rows: counted by each example's own decoder position, `positions` [batch, tgt_len]."""
+    if positions is not None:
+        gold = jnp.zeros(length, jnp.float32).at[positions].add(mask * weights)
+        return gold, jnp.zeros(length, jnp.float32).at[positions].add(weights)
     pad = ((0, length - mask.shape[1]),)
     gold = jnp.pad((mask * weights).sum(0), pad)
     return gold.astype(jnp.float32), jnp.pad(weights.sum(0), pad).astype(jnp.float32)

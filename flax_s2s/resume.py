@@ -29,7 +29,7 @@ MAY_CHANGE = (
 
 # Keys that change the saved state, with the value a run saved before they existed had: a saved
 # config without `ema_decay` kept no average, so resuming it with one is refused like a change.
-BEFORE_ADDED = {"ema_decay": 0.0}
+BEFORE_ADDED = {"ema_decay": 0.0, "pack": False}
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

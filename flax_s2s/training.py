@@ -32,7 +32,7 @@ from flax_s2s import (
 )
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import validate_config
-from flax_s2s.data import pipeline
+from flax_s2s.data import packing, pipeline
 from flax_s2s.data.task_data import TaskData, load_task_data
 from flax_s2s.data.vocab import Vocab, model_special_tokens
 from flax_s2s.early_stopping import EarlyStopping
@@ -232,32 +232,38 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
     the token-summed loss of a batch or microbatch, and its sums: `tokens` (non-pad targets),
     `correct` and, under scheduled sampling, `gold_by_position` / `tokens_by_position`
     [max_tgt_len]. `mask` [batch, tgt_len]: the rows of the teacher-forcing mask to read by
-    (default: drawn from `rng` for this batch, as `TeacherForcing.train_logits` does)."""
+    (default: drawn from `rng` for this batch, as `TeacherForcing.train_logits` does).
+
+    A packed batch (`flax_s2s.data.packing`: segment ids and positions beside the tokens) is
+    encoded and decoded per example; its sums count real tokens as an unpacked batch's do."""
 
     def batch_sums(params, batch_stats, batch, rng, step, mask=None):
         tgt_tokens = batch["tgt_tokens"]
+        src_segments, tgt_segments = packing.segments(batch, "src"), packing.segments(batch, "tgt")
         encode_rng, decode_rng = jax.random.split(rng)
         # update_stats: BatchNorm models also return their moved running statistics ({} else).
         encoded, batch_stats = model.encode(
             {"params": params, "batch_stats": batch_stats}, batch["src_tokens"],
-            train=True, rng=encode_rng, update_stats=True,
+            train=True, rng=encode_rng, update_stats=True, segments=src_segments,
         )
         variables = {"params": params, "batch_stats": batch_stats}
         weights = metrics.token_weights(tgt_tokens, pad=model.special_tokens.pad)
         counts = {}
         if forcing.always_gold:  # the parallel teacher-forced path; no scan is compiled
+            segment_ids = None if tgt_segments is None else tgt_segments["segment_ids"]
             logits, batch_stats = model.forward(
-                variables, encoded, decoder_inputs(tgt_tokens, model.special_tokens.bos),
-                train=True, rng=decode_rng,
-                update_stats=True,
+                variables, encoded,
+                decoder_inputs(tgt_tokens, model.special_tokens.bos, segment_ids),
+                train=True, rng=decode_rng, update_stats=True, segments=tgt_segments,
             )
         else:  # scheduled sampling (config validation refuses it for BatchNorm models)
             logits, mask = forcing.train_logits(
                 model, variables, encoded, tgt_tokens, step=step, step_rng=rng,
-                dropout_rng=decode_rng, mask=mask,
+                dropout_rng=decode_rng, mask=mask, segments=tgt_segments,
             )
+            positions = None if tgt_segments is None else tgt_segments["positions"]
             counts["gold_by_position"], counts["tokens_by_position"] = gold_counts_by_position(
-                mask, weights, config.max_tgt_len  # one shape for every length bucket
+                mask, weights, config.max_tgt_len, positions  # one shape for every length bucket
             )
         loss_sum = metrics.cross_entropy_sum(logits, tgt_tokens, weights, config.label_smoothing)
         counts["correct"] = metrics.correct_tokens(logits.argmax(-1), tgt_tokens, weights)
@@ -318,7 +324,9 @@ def accumulated_gradients(
     """
     mask = None
     if not forcing.always_gold:
-        mask = forcing.mask(step_rng, step, batch["tgt_tokens"].shape)
+        tgt_segments = packing.segments(batch, "tgt")
+        positions = None if tgt_segments is None else tgt_segments["positions"]
+        mask = forcing.mask(step_rng, step, batch["tgt_tokens"].shape, positions)
     microbatches = split_microbatches(
         {"batch": batch, "mask": mask}, num_microbatches, data_shards
     )
@@ -618,11 +626,12 @@ def _setup(
     process_index, process_count = sharding.process_batch_rows(mesh, config.batch_size)
     train_data = pipeline.train_dataset(
         data.splits["train"], config.batch_size, config.seed, process_index, process_count,
-        bucket_boundaries=tuple(config.bucket_boundaries),
+        bucket_boundaries=tuple(config.bucket_boundaries), pack=config.pack,
     )
     data_iterator = pipeline.train_iterator(train_data)
+    shapes = pipeline.first_batch(train_data)  # what the parameters are initialised for
     ema = config.ema_decay > 0
-    abstract_state = abstract_train_state(model, tx, config.seed, train_data[0], ema)
+    abstract_state = abstract_train_state(model, tx, config.seed, shapes, ema)
     state_shardings = sharding.train_state_shardings(abstract_state, tx, mesh, config.fsdp)
     template = sharding.with_shardings(abstract_state, state_shardings)
     history = None
@@ -632,16 +641,16 @@ def _setup(
         _print(f"resumed from {checkpointer.directory} at step {int(state.step)}")
     elif warm_start_from:
         variables = _warm_start_variables(config, warm_start_from, abstract_state, workdir)
-        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, variables,
+        state = create_train_state(model, tx, config.seed, shapes, state_shardings, variables,
                                    ema)
     elif config.pretrained:
         variables = {"batch_stats": {}, **pretrained.load_variables(config.pretrained, model.module)}
         _print(f"fine-tuning {config.model.type} from {config.pretrained}: its weights, a fresh "
                "optimizer, step 0")
-        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, variables,
+        state = create_train_state(model, tx, config.seed, shapes, state_shardings, variables,
                                    ema)
     else:
-        state = create_train_state(model, tx, config.seed, train_data[0], state_shardings, ema=ema)
+        state = create_train_state(model, tx, config.seed, shapes, state_shardings, ema=ema)
     return _Setup(data, model, tx, state, state_shardings, data_iterator, checkpointer, template,
                   EarlyStopping.from_config(config, history))
 

@@ -4,7 +4,8 @@ The examples of a split are tokenized once into two padded int32 matrices. Train
 from a grain `MapDataset` over example indices: seeded shuffle (a fresh permutation each epoch),
 repeat, batch. Its iterator state (how many batches were drawn) is saved in every checkpoint, so a
 resumed run sees exactly the batches an uninterrupted one would. With length buckets, each batch
-holds examples of one bucket, cut to that bucket's static shape (one compile per bucket).
+holds examples of one bucket, cut to that bucket's static shape (one compile per bucket). With
+packing (`packing.py`), each row holds several examples, with their segment ids and positions.
 
 For evaluation against several references (a word with alternative pronunciations),
 `group_references` gathers the unique sources of a split with all their targets.
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Sequence
 import grain
 import numpy as np
 
+from flax_s2s.data import packing
 from flax_s2s.data.vocab import Vocab
 
 
@@ -112,12 +114,14 @@ def train_dataset(
     process_index: int = 0,
     process_count: int = 1,
     bucket_boundaries: Sequence[int] = (),
-) -> grain.MapDataset:
+    pack: bool = False,
+) -> grain.MapDataset | grain.IterDataset:
     """Endless shuffled batches {"src_tokens", "tgt_tokens"} of this process's rows.
 
     Every process draws the same global batch of `batch_size` indices and keeps its own
     contiguous slice, so the global batch does not depend on the number of processes. With
-    `bucket_boundaries`, see `bucketed_train_dataset`.
+    `bucket_boundaries`, see `bucketed_train_dataset`; with `pack`, batches of `batch_size`
+    packed rows, each holding several examples (`packing.packed_train_dataset`).
     """
     if batch_size % process_count:
         raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} processes")
@@ -125,6 +129,11 @@ def train_dataset(
         raise ValueError(f"{len(examples)} training examples are fewer than batch_size={batch_size}")
     local = batch_size // process_count
     rows = slice(process_index * local, (process_index + 1) * local)
+    if pack and bucket_boundaries:
+        raise ValueError("packed rows are filled to the maximum lengths: pack and "
+                         "bucket_boundaries exclude each other")
+    if pack:
+        return packing.packed_train_dataset(examples, batch_size, seed, rows)
     if bucket_boundaries:
         return bucketed_train_dataset(examples, batch_size, seed, rows, bucket_boundaries)
 
@@ -141,9 +150,18 @@ def train_dataset(
     )
 
 
-def train_iterator(dataset: grain.MapDataset) -> grain.DatasetIterator:
+def train_iterator(dataset: grain.MapDataset | grain.IterDataset) -> grain.DatasetIterator:
     """A checkpointable iterator (`get_state` / `set_state`) over `train_dataset` batches."""
+    if isinstance(dataset, grain.IterDataset):
+        return iter(dataset)
     return iter(dataset.to_iter_dataset())
+
+
+def first_batch(dataset: grain.MapDataset | grain.IterDataset) -> dict[str, np.ndarray]:
+    """The first batch of a `train_dataset` (its shapes initialise the model)."""
+    if isinstance(dataset, grain.IterDataset):
+        return next(iter(dataset))
+    return dataset[0]
 
 
 def eval_batches(

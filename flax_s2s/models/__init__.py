@@ -46,11 +46,29 @@ Array = jax.Array
 Variables = dict[str, Any]
 
 
-def decoder_inputs(tgt_tokens: Array, bos: int = DEFAULT_SPECIAL_TOKENS.bos) -> Array:
+def decoder_inputs(
+    tgt_tokens: Array, bos: int = DEFAULT_SPECIAL_TOKENS.bos, segment_ids: Array | None = None
+) -> Array:
     """Teacher-forced decoder inputs: targets shifted right behind `bos` (the model's,
-    `model.special_tokens.bos`). [batch, tgt_len] -> [batch, tgt_len]."""
+    `model.special_tokens.bos`). [batch, tgt_len] -> [batch, tgt_len].
+
+    Packed rows (`segment_ids` [batch, tgt_len], 0 on padding): shifted right per example, so
+    every example starts with `bos` and never reads the previous example's last token; padding
+    positions keep their (padding) tokens."""
     start = jnp.full_like(tgt_tokens[:, :1], bos)
-    return jnp.concatenate([start, tgt_tokens[:, :-1]], axis=1)
+    shifted = jnp.concatenate([start, tgt_tokens[:, :-1]], axis=1)
+    if segment_ids is None:
+        return shifted
+    previous = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)))
+    inputs = jnp.where(segment_ids != previous, bos, shifted)  # bos at each example's start
+    return jnp.where(segment_ids == 0, tgt_tokens, inputs)
+
+
+def _segment_kwargs(segments: dict[str, Array] | None) -> dict[str, Array]:
+    """A packed side's {"segment_ids", "positions"} as the module's keyword arguments."""
+    if segments is None:
+        return {}
+    return {"segment_ids": segments["segment_ids"], "positions": segments["positions"]}
 
 
 def _rngs(rng: Array | None) -> dict[str, Array]:
@@ -88,11 +106,13 @@ class Seq2Seq:
             rng, src_tokens, decoder_inputs(tgt_tokens, self.special_tokens.bos)
         )
 
-    def _apply(self, variables, *args, method, train=False, rng=None, update_stats=False):
+    def _apply(self, variables, *args, method, train=False, rng=None, update_stats=False,
+               **kwargs):
         method = getattr(type(self.module), method)
         if update_stats:
             result, mutated = self.module.apply(
-                variables, *args, train, method=method, rngs=_rngs(rng), mutable=["batch_stats"]
+                variables, *args, train, method=method, rngs=_rngs(rng), mutable=["batch_stats"],
+                **kwargs,
             )
             return result, mutated.get("batch_stats", {})
         if train and variables.get("batch_stats"):
@@ -100,7 +120,18 @@ class Seq2Seq:
                 "this model keeps BatchNorm running statistics: call it with update_stats=True "
                 "in training and keep the returned batch_stats"
             )
-        return self.module.apply(variables, *args, train, method=method, rngs=_rngs(rng))
+        return self.module.apply(variables, *args, train, method=method, rngs=_rngs(rng), **kwargs)
+
+    @property
+    def takes_packed_rows(self) -> bool:
+        """Whether `encode` and `forward` take packed rows (`segments`): the Transformer, BART
+        and T5 do; an RNN's recurrent state would carry from one example of a row into the
+        next."""
+        return getattr(type(self.module), "TAKES_PACKED_ROWS", False)
+
+    def _check_packable(self, segments: dict[str, Array] | None) -> None:
+        if segments is not None and not self.takes_packed_rows:
+            raise ValueError(f"{type(self.module).__name__} takes no packed rows (segments)")
 
     def encode(
         self,
@@ -110,10 +141,15 @@ class Seq2Seq:
         train: bool = False,
         rng: Array | None = None,
         update_stats: bool = False,
+        segments: dict[str, Array] | None = None,
     ) -> Any:
-        """src_tokens [batch, src_len] -> the encoder's output (memory, source mask, ...)."""
+        """src_tokens [batch, src_len] -> the encoder's output (memory, source mask, ...).
+        `segments`: a packed batch's source {"segment_ids", "positions"} [batch, src_len]
+        (`flax_s2s.data.packing.segments`; models that `takes_packed_rows` only)."""
+        self._check_packable(segments)
         return self._apply(
-            variables, src_tokens, method="encode", train=train, rng=rng, update_stats=update_stats
+            variables, src_tokens, method="encode", train=train, rng=rng, update_stats=update_stats,
+            **_segment_kwargs(segments),
         )
 
     def init_cache(self, variables: Variables, encoded: Any, max_len: int) -> Any:
@@ -167,12 +203,17 @@ class Seq2Seq:
         train: bool = False,
         rng: Array | None = None,
         update_stats: bool = False,
+        segments: dict[str, Array] | None = None,
     ) -> Array:
-        """Teacher-forced logits [batch, tgt_len, vocab] for decoder inputs [batch, tgt_len]."""
+        """Teacher-forced logits [batch, tgt_len, vocab] for decoder inputs [batch, tgt_len].
+        `segments`: a packed batch's target {"segment_ids", "positions"} [batch, tgt_len], with
+        `encoded` from a packed `encode` and inputs shifted per example (`decoder_inputs`)."""
+        self._check_packable(segments)
         if self.has_parallel_forward:
             return self._apply(
                 variables, encoded, tgt_inputs,
                 method="forward", train=train, rng=rng, update_stats=update_stats,
+                **_segment_kwargs(segments),
             )
         return self.scanned_forward(
             variables, encoded, tgt_inputs, train=train, rng=rng, update_stats=update_stats

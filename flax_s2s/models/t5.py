@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax_s2s.models.transformer import segment_mask
 from flax_s2s.special_tokens import SpecialTokens
 
 Array = jax.Array
@@ -304,10 +305,19 @@ def _padding_bias(src_mask: Array) -> Array:
     return jnp.where(src_mask, 0.0, _MASKED)[:, None, None, :]
 
 
+def _mask_bias(mask: Array) -> Array:
+    """A boolean attention mask (True: may attend; packed rows' `segment_mask`) as a bias of
+    0 or a large negative, of the same shape."""
+    return jnp.where(mask, 0.0, _MASKED)
+
+
 class T5(nn.Module):
     """T5 encoder-decoder behind the step-function seam (see the module docstring)."""
 
     config: T5Config
+    # encode / forward take packed rows' segment ids (their positions need not be read: within
+    # one example, row positions have the relative distances its own positions have)
+    TAKES_PACKED_ROWS = True
 
     @property
     def tgt_vocab_size(self) -> int:
@@ -335,19 +345,36 @@ class T5(nn.Module):
             self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype,
                                     kernel_init=nn.initializers.normal(1.0))
 
-    def encode(self, src_tokens: Array, train: bool = False) -> dict[str, Any]:
+    def encode(
+        self,
+        src_tokens: Array,
+        train: bool = False,
+        segment_ids: Array | None = None,
+        positions: Array | None = None,
+    ) -> dict[str, Any]:
         """src_tokens [batch, src_len] -> memory [batch, src_len, d_model], src_mask
         [batch, src_len] and, per decoder layer, the cross-attention keys and values
-        [batch, src_len, heads, d_kv]."""
-        src_mask = src_tokens != self.special_tokens.pad
-        positions = jnp.arange(src_tokens.shape[1])
-        score_bias = self.encoder_bias(positions, positions) + _padding_bias(src_mask)
+        [batch, src_len, heads, d_kv].
+
+        Packed rows: `segment_ids` [batch, src_len] mask attention to each example's own
+        tokens and go into the result for `forward`; `positions` are not read (see
+        TAKES_PACKED_ROWS)."""
+        del positions
+        packed = segment_ids is not None
+        src_mask = segment_ids > 0 if packed else src_tokens != self.special_tokens.pad
+        where = jnp.arange(src_tokens.shape[1])
+        mask_bias = (_mask_bias(segment_mask(segment_ids, segment_ids)) if packed
+                     else _padding_bias(src_mask))
+        score_bias = self.encoder_bias(where, where) + mask_bias
         x = self.dropout(self.shared_embed(src_tokens), deterministic=not train)
         for layer in self.encoder_layers:
             x = layer(x, score_bias, train)
         memory = self.dropout(self.encoder_norm(x), deterministic=not train)
         cross = [layer.cross_kv(memory) for layer in self.decoder_layers]
-        return {"memory": memory, "src_mask": src_mask, "cross": cross}
+        encoded = {"memory": memory, "src_mask": src_mask, "cross": cross}
+        if packed:
+            encoded["src_segment_ids"] = segment_ids
+        return encoded
 
     def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
         """Empty self-attention caches for `max_len` positions, one per decoder layer."""
@@ -364,9 +391,12 @@ class T5(nn.Module):
         train: bool,
         caches: list[KeyValue] | None = None,
         position: Array | None = None,
+        cross_bias: Array | None = None,
     ) -> tuple[Array, list[KeyValue] | None]:
-        """The decoder stack from embedded inputs x [batch, len, d_model] to float32 logits."""
-        cross_bias = _padding_bias(encoded["src_mask"])
+        """The decoder stack from embedded inputs x [batch, len, d_model] to float32 logits.
+        `cross_bias` (packed rows) replaces the source padding bias."""
+        if cross_bias is None:
+            cross_bias = _padding_bias(encoded["src_mask"])
         x = self.dropout(x, deterministic=not train)
         new_caches = []
         for i, (layer, cross_kv) in enumerate(zip(self.decoder_layers, encoded["cross"], strict=True)):
@@ -379,13 +409,32 @@ class T5(nn.Module):
         logits = self.shared_embed.attend(x) if self.config.tie_output else self.lm_head(x)
         return logits.astype(jnp.float32), (None if caches is None else new_caches)
 
-    def forward(self, encoded: dict[str, Any], tgt_inputs: Array, train: bool = False) -> Array:
+    def forward(
+        self,
+        encoded: dict[str, Any],
+        tgt_inputs: Array,
+        train: bool = False,
+        segment_ids: Array | None = None,
+        positions: Array | None = None,
+    ) -> Array:
         """Teacher-forced logits [batch, tgt_len, vocab] for decoder inputs [batch, tgt_len].
-        Causal only: with right-padded targets no real position sees a padded one."""
-        positions = jnp.arange(tgt_inputs.shape[1])
-        causal = jnp.where(positions[None, :] <= positions[:, None], 0.0, _MASKED)
-        self_bias = self.decoder_bias(positions, positions) + causal
-        logits, _ = self._decode(encoded, self.shared_embed(tgt_inputs), self_bias, train)
+        Causal only: with right-padded targets no real position sees a padded one. Packed rows:
+        the targets' `segment_ids` [batch, tgt_len] mask the self-attention causally within each
+        example and the cross-attention to its own source (`encoded` from a packed `encode`)."""
+        del positions
+        where = jnp.arange(tgt_inputs.shape[1])
+        cross_bias = None
+        if segment_ids is None:
+            causal = jnp.where(where[None, :] <= where[:, None], 0.0, _MASKED)
+        else:
+            if "src_segment_ids" not in encoded:
+                raise ValueError("packed decoder inputs need a packed encoding: call encode "
+                                 "with the sources' segment ids")
+            causal = _mask_bias(segment_mask(segment_ids, segment_ids, causal=True))
+            cross_bias = _mask_bias(segment_mask(segment_ids, encoded["src_segment_ids"]))
+        self_bias = self.decoder_bias(where, where) + causal
+        logits, _ = self._decode(encoded, self.shared_embed(tgt_inputs), self_bias, train,
+                                 cross_bias=cross_bias)
         return logits
 
     def step(

@@ -22,6 +22,12 @@ positions >= length are masked) and a causal flag, never as a [batch, heads, q_l
 boolean array. `attention_implementation` picks, in one place, between XLA's attention and
 cuDNN's fused (flash) attention, which runs on CUDA GPUs in bfloat16 or float16; both read the
 same lengths and flag, so the CPU path computes what the GPU path does.
+
+Packed rows (several examples a row, `flax_s2s.data.packing`) are the one exception: `encode` and
+`forward` then take each side's segment ids and per-example positions, and every attention is
+masked by a boolean [batch, 1, q_len, kv_len] mask from the segment ids (`segment_mask`: a query
+sees only the keys of its own example), while the position embeddings read the per-example
+positions. Without segment ids nothing of this is traced.
 """
 
 from __future__ import annotations
@@ -142,6 +148,11 @@ class Positions(nn.Module):
     @nn.compact
     def __call__(self, positions: Array) -> Array:
         c = self.config
+        if c.positions == "sinusoidal" and positions.ndim > 1:
+            # per-example positions of packed rows [batch, length], each < length: rows of a
+            # table of `length` positions, which XLA computes once at compile time
+            table = sinusoidal_positions(jnp.arange(positions.shape[-1]), c.d_model)
+            return jnp.take(table, positions, axis=0).astype(c.dtype)
         if c.positions == "sinusoidal":
             return sinusoidal_positions(positions, c.d_model).astype(c.dtype)
         rows = c.max_positions + c.position_offset
@@ -199,6 +210,19 @@ def attention_mask(q_len: int, kv_len: int, kv_lengths: Array | None, causal: bo
     return mask
 
 
+def segment_mask(query_segments: Array, key_segments: Array, causal: bool = False) -> Array:
+    """The attention mask of packed rows, bool [batch, 1, q_len, kv_len] (True: may attend),
+    from segment ids [batch, q_len] and [batch, kv_len] (0: padding, 1.. the example's index
+    in the row): a query sees only keys of its own segment, and with `causal` only those at or
+    before its position. A padding query (segment 0) sees every key (causally): it counts
+    nowhere, but every row of the softmax keeps a key, so it stays finite."""
+    same = query_segments[:, :, None] == key_segments[:, None, :]
+    mask = same | (query_segments == 0)[:, :, None]
+    if causal:
+        mask = mask & jnp.tril(jnp.ones((query_segments.shape[1], key_segments.shape[1]), bool))
+    return mask[:, None]
+
+
 def attend(
     query: Array,
     key: Array,
@@ -206,13 +230,15 @@ def attend(
     kv_lengths: Array | None = None,
     causal: bool = False,
     implementation: str = "xla",
+    mask: Array | None = None,
 ) -> Array:
     """Scaled dot-product attention, query [batch, q_len, heads, head_dim] over key and value
     [batch, kv_len, heads, head_dim] -> [batch, q_len, heads, head_dim]. Keys at positions
     >= kv_lengths [batch] are masked; `causal` masks keys after the query's position (q_len ==
-    kv_len). `implementation`: "xla" or "cudnn" (see `attention_implementation`)."""
+    kv_len); `mask` (packed rows, `segment_mask`) bool [batch, 1, q_len, kv_len] masks where it
+    is False. `implementation`: "xla" or "cudnn" (see `attention_implementation`)."""
     return jax.nn.dot_product_attention(
-        query, key, value, is_causal=causal, key_value_seq_lengths=kv_lengths,
+        query, key, value, mask=mask, is_causal=causal, key_value_seq_lengths=kv_lengths,
         implementation=implementation,
     )
 
@@ -276,10 +302,12 @@ class Attention(nn.Module):
         kv_lengths: Array | None = None,
         causal: bool = False,
         origin: Array | None = None,
+        mask: Array | None = None,
     ) -> Array:
         """Queries from x [batch, q_len, d_model] over kv; keys at positions >= kv_lengths
-        [batch] int32 are masked, and with `causal` those after the query's (see `attend`).
-        With `origin`, one beam-search step over caches kept in place (see `attend_beams`).
+        [batch] int32 are masked, with `causal` those after the query's, and where `mask`
+        [batch, 1, q_len, kv_len] (packed rows) is False (see `attend`). With `origin`, one
+        beam-search step over caches kept in place (see `attend_beams`).
         -> [batch, q_len, d_model]."""
         c = self.config
         query = self.query(x)
@@ -289,9 +317,10 @@ class Attention(nn.Module):
         implementation = attention_implementation(
             c.attention, c.dtype, query.shape[-1], query.shape[1]
         )
-        y = attend(query, kv["key"], kv["value"], kv_lengths, causal, implementation)
+        y = attend(query, kv["key"], kv["value"], kv_lengths, causal, implementation, mask)
         if self.sow_weights:
-            mask = attention_mask(query.shape[1], kv["key"].shape[1], kv_lengths, causal)
+            if mask is None:
+                mask = attention_mask(query.shape[1], kv["key"].shape[1], kv_lengths, causal)
             scores = jnp.einsum("bqhd,bkhd->bhqk", query, kv["key"]) / np.sqrt(query.shape[-1])
             scores = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
             self.sow("intermediates", "attention_weights", jax.nn.softmax(scores, axis=-1))
@@ -347,10 +376,18 @@ class EncoderLayer(ResidualLayer):
         self.self_attention = Attention(self.config, name="self_attention")
         self.mlp = Mlp(self.config, name="mlp")
 
-    def __call__(self, x: Array, src_mask: Array, train: bool) -> Array:
-        """x [batch, src_len, d_model], src_mask [batch, src_len] -> [batch, src_len, d_model]."""
+    def __call__(
+        self, x: Array, src_mask: Array, train: bool, self_mask: Array | None = None
+    ) -> Array:
+        """x [batch, src_len, d_model], src_mask [batch, src_len] -> [batch, src_len, d_model].
+        Packed rows: `self_mask` [batch, 1, src_len, src_len] (`segment_mask`) masks the
+        self-attention instead of the key lengths."""
         y = self._sublayer_input(0, "self_attention", x, src_mask, train)
-        y = self.self_attention(y, self.self_attention.project_kv(y), key_lengths(src_mask))
+        kv = self.self_attention.project_kv(y)
+        if self_mask is None:
+            y = self.self_attention(y, kv, key_lengths(src_mask))
+        else:
+            y = self.self_attention(y, kv, mask=self_mask)
         x = self._sublayer_output(0, x, y, src_mask, train)
         y = self._sublayer_input(1, "mlp", x, src_mask, train)
         return self._sublayer_output(1, x, self.mlp(y, train), src_mask, train)
@@ -378,14 +415,22 @@ class DecoderLayer(ResidualLayer):
         self_cache: KeyValue | None = None,
         position: Array | None = None,
         origin: Array | None = None,
+        self_mask: Array | None = None,
+        cross_mask: Array | None = None,
     ) -> tuple[Array, KeyValue | None]:
         """The parallel causal pass over x [batch, tgt_len, d_model] when `self_cache` is None;
         else one step (tgt_len == 1) at `position`, whose key and value are written into
         self_cache [batch, max_len, heads, head_dim] (beam search's caches are read through
-        `origin`, see `attend_beams`). Returns (x, updated self_cache or None)."""
+        `origin`, see `attend_beams`). Returns (x, updated self_cache or None).
+
+        Packed rows (parallel pass only): `self_mask` [batch, 1, tgt_len, tgt_len] and
+        `cross_mask` [batch, 1, tgt_len, src_len] (`segment_mask`) mask the self- and
+        cross-attention instead of the causal flag and the source key lengths."""
         y = self._sublayer_input(0, "self_attention", x, tgt_mask, train)
         kv = self.self_attention.project_kv(y)
-        if self_cache is None:
+        if self_mask is not None:
+            y = self.self_attention(y, kv, mask=self_mask)
+        elif self_cache is None:
             # Causal only: with right-padded targets a real position never sees a padded one,
             # and what padded positions compute is never counted.
             y = self.self_attention(y, kv, causal=True)
@@ -400,7 +445,10 @@ class DecoderLayer(ResidualLayer):
             y = self.self_attention(y, kv, filled, origin=origin)
         x = self._sublayer_output(0, x, y, tgt_mask, train)
         y = self._sublayer_input(1, "cross_attention", x, tgt_mask, train)
-        y = self.cross_attention(y, cross_kv, key_lengths(src_mask))
+        if cross_mask is None:
+            y = self.cross_attention(y, cross_kv, key_lengths(src_mask))
+        else:
+            y = self.cross_attention(y, cross_kv, mask=cross_mask)
         x = self._sublayer_output(1, x, y, tgt_mask, train)
         y = self._sublayer_input(2, "mlp", x, tgt_mask, train)
         return self._sublayer_output(2, x, self.mlp(y, train), tgt_mask, train), self_cache
@@ -410,6 +458,7 @@ class Transformer(nn.Module):
     """Encoder-decoder Transformer behind the step-function seam (see the module docstring)."""
 
     config: TransformerConfig
+    TAKES_PACKED_ROWS = True  # encode / forward take segment ids and positions
 
     @property
     def tgt_vocab_size(self) -> int:
@@ -460,21 +509,38 @@ class Transformer(nn.Module):
                 "(max(max_src_len, max_tgt_len) of the training config)"
             )
 
-    def encode(self, src_tokens: Array, train: bool = False) -> dict[str, Any]:
+    def encode(
+        self,
+        src_tokens: Array,
+        train: bool = False,
+        segment_ids: Array | None = None,
+        positions: Array | None = None,
+    ) -> dict[str, Any]:
         """src_tokens [batch, src_len] -> memory [batch, src_len, d_model], src_mask
         [batch, src_len] and, per decoder layer, the cross-attention keys and values
-        [batch, src_len, heads, head_dim]."""
+        [batch, src_len, heads, head_dim].
+
+        Packed rows: `segment_ids` and `positions` [batch, src_len] int32 (see
+        `flax_s2s.data.packing`); each example attends only to itself and reads its own
+        positions, and the segment ids go into the result ("src_segment_ids") for `forward`'s
+        cross-attention."""
         self._check_length(src_tokens.shape[1])
-        src_mask = src_tokens != self.special_tokens.pad
-        x = self._embed(self.src_embed, self.positions, src_tokens, jnp.arange(src_tokens.shape[1]))
+        packed = segment_ids is not None
+        src_mask = segment_ids > 0 if packed else src_tokens != self.special_tokens.pad
+        where = positions if packed else jnp.arange(src_tokens.shape[1])
+        self_mask = segment_mask(segment_ids, segment_ids) if packed else None
+        x = self._embed(self.src_embed, self.positions, src_tokens, where)
         if self.config.embedding_norm:
             x = self.encoder_embedding_norm(x, src_mask, train)
         x = self.dropout(x, deterministic=not train)
         for layer in self.encoder_layers:
-            x = layer(x, src_mask, train)
+            x = layer(x, src_mask, train, self_mask)
         memory = self.encoder_norm(x, src_mask, train)
         cross = [layer.cross_kv(memory) for layer in self.decoder_layers]
-        return {"memory": memory, "src_mask": src_mask, "cross": cross}
+        encoded = {"memory": memory, "src_mask": src_mask, "cross": cross}
+        if packed:
+            encoded["src_segment_ids"] = segment_ids
+        return encoded
 
     def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
         """Empty self-attention caches for `max_len` positions, one per decoder layer."""
@@ -511,7 +577,8 @@ class Transformer(nn.Module):
 
     def _embed(self, embed: nn.Embed, positions: Positions, tokens: Array, where: Array) -> Array:
         """Token embeddings (scaled by sqrt(d_model) with `scale_embeddings`) plus positions:
-        tokens [batch, length] at positions `where` [length] -> [batch, length, d_model]."""
+        tokens [batch, length] at positions `where` [length] (or [batch, length], packed rows)
+        -> [batch, length, d_model]."""
         x = embed(tokens)
         if self.config.scale_embeddings:
             x = x * jnp.sqrt(self.config.d_model).astype(x.dtype)
@@ -537,15 +604,35 @@ class Transformer(nn.Module):
         logits = logits.astype(jnp.float32)
         return logits + self.output_bias if c.output_bias else logits
 
-    def forward(self, encoded: dict[str, Any], tgt_inputs: Array, train: bool = False) -> Array:
-        """Teacher-forced logits [batch, tgt_len, tgt_vocab] for decoder inputs [batch, tgt_len]."""
+    def forward(
+        self,
+        encoded: dict[str, Any],
+        tgt_inputs: Array,
+        train: bool = False,
+        segment_ids: Array | None = None,
+        positions: Array | None = None,
+    ) -> Array:
+        """Teacher-forced logits [batch, tgt_len, tgt_vocab] for decoder inputs [batch, tgt_len].
+
+        Packed rows: the targets' `segment_ids` and `positions` [batch, tgt_len] (the inputs
+        shifted right per example, `flax_s2s.models.decoder_inputs`); `encoded` must come from
+        a packed `encode`. Each example's positions attend causally within it and to its own
+        source only."""
         self._check_length(tgt_inputs.shape[1])
-        tgt_mask = self.special_tokens.real_decoder_inputs(
-            tgt_inputs, jnp.arange(tgt_inputs.shape[1])
-        )
-        x = self._decoder_inputs(tgt_inputs, jnp.arange(tgt_inputs.shape[1]), tgt_mask, train)
+        masks = {}
+        if segment_ids is None:
+            where = jnp.arange(tgt_inputs.shape[1])
+            tgt_mask = self.special_tokens.real_decoder_inputs(tgt_inputs, where)
+        else:
+            if "src_segment_ids" not in encoded:
+                raise ValueError("packed decoder inputs need a packed encoding: call encode "
+                                 "with the sources' segment ids and positions")
+            where, tgt_mask = positions, segment_ids > 0
+            masks = {"self_mask": segment_mask(segment_ids, segment_ids, causal=True),
+                     "cross_mask": segment_mask(segment_ids, encoded["src_segment_ids"])}
+        x = self._decoder_inputs(tgt_inputs, where, tgt_mask, train)
         for layer, cross_kv in zip(self.decoder_layers, encoded["cross"], strict=True):
-            x, _ = layer(x, tgt_mask, cross_kv, encoded["src_mask"], train)
+            x, _ = layer(x, tgt_mask, cross_kv, encoded["src_mask"], train, **masks)
         return self._logits(x, tgt_mask, train)
 
     def step(

@@ -242,10 +242,15 @@ class Soak:
         got to its end instead (the round is complete)."""
         checkpoints = os.path.join(workdir, "checkpoints")
         resumed = newest_step(checkpoints) or 0
-        interruption, step, delay = self.draw(round_, resumed)
-        interruption.resumed_from = resumed
         process = TrainProcess(self.command(workdir))
-        if step is None or process.wait_for_step(step):
+        if resumed >= self.steps:  # killed after its last save: only the final eval is left
+            interruption, step = Interruption(round_, "none", "none"), -1
+        else:
+            interruption, step, delay = self.draw(round_, resumed)
+        interruption.resumed_from = resumed
+        if step == -1:
+            pass
+        elif step is None or process.wait_for_step(step):
             time.sleep(max(0.0, delay - (time.monotonic() - process.started)) if step is None
                        else delay)
         if process.process.poll() is None:
@@ -265,6 +270,8 @@ class Soak:
             self.failures.append(f"{workdir}: exit {code} without a signal\n{process.stderr[-2000:]}")
             raise SystemExit("\n".join(self.failures))
         self.check(workdir, history)
+        print(f"round {round_} from step {resumed}: {interruption.kind} at {interruption.moment} "
+              f"({interruption.phase or 'not sent'}), exit {code}", flush=True)
         return completed
 
     def run(self, interruptions: int) -> int:

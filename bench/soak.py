@@ -248,12 +248,10 @@ class Soak:
         else:
             interruption, step, delay = self.draw(round_, resumed)
         interruption.resumed_from = resumed
-        if step == -1:
-            pass
-        elif step is None or process.wait_for_step(step):
+        if step is None or (step > 0 and process.wait_for_step(step)):
             time.sleep(max(0.0, delay - (time.monotonic() - process.started)) if step is None
                        else delay)
-        if process.process.poll() is None:
+        if step != -1 and process.process.poll() is None:
             interruption.phase = phase_now(process, checkpoints, self.steps)
             process.process.send_signal(getattr(signal, interruption.kind))
         code = process.finish()

@@ -100,6 +100,8 @@ class TrainProcess:
 
     def __init__(self, command: list[str]) -> None:
         self.started = time.monotonic()
+        self.started_at = time.time()  # to compare with file times
+        self.first_step_s: float | None = None  # seconds from the start to the first step line
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
@@ -113,6 +115,8 @@ class TrainProcess:
     def _read_stdout(self) -> None:
         for line in self.process.stdout:
             with self._new_line:
+                if self.first_step_s is None and line.startswith("step "):
+                    self.first_step_s = time.monotonic() - self.started
                 self.lines.append(line.rstrip("\n"))
                 self._new_line.notify_all()
         with self._new_line:
@@ -143,10 +147,16 @@ def newest_step(checkpoints: str) -> int | None:
     return max(steps, default=None)
 
 
+def partial_saves(checkpoints: str) -> list[str]:
+    """orbax's temporary directories of saves in progress (or cut short by a kill)."""
+    names = os.listdir(checkpoints) if os.path.isdir(checkpoints) else []
+    return [os.path.join(checkpoints, name) for name in names if "orbax-checkpoint-tmp" in name]
+
+
 def phase_now(process: TrainProcess, checkpoints: str, steps: int) -> str:
     """What the run is doing, from its log lines so far and orbax's temporary directory."""
-    if os.path.isdir(checkpoints) and any("tmp" in name for name in os.listdir(checkpoints)):
-        return "checkpoint save"
+    if any(os.path.getmtime(path) >= process.started_at for path in partial_saves(checkpoints)):
+        return "checkpoint save"  # one this process is writing (a killed one's may be left)
     step_lines = [line for line in process.lines if re.match(r"^step \d+/", line)]
     if not step_lines:
         return "startup"
@@ -196,7 +206,7 @@ class Soak:
         self.mismatches: list[str] = []
         self.failures: list[str] = []
         self.verified: dict[str, set[int]] = collections.defaultdict(set)
-        self.startup_s = 10.0
+        self.startup_s = 10.0  # then the time to the first step line of the latest process
 
     def command(self, workdir: str, *extra: str) -> list[str]:
         return [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}",
@@ -208,8 +218,6 @@ class Soak:
             shutil.rmtree(self.reference)
         process = TrainProcess(self.command(self.reference, "--config.checkpoint_every=1",
                                             f"--config.max_checkpoints={self.steps + 1}"))
-        process.wait_for_step(1)
-        self.startup_s = time.monotonic() - process.started
         if process.finish() != 0:
             raise SystemExit(f"the uninterrupted run failed:\n{process.stderr[-3000:]}")
 
@@ -255,6 +263,8 @@ class Soak:
             interruption.phase = phase_now(process, checkpoints, self.steps)
             process.process.send_signal(getattr(signal, interruption.kind))
         code = process.finish()
+        if process.first_step_s is not None:  # startup moments: within this machine's startup
+            self.startup_s = process.first_step_s
         completed = code == 0 and any(line.startswith("wall time:") for line in process.lines)
         if interruption.phase:
             interruption.returncode = code

@@ -107,11 +107,8 @@ def _restore_step(checkpointer: Checkpointer, step: int, raw_weights: bool) -> d
 
 
 def _read_config(checkpointer: Checkpointer, step: int) -> ml_collections.ConfigDict:
-    try:
-        return ml_collections.ConfigDict(checkpointer.restore_config(step))
-    except Exception as error:  # noqa: BLE001 - any failure to read it: say which file
-        raise WorkdirError(f"the config saved with checkpoint {step} in "
-                           f"{checkpointer.directory!r} is unreadable: {error!r:.300}") from error
+    """The saved config of `step`; a damaged one raises FileFormatError naming its file."""
+    return ml_collections.ConfigDict(checkpointer.restore_config(step))
 
 
 def _steps_to_load(saved: list[int], step: int | None, average: int, directory: str) -> list[int]:

@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import grain
@@ -25,7 +26,8 @@ from flax_s2s.errors import DiskFullError, FileFormatError, is_disk_full, read_j
 
 BEST_MODES = ("max", "min")  # whether a higher or a lower metric is better for `keep_best`
 # Keys every config a run saved has held (configs/default.py has had them from its first version):
-# a saved config without one is damaged, and a resume could not check what it would continue.
+# a saved config without one is damaged, and a resume could not check what it would continue
+# (`restore_config(..., required=CONFIG_KEYS)`).
 CONFIG_KEYS = ("seed", "task", "max_src_len", "max_tgt_len", "batch_size", "model", "optimizer")
 
 
@@ -282,20 +284,21 @@ class Checkpointer:
         if steps:
             self.manager.reload()
 
-    def restore_config(self, step: int | None = None) -> dict:
+    def restore_config(self, step: int | None = None, required: Sequence[str] = ()) -> dict:
         """The config saved with `step` (default: the latest), as a JSON dict. A file that is not
-        valid JSON, not an object, or lacks one of `CONFIG_KEYS` raises FileFormatError naming it
-        (and the line); so does a checkpoint without the item."""
+        valid JSON, not an object, or lacks one of the `required` keys (`CONFIG_KEYS` for the
+        config of a run) raises FileFormatError naming it (and the line); so does a checkpoint
+        without the item."""
         step = self.latest_step() if step is None else step
         path = os.path.join(self.directory, str(step), "config", "metadata")
         if not os.path.exists(path):
             raise FileFormatError(f"{path}: no such file; expected the config saved with "
                                   f"checkpoint {step} (a JSON object)")
         config = read_json_object(path, "the config saved with the checkpoint, a JSON object")
-        missing = [key for key in CONFIG_KEYS if key not in config]
+        missing = [key for key in required if key not in config]
         if missing:
             raise FileFormatError(f"{path}: the saved config lacks {missing}; expected a JSON "
-                                  f"object with the keys every saved config has: {list(CONFIG_KEYS)}")
+                                  f"object with the keys every saved config has: {list(required)}")
         return config
 
     def restore_extra(self, name: str, step: int | None = None) -> dict | None:

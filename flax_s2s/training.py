@@ -30,7 +30,7 @@ from flax_s2s import (
     warm_start,
     workdir_lock,
 )
-from flax_s2s.checkpoint import Checkpointer, newest_checkpoint
+from flax_s2s.checkpoint import CONFIG_KEYS, Checkpointer, newest_checkpoint
 from flax_s2s.config_validation import validate_config
 from flax_s2s.data import pipeline
 from flax_s2s.data.task_data import TaskData, load_task_data
@@ -652,7 +652,7 @@ def _check_resume(
     """Refuses a config that changes what the saved run's state depends on (see
     `flax_s2s.resume`); lists in the log the changes it takes."""
     # A damaged saved config names itself (FileFormatError): without it nothing can be checked.
-    saved = checkpointer.restore_config()
+    saved = checkpointer.restore_config(required=CONFIG_KEYS)
     accepted = resume.check_resume(saved, json.loads(config.to_json()), workdir)
     if accepted:
         _print("resuming with changed settings (saved -> this run): " + ", ".join(accepted))

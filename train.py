@@ -10,7 +10,7 @@ from ml_collections import config_flags
 
 from flax_s2s import compilation_cache, pretrained, sharding, training
 from flax_s2s.config_validation import ConfigError, validate_config
-from flax_s2s.errors import FileFormatError
+from flax_s2s.errors import DiskFullError, FileFormatError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocabularies.")
 config_flags.DEFINE_config_file(
@@ -32,7 +32,7 @@ def main(argv):
         compilation_cache.enable(config.compilation_cache_dir, _WORKDIR.value)
         sharding.initialize_distributed(config)
         training.run(config, _WORKDIR.value)
-    except (ConfigError, FileFormatError, training.NonFiniteError) as error:
+    except (ConfigError, FileFormatError, DiskFullError, training.NonFiniteError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

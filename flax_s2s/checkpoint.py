@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import grain
@@ -20,7 +22,13 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
+from flax_s2s.errors import DiskFullError, FileFormatError, is_disk_full, read_json_object
+
 BEST_MODES = ("max", "min")  # whether a higher or a lower metric is better for `keep_best`
+# Keys every config a run saved has held (configs/default.py has had them from its first version):
+# a saved config without one is damaged, and a resume could not check what it would continue
+# (`restore_config(..., required=CONFIG_KEYS)`).
+CONFIG_KEYS = ("seed", "task", "max_src_len", "max_tgt_len", "batch_size", "model", "optimizer")
 
 
 class _WithoutMetricNotice(logging.Filter):
@@ -32,6 +40,17 @@ class _WithoutMetricNotice(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_WithoutMetricNotice())  # orbax logs through absl
+
+
+def newest_checkpoint(directory: str) -> str:
+    """"the newest checkpoint saved whole is DIR/<step>" (or that there is none), for messages:
+    orbax commits a step directory by renaming its temporary one, so every directory named by a
+    step number holds a complete save."""
+    steps = [int(name) for name in os.listdir(directory) if name.isdigit()] if os.path.isdir(
+        directory) else []
+    if not steps:
+        return f"no checkpoint was saved in {directory} before it"
+    return f"the newest checkpoint saved whole is {os.path.join(directory, str(max(steps)))}"
 
 
 class Checkpointer:
@@ -98,11 +117,29 @@ class Checkpointer:
         if data_iterator is not None:
             args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         metrics = None if metric is None else {"metric": float(metric)}
-        saved = self.manager.save(
-            step, args=ocp.args.Composite(**args), force=force, metrics=metrics
-        )
-        self.manager.wait_until_finished()
+        try:
+            saved = self.manager.save(
+                step, args=ocp.args.Composite(**args), force=force, metrics=metrics
+            )
+            self.manager.wait_until_finished()
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            self._remove_partial(step)
+            raise DiskFullError(
+                f"the disk is full (ENOSPC, no space left on device): checkpoint {step} could not "
+                f"be written to {self.directory} and its partial copy was removed; "
+                f"{newest_checkpoint(self.directory)}. Free space (or copy the workdir where "
+                "there is some) and run again to resume from it"
+            ) from None
         return saved
+
+    def _remove_partial(self, step: int) -> None:
+        """Deletes orbax's temporary directory of an unfinished save of `step` (what it wrote
+        before it failed), giving its space back."""
+        for name in os.listdir(self.directory):
+            if name.startswith(f"{step}.orbax-checkpoint-tmp"):
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -247,15 +284,22 @@ class Checkpointer:
         if steps:
             self.manager.reload()
 
-    def restore_config(self, step: int | None = None) -> dict:
+    def restore_config(self, step: int | None = None, required: Sequence[str] = ()) -> dict:
+        """The config saved with `step` (default: the latest), as a JSON dict. A file that is not
+        valid JSON, not an object, or lacks one of the `required` keys (`CONFIG_KEYS` for the
+        config of a run) raises FileFormatError naming it (and the line); so does a checkpoint
+        without the item."""
         step = self.latest_step() if step is None else step
         path = os.path.join(self.directory, str(step), "config", "metadata")
-        if os.path.exists(path):  # read directly: no state template needed
-            with open(path) as f:
-                return json.load(f)
-        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
-            "config"
-        ]
+        if not os.path.exists(path):
+            raise FileFormatError(f"{path}: no such file; expected the config saved with "
+                                  f"checkpoint {step} (a JSON object)")
+        config = read_json_object(path, "the config saved with the checkpoint, a JSON object")
+        missing = [key for key in required if key not in config]
+        if missing:
+            raise FileFormatError(f"{path}: the saved config lacks {missing}; expected a JSON "
+                                  f"object with the keys every saved config has: {list(required)}")
+        return config
 
     def restore_extra(self, name: str, step: int | None = None) -> dict | None:
         """The JSON item `name` that `save(..., extras=...)` wrote with `step` (default: the

@@ -30,13 +30,13 @@ from flax_s2s import (
     warm_start,
     workdir_lock,
 )
-from flax_s2s.checkpoint import Checkpointer
+from flax_s2s.checkpoint import CONFIG_KEYS, Checkpointer, newest_checkpoint
 from flax_s2s.config_validation import validate_config
 from flax_s2s.data import packing, pipeline
 from flax_s2s.data.task_data import TaskData, load_task_data
 from flax_s2s.data.vocab import Vocab, model_special_tokens
 from flax_s2s.early_stopping import EarlyStopping
-from flax_s2s.errors import ConfigError
+from flax_s2s.errors import ConfigError, DiskFullError, is_disk_full
 from flax_s2s.forcing import TeacherForcing, gold_counts_by_position
 from flax_s2s.logs import MetricsWriter, Progress
 from flax_s2s.models import Seq2Seq, build_model, decoder_inputs
@@ -660,10 +660,8 @@ def _check_resume(
 ) -> None:
     """Refuses a config that changes what the saved run's state depends on (see
     `flax_s2s.resume`); lists in the log the changes it takes."""
-    try:
-        saved = checkpointer.restore_config()
-    except Exception:  # noqa: BLE001 - unreadable newest checkpoint: the restore falls back, saying so
-        return
+    # A damaged saved config names itself (FileFormatError): without it nothing can be checked.
+    saved = checkpointer.restore_config(required=CONFIG_KEYS)
     accepted = resume.check_resume(saved, json.loads(config.to_json()), workdir)
     if accepted:
         _print("resuming with changed settings (saved -> this run): " + ", ".join(accepted))
@@ -714,6 +712,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     Evals use the average of the parameters where the run keeps one (`config.ema_decay` > 0)
     and `config.eval_with_ema`, else the raw parameters.
 
+    A full disk (ENOSPC) ends the run with DiskFullError naming the newest checkpoint saved whole
+    (a checkpoint cut short is removed); run again with space to resume from it.
+
     One trainer per workdir: process 0 holds `WORKDIR/trainer.lock` for the run (see
     `flax_s2s.workdir_lock`), and a second trainer there fails at once, naming the first.
     """
@@ -723,6 +724,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     lock = workdir_lock.acquire(workdir) if jax.process_index() == 0 else None
     try:
         return _train(config, workdir, start_time)
+    except OSError as error:  # a checkpoint's own ENOSPC is a DiskFullError already
+        if not is_disk_full(error):
+            raise
+        checkpoints = newest_checkpoint(os.path.join(workdir, "checkpoints"))
+        raise DiskFullError(f"the disk is full (ENOSPC, no space left on device) writing in "
+                            f"{workdir} ({error}); {checkpoints}. Free space (or copy the workdir "
+                            "where there is some) and run again to resume from it") from None
     finally:
         if lock is not None:
             workdir_lock.release(lock)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from flax_s2s.checkpoint import Checkpointer
+from flax_s2s.checkpoint import CONFIG_KEYS, Checkpointer
 from flax_s2s.data.task_data import SRC_VOCAB, TGT_VOCAB, load_vocabs
 from flax_s2s.data.vocab import Vocab, model_special_tokens
 from flax_s2s.models import Seq2Seq, build_model
@@ -107,11 +107,8 @@ def _restore_step(checkpointer: Checkpointer, step: int, raw_weights: bool) -> d
 
 
 def _read_config(checkpointer: Checkpointer, step: int) -> ml_collections.ConfigDict:
-    try:
-        return ml_collections.ConfigDict(checkpointer.restore_config(step))
-    except Exception as error:  # noqa: BLE001 - any failure to read it: say which file
-        raise WorkdirError(f"the config saved with checkpoint {step} in "
-                           f"{checkpointer.directory!r} is unreadable: {error!r:.300}") from error
+    """The saved config of `step`; a damaged one raises FileFormatError naming its file."""
+    return ml_collections.ConfigDict(checkpointer.restore_config(step, required=CONFIG_KEYS))
 
 
 def _steps_to_load(saved: list[int], step: int | None, average: int, directory: str) -> list[int]:

@@ -115,8 +115,7 @@ def test_two_runs_preparing_the_same_dataset_at_once_take_turns(tmp_path):
             name = "reverse"
             SPLIT_SIZES = {"test": 500, "validation": 500, "train": 20_000}
 
-        builder = tasks.prepare_once(
-            lambda: Reverse(data_dir=sys.argv[1], file_format="array_record"))
+        builder = tasks.prepare_once(Reverse, sys.argv[1])
         print(pipeline.read_split(builder, "test")[:3])
     """)
     processes = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,

@@ -1,30 +1,38 @@
-"""Fault injection: kill -9 and resume, SIGTERM, broken checkpoints, NaN losses, bad configs."""
+"""Fault injection: kill -9 and resume, SIGTERM, broken checkpoints, NaN losses, bad configs, bad
+input files, a full disk."""
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import ROLLED_FLAGS, ROOT, tiny_config
+import tensorflow_datasets as tfds
+from conftest import ROLLED, ROOT, tiny_config
 
 from flax_s2s import training
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.config_validation import ConfigError, validate_config
+from flax_s2s.data import cmudict_g2p, parallel_text, task_data, tasks
+from flax_s2s.errors import DiskFullError, FileFormatError
 
 STEPS = 30
-TINY = [
-    "--config.model.emb_dim=8", "--config.model.hidden_dim=16", "--config.model.attention_dim=8",
-    "--config.batch_size=16", "--config.eval_batch_size=500", "--config.log_every=1",
-    "--config.eval_every=1000", "--config.checkpoint_every=4", f"--config.num_train_steps={STEPS}",
-    "--config.max_checkpoints=2", *ROLLED_FLAGS,
+TINY_CONFIG = {
+    "model.emb_dim": 8, "model.hidden_dim": 16, "model.attention_dim": 8, "batch_size": 16,
+    "eval_batch_size": 500, "log_every": 1, "eval_every": 1000, "checkpoint_every": 4,
+    "num_train_steps": STEPS, "max_checkpoints": 2, **ROLLED,
     # an average of the parameters and two microbatches a step: both resume exactly too
-    "--config.ema_decay=0.9", "--config.grad_accum_steps=2",
-]
+    "ema_decay": 0.9, "grad_accum_steps": 2,
+}
+TINY = [f"--config.{key}={value}" for key, value in TINY_CONFIG.items()]
 
 
 def _command(workdir, data_dir):
@@ -53,10 +61,15 @@ def _final_params(workdir):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, addition_data_dir):
+def uninterrupted_workdir(tmp_path_factory, addition_data_dir):
     workdir = tmp_path_factory.mktemp("uninterrupted")
     subprocess.run(_command(workdir, addition_data_dir), cwd=ROOT, check=True, capture_output=True)
-    return _final_params(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_workdir):
+    return _final_params(uninterrupted_workdir)
 
 
 @pytest.mark.slow
@@ -202,3 +215,152 @@ def test_restored_step_is_none_until_a_restore_and_then_the_step_read(tmp_path):
     assert fresh.restored_step == 3
     fresh.restore(_small_state())
     assert fresh.restored_step == 5
+
+
+# --- every file a run reads names itself when it is bad ---
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"seed": 0, "task"', r"metadata:1: not valid JSON at column 19 \(Expecting ':'"),
+        ('["seed", "task"]', r"metadata: a JSON list; expected the config saved with the checkpoint"),
+        ('{"seed": 0, "task": "addition"}', r"metadata: the saved config lacks \['max_src_len', "),
+    ],
+)
+def test_a_damaged_saved_config_is_named_before_a_resume_reads_anything(tmp_path, content, message):
+    config = tiny_config(data_dir=str(tmp_path / "no-data"))  # never read: the config fails first
+    saved = json.loads(config.to_json())
+    Checkpointer(str(tmp_path / "checkpoints")).save(1, _small_state(), None, saved)
+    assert Checkpointer(str(tmp_path / "checkpoints")).restore_config(1) == saved
+    path = tmp_path / "checkpoints" / "1" / "config" / "metadata"
+    path.write_text(content)
+    with pytest.raises(FileFormatError, match=rf"^{re.escape(str(path))}") as error:
+        training.run(config, str(tmp_path))
+    assert re.search(message, str(error.value)), error.value
+
+
+def test_a_bad_lexicon_line_is_named_through_the_tfds_preparation(tmp_path):
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_bytes(b"CAT\tK AE T\nDOG D AO G\n")
+    with pytest.raises(FileFormatError, match=rf"^{re.escape(str(lexicon))}:2: expected "
+                       r"WORD<TAB>PHONES, got 'DOG D AO G'$"):
+        cmudict_g2p.prepare_file(lexicon, str(tmp_path / "tfds"))
+
+
+def test_parallel_files_of_unequal_lengths_name_both_files_and_their_line_counts(tmp_path):
+    (tmp_path / "train.src").write_text("a\nb\nc\n")
+    (tmp_path / "train.tgt").write_text("x\ny\n")
+    config = tiny_config(task="parallel_text", data_path=str(tmp_path))
+    with pytest.raises(FileFormatError) as error:
+        task_data.read_task_texts(config, str(tmp_path / "tfds"), ("train",))
+    src, tgt = tmp_path / "train.src", tmp_path / "train.tgt"
+    assert str(error.value).startswith(f"{src}:3: no partner line in {tgt} ({src} has 3 lines, "
+                                       f"{tgt} has 2; expected line-aligned files")
+
+
+@pytest.fixture(scope="module")
+def tiny_prepared(tmp_path_factory):
+    """The addition task prepared with a few examples a split, as TFDS writes it."""
+
+    class TinyAddition(tasks.Addition, skip_registration=True):
+        name = "addition"
+        SPLIT_SIZES = {"test": 3, "validation": 3, "train": 6}
+
+    data_dir = tmp_path_factory.mktemp("tiny_tfds")
+    tfds.disable_progress_bar()
+    TinyAddition(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    return data_dir
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("dataset_info.json", '{\n  "name": "addition",\n  "vers',
+         r"dataset_info.json:3: not valid JSON at column 3 \(Unterminated string"),
+        ("features.json", "{}", r"features.json: no \['pythonClassName'\] in it"),
+    ],
+)
+def test_corrupt_tfds_metadata_is_named_by_both_readers(tmp_path, tiny_prepared, name, content,
+                                                       message):
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(tiny_prepared, data_dir)
+    assert len(parallel_text.read_tfds_translation("addition", str(data_dir), ("train",))["train"]) == 6
+    path = data_dir / "addition" / "1.0.0" / name
+    path.write_text(content)
+    for read in (lambda: tasks.prepare("addition", str(data_dir)),  # a task generated in code
+                 lambda: parallel_text.read_tfds_translation("addition", str(data_dir), ("train",))):
+        with pytest.raises(FileFormatError, match=rf"^{re.escape(str(path))}") as error:
+            read()
+        assert re.search(message, str(error.value)), error.value
+        assert "expected the JSON object of metadata TFDS writes" in str(error.value)
+
+
+# --- a full disk ---
+
+
+def _tmpfs_bytes(path) -> int:
+    """What the files under `path` take on a tmpfs: each file's size in whole 4 KiB pages."""
+    return sum(-(-os.path.getsize(os.path.join(d, f)) // 4096) * 4096
+               for d, _, files in os.walk(path) for f in files)
+
+
+@contextlib.contextmanager
+def _small_filesystem(directory, size: int):
+    """A tmpfs of `size` bytes mounted on `directory` for the block (skips unless root may mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    directory.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mount -t tmpfs is not permitted here: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def _fill_once_saved(checkpoint_dir, filesystem, stop):
+    """Waits until `checkpoint_dir` is committed, then fills `filesystem` but for half the space
+    that checkpoint takes there: the next save cannot fit. (Orbax splits arrays over a varying
+    number of files, so the size a checkpoint takes on a tmpfs is only known once it is there.)"""
+    while not os.path.isdir(checkpoint_dir):
+        if stop.wait(0.001):
+            return
+    room = _tmpfs_bytes(checkpoint_dir) // 2
+    free = os.statvfs(filesystem).f_bavail * os.statvfs(filesystem).f_frsize
+    with open(filesystem / "ballast", "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, free - room)
+
+
+def test_a_disk_that_fills_during_a_save_stops_the_run_and_a_rerun_with_space_resumes_exactly(
+    tmp_path, addition_data_dir, uninterrupted_workdir, uninterrupted, capsys
+):
+    reference = uninterrupted_workdir  # the same run uninterrupted (train.py, TINY_CONFIG)
+    room = 8 * _tmpfs_bytes(reference / "checkpoints" / str(STEPS)) + _tmpfs_bytes(reference)
+    config = tiny_config(data_dir=addition_data_dir, **TINY_CONFIG)
+    stop = threading.Event()
+    with _small_filesystem(tmp_path / "small", room) as small:
+        workdir = small / "run"
+        filler = threading.Thread(target=_fill_once_saved,
+                                  args=(workdir / "checkpoints" / "4", small, stop))
+        filler.start()
+        try:
+            with pytest.raises(DiskFullError) as error:
+                training.run(config, str(workdir))
+        finally:
+            stop.set()
+            filler.join()
+        kept = os.listdir(workdir / "checkpoints")  # the cut-short save is removed
+        shutil.copytree(workdir, tmp_path / "copy")
+    message = str(error.value)
+    assert message.startswith("the disk is full (ENOSPC, no space left on device): checkpoint ")
+    failed = int(re.search(r"checkpoint (\d+) could not be written", message).group(1))
+    newest = max(map(int, kept))
+    assert newest == failed - 4  # normally 8 failed and 4 is kept; later if the filler ran late
+    assert f"the newest checkpoint saved whole is {workdir / 'checkpoints' / str(newest)}" in message
+    capsys.readouterr()
+    assert training.run(config, str(tmp_path / "copy"))["step"] == STEPS
+    assert f"at step {newest}\n" in capsys.readouterr().out  # "resumed from ... at step 4"
+    jax.tree.map(np.testing.assert_array_equal, _final_params(tmp_path / "copy"), uninterrupted)

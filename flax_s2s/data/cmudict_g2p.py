@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from flax_s2s.data.tasks import prepare_once, text_pair_info
+from flax_s2s.errors import FileFormatError
 
 _HASH_BUCKETS = 1000
 VALIDATION_BUCKETS = 50  # 5% of words: hash bucket < 50 -> validation
@@ -50,25 +51,26 @@ def read_lexicon(path: str | Path) -> list[tuple[str, str]]:
     """(word, phones) pairs of a `WORD<TAB>PHONES` file in file order, phones joined by one space.
 
     A line that is not valid UTF-8, has no single tab, or an empty word or pronunciation raises a
-    ValueError naming the file and line; so does an empty file. Repeated identical lines count once.
+    FileFormatError naming the file and line; so does an empty file. Repeated identical lines count once.
     """
     path = Path(path)
     data = path.read_bytes()
     if not data.strip():
-        raise ValueError(f"{path}: empty file, expected WORD<TAB>PHONES lines")
+        raise FileFormatError(f"{path}: empty file, expected WORD<TAB>PHONES lines")
     pairs, seen = [], set()
     for number, raw in enumerate(data.splitlines(), start=1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             reason = f"{error.reason} at byte {error.start}"
-            raise ValueError(f"{path}:{number}: not valid UTF-8 ({reason})") from None
+            raise FileFormatError(f"{path}:{number}: not valid UTF-8 ({reason}); expected UTF-8 "
+                                  "WORD<TAB>PHONES lines") from None
         if not line.strip():
             continue
         fields = line.split("\t")
         word, phones = (fields[0].strip(), " ".join(fields[1].split())) if len(fields) == 2 else ("", "")
         if not word or not phones:
-            raise ValueError(f"{path}:{number}: expected WORD<TAB>PHONES, got {line!r}")
+            raise FileFormatError(f"{path}:{number}: expected WORD<TAB>PHONES, got {line!r}")
         if (word, phones) not in seen:
             seen.add((word, phones))
             pairs.append((word, phones))
@@ -173,8 +175,7 @@ def prepare_file(path: str | Path, data_dir: str) -> tfds.core.DatasetBuilder:
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # TFDS warns about every config not declared in the class
     try:
-        return prepare_once(lambda: CmudictG2p(data_dir=data_dir, config=_file_config(path),
-                                               file_format="array_record"))
+        return prepare_once(CmudictG2p, data_dir, _file_config(path))
     finally:
         logging.set_verbosity(verbosity)
 
@@ -183,6 +184,4 @@ def prepare_package(stripped: bool, data_dir: str) -> tfds.core.DatasetBuilder:
     """Prepares (once) and returns the `CmudictPackage` builder, stress stripped or kept."""
     config = CmudictPackage.BUILDER_CONFIGS[0 if stripped else 1]
     tfds.disable_progress_bar()
-    return prepare_once(
-        lambda: CmudictPackage(data_dir=data_dir, config=config.name, file_format="array_record")
-    )
+    return prepare_once(CmudictPackage, data_dir, config.name)

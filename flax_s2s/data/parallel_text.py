@@ -7,10 +7,16 @@ whenever the user edits the files.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from tensorflow_datasets.core import constants as tfds_constants
 from tensorflow_datasets.core import read_only_builder
+
+from flax_s2s.data.tasks import check_metadata
+from flax_s2s.errors import FileFormatError
 
 SRC_SUFFIX, TGT_SUFFIX = ".src", ".tgt"
 
@@ -18,22 +24,23 @@ SRC_SUFFIX, TGT_SUFFIX = ".src", ".tgt"
 def read_lines(path: str | Path) -> list[str]:
     """The lines of a UTF-8 file without their line endings.
 
-    An empty file, or a line that is not valid UTF-8, raises a ValueError naming the file (and
-    the line).
+    An empty file, or a line that is not valid UTF-8, raises a FileFormatError naming the file
+    (and the line).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     data = path.read_bytes()
     if not data:
-        raise ValueError(f"{path}: empty file")
+        raise FileFormatError(f"{path}: empty file; expected UTF-8 text, one example a line")
     lines = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
             lines.append(raw.decode("utf-8").rstrip("\r"))
         except UnicodeDecodeError as error:
-            raise ValueError(
-                f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start} of the line)"
+            raise FileFormatError(
+                f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start} of the "
+                "line); expected UTF-8 text, one example a line"
             ) from None
     if data.endswith(b"\n"):
         lines.pop()  # the final newline ends the last line; it does not start another
@@ -41,15 +48,16 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 def read_parallel_files(src_path: str | Path, tgt_path: str | Path) -> list[tuple[str, str]]:
-    """(source, target) pairs of two line-aligned files; unequal line counts raise, naming the
-    first line that has no partner."""
+    """(source, target) pairs of two line-aligned files; unequal line counts raise a
+    FileFormatError naming both files, their line counts and the first line without a partner."""
     src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)
     if len(src_lines) != len(tgt_lines):
         longer, shorter = (src_path, tgt_path) if len(src_lines) > len(tgt_lines) else (tgt_path, src_path)
         first_unpaired = min(len(src_lines), len(tgt_lines)) + 1
-        raise ValueError(
-            f"{longer}:{first_unpaired}: no partner line in {shorter} "
-            f"({len(src_lines)} source lines, {len(tgt_lines)} target lines; files must be line-aligned)"
+        raise FileFormatError(
+            f"{longer}:{first_unpaired}: no partner line in {shorter} ({src_path} has "
+            f"{len(src_lines)} lines, {tgt_path} has {len(tgt_lines)}; expected line-aligned "
+            "files, line i of one the translation of line i of the other)"
         )
     return list(zip(src_lines, tgt_lines, strict=True))
 
@@ -78,6 +86,7 @@ def read_tfds_translation(
     The source and target features default to the dataset's supervised keys (("de", "en") for
     wmt14_translate/de-en); `src_key` / `tgt_key` override them, e.g. to translate the other way.
     """
+    _check_tfds_metadata(name, data_dir)
     try:
         # Reads the prepared files and their metadata only: no dataset code, no download.
         builder = read_only_builder.builder_from_files(name, data_dir=data_dir or None)
@@ -107,6 +116,20 @@ def read_tfds_translation(
             f"TFDS dataset {name!r} has no split(s) {missing}; it has {list(builder.info.splits)}"
         )
     return {split: _read_tfds_split(builder, split, src_key, tgt_key) for split in splits}
+
+
+def _check_tfds_metadata(name: str, data_dir: str | None) -> None:
+    """The metadata of the version `builder_from_files` reads (the one `name` gives after ":",
+    else the newest prepared), checked by `tasks.check_metadata`."""
+    dataset, _, version = name.partition(":")
+    root = Path(os.path.expanduser(data_dir or tfds_constants.DATA_DIR)) / dataset
+    if not version:
+        prepared = [d.name for d in root.glob("*") if (d / "dataset_info.json").is_file()
+                    and re.fullmatch(r"\d+\.\d+\.\d+", d.name)]
+        version = max(prepared, key=lambda v: tuple(map(int, v.split("."))), default="")
+    if version:
+        check_metadata(str(root / version), f"rebuild it with `tfds build {dataset} "
+                                            f"--file_format=array_record --data_dir=DIR`")
 
 
 def _read_tfds_split(builder, split: str, src_key: str, tgt_key: str) -> list[tuple[str, str]]:

@@ -10,10 +10,12 @@ import fcntl
 import os
 import string
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from flax_s2s.errors import FileFormatError, read_json_object
 
 _TEXT_PAIR = tfds.features.FeaturesDict({"src": tfds.features.Text(), "tgt": tfds.features.Text()})
 
@@ -30,20 +32,56 @@ def text_pair_info(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetInfo:
 
 
 def prepare_once(
-    make_builder: Callable[[], tfds.core.DatasetBuilder],
+    builder_class: type[tfds.core.DatasetBuilder], data_dir: str,
+    config: str | tfds.core.BuilderConfig | None = None,
 ) -> tfds.core.DatasetBuilder:
-    """The builder `make_builder` returns, prepared, under an exclusive lock on a file beside the
-    dataset's directory: runs side by side that prepare the same dataset at once (their `tfds/`
-    directory is shared) take turns, so the first writes it and the others find it written,
-    where TFDS alone would have the second crash renaming its copy onto the first's. The builder
-    is made again once the lock is held, since a builder reads what is prepared when it is made."""
-    lock_path = f"{make_builder().data_dir.rstrip(os.sep)}.prepare.lock"
+    """A `builder_class` (with `config`) under `data_dir`, prepared in array_record files, under
+    an exclusive lock on a file beside the dataset's directory: runs side by side that prepare
+    the same dataset at once (their `tfds/` directory is shared) take turns, so the first writes
+    it and the others find it written, where TFDS alone would have the second crash renaming its
+    copy onto the first's. The builder is made once the lock is held, since a builder reads what
+    is prepared when it is made; metadata that is not what TFDS wrote raises FileFormatError
+    naming the file (`check_metadata`)."""
+    directory = prepared_dir(builder_class, data_dir, config)
+    lock_path = f"{directory}.prepare.lock"
     os.makedirs(os.path.dirname(lock_path), exist_ok=True)
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        builder = make_builder()
+        check_metadata(directory, f"delete {directory} and it is prepared again")
+        builder = builder_class(data_dir=data_dir, file_format="array_record",
+                                **({"config": config} if config is not None else {}))
         builder.download_and_prepare()
     return builder
+
+
+def prepared_dir(
+    builder_class: type[tfds.core.DatasetBuilder], data_dir: str,
+    config: str | tfds.core.BuilderConfig | None = None,
+) -> str:
+    """Where TFDS keeps a prepared dataset: `data_dir/name[/config]/version`."""
+    config_name = getattr(config, "name", config)
+    return os.path.join(os.path.abspath(data_dir), builder_class.name,
+                        *([config_name] if config_name else []), str(builder_class.VERSION))
+
+
+# A prepared dataset's metadata files and the keys TFDS always writes in them.
+METADATA_KEYS = {"dataset_info.json": ("name", "version"), "features.json": ("pythonClassName",)}
+
+
+def check_metadata(directory: str, remedy: str) -> None:
+    """Raises FileFormatError naming the first metadata file of the prepared dataset in
+    `directory` (`METADATA_KEYS`) that is not the JSON object TFDS writes, with the line where
+    its JSON breaks and `remedy` (how to get a good one). TFDS's own errors for these name
+    neither the file nor a way out. Files not there (nothing prepared yet) are left to TFDS."""
+    for name, keys in METADATA_KEYS.items():
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        what = f"the JSON object of metadata TFDS writes when it prepares a dataset ({remedy})"
+        metadata = read_json_object(path, what)
+        missing = [key for key in keys if key not in metadata]
+        if missing:
+            raise FileFormatError(f"{path}: no {missing} in it; expected {what}")
 
 
 class Addition(tfds.core.GeneratorBasedBuilder):
@@ -176,4 +214,4 @@ def prepare(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
     tfds.disable_progress_bar()  # its per-split bars are noise in logs
-    return prepare_once(lambda: TASKS[name](data_dir=data_dir, file_format="array_record"))
+    return prepare_once(TASKS[name], data_dir)

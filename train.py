@@ -32,7 +32,8 @@ def main(argv):
         compilation_cache.enable(config.compilation_cache_dir, _WORKDIR.value)
         sharding.initialize_distributed(config)
         training.run(config, _WORKDIR.value)
-    except (ConfigError, FileFormatError, DiskFullError, training.NonFiniteError) as error:
+    except (ConfigError, FileFormatError, FileNotFoundError, DiskFullError,
+            training.NonFiniteError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

@@ -70,3 +70,15 @@ def test_bad_overrides_fail_before_anything_runs_naming_the_key(tmp_path, overri
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
     assert not (tmp_path / "no_data").exists(), "failed config should not prepare data"
+
+
+def test_a_missing_data_file_is_one_error_line(tmp_path):
+    data = tmp_path / "text"  # parallel text with a train split only
+    data.mkdir()
+    (data / "train.src").write_text("ab\n")
+    (data / "train.tgt").write_text("ba\n")
+    result = _train(tmp_path / "run", tmp_path / "tfds", "--config.task=parallel_text",
+                    f"--config.data_path={data}", check=False)
+    assert result.returncode != 0
+    assert "validation.src: no such file" in result.stderr and "Traceback" not in result.stderr, (
+        result.stderr[-2000:])

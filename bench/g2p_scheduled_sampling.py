@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 
 from configs import g2p_gru  # noqa: E402
 from flax_s2s import evaluate  # noqa: E402
-from flax_s2s.data import task_data  # noqa: E402
+from flax_s2s.data import registry, task_data  # noqa: E402
 from flax_s2s.forcing import inverse_sigmoid_k  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
 
@@ -135,7 +135,7 @@ def main() -> None:
     os.makedirs(args.root, exist_ok=True)
     load_before = common.load_average()
     # Prepare the data once, before two processes would race to build it.
-    task_data.read_task_texts(g2p_gru.get_config(), task_data.default_data_dir(
+    registry.read_task_texts(g2p_gru.get_config(), task_data.default_data_dir(
         os.path.join(args.root, "any")), ("train",))
     for seed in args.seeds:
         train_side_by_side(args.root, seed, args.steps)

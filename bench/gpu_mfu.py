@@ -85,9 +85,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from flax_s2s import sharding, training
-    from flax_s2s.config_validation import validate_config
     from flax_s2s.models import build_model
     from flax_s2s.models.transformer import attention_implementation
+    from flax_s2s.training.config import validate_config
 
     config = config_for(args)
     validate_config(config, jax.device_count())

@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 from g2p_scheduled_sampling import final_record  # noqa: E402
 
 from flax_s2s import decoding, reference_eval  # noqa: E402
-from flax_s2s.data import pipeline, task_data  # noqa: E402
+from flax_s2s.data import pipeline, registry, task_data  # noqa: E402
 from flax_s2s.data.vocab import PAD, split_symbols  # noqa: E402
 from flax_s2s.forcing import inverse_sigmoid_k  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
@@ -216,7 +216,7 @@ def scores(job: Job, split: str, beam: int) -> Scores:
     trained = load_workdir(job.workdir)
     config = trained.config
     data_dir = config.data_dir or task_data.default_data_dir(job.workdir)
-    pairs = task_data.read_task_texts(config, data_dir, (split,))[split]
+    pairs = registry.read_task_texts(config, data_dir, (split,))[split]
     grouped = pipeline.group_pairs(pairs, trained.src_vocab, config.max_src_len,
                                    config.vocab.get("src_eos", False))
     decode = reference_eval.best_decoder(trained.model, trained.variables, config.max_tgt_len,
@@ -377,7 +377,7 @@ def main() -> None:
     if not args.report_only:
         # Prepare the data once, before two trainers would race to build it.
         config = importlib.import_module(task.config.removesuffix(".py").replace("/", ".")).get_config()
-        task_data.read_task_texts(config, task_data.default_data_dir(os.path.join(args.root, "any")),
+        registry.read_task_texts(config, task_data.default_data_dir(os.path.join(args.root, "any")),
                                   ("train",))
         run_jobs([base_job(args.root, task, seed) for seed in args.seeds])
         run_jobs([arm_job(args.root, task, arm, seed, steps)

@@ -267,5 +267,4 @@ def get_config() -> ml_collections.ConfigDict:
     # it (train metric `nonfinite_steps`) and go on; "stop": end the run at the next log or
     # checkpoint step with an error, keeping the last good checkpoint as the newest.
     config.nonfinite_policy = "skip"
-    config.debug_nonfinite_step = -1  # fault injection for tests: the loss is NaN at this step
     return config

@@ -22,7 +22,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
-from flax_s2s.errors import DiskFullError, FileFormatError, is_disk_full, read_json_object
+from flax_s2s import config_checks
+from flax_s2s.errors import ConfigError, DiskFullError, FileFormatError, is_disk_full, read_json_object
 
 BEST_MODES = ("max", "min")  # whether a higher or a lower metric is better for `keep_best`
 # Keys every config a run saved has held (configs/default.py has had them from its first version):
@@ -313,3 +314,11 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def check_config(config: Any) -> None:
+    """How many checkpoints are kept, and which way the best metric is better."""
+    config_checks.positive(config, "max_checkpoints")
+    config_checks.one_of(config, "best_mode", BEST_MODES)
+    if config.keep_best < 0:
+        raise ConfigError(f"config.keep_best={config.keep_best}: must be >= 0")

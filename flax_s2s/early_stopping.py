@@ -19,6 +19,8 @@ from collections.abc import Iterable
 
 import ml_collections
 
+from flax_s2s.errors import ConfigError
+
 CHECKPOINT_ITEM = "eval_history"  # the checkpoint item the history is saved as
 
 
@@ -74,3 +76,17 @@ class EarlyStopping:
             return None
         sign = 1.0 if self.mode == "max" else -1.0
         return max(scored, key=lambda item: (sign * item[1], -item[0]))[0]
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """`config.early_stopping`'s fields; stopping needs the best checkpoint kept."""
+    stopping = config.early_stopping
+    if stopping.patience < 0:
+        raise ConfigError(f"config.early_stopping.patience={stopping.patience}: must be >= 0 (0: off)")
+    if stopping.min_delta < 0:
+        raise ConfigError(f"config.early_stopping.min_delta={stopping.min_delta}: must be >= 0")
+    if stopping.patience > 0 and config.keep_best < 1:
+        raise ConfigError(
+            f"config.early_stopping.patience={stopping.patience} needs config.keep_best >= 1 "
+            f"(got {config.keep_best}): the final evaluation reads the best checkpoint kept"
+        )

@@ -1,9 +1,9 @@
 """Score a trained workdir on any `WORD<TAB>PHONES` file: word and phone error rates, exact match.
 
-    python -m flax_s2s.evaluate --workdir DIR --data FILE [--beam N] [--step S] [--average K]
-    python -m flax_s2s.evaluate --workdir DIR --split validation [--beam N]
-    python -m flax_s2s.evaluate --workdir DIR --ensemble DIR2 [--ensemble DIR3 ...] --data FILE
-    python -m flax_s2s.evaluate --workdir DIR --data FILE --mbr 16 [--mbr_utility edit] [--top_p 0.9]
+    python -m flax_s2s.cli.evaluate --workdir DIR --data FILE [--beam N] [--step S] [--average K]
+    python -m flax_s2s.cli.evaluate --workdir DIR --split validation [--beam N]
+    python -m flax_s2s.cli.evaluate --workdir DIR --ensemble DIR2 [--ensemble DIR3 ...] --data FILE
+    python -m flax_s2s.cli.evaluate --workdir DIR --data FILE --mbr 16 [--mbr_utility edit] [--top_p 0.9]
 
 Loads the workdir's latest checkpoint (or `--step`; `--average K` takes the mean of the K kept
 checkpoints ending there), its config and its saved vocabularies, decodes every
@@ -19,10 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from absl import app, flags, logging
-
 from flax_s2s import mbr, reference_eval
-from flax_s2s.data import cmudict_g2p, pipeline, task_data
+from flax_s2s.data import cmudict_g2p, pipeline, registry, task_data
 from flax_s2s.ensemble import Ensemble
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 
@@ -56,7 +54,7 @@ def evaluate_lexicon(
         pairs = cmudict_g2p.read_lexicon(data_path)
     else:
         data_dir = config.data_dir or task_data.default_data_dir(workdir)
-        pairs = task_data.read_task_texts(config, data_dir, (split,))[split]
+        pairs = registry.read_task_texts(config, data_dir, (split,))[split]
     grouped = pipeline.group_pairs(pairs, src_vocab, config.max_src_len,
                                    config.vocab.get("src_eos", False))
     names, batch_size = ("wer", "per", "exact_match"), batch_size or config.eval_batch_size
@@ -97,56 +95,9 @@ def _decoder(trained: TrainedModel, members: list[TrainedModel]) -> tuple[Any, A
     return Ensemble(tuple(m.model for m in everyone)), tuple(m.variables for m in everyone)
 
 
-def define_flags() -> None:
-    """The CLI's flags, defined only when it runs: importing `evaluate_lexicon` beside another
-    absl program (the report CLI, a test session) must not define a second --workdir."""
-    flags.DEFINE_string("workdir", None, "A training workdir (checkpoints, vocabularies).")
-    flags.DEFINE_string("data", None, "A WORD<TAB>PHONES file; alternatives on separate lines.")
-    flags.DEFINE_string("split", None, "Instead of --data: a split of the run's own task.")
-    flags.DEFINE_integer("beam", 0, "Beam width; 0 (default) decodes greedily, 1 is a beam of one.")
-    flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
-    flags.DEFINE_integer(
-        "average", 1, "Average the variables of this many kept checkpoints, ending at --step."
-    )
-    flags.DEFINE_multi_string(
-        "ensemble", [], "Another workdir whose model decodes together with --workdir's "
-        "(repeatable); each member uses its latest checkpoint, or the mean of its --average newest."
-    )
-    flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
-    mbr.define_flags()
-    flags.DEFINE_boolean("raw_weights", False, "Score the trained parameters, not their moving "
-                         "average where the run kept one (config.ema_decay > 0).")
-    flags.mark_flags_as_required(["workdir"])
-    flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
+if __name__ == "__main__":  # the former command, kept as an alias
+    import runpy
+    import sys
 
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
-    args = flags.FLAGS
-    try:
-        result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
-                                  args.step, args.average, tuple(args.ensemble),
-                                  mbr.settings_from_flags(args), args.raw_weights)
-    except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
-        raise app.UsageError(str(error)) from None
-    source = args.data or f"split {args.split!r}"
-    averaged = result["averaged_steps"]
-    checkpoint = (f"mean of checkpoints {', '.join(map(str, averaged))}" if len(averaged) > 1
-                  else f"checkpoint step {result['step']}")
-    member_steps = ", ".join(map(str, result["member_steps"]))
-    members = (f", ensembled with {len(args.ensemble)} more workdir(s) (checkpoint steps "
-               f"{member_steps})" if args.ensemble else "")
-    print(f"{source}: {result['words']} words, {checkpoint}{members}, "
-          + (f"MBR over {args.mbr} {args.mbr_source} candidates ({args.mbr_utility})" if args.mbr
-             else "greedy" if args.beam == 0 else f"beam {args.beam}"))
-    print(f"WER {result['wer']:.2f}%")
-    print(f"PER {result['per']:.2f}%")
-    print(f"exact match {100 * result['exact_match']:.2f}%")
-
-
-if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    print("python -m flax_s2s.cli.evaluate is now python -m flax_s2s.cli.evaluate", file=sys.stderr)
+    runpy.run_module("flax_s2s.cli.evaluate", run_name="__main__", alter_sys=True)

@@ -1,7 +1,7 @@
 """Export a trained workdir's greedy and beam-search decoders, weights included, to one file.
 
 ```
-python -m flax_s2s.export --workdir runs/addition --out addition.s2s [--batch_size 64] [--beam 4]
+python -m flax_s2s.cli.export --workdir runs/addition --out addition.s2s [--batch_size 64] [--beam 4]
 ```
 Both functions are serialised with `jax.export` (StableHLO) for one batch size, the workdir's
 `max_src_len` and `max_tgt_len`, and the beam width; the parameters are constants inside them.
@@ -28,11 +28,10 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags, logging
 
 from flax_s2s import decoding
 from flax_s2s.data.vocab import SentencePieceVocab, SymbolVocab, Vocab
-from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
+from flax_s2s.workdirs import TrainedModel
 
 FORMAT_VERSION = 1
 
@@ -116,32 +115,9 @@ def export_trained(trained: TrainedModel, out: str, batch_size: int = 64, beam_s
     os.replace(f.name, out)
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    args = flags.FLAGS
-    try:
-        trained = load_workdir(args.workdir, args.step)
-        export_trained(trained, args.out, args.batch_size, args.beam, args.platforms or None)
-    except (ValueError, OSError, ImportError, WorkdirError) as error:  # FileFormatError is a ValueError
-        raise SystemExit(f"export: {error}") from None
-    print(f"wrote {args.out}: greedy and beam {args.beam} for batch {args.batch_size}, "
-          f"checkpoint step {trained.step}")
+if __name__ == "__main__":  # the former command, kept as an alias
+    import runpy
+    import sys
 
-
-def define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "A training workdir with checkpoints.")
-    flags.DEFINE_string("out", None, "The file to write.")
-    flags.DEFINE_integer("batch_size", 64, "The batch size the exported functions take.")
-    flags.DEFINE_integer("beam", 4, "The exported beam search's width.")
-    flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the newest).")
-    flags.DEFINE_list("platforms", [], "Platforms to export for (default: this machine's), "
-                      "e.g. cpu,cuda.")
-    flags.mark_flags_as_required(["workdir", "out"])
-
-
-if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    print("python -m flax_s2s.export is now python -m flax_s2s.cli.export", file=sys.stderr)
+    runpy.run_module("flax_s2s.cli.export", run_name="__main__", alter_sys=True)

@@ -42,7 +42,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from flax_s2s import decoding
+from flax_s2s import config_checks, decoding
+from flax_s2s.errors import ConfigError
 from flax_s2s.models import decoder_inputs
 from flax_s2s.models import unroll as unroll_policy
 from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
@@ -304,6 +305,13 @@ MODES = tuple(UNROLLS)
 PACKED_MODES = ("two_pass",)
 
 
+def always_gold(tf_config: ml_collections.ConfigDict) -> bool:
+    """Whether `config.teacher_forcing` feeds the gold token at every step and position (p = 1,
+    constant, no position schedule): full teacher forcing, trained on the parallel `forward`."""
+    return (tf_config.schedule == "constant" and tf_config.p == 1.0
+            and tf_config.position_schedule == "none")
+
+
 @dataclasses.dataclass(frozen=True)
 class TeacherForcing:
     """How one training run feeds its decoder, built from `config.teacher_forcing`."""
@@ -323,11 +331,9 @@ class TeacherForcing:
     @classmethod
     def from_config(cls, tf_config: ml_collections.ConfigDict) -> TeacherForcing:
         position_schedule = make_position_schedule(tf_config)
-        always_gold = (tf_config.schedule == "constant" and tf_config.p == 1.0
-                       and position_schedule is None)
         return cls(
             schedule=make_schedule(tf_config),
-            always_gold=always_gold,
+            always_gold=always_gold(tf_config),
             choice=tf_config.choice,
             temperature=tf_config.temperature,
             mode=tf_config.mode,
@@ -433,3 +439,79 @@ def gold_counts_by_position(
     pad = ((0, length - mask.shape[1]),)
     gold = jnp.pad((mask * weights).sum(0), pad)
     return gold.astype(jnp.float32), jnp.pad(weights.sum(0), pad).astype(jnp.float32)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """`config.teacher_forcing`: its choices, a schedule that never increases, and what it
+    excludes: scheduled sampling with BatchNorm, packed rows in a scanning mode."""
+    for key, allowed in (("schedule", SCHEDULES), ("mode", MODES),
+                         ("position_schedule", POSITION_SCHEDULES), ("position_combine", COMBINES)):
+        config_checks.one_of(config, f"teacher_forcing.{key}", allowed)
+    _validate_teacher_forcing(config.teacher_forcing)
+    tf = config.teacher_forcing
+    if always_gold(tf):
+        return
+    described = (f"config.teacher_forcing.schedule={tf.schedule!r}, p={tf.p}, "
+                 f"position_schedule={tf.position_schedule!r}")
+    if config.model.norm == "batch":
+        # BatchNorm needs batch x time statistics, which exist only on the fully teacher-forced
+        # path; a decoder unrolled step by step on its own tokens has none (see models/norms.py).
+        raise ConfigError(
+            "config.model.norm='batch' trains only with full teacher forcing "
+            "(config.teacher_forcing.schedule='constant', p=1.0, position_schedule='none'): "
+            f"scheduled sampling ({described}) unrolls the decoder step by step, where BatchNorm "
+            "has no batch x time statistics"
+        )
+    if config.pack and tf.mode not in PACKED_MODES:
+        raise ConfigError(
+            f"config.pack=True with scheduled sampling ({described}) in "
+            f"config.teacher_forcing.mode={tf.mode!r}: packed rows train with full teacher "
+            f"forcing or mode in {list(PACKED_MODES)} (the exact mode scans the decoder "
+            "step, whose state would carry across the examples of a row)"
+        )
+
+
+def _validate_teacher_forcing(tf: ml_collections.ConfigDict) -> None:
+    """The schedule's parameters must give a probability that never increases."""
+    if tf.choice in LATER_CHOICES:
+        raise ConfigError(
+            f"config.teacher_forcing.choice={tf.choice!r}: not implemented yet (a later variant: "
+            f"the model seam feeds tokens, not embeddings); use one of {list(CHOICES)}"
+        )
+    if tf.choice not in CHOICES:
+        raise ConfigError(
+            f"config.teacher_forcing.choice={tf.choice!r}: must be one of {list(CHOICES)}"
+        )
+    if tf.temperature <= 0:
+        raise ConfigError(f"config.teacher_forcing.temperature={tf.temperature}: must be > 0")
+    for key in ("p", "floor"):
+        if not 0.0 <= tf[key] <= 1.0:
+            raise ConfigError(f"config.teacher_forcing.{key}={tf[key]}: must be in [0, 1]")
+    needs = {
+        "linear": (tf.floor <= tf.k <= 1.0 and tf.slope > 0, "floor <= k <= 1 and slope > 0"),
+        "exponential": (0.0 < tf.k < 1.0, "0 < k < 1"),
+        "inverse_sigmoid": (tf.k >= 1.0, "k >= 1"),
+    }
+    if tf.schedule in needs and not needs[tf.schedule][0]:
+        raise ConfigError(
+            f"config.teacher_forcing (schedule={tf.schedule!r}, k={tf.k}, slope={tf.slope}, "
+            f"floor={tf.floor}): the {tf.schedule} schedule needs {needs[tf.schedule][1]}"
+        )
+    if not 0.0 <= tf.position_floor <= 1.0:
+        raise ConfigError(
+            f"config.teacher_forcing.position_floor={tf.position_floor}: must be in [0, 1]"
+        )
+    k, slope, floor = tf.position_k, tf.position_slope, tf.position_floor
+    position_needs = {
+        "linear": (floor <= k <= 1.0 and slope > 0,
+                   "position_floor <= position_k <= 1 and position_slope > 0"),
+        "exponential": (0.0 < k < 1.0, "0 < position_k < 1"),
+        "inverse_sigmoid": (k >= 1.0, "position_k >= 1"),
+    }
+    kind = tf.position_schedule
+    if kind in position_needs and not position_needs[kind][0]:
+        raise ConfigError(
+            f"config.teacher_forcing (position_schedule={kind!r}, position_k={k}, "
+            f"position_slope={slope}, position_floor={floor}): the {kind} position schedule "
+            f"needs {position_needs[kind][1]}"
+        )

@@ -1,9 +1,9 @@
 """Decode text with a trained workdir's newest readable checkpoint (or a chosen one, or a mean).
 
 ```
-python -m flax_s2s.infer --workdir runs/addition [--beam 4] [--alpha 0.6] [--input FILE]
-                         [--batch_size 64] [--step S] [--average K] [--strict]
-                         [--nbest N] [--format text|jsonl] [--min_len M] [--no_sort]
+python -m flax_s2s.cli.decode --workdir runs/addition [--beam 4] [--alpha 0.6] [--input FILE]
+                              [--batch_size 64] [--step S] [--average K] [--strict]
+                              [--nbest N] [--format text|jsonl] [--min_len M] [--no_sort]
 ```
 Reads one source per line from FILE (default: stdin), prints one output per line in input order.
 The model, its config and its vocabularies all come from the workdir. Lines are decoded in padded
@@ -36,12 +36,10 @@ from typing import NamedTuple
 
 import numpy as np
 import tqdm
-from absl import app, flags, logging
 
 from flax_s2s import decoding, mbr
 from flax_s2s.data import pipeline
 from flax_s2s.data.vocab import SymbolVocab, Vocab, split_symbols
-from flax_s2s.errors import FileFormatError
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 
 
@@ -330,55 +328,9 @@ def decode_file(
     return format_outputs(hypotheses, nbest, output_format)
 
 
-def define_flags() -> None:
-    """The CLI's flags, defined only when it runs (as `flax_s2s.evaluate` does), so that importing
-    this module beside another absl program defines no second --workdir."""
-    flags.DEFINE_string("workdir", None, "A training workdir with checkpoints.")
-    flags.DEFINE_integer("beam", 0, "Beam width; 0 (default) decodes greedily, 1 is a beam of one.")
-    flags.DEFINE_float("alpha", 0.6,
-                       "Length-penalty exponent for beam search, ((5 + len) / 6) ** alpha.")
-    flags.DEFINE_string("input", None, "File with one source per line (default: stdin).")
-    flags.DEFINE_integer("batch_size", 64, "Lines decoded per batch.")
-    flags.DEFINE_integer("step", None, "Checkpoint step to decode with (default: the newest).")
-    flags.DEFINE_integer("average", 1, "Decode with the mean variables of this many kept "
-                         "checkpoints, ending at --step.")
-    flags.DEFINE_boolean("raw_weights", False, "Decode with the trained parameters, not their "
-                         "moving average where the run kept one (config.ema_decay > 0).")
-    flags.DEFINE_boolean("strict", False, "Fail at the first line that cannot be decoded (not "
-                         "UTF-8, empty, too long) instead of printing an empty line for it.")
-    flags.DEFINE_integer("nbest", 0, "Print the N best hypotheses of each line, one per line as "
-                         "index<TAB>score<TAB>text (index: input line from 0); 0: the best text only.")
-    flags.DEFINE_enum("format", "text", list(OUTPUT_FORMATS), "text, or jsonl: one JSON object "
-                      "per input line with its hypotheses' texts, tokens, lengths and scores.")
-    flags.DEFINE_integer("min_len", 0, "The fewest output tokens before EOS.")
-    flags.DEFINE_boolean("no_sort", False, "Batch lines in input order instead of by source "
-                         "length (the outputs are the same; sorted batches decode faster).")
-    mbr.define_flags()
-    flags.mark_flags_as_required(["workdir"])
+if __name__ == "__main__":  # the former command, kept as an alias
+    import runpy
+    import sys
 
-
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
-    args = flags.FLAGS
-    try:
-        outputs = decode_file(args.workdir, args.input, args.beam, args.alpha, args.batch_size,
-                              args.step, args.average, args.strict, args.nbest, args.format,
-                              args.min_len, not args.no_sort, progress=sys.stderr.isatty(),
-                              mbr_settings=mbr.settings_from_flags(args), raw_weights=args.raw_weights)
-    except (WorkdirError, InputError, FileFormatError, ValueError) as error:
-        raise SystemExit(f"decode: {error}") from None
-    for output in outputs:
-        print(output)
-
-
-def run() -> None:
-    """The CLI: `python -m flax_s2s.infer ...`."""
-    define_flags()
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
+    print("python -m flax_s2s.infer is now python -m flax_s2s.cli.decode", file=sys.stderr)
+    runpy.run_module("flax_s2s.cli.decode", run_name="__main__", alter_sys=True)

@@ -211,32 +211,3 @@ def mbr_decode(
                                             settings.utility)):
             picked.append(tokens[b, order[0]])
     return np.stack(picked)
-
-
-# --- the CLIs' flags (`flax_s2s.infer`, `flax_s2s.evaluate`) ---
-
-
-def define_flags() -> None:
-    """--mbr N and the settings that go with it."""
-    from absl import flags
-
-    flags.DEFINE_integer("mbr", 0, "MBR decoding over this many candidates per input (0: off): "
-                         "the candidate with the highest mean utility against the others.")
-    flags.DEFINE_enum("mbr_source", "sample", list(SOURCES), "MBR candidates: sampled, or the "
-                      "N-best of a beam of width --mbr.")
-    flags.DEFINE_enum("mbr_utility", "chrf", list(UTILITIES), "MBR utility: chrF, sentence BLEU, "
-                      "edit similarity over the output symbols, or exact match.")
-    flags.DEFINE_float("temperature", 1.0, "Sampling temperature of the MBR candidates (> 0).")
-    flags.DEFINE_float("top_p", 1.0, "Nucleus mass of the MBR candidates' sampling, in (0, 1].")
-    flags.DEFINE_integer("seed", 0, "Seed of the MBR candidates' sampling keys.")
-
-
-def settings_from_flags(values: Any) -> MBRSettings | None:
-    """The MBRSettings the parsed flags ask for, or None without --mbr; ValueError naming the
-    flag for an impossible value."""
-    if values.mbr < 0:
-        raise ValueError(f"--mbr={values.mbr}: must be >= 0 (0: no MBR)")
-    if values.mbr == 0:
-        return None
-    return MBRSettings(values.mbr, values.mbr_source, values.mbr_utility, values.temperature,
-                       values.top_p, values.seed)

@@ -1,4 +1,4 @@
-"""Pictures of a run: `python -m flax_s2s.report --workdir DIR` writes PNGs and `DIR/report/report.md`.
+"""Pictures of a run: `python -m flax_s2s.cli.report --workdir DIR` writes PNGs and `DIR/report/report.md`.
 
 - curves.png: train loss, eval loss (teacher forced) and eval accuracy (teacher forced vs free
   running) against steps;
@@ -9,26 +9,34 @@
 - attention.png: decoder-to-source attention for a few validation examples, source tokens on one
   axis and predicted tokens on the other.
 
-`python -m flax_s2s.report --compare DIR1 DIR2 ... --out DIR` overlays runs on the same axes.
+`python -m flax_s2s.cli.report --compare DIR1 DIR2 ... --out DIR` overlays runs on the same axes.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from flax_s2s import decoding  # noqa: E402
+from flax_s2s.data.task_data import load_task_data  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
+from flax_s2s.models import Seq2Seq, Variables, decoder_inputs  # noqa: E402
+from flax_s2s.workdirs import load_workdir  # noqa: E402
 
 Records = list[dict]
+Array = jax.Array
 
 
 def load_records(workdir: str) -> Records:
@@ -157,11 +165,6 @@ def plot_attention(workdir: str, path: str, num_examples: int = 4, layer: int = 
 def attention_examples(workdir: str, num_examples: int, layer: int = -1):
     """(source tokens, predicted tokens incl. EOS, weights [pred, src]) per example, each token
     as its vocabulary's `token_text`."""
-    from flax_s2s import decoding
-    from flax_s2s.data.task_data import load_task_data
-    from flax_s2s.models import attention_weights, decoder_inputs
-    from flax_s2s.workdirs import load_workdir
-
     trained = load_workdir(workdir)
     config, model, variables = trained.config, trained.model, trained.variables
     split = config.eval_splits[0] if config.eval_splits else config.final_eval_split
@@ -180,6 +183,48 @@ def attention_examples(workdir: str, num_examples: int, layer: int = -1):
             weights[row, :pred_len, :src_len],
         ))
     return tuple(zip(*out, strict=True))
+
+
+def layer_order(path: Sequence[str]) -> tuple[tuple[str | int, ...], ...]:
+    """A sort key for variable paths that orders numbered layers by number: ("decoder_layers_2",)
+    before ("decoder_layers_10",). Each name is split into text and digit runs, digits compared
+    as ints (text and digit runs alternate, so like compares with like)."""
+    return tuple(
+        tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name)))
+        for name in path
+    )
+
+
+def attention_weights(
+    model: Seq2Seq, variables: Variables, src_tokens: Array, tgt_inputs: Array
+) -> list[Array]:
+    """Decoder-to-source attention under teacher forcing, for plots: one [batch, tgt, src] array
+    per attention layer in layer order (heads averaged), rows summing to 1 over non-pad source
+    positions.
+
+    Modules sow their attention as intermediates named "attention_weights": per step
+    ([batch, src] or [batch, heads, src]) from `step`, collected here across a scan.
+    """
+    encoded = model.encode(variables, src_tokens)
+    cache = model.init_cache(variables, encoded, tgt_inputs.shape[1])
+    module = model.module
+
+    def body(cache, inputs):
+        position, prev_tokens = inputs
+        (_, cache), state = module.apply(
+            variables, encoded, cache, prev_tokens, position, False,
+            method=type(module).step, mutable=["intermediates"],
+        )
+        sown = flax.traverse_util.flatten_dict(state["intermediates"])
+        paths = sorted((path for path in sown if path[-1] == "attention_weights"), key=layer_order)
+        per_layer = [sown[path][-1] for path in paths]
+        # [batch, src] (RNN) or [batch, heads, 1, src] (Transformer) -> [batch, src]
+        return cache, [w.reshape(w.shape[0], -1, w.shape[-1]).mean(1) for w in per_layer]
+
+    positions = jnp.arange(tgt_inputs.shape[1])
+    _, weights = jax.lax.scan(body, cache, (positions, tgt_inputs.T))
+    return [w.transpose(1, 0, 2) for w in weights]
+
 
 
 def _save(fig, path: str) -> str:
@@ -230,27 +275,9 @@ def write_report(workdirs: Sequence[str], out_dir: str, attention: bool = True,
     return report
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir; the report goes to WORKDIR/report.")
-_COMPARE = flags.DEFINE_list("compare", None, "Workdirs to overlay (needs --out).")
-_OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/report).")
-_LAYER = flags.DEFINE_integer(
-    "layer", -1, "Attention layer to draw, by layer number (Transformer; -1: the last)."
-)
+if __name__ == "__main__":  # the former command, kept as an alias
+    import runpy
+    import sys
 
-
-def main(argv: Sequence[str]) -> None:
-    del argv
-    if bool(_WORKDIR.value) == bool(_COMPARE.value):
-        raise app.UsageError("give exactly one of --workdir or --compare")
-    if _COMPARE.value:
-        if not _OUT.value:
-            raise app.UsageError("--compare needs --out")
-        report = write_report(_COMPARE.value, _OUT.value, attention=False)
-    else:
-        out = _OUT.value or os.path.join(_WORKDIR.value, "report")
-        report = write_report([_WORKDIR.value], out, layer=_LAYER.value)
-    print(f"wrote {report}")
-
-
-if __name__ == "__main__":
-    app.run(main)
+    print("python -m flax_s2s.report is now python -m flax_s2s.cli.report", file=sys.stderr)
+    runpy.run_module("flax_s2s.cli.report", run_name="__main__", alter_sys=True)

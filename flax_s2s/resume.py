@@ -23,7 +23,7 @@ MAY_CHANGE = (
     "keep_best", "best_metric", "best_mode", "eval_batch_size", "eval_beam_size",
     "eval_length_alpha", "eval_splits", "final_eval_split", "text_metrics", "mesh_shape", "fsdp",
     "distributed.", "compilation_cache_dir", "data_dir", "tfds_data_dir", "init_from",
-    "init_from_step", "pretrained", "nonfinite_policy", "debug_nonfinite_step", "grad_accum_steps",
+    "init_from_step", "pretrained", "nonfinite_policy", "grad_accum_steps",
     "eval_with_ema", "early_stopping.",
 )
 

@@ -268,3 +268,43 @@ __all__ = [
     "make_mesh", "opt_state_shardings", "param_shardings", "param_spec", "process_batch_rows",
     "replicated", "resolve_mesh_shape", "train_state_shardings", "with_shardings",
 ]
+
+
+def check_config(config: ml_collections.ConfigDict, device_count: int | None = None) -> None:
+    """The mesh and the processes; with `device_count` (all devices of all processes), also the
+    mesh against the devices and the batches against its `data` axis."""
+    _check_mesh(config, device_count)
+    _check_distributed(config)
+
+
+def _check_mesh(config: ml_collections.ConfigDict, device_count: int | None) -> None:
+    """The mesh's form; with `device_count`, also that it fits the devices and that its `data`
+    axis divides the train and eval batches."""
+    check_mesh_form(tuple(config.mesh_shape))
+    if device_count is None:
+        return
+    data, _ = resolve_mesh_shape(config.mesh_shape, device_count)
+    for key in ("batch_size", "eval_batch_size"):
+        if config[key] % data:
+            raise ConfigError(
+                f"config.{key}={config[key]} is not divisible by the mesh's data axis of {data} "
+                f"(config.mesh_shape={tuple(config.mesh_shape)} on {device_count} devices)"
+            )
+    if (config.batch_size // data) % config.grad_accum_steps:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} over the mesh's data axis of {data} gives "
+            f"{config.batch_size // data} rows a device, not divisible by "
+            f"config.grad_accum_steps={config.grad_accum_steps}: each device splits its rows "
+            f"into the microbatches"
+        )
+
+
+def _check_distributed(config: ml_collections.ConfigDict) -> None:
+    dist = config.distributed
+    if dist.num_processes < 0:
+        raise ConfigError(f"config.distributed.num_processes={dist.num_processes}: must be >= 0")
+    if dist.process_id < -1 or (dist.num_processes and dist.process_id >= dist.num_processes):
+        raise ConfigError(
+            f"config.distributed.process_id={dist.process_id}: must be -1 (from the environment) "
+            f"or in [0, config.distributed.num_processes={dist.num_processes})"
+        )

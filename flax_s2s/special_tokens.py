@@ -8,6 +8,7 @@ decoding, teacher forcing, metrics, the pipeline. Nothing else defines a special
 SpecialTokens()                           # pad 0, bos 1, eos 2, unk 3 (the default)
 SpecialTokens(pad=0, bos=0, eos=1, unk=2) # T5: the decoder starts from the pad token
 SpecialTokens(pad=1, bos=2, eos=2, unk=3) # BART: the decoder starts from eos (`</s>`)
+SpecialTokens.from_hf_config(hf)          # a pretrained checkpoint's, from its config.json
 ```
 This module imports nothing of flax_s2s, so models and data can both depend on it.
 """
@@ -60,6 +61,21 @@ class SpecialTokens:
         tokens [batch] with a scalar position; NumPy or JAX arrays."""
         return (tokens != self.pad) | (positions == 0)
 
+    @classmethod
+    def from_hf_config(cls, hf: dict[str, Any]) -> SpecialTokens:
+        """The ids of a pretrained checkpoint, from its config.json (as a dict): pad, eos and the
+        decoder's start token (`decoder_start_token_id`) as it names them, else its
+        `model_type`'s defaults (`PRETRAINED_DEFAULTS`). unk is the tokenizer's (config.json has
+        none). A model whose decoder starts from pad (T5) starts from config.json's pad."""
+        kind = hf.get("model_type")
+        if kind not in PRETRAINED_DEFAULTS:
+            raise ValueError(f"model_type {kind!r} is not one of {list(PRETRAINED_DEFAULTS)}")
+        defaults = PRETRAINED_DEFAULTS[kind]
+        pad = hf.get("pad_token_id", defaults.pad)
+        start = pad if defaults.bos == defaults.pad else defaults.bos
+        return cls(pad=pad, bos=hf.get("decoder_start_token_id", start),
+                   eos=hf.get("eos_token_id", defaults.eos), unk=defaults.unk)
+
     def check_fits(self, vocab_size: int) -> None:
         """Fails unless every special id is below `vocab_size`."""
         largest = max(self.pad, self.bos, self.eos, self.unk)
@@ -68,3 +84,9 @@ class SpecialTokens:
 
 
 DEFAULT_SPECIAL_TOKENS = SpecialTokens()  # SymbolVocab's ids, and what a model has unless told
+# The ids of each pretrained architecture (config.json's `model_type`) where its config.json is
+# silent: T5's decoder starts from the pad token, BART's from eos (`</s>`).
+PRETRAINED_DEFAULTS = {
+    "t5": SpecialTokens(pad=0, bos=0, eos=1, unk=2),
+    "bart": SpecialTokens(pad=1, bos=2, eos=2, unk=3),
+}

@@ -92,6 +92,28 @@ def tiny_config(**overrides):
     return config
 
 
+def nan_loss_at(step: int, batch_sums):
+    """Fault injection for the non-finite guard: `batch_sums` (`training.make_batch_sums`'s
+    function, or `make_train_step`'s `batch_sums=`) with a NaN loss at train step `step`."""
+    import jax.numpy as jnp
+
+    def poisoned(params, batch_stats, batch, rng, train_step, mask=None):
+        loss_sum, aux = batch_sums(params, batch_stats, batch, rng, train_step, mask)
+        return jnp.where(train_step == step, jnp.nan, loss_sum), aux
+
+    return poisoned
+
+
+def poison_training_at(monkeypatch, step: int) -> None:
+    """Every train step built while `monkeypatch` holds (`training.run` included) has a NaN loss
+    at train step `step`."""
+    from flax_s2s.training import step as train_step_module
+
+    make_batch_sums = train_step_module.make_batch_sums
+    monkeypatch.setattr(train_step_module, "make_batch_sums",
+                        lambda *args: nan_loss_at(step, make_batch_sums(*args)))
+
+
 # Reversals of 32 short strings: a fixed batch that tiny models fit in a few steps.
 _letters_rng = np.random.default_rng(0)
 LETTERS = "abcdefgh"

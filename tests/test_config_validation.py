@@ -5,9 +5,9 @@ import pytest
 from conftest import tiny_config
 
 from flax_s2s import checkpoint, forcing, models
-from flax_s2s.config_validation import ConfigError, validate_config
-from flax_s2s.data import pipeline, task_data, vocab
+from flax_s2s.data import pipeline, registry, task_data, vocab
 from flax_s2s.models import norms, rnn, t5, transformer
+from flax_s2s.training.config import ConfigError, validate_config
 
 OWNED_CHOICES = {
     "model.type": models.MODEL_TYPES,
@@ -23,7 +23,7 @@ OWNED_CHOICES = {
     "teacher_forcing.mode": forcing.MODES,
     "teacher_forcing.position_schedule": forcing.POSITION_SCHEDULES,
     "teacher_forcing.position_combine": forcing.COMBINES,
-    "task": task_data.TASK_NAMES,
+    "task": registry.TASK_NAMES,
     "vocab.type": task_data.VOCAB_TYPES,
     "vocab.sp_model_type": vocab.SP_MODEL_TYPES,
     "too_long": pipeline.TOO_LONG_POLICIES,

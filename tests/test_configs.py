@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 
 from flax_s2s import pretrained
-from flax_s2s.config_validation import validate_config
+from flax_s2s.training.config import validate_config
 
 # fine-tuning configs need a checkpoint directory and data: the tiny fixtures stand in
 FINE_TUNED = {"finetune_t5": "t5_v1_0", "finetune_bart": "bart"}

@@ -15,11 +15,11 @@ from conftest import ROLLED, ROOT, tiny_config
 
 from configs import default
 from flax_s2s import decoding, infer, training
-from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data.vocab import BOS, EOS, PAD, SymbolVocab
 from flax_s2s.errors import FileFormatError
 from flax_s2s.models import build_model, decoder_inputs
 from flax_s2s.special_tokens import SpecialTokens
+from flax_s2s.training.config import ConfigError, validate_config
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 
 VOCAB, MAX_LEN = 9, 6
@@ -744,7 +744,7 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     )
     assert alias.returncode == 0, alias.stderr[-3000:]
     assert alias.stdout == result.stdout
-    assert "flax_s2s.decode is now flax_s2s.infer" in alias.stderr
+    assert "flax_s2s.decode is now python -m flax_s2s.cli.decode" in alias.stderr
 
     # A corrupt vocabulary names its file, to the decoder and to a resumed training run.
     (tmp_path / "run" / "src_vocab.json").write_text('{"symbols": ["1", ')

@@ -17,9 +17,10 @@ from conftest import ROLLED
 from pretrained_dirs import bart_with_tokenizer, reversal_texts, t5_with_tokenizer, write_parallel_text
 
 from flax_s2s import decoding, infer, pretrained, sharding, training
-from flax_s2s.config_validation import ConfigError, validate_config
+from flax_s2s.cli import export_pretrained as export_pretrained_cli
 from flax_s2s.data.task_data import load_vocabs
 from flax_s2s.data.vocab import SentencePieceVocab, TokenizerVocab
+from flax_s2s.training.config import ConfigError, validate_config
 from flax_s2s.workdirs import load_workdir
 
 pytestmark = pytest.mark.slow
@@ -56,7 +57,7 @@ def test_t5_run_starts_from_the_checkpoint_with_its_tokenizer(dirs, tmp_path):
     config = _config("t5", dirs)
     pretrained.configure(config)
     workdir = str(tmp_path / "t5_run")
-    setup = training._setup(config, workdir, sharding.make_mesh(config.mesh_shape), ("validation",))
+    setup = training.prepare_run(config, workdir, sharding.make_mesh(config.mesh_shape), ("validation",))
     setup.checkpointer.close()
     model, variables = pretrained.load_pretrained(dirs["t5"], dropout_rate=0.1)
     assert setup.model == model  # the module config.json describes, dropout from it
@@ -80,7 +81,7 @@ def test_bart_fine_tunes_resumes_from_its_checkpoint_decodes_and_exports(dirs, t
     # continuation of a restored state is tested for every run in test_reliability.py)
     config = _config("bart", dirs, num_train_steps=6)
     pretrained.configure(config)
-    setup = training._setup(config, straight, sharding.make_mesh(config.mesh_shape), ("validation",))
+    setup = training.prepare_run(config, straight, sharding.make_mesh(config.mesh_shape), ("validation",))
     setup.checkpointer.close()
     assert int(setup.state.step) == 4
     jax.tree.map(np.testing.assert_array_equal, _params(setup.state.params),
@@ -101,7 +102,7 @@ def test_bart_fine_tunes_resumes_from_its_checkpoint_decodes_and_exports(dirs, t
     assert outputs == [final.tgt_vocab.decode(row) for row in np.asarray(tokens)[: len(lines)]]
     # export from the workdir alone (the reference layout from its config.pretrained)
     out = tmp_path / "exported"
-    pretrained.main(["--workdir", straight, "--out", str(out)])
+    export_pretrained_cli.main(["--workdir", straight, "--out", str(out)])
     assert (out / "tokenizer.json").is_file() and (out / "config.json").is_file()
     _, exported = pretrained.load_bart(out)
     jax.tree.map(np.testing.assert_array_equal, _params(exported), _params(final.variables))

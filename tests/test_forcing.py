@@ -15,12 +15,12 @@ from conftest import ROLLED, tiny_config
 from configs import addition_lstm_ss, default
 from flax_s2s import decoding, forcing, metrics, training
 from flax_s2s.checkpoint import Checkpointer
-from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data import pipeline
 from flax_s2s.data.vocab import BOS, PAD, SymbolVocab
 from flax_s2s.models import build_model, decoder_inputs
 from flax_s2s.models.unroll import FULL_UNROLL_MAX
 from flax_s2s.special_tokens import SpecialTokens
+from flax_s2s.training.config import ConfigError, validate_config
 
 VOCAB, TGT_LEN = 9, 6
 SRC = np.array([[4, 5, 6, 0], [7, 8, 0, 0], [4, 4, 4, 4], [8, 7, 6, 5], [5, 0, 0, 0]], np.int32)
@@ -615,7 +615,7 @@ def test_train_metrics_give_the_realised_gold_rate_by_position(ss_training):
         gold, tokens = gold + (mask & weights).sum(0), tokens + weights.sum(0)
         state, step_metrics = train_step(state, batch)
         history.append(step_metrics)
-    rates = training._summarize(history)["gold_rate_by_position"]
+    rates = training.summarize(history)["gold_rate_by_position"]
     assert len(rates) == config.max_tgt_len
     for got, g, n in zip(rates, gold, tokens, strict=True):
         assert got == pytest.approx(g / n) if n else got is None

@@ -16,8 +16,8 @@ from lexicon_fixture import lexicon_pairs, write_lexicon
 from configs import g2p_lstm
 from flax_s2s import evaluate, training, workdirs
 from flax_s2s.checkpoint import Checkpointer
-from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.data import cmudict_g2p
+from flax_s2s.training.config import ConfigError, validate_config
 
 
 def test_g2p_config_is_valid_and_points_at_the_standard_split_by_a_relative_path():

@@ -9,9 +9,9 @@ from conftest import TINY_TRANSFORMER, tiny_config, train_tiny
 
 from flax_s2s import training
 from flax_s2s.checkpoint import Checkpointer
-from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.models import decoder_inputs
 from flax_s2s.models.norms import MaskedBatchNorm, make_norm
+from flax_s2s.training.config import ConfigError, validate_config
 
 _rng = np.random.default_rng(0)
 X = (_rng.normal(size=(3, 5, 4)) * [1.0, 3.0, 0.5, 2.0] + [0.0, 1.0, -2.0, 5.0]).astype(np.float32)

@@ -14,11 +14,11 @@ import pytest
 from conftest import LETTERS, REVERSE_PAIRS, TINY_TRANSFORMER, tiny_config
 
 from flax_s2s import forcing, training
-from flax_s2s.config_validation import validate_config
 from flax_s2s.data import packing, pipeline
 from flax_s2s.data.vocab import SymbolVocab
 from flax_s2s.errors import ConfigError
 from flax_s2s.models import build_model, decoder_inputs
+from flax_s2s.training.config import validate_config
 
 MAX_SRC, MAX_TGT, ROWS = 12, 14, 4  # packed row lengths; open rows of the packer
 

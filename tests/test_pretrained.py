@@ -23,7 +23,6 @@ from safetensors.numpy import load_file, save_file
 
 from flax_s2s import decoding, sharding
 from flax_s2s.errors import FileFormatError
-from flax_s2s.models import attention_weights
 from flax_s2s.models.bart import BART_SPECIAL_TOKENS, bart_config
 from flax_s2s.models.t5 import T5_SPECIAL_TOKENS
 from flax_s2s.models.unroll import FULL_UNROLL_MAX
@@ -35,6 +34,7 @@ from flax_s2s.pretrained import (
     load_t5,
     tokenizer_vocab,
 )
+from flax_s2s.report import attention_weights
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 T5_VARIANTS = ("t5_v1_0", "t5_v1_1", "t5_v1_1_tied")

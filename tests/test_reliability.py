@@ -16,13 +16,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
-from conftest import ROLLED, ROOT, tiny_config
+from conftest import ROLLED, ROOT, poison_training_at, tiny_config
 
 from flax_s2s import training
 from flax_s2s.checkpoint import Checkpointer
-from flax_s2s.config_validation import ConfigError, validate_config
-from flax_s2s.data import cmudict_g2p, parallel_text, task_data, tasks
+from flax_s2s.data import cmudict_g2p, parallel_text, registry, tasks
 from flax_s2s.errors import DiskFullError, FileFormatError
+from flax_s2s.training.config import ConfigError, validate_config
 
 STEPS = 30
 TINY_CONFIG = {
@@ -165,17 +165,21 @@ def _records(workdir):
     return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
 
 
-def test_nonfinite_skip_policy_counts_and_keeps_params_finite(tmp_path, addition_data_dir):
-    _run_tiny(tmp_path, addition_data_dir, debug_nonfinite_step=7, nonfinite_policy="skip")
+def test_nonfinite_skip_policy_counts_and_keeps_params_finite(tmp_path, addition_data_dir,
+                                                              monkeypatch):
+    poison_training_at(monkeypatch, 7)
+    _run_tiny(tmp_path, addition_data_dir, nonfinite_policy="skip")
     train = [r for r in _records(tmp_path) if r["split"] == "train"]
     assert [r["nonfinite_steps"] for r in train] == [0, 1]
     params = ocp.StandardCheckpointer().restore(str(tmp_path / "checkpoints" / "10" / "state"))
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params["params"]))
 
 
-def test_nonfinite_stop_policy_raises_and_keeps_last_good_checkpoint(tmp_path, addition_data_dir):
+def test_nonfinite_stop_policy_raises_and_keeps_last_good_checkpoint(tmp_path, addition_data_dir,
+                                                                    monkeypatch):
+    poison_training_at(monkeypatch, 7)
     with pytest.raises(training.NonFiniteError, match="up to step 10"):
-        _run_tiny(tmp_path, addition_data_dir, debug_nonfinite_step=7, nonfinite_policy="stop")
+        _run_tiny(tmp_path, addition_data_dir, nonfinite_policy="stop")
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["5"]
 
 
@@ -253,7 +257,7 @@ def test_parallel_files_of_unequal_lengths_name_both_files_and_their_line_counts
     (tmp_path / "train.tgt").write_text("x\ny\n")
     config = tiny_config(task="parallel_text", data_path=str(tmp_path))
     with pytest.raises(FileFormatError) as error:
-        task_data.read_task_texts(config, str(tmp_path / "tfds"), ("train",))
+        registry.read_task_texts(config, str(tmp_path / "tfds"), ("train",))
     src, tgt = tmp_path / "train.src", tmp_path / "train.tgt"
     assert str(error.value).startswith(f"{src}:3: no partner line in {tgt} ({src} has 3 lines, "
                                        f"{tgt} has 2; expected line-aligned files")

@@ -16,8 +16,9 @@ from conftest import ROLLED, tiny_config
 from tensorboardX.proto import event_pb2
 
 from flax_s2s import report, training
-from flax_s2s.data.task_data import read_task_texts
-from flax_s2s.models import attention_weights, build_model, decoder_inputs, layer_order
+from flax_s2s.data.registry import read_task_texts
+from flax_s2s.models import build_model, decoder_inputs
+from flax_s2s.report import attention_weights, layer_order
 
 
 @pytest.fixture(scope="module")

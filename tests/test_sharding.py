@@ -20,8 +20,8 @@ from jax.sharding import PartitionSpec as P
 
 from flax_s2s import sharding
 from flax_s2s.checkpoint import Checkpointer
-from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.sharding import resolve_mesh_shape
+from flax_s2s.training.config import ConfigError, validate_config
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -57,7 +57,7 @@ def test_mesh_that_does_not_fit_fails_naming_both_numbers(overrides, devices, me
 def test_sharding_needs_no_config_validation():
     """The mesh shape is the mesh's business: importing sharding loads no config checks (which
     read task data modules)."""
-    code = "import sys, flax_s2s.sharding; print('flax_s2s.config_validation' in sys.modules)"
+    code = "import sys, flax_s2s.sharding; print('flax_s2s.training.config' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, cwd=ROOT)
     assert result.stdout.strip() == "False"

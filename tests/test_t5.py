@@ -19,10 +19,10 @@ from safetensors.flax import save_file as save_flax_file
 from safetensors.numpy import load_file, save_file
 
 from flax_s2s import sharding
-from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.models import build_model
 from flax_s2s.models.t5 import T5Config, relative_position_bucket
 from flax_s2s.pretrained import PretrainedError, load_t5
+from flax_s2s.training.config import ConfigError, validate_config
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 

@@ -16,8 +16,8 @@ from conftest import ROLLED, ROOT, tiny_config
 
 from flax_s2s import sharding, training
 from flax_s2s.checkpoint import Checkpointer
-from flax_s2s.config_validation import ConfigError, validate_config
 from flax_s2s.logs import read_records
+from flax_s2s.training.config import ConfigError, validate_config
 from flax_s2s.warm_start import WarmStartError
 
 SOURCE_STEPS, STEPS = 8, 10
@@ -47,7 +47,7 @@ def _saved_variables(workdir, step):
 
 
 def _setup(config, workdir):
-    setup = training._setup(config, workdir, sharding.make_mesh(config.mesh_shape),
+    setup = training.prepare_run(config, workdir, sharding.make_mesh(config.mesh_shape),
                             training.final_eval_splits(config))
     setup.checkpointer.close()
     return setup

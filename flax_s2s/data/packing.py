@@ -18,13 +18,10 @@ the shuffled order plus the packer's) is checkpointed like the unpacked one's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import grain
 import numpy as np
 
-if TYPE_CHECKING:
-    from flax_s2s.data.pipeline import Examples
+from flax_s2s.data.examples import Examples
 
 SIDES = ("src", "tgt")
 SEGMENT_IDS = "{side}_segment_ids"

@@ -18,29 +18,14 @@ import functools
 from collections.abc import Iterator, Sequence
 
 import grain
+import ml_collections
 import numpy as np
 
+from flax_s2s import config_checks
 from flax_s2s.data import packing
+from flax_s2s.data.examples import Examples
 from flax_s2s.data.vocab import Vocab
-
-
-@dataclasses.dataclass(frozen=True)
-class Examples:
-    """A tokenized split: `src` [n, max_src_len] and `tgt` [n, max_tgt_len] int32, filled with
-    their vocabularies' pad ids `src_pad` and `tgt_pad`.
-
-    `tgt` holds the decoder's targets (ending in EOS); the decoder reads them shifted right behind
-    BOS. `texts` keeps the raw (src, tgt) strings for reporting.
-    """
-
-    src: np.ndarray
-    tgt: np.ndarray
-    texts: list[tuple[str, str]]
-    src_pad: int
-    tgt_pad: int
-
-    def __len__(self) -> int:
-        return len(self.src)
+from flax_s2s.errors import ConfigError
 
 
 def read_split(builder, split: str) -> list[tuple[str, str]]:
@@ -51,6 +36,25 @@ def read_split(builder, split: str) -> list[tuple[str, str]]:
 
 
 TOO_LONG_POLICIES = ("drop", "error")  # what `tokenize` does with an example over the limits
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Lengths and what happens over them, the train batch, length buckets, packing."""
+    config_checks.one_of(config, "too_long", TOO_LONG_POLICIES)
+    config_checks.positive(config, "batch_size")
+    for key in ("max_src_len", "max_tgt_len"):
+        if config[key] < 2:
+            raise ConfigError(f"config.{key}={config[key]}: must be >= 2")
+    boundaries = list(config.bucket_boundaries)
+    if any(not isinstance(b, int) or b < 1 for b in boundaries) or boundaries != sorted(set(boundaries)):
+        raise ConfigError(
+            f"config.bucket_boundaries={config.bucket_boundaries!r}: must be increasing ints >= 1"
+        )
+    if config.pack and boundaries:
+        raise ConfigError(
+            f"config.pack=True with config.bucket_boundaries={tuple(boundaries)}: "
+            "packed rows are filled to max_src_len / max_tgt_len; use one or the other"
+        )
 
 
 def encode_source(vocab: Vocab, text: str, eos: bool = False) -> list[int]:

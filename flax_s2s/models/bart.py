@@ -25,9 +25,9 @@ from __future__ import annotations
 from typing import Any
 
 from flax_s2s.models.transformer import TransformerConfig
-from flax_s2s.special_tokens import SpecialTokens
+from flax_s2s.special_tokens import PRETRAINED_DEFAULTS, SpecialTokens
 
-BART_SPECIAL_TOKENS = SpecialTokens(pad=1, bos=2, eos=2, unk=3)  # the decoder starts from </s>
+BART_SPECIAL_TOKENS = PRETRAINED_DEFAULTS["bart"]  # the decoder starts from </s>
 POSITION_OFFSET = 2  # BartLearnedPositionalEmbedding's
 # The TransformerConfig fields that make a Transformer BART's (the sizes come from config.json)
 BART_LAYOUT = dict(
@@ -56,12 +56,6 @@ def bart_config(hf: dict[str, Any], **overrides: Any) -> TransformerConfig:
         if hf.get(key) != hf.get(twin):
             raise ValueError(f"config.json: {key}={hf.get(key)} and {twin}={hf.get(twin)} differ; "
                              "the Transformer has one value for both stacks")
-    special = SpecialTokens(
-        pad=hf.get("pad_token_id", BART_SPECIAL_TOKENS.pad),
-        bos=hf.get("decoder_start_token_id", BART_SPECIAL_TOKENS.bos),
-        eos=hf.get("eos_token_id", BART_SPECIAL_TOKENS.eos),
-        unk=BART_SPECIAL_TOKENS.unk,  # the tokenizer's; config.json has no unk
-    )
     values = dict(
         BART_LAYOUT,
         src_vocab_size=hf["vocab_size"],
@@ -75,7 +69,7 @@ def bart_config(hf: dict[str, Any], **overrides: Any) -> TransformerConfig:
         dropout_rate=float(hf.get("dropout", 0.1)),
         scale_embeddings=bool(hf.get("scale_embedding", False)),
         activation=_ACTIVATIONS[activation],
-        special_tokens=special,
+        special_tokens=SpecialTokens.from_hf_config({**hf, "model_type": "bart"}),
     )
     values.update(overrides)
     return TransformerConfig(**values)

@@ -34,13 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from flax_s2s.models.transformer import segment_mask
-from flax_s2s.special_tokens import SpecialTokens
+from flax_s2s.special_tokens import PRETRAINED_DEFAULTS, SpecialTokens
 
 Array = jax.Array
 KeyValue = dict[str, Array]  # {"key", "value"}: [batch, length, heads, d_kv]
 
 FEED_FORWARDS = ("relu", "gated-gelu")  # the allowed `feed_forward` values (config.json's names)
-T5_SPECIAL_TOKENS = SpecialTokens(pad=0, bos=0, eos=1, unk=2)
+T5_SPECIAL_TOKENS = PRETRAINED_DEFAULTS["t5"]
 _MASKED = float(np.finfo(np.float32).min)  # added where attention may not look (finite: no NaN)
 
 
@@ -85,12 +85,6 @@ class T5Config:
         transformers has written the output head: `tie_word_embeddings` alone (false for v1.1),
         or `scale_decoder_outputs` beside a `tie_word_embeddings` that is always true."""
         tie = bool(hf.get("tie_word_embeddings", True))
-        special = SpecialTokens(
-            pad=hf.get("pad_token_id", 0),
-            bos=hf.get("decoder_start_token_id", hf.get("pad_token_id", 0)),
-            eos=hf.get("eos_token_id", 1),
-            unk=T5_SPECIAL_TOKENS.unk,  # T5's SentencePiece model's; config.json has no unk
-        )
         values = dict(
             vocab_size=hf["vocab_size"],
             d_model=hf["d_model"],
@@ -106,7 +100,7 @@ class T5Config:
             scale_output=bool(hf.get("scale_decoder_outputs", tie)),
             dropout_rate=float(hf.get("dropout_rate", 0.1)),
             layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
-            special_tokens=special,
+            special_tokens=SpecialTokens.from_hf_config({**hf, "model_type": "t5"}),
         )
         values.update(overrides)
         return cls(**values)

@@ -1,0 +1,44 @@
+"""What the commands share: their start (no stray arguments, quiet libraries) and the MBR flags
+of the decode and evaluate commands."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from absl import app, flags, logging
+
+from flax_s2s.mbr import SOURCES, UTILITIES, MBRSettings
+
+
+def start(argv: Sequence[str]) -> None:
+    """Refuses positional arguments; quiets orbax and grain (they log every restore at INFO)
+    unless --verbosity is given."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
+def define_mbr_flags() -> None:
+    """--mbr N and the settings that go with it."""
+    flags.DEFINE_integer("mbr", 0, "MBR decoding over this many candidates per input (0: off): "
+                         "the candidate with the highest mean utility against the others.")
+    flags.DEFINE_enum("mbr_source", "sample", list(SOURCES), "MBR candidates: sampled, or the "
+                      "N-best of a beam of width --mbr.")
+    flags.DEFINE_enum("mbr_utility", "chrf", list(UTILITIES), "MBR utility: chrF, sentence BLEU, "
+                      "edit similarity over the output symbols, or exact match.")
+    flags.DEFINE_float("temperature", 1.0, "Sampling temperature of the MBR candidates (> 0).")
+    flags.DEFINE_float("top_p", 1.0, "Nucleus mass of the MBR candidates' sampling, in (0, 1].")
+    flags.DEFINE_integer("seed", 0, "Seed of the MBR candidates' sampling keys.")
+
+
+def mbr_settings(values: Any) -> MBRSettings | None:
+    """The MBRSettings the parsed flags ask for, or None without --mbr; ValueError naming the
+    flag for an impossible value."""
+    if values.mbr < 0:
+        raise ValueError(f"--mbr={values.mbr}: must be >= 0 (0: no MBR)")
+    if values.mbr == 0:
+        return None
+    return MBRSettings(values.mbr, values.mbr_source, values.mbr_utility, values.temperature,
+                       values.top_p, values.seed)

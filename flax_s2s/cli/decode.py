@@ -1,0 +1,64 @@
+"""`python -m flax_s2s.cli.decode --workdir DIR [--input FILE] [--beam N] ...` (or `flax-s2s-decode`):
+decodes text lines, one source per line, with a trained workdir (`flax_s2s.infer`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+
+from flax_s2s.cli import common
+from flax_s2s.errors import FileFormatError
+from flax_s2s.infer import OUTPUT_FORMATS, InputError, decode_file
+from flax_s2s.workdirs import WorkdirError
+
+
+def define_flags() -> None:
+    """The command's flags, defined only when it runs (see `flax_s2s.cli`)."""
+    flags.DEFINE_string("workdir", None, "A training workdir with checkpoints.")
+    flags.DEFINE_integer("beam", 0, "Beam width; 0 (default) decodes greedily, 1 is a beam of one.")
+    flags.DEFINE_float("alpha", 0.6,
+                       "Length-penalty exponent for beam search, ((5 + len) / 6) ** alpha.")
+    flags.DEFINE_string("input", None, "File with one source per line (default: stdin).")
+    flags.DEFINE_integer("batch_size", 64, "Lines decoded per batch.")
+    flags.DEFINE_integer("step", None, "Checkpoint step to decode with (default: the newest).")
+    flags.DEFINE_integer("average", 1, "Decode with the mean variables of this many kept "
+                         "checkpoints, ending at --step.")
+    flags.DEFINE_boolean("raw_weights", False, "Decode with the trained parameters, not their "
+                         "moving average where the run kept one (config.ema_decay > 0).")
+    flags.DEFINE_boolean("strict", False, "Fail at the first line that cannot be decoded (not "
+                         "UTF-8, empty, too long) instead of printing an empty line for it.")
+    flags.DEFINE_integer("nbest", 0, "Print the N best hypotheses of each line, one per line as "
+                         "index<TAB>score<TAB>text (index: input line from 0); 0: the best text only.")
+    flags.DEFINE_enum("format", "text", list(OUTPUT_FORMATS), "text, or jsonl: one JSON object "
+                      "per input line with its hypotheses' texts, tokens, lengths and scores.")
+    flags.DEFINE_integer("min_len", 0, "The fewest output tokens before EOS.")
+    flags.DEFINE_boolean("no_sort", False, "Batch lines in input order instead of by source "
+                         "length (the outputs are the same; sorted batches decode faster).")
+    common.define_mbr_flags()
+    flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv: Sequence[str]) -> None:
+    common.start(argv)
+    args = flags.FLAGS
+    try:
+        outputs = decode_file(args.workdir, args.input, args.beam, args.alpha, args.batch_size,
+                              args.step, args.average, args.strict, args.nbest, args.format,
+                              args.min_len, not args.no_sort, progress=sys.stderr.isatty(),
+                              mbr_settings=common.mbr_settings(args), raw_weights=args.raw_weights)
+    except (WorkdirError, InputError, FileFormatError, ValueError) as error:
+        raise SystemExit(f"decode: {error}") from None
+    for output in outputs:
+        print(output)
+
+
+def run() -> None:
+    """The command: `python -m flax_s2s.cli.decode ...`, `flax-s2s-decode ...`."""
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,46 @@
+"""`python -m flax_s2s.cli.report --workdir DIR` (or `flax-s2s-report`): a run's pictures and
+`DIR/report/report.md`; `--compare DIR1 DIR2 ... --out DIR` overlays runs (`flax_s2s.report`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from absl import app, flags
+
+from flax_s2s.report import write_report
+
+
+def define_flags() -> None:
+    """The command's flags, defined only when it runs (see `flax_s2s.cli`)."""
+    flags.DEFINE_string("workdir", None, "A run's workdir; the report goes to WORKDIR/report.")
+    flags.DEFINE_list("compare", None, "Workdirs to overlay (needs --out).")
+    flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/report).")
+    flags.DEFINE_integer(
+        "layer", -1, "Attention layer to draw, by layer number (Transformer; -1: the last)."
+    )
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    args = flags.FLAGS
+    if bool(args.workdir) == bool(args.compare):
+        raise app.UsageError("give exactly one of --workdir or --compare")
+    if args.compare:
+        if not args.out:
+            raise app.UsageError("--compare needs --out")
+        report = write_report(args.compare, args.out, attention=False)
+    else:
+        out = args.out or os.path.join(args.workdir, "report")
+        report = write_report([args.workdir], out, layer=args.layer)
+    print(f"wrote {report}")
+
+
+def run() -> None:
+    """The command: `python -m flax_s2s.cli.report ...`, `flax-s2s-report ...`."""
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,26 @@
+"""A tokenized split, the value the data pipeline and the packer both read."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """A tokenized split: `src` [n, max_src_len] and `tgt` [n, max_tgt_len] int32, filled with
+    their vocabularies' pad ids `src_pad` and `tgt_pad`.
+
+    `tgt` holds the decoder's targets (ending in EOS); the decoder reads them shifted right behind
+    BOS. `texts` keeps the raw (src, tgt) strings for reporting.
+    """
+
+    src: np.ndarray
+    tgt: np.ndarray
+    texts: list[tuple[str, str]]
+    src_pad: int
+    tgt_pad: int
+
+    def __len__(self) -> int:
+        return len(self.src)

@@ -1,0 +1,39 @@
+"""Fine-tuning a pretrained checkpoint: a run's config filled from `config.pretrained`."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+from flax_s2s.errors import ConfigError
+from flax_s2s.hf_files import architecture, read_config
+
+DROPOUT_FROM_CHECKPOINT = -1.0  # config.model.dropout_rate: take config.json's
+
+
+def configure(config: Any) -> None:
+    """Fills a run's config from `config.pretrained` (a save_pretrained directory), in place:
+    `model.type` and `model.pretrained_config` (config.json's text, which is all a saved config
+    needs to rebuild the model) from its config.json, `model.dropout_rate` from its dropout when
+    it is DROPOUT_FROM_CHECKPOINT, `vocab.type` "pretrained" (its tokenizer) and
+    `vocab.src_eos` (sources end in </s>, as the checkpoint read them). Nothing when
+    `config.pretrained` is empty. Idempotent."""
+    if not config.get("pretrained"):
+        return
+    directory = pathlib.Path(config.pretrained)
+    hf = read_config(directory)
+    kind = architecture(hf, directory)
+    config.model.type = kind
+    config.model.pretrained_config = json.dumps(hf, sort_keys=True)
+    if config.model.dropout_rate == DROPOUT_FROM_CHECKPOINT:
+        config.model.dropout_rate = float(hf.get("dropout_rate" if kind == "t5" else "dropout", 0.1))
+    config.vocab.type = "pretrained"
+    config.vocab.src_eos = True  # T5's and BART's tokenizers end every text with </s>
+
+
+def check_config(config: Any) -> None:
+    """`config.pretrained` and what `configure` fills from it agree."""
+    if config.pretrained and not config.model.pretrained_config:
+        raise ConfigError(f"config.pretrained={config.pretrained!r} but config.model.pretrained_config "
+                          "is empty: flax_s2s.pretrained.configure(config) fills it (train.py does)")

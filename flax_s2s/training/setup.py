@@ -1,0 +1,220 @@
+"""What a run trains with, set up once: data, model, optimizer, the state's shardings and the train
+state, restored from the newest readable checkpoint, warm-started from another run, or
+fine-tuned from pretrained weights; and the jitted train step and evaluator over the mesh."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from flax_s2s import early_stopping, resume, sharding, warm_start
+from flax_s2s.checkpoint import CONFIG_KEYS, Checkpointer
+from flax_s2s.data import pipeline
+from flax_s2s.data.task_data import TaskData, load_task_data
+from flax_s2s.data.vocab import model_special_tokens
+from flax_s2s.early_stopping import EarlyStopping
+from flax_s2s.errors import ConfigError
+from flax_s2s.forcing import TeacherForcing
+from flax_s2s.models import Seq2Seq, build_model
+from flax_s2s.pretrained import load_variables
+from flax_s2s.training.evaluation import Evaluator, make_evaluator
+from flax_s2s.training.state import (
+    TrainState,
+    abstract_train_state,
+    create_train_state,
+    make_optimizer,
+)
+from flax_s2s.training.step import make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """A run's jitted functions over a mesh. Each takes numpy batches and places them as global
+    arrays split over the mesh's `data` axis.
+
+    train: (state, this process's rows of a batch) -> (state, metrics); the state is donated.
+    evaluator: decoding and scoring of whole eval batches (replicated results).
+    """
+
+    train: Callable[..., Any]
+    evaluator: Evaluator
+
+
+def jit_steps(
+    model: Seq2Seq,
+    tx: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+    mesh: Mesh,
+    state_shardings: TrainState,
+    forcing: TeacherForcing | None = None,
+) -> Steps:
+    """Compiles (lazily) the train step and the evaluator with explicit in/out shardings."""
+    batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    train = jax.jit(
+        make_train_step(model, tx, config, forcing, data_shards=mesh.shape[sharding.DATA]),
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )
+
+    def train_step(state, local_batch):
+        return train(state, sharding.global_batch(local_batch, batch_sharding, config.batch_size))
+
+    evaluator = make_evaluator(model, config, mesh, state_shardings.variables)
+    return Steps(train=train_step, evaluator=evaluator)
+
+
+def _load_data(
+    config: ml_collections.ConfigDict, workdir: str, splits: Sequence[str], warm_start_from: str = ""
+) -> TaskData:
+    """The task data of `splits`; with several processes, process 0 prepares it and writes the
+    vocabularies first, and the others read them after (no two processes write the same files).
+    `warm_start_from`: a workdir whose vocabularies are copied in first (see warm_start.py)."""
+
+    def load() -> TaskData:
+        if warm_start_from:
+            warm_start.copy_vocabularies(warm_start_from, workdir)
+        return load_task_data(config, workdir, splits)
+
+    if jax.process_count() == 1:
+        return load()
+    data = load() if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("flax_s2s: task data prepared")
+    return data if data is not None else load_task_data(config, workdir, splits)
+
+
+@dataclasses.dataclass
+class RunSetup:
+    """What a run trains with, from `prepare_run`."""
+
+    data: TaskData
+    model: Seq2Seq
+    tx: optax.GradientTransformation
+    state: TrainState
+    state_shardings: TrainState
+    data_iterator: Any
+    checkpointer: Checkpointer
+    state_template: TrainState  # ShapeDtypeStructs on the mesh: what a checkpoint restores into
+    early_stopping: EarlyStopping  # with the restored run's eval history
+
+
+def prepare_run(
+    config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, eval_splits: Sequence[str]
+) -> RunSetup:
+    """Data, model, optimizer, the state's shardings on `mesh`, and the train state: restored
+    from the newest readable checkpoint (onto this mesh, whichever mesh saved it) or fresh,
+    with the variables of `config.init_from` when it names a workdir to warm-start from, or of
+    `config.pretrained` when it names a checkpoint to fine-tune."""
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), config.max_checkpoints, config.keep_best,
+        config.best_mode,
+    )
+    resuming = bool(checkpointer.all_steps())
+    if resuming:  # before any data is read: a run this config cannot continue fails at once
+        _check_resume(config, workdir, checkpointer)
+    warm_start_from = "" if resuming else config.init_from
+    data = _load_data(config, workdir, ("train", *eval_splits), warm_start_from)
+    model = build_model(config, len(data.src_vocab), len(data.tgt_vocab),
+                        model_special_tokens(data.src_vocab, data.tgt_vocab))
+    tx = make_optimizer(config)
+    # This process reads only its rows of each global batch, the rows its devices hold.
+    process_index, process_count = sharding.process_batch_rows(mesh, config.batch_size)
+    train_data = pipeline.train_dataset(
+        data.splits["train"], config.batch_size, config.seed, process_index, process_count,
+        bucket_boundaries=tuple(config.bucket_boundaries), pack=config.pack,
+    )
+    data_iterator = pipeline.train_iterator(train_data)
+    shapes = pipeline.first_batch(train_data)  # what the parameters are initialised for
+    ema = config.ema_decay > 0
+    abstract_state = abstract_train_state(model, tx, config.seed, shapes, ema)
+    state_shardings = sharding.train_state_shardings(abstract_state, tx, mesh, config.fsdp)
+    template = sharding.with_shardings(abstract_state, state_shardings)
+    history = None
+    if resuming:
+        state = checkpointer.restore(template, data_iterator)
+        history = checkpointer.restore_extra(early_stopping.CHECKPOINT_ITEM, checkpointer.restored_step)
+        _print(f"resumed from {checkpointer.directory} at step {int(state.step)}")
+    else:
+        variables = _initial_variables(config, warm_start_from, abstract_state, workdir, model)
+        state = create_train_state(model, tx, config.seed, shapes, state_shardings, variables,
+                                   ema)
+    return RunSetup(data, model, tx, state, state_shardings, data_iterator, checkpointer, template,
+                    EarlyStopping.from_config(config, history))
+
+
+def _initial_variables(
+    config: ml_collections.ConfigDict, warm_start_from: str, abstract_state: TrainState,
+    workdir: str, model: Seq2Seq,
+) -> dict[str, Any] | None:
+    """The variables a fresh run starts from: another run's (`config.init_from`), a pretrained
+    checkpoint's (`config.pretrained`), or None (initialised from the seed)."""
+    if warm_start_from:
+        return _warm_start_variables(config, warm_start_from, abstract_state, workdir)
+    if config.pretrained:
+        _print(f"fine-tuning {config.model.type} from {config.pretrained}: its weights, a fresh "
+               "optimizer, step 0")
+        return {"batch_stats": {}, **load_variables(config.pretrained, model.module)}
+    return None
+
+
+def _check_resume(
+    config: ml_collections.ConfigDict, workdir: str, checkpointer: Checkpointer
+) -> None:
+    """Refuses a config that changes what the saved run's state depends on (see
+    `flax_s2s.resume`); lists in the log the changes it takes."""
+    # A damaged saved config names itself (FileFormatError): without it nothing can be checked.
+    saved = checkpointer.restore_config(required=CONFIG_KEYS)
+    accepted = resume.check_resume(saved, json.loads(config.to_json()), workdir)
+    if accepted:
+        _print("resuming with changed settings (saved -> this run): " + ", ".join(accepted))
+
+
+def _warm_start_variables(
+    config: ml_collections.ConfigDict, source: str, abstract_state: TrainState, workdir: str
+) -> dict[str, Any]:
+    """The variables of `source`'s checkpoint, checked against this run's model; says in the log
+    where they come from and which model fields differ from the source's."""
+    variables, source_step = warm_start.load_variables(
+        source, config.init_from_step, abstract_state.variables, workdir
+    )
+    _print(f"warm start from {source} (checkpoint {source_step}): its parameters, a fresh "
+           "optimizer, step 0")
+    if jax.process_index() == 0:
+        changed = warm_start.model_differences(source, source_step, config.model.to_dict())
+        if changed:
+            _print("warm start: model fields that differ from the source's (source -> this "
+                   "run): " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    return variables
+
+
+def _print(message: str) -> None:
+    """A line in the log, from process 0 only."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
+def final_eval_splits(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The splits the final evaluation covers: the periodic evals' `eval_splits`, then
+    `final_eval_split`."""
+    return tuple(dict.fromkeys((*config.eval_splits, config.final_eval_split)))
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Where a fresh run starts: another run's checkpoint (`init_from`), or a pretrained one."""
+    if config.init_from_step < -1:
+        raise ConfigError(
+            f"config.init_from_step={config.init_from_step}: must be a checkpoint step >= 0, or -1 "
+            "(the newest readable one)"
+        )
+    if config.pretrained and config.init_from:
+        raise ConfigError(f"config.pretrained={config.pretrained!r} and config.init_from="
+                          f"{config.init_from!r}: a fresh run starts from one of them")

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_s2s.models.transformer import segment_mask
+from flax_s2s.models.transformer import empty_caches, segment_mask, write_cache
 from flax_s2s.special_tokens import SpecialTokens
 
 Array = jax.Array
@@ -287,11 +287,7 @@ class T5DecoderLayer(nn.Module):
         y = self.self_attention_norm(x)
         kv = self.self_attention.project_kv(y)
         if self_cache is not None:
-            kv = jax.tree.map(
-                lambda cached, new: jax.lax.dynamic_update_slice_in_dim(cached, new, position, 1),
-                self_cache, kv,
-            )
-            self_cache = kv
+            kv = self_cache = write_cache(self_cache, kv, position)
         y = self.self_attention(y, kv, self_bias, train)
         x = x + self.dropout(y, deterministic=not train)
         y = self.cross_attention(self.cross_attention_norm(x), cross_kv, cross_bias, train)
@@ -379,9 +375,8 @@ class T5(nn.Module):
     def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
         """Empty self-attention caches for `max_len` positions, one per decoder layer."""
         c = self.config
-        shape = (encoded["memory"].shape[0], max_len, c.num_heads, c.d_kv)
-        empty = {"key": jnp.zeros(shape, c.dtype), "value": jnp.zeros(shape, c.dtype)}
-        return {"self": [empty for _ in self.decoder_layers]}
+        return empty_caches(encoded["memory"].shape[0], max_len, c.num_heads, c.d_kv, c.dtype,
+                            len(self.decoder_layers))
 
     def _decode(
         self,

@@ -435,11 +435,7 @@ class DecoderLayer(ResidualLayer):
             # and what padded positions compute is never counted.
             y = self.self_attention(y, kv, causal=True)
         else:
-            kv = jax.tree.map(
-                lambda cached, new: jax.lax.dynamic_update_slice_in_dim(cached, new, position, 1),
-                self_cache, kv,
-            )
-            self_cache = kv
+            kv = self_cache = write_cache(self_cache, kv, position)
             # One query over the cache: positions <= `position` are written, the rest masked.
             filled = jnp.full(x.shape[:1], position + 1, jnp.int32)
             y = self.self_attention(y, kv, filled, origin=origin)
@@ -452,6 +448,25 @@ class DecoderLayer(ResidualLayer):
         x = self._sublayer_output(1, x, y, tgt_mask, train)
         y = self._sublayer_input(2, "mlp", x, tgt_mask, train)
         return self._sublayer_output(2, x, self.mlp(y, train), tgt_mask, train), self_cache
+
+
+def write_cache(cache: KeyValue, kv: KeyValue, position: Array | int) -> KeyValue:
+    """One step's keys and values kv [batch, 1, heads, head_dim] written into a self-attention
+    cache [batch, max_len, heads, head_dim] at `position`."""
+    return jax.tree.map(
+        lambda cached, new: jax.lax.dynamic_update_slice_in_dim(cached, new, position, 1),
+        cache, kv,
+    )
+
+
+def empty_caches(
+    batch: int, max_len: int, num_heads: int, head_dim: int, dtype: Any, num_layers: int
+) -> dict[str, list[KeyValue]]:
+    """`init_cache`'s result: for each of `num_layers` decoder layers, zero keys and values
+    [batch, max_len, num_heads, head_dim] of `dtype`."""
+    shape = (batch, max_len, num_heads, head_dim)
+    empty = {"key": jnp.zeros(shape, dtype), "value": jnp.zeros(shape, dtype)}
+    return {"self": [empty for _ in range(num_layers)]}
 
 
 class Transformer(nn.Module):
@@ -546,10 +561,8 @@ class Transformer(nn.Module):
         """Empty self-attention caches for `max_len` positions, one per decoder layer."""
         self._check_length(max_len)
         c = self.config
-        batch = encoded["memory"].shape[0]
-        shape = (batch, max_len, c.num_heads, c.d_model // c.num_heads)
-        empty = {"key": jnp.zeros(shape, c.dtype), "value": jnp.zeros(shape, c.dtype)}
-        return {"self": [empty for _ in self.decoder_layers]}
+        return empty_caches(encoded["memory"].shape[0], max_len, c.num_heads,
+                            c.d_model // c.num_heads, c.dtype, len(self.decoder_layers))
 
     def init_beam_cache(
         self, encoded: dict[str, Any], max_len: int, beam_size: int

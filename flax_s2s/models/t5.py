@@ -33,7 +33,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_s2s.models.transformer import empty_caches, segment_mask, write_cache
+from flax_s2s.models.transformer import (
+    check_packed_encoding,
+    empty_caches,
+    encoder_output,
+    segment_mask,
+    source_mask,
+    write_cache,
+)
 from flax_s2s.special_tokens import SpecialTokens
 
 Array = jax.Array
@@ -357,7 +364,7 @@ class T5(nn.Module):
         TAKES_PACKED_ROWS)."""
         del positions
         packed = segment_ids is not None
-        src_mask = segment_ids > 0 if packed else src_tokens != self.special_tokens.pad
+        src_mask = source_mask(src_tokens, self.special_tokens.pad, segment_ids)
         where = jnp.arange(src_tokens.shape[1])
         mask_bias = (_mask_bias(segment_mask(segment_ids, segment_ids)) if packed
                      else _padding_bias(src_mask))
@@ -366,11 +373,7 @@ class T5(nn.Module):
         for layer in self.encoder_layers:
             x = layer(x, score_bias, train)
         memory = self.dropout(self.encoder_norm(x), deterministic=not train)
-        cross = [layer.cross_kv(memory) for layer in self.decoder_layers]
-        encoded = {"memory": memory, "src_mask": src_mask, "cross": cross}
-        if packed:
-            encoded["src_segment_ids"] = segment_ids
-        return encoded
+        return encoder_output(memory, src_mask, self.decoder_layers, segment_ids)
 
     def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
         """Empty self-attention caches for `max_len` positions, one per decoder layer."""
@@ -422,9 +425,7 @@ class T5(nn.Module):
         if segment_ids is None:
             causal = jnp.where(where[None, :] <= where[:, None], 0.0, _MASKED)
         else:
-            if "src_segment_ids" not in encoded:
-                raise ValueError("packed decoder inputs need a packed encoding: call encode "
-                                 "with the sources' segment ids")
+            check_packed_encoding(encoded, "segment ids")
             causal = _mask_bias(segment_mask(segment_ids, segment_ids, causal=True))
             cross_bias = _mask_bias(segment_mask(segment_ids, encoded["src_segment_ids"]))
         self_bias = self.decoder_bias(where, where) + causal

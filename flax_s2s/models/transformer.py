@@ -469,6 +469,33 @@ def empty_caches(
     return {"self": [empty for _ in range(num_layers)]}
 
 
+def source_mask(src_tokens: Array, pad: int, segment_ids: Array | None) -> Array:
+    """The real source tokens, bool [batch, src_len]: not `pad`, or for packed rows those of
+    some example (segment id > 0)."""
+    return segment_ids > 0 if segment_ids is not None else src_tokens != pad
+
+
+def encoder_output(
+    memory: Array, src_mask: Array, decoder_layers: list[Any], segment_ids: Array | None
+) -> dict[str, Any]:
+    """`encode`'s result: memory [batch, src_len, d_model], src_mask [batch, src_len], "cross":
+    each decoder layer's cross-attention keys and values (its `cross_kv`), and for packed rows
+    the source segment ids [batch, src_len] ("src_segment_ids", which `forward` reads)."""
+    cross = [layer.cross_kv(memory) for layer in decoder_layers]
+    encoded = {"memory": memory, "src_mask": src_mask, "cross": cross}
+    if segment_ids is not None:
+        encoded["src_segment_ids"] = segment_ids
+    return encoded
+
+
+def check_packed_encoding(encoded: dict[str, Any], encode_reads: str) -> None:
+    """Fails, saying what the packed `encode` call takes (`encode_reads`), unless `encoded`
+    comes from one: packed decoder inputs attend only to their own example's source."""
+    if "src_segment_ids" not in encoded:
+        raise ValueError("packed decoder inputs need a packed encoding: call encode "
+                         f"with the sources' {encode_reads}")
+
+
 class Transformer(nn.Module):
     """Encoder-decoder Transformer behind the step-function seam (see the module docstring)."""
 
@@ -541,7 +568,7 @@ class Transformer(nn.Module):
         cross-attention."""
         self._check_length(src_tokens.shape[1])
         packed = segment_ids is not None
-        src_mask = segment_ids > 0 if packed else src_tokens != self.special_tokens.pad
+        src_mask = source_mask(src_tokens, self.special_tokens.pad, segment_ids)
         where = positions if packed else jnp.arange(src_tokens.shape[1])
         self_mask = segment_mask(segment_ids, segment_ids) if packed else None
         x = self._embed(self.src_embed, self.positions, src_tokens, where)
@@ -551,11 +578,7 @@ class Transformer(nn.Module):
         for layer in self.encoder_layers:
             x = layer(x, src_mask, train, self_mask)
         memory = self.encoder_norm(x, src_mask, train)
-        cross = [layer.cross_kv(memory) for layer in self.decoder_layers]
-        encoded = {"memory": memory, "src_mask": src_mask, "cross": cross}
-        if packed:
-            encoded["src_segment_ids"] = segment_ids
-        return encoded
+        return encoder_output(memory, src_mask, self.decoder_layers, segment_ids)
 
     def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
         """Empty self-attention caches for `max_len` positions, one per decoder layer."""
@@ -637,9 +660,7 @@ class Transformer(nn.Module):
             where = jnp.arange(tgt_inputs.shape[1])
             tgt_mask = self.special_tokens.real_decoder_inputs(tgt_inputs, where)
         else:
-            if "src_segment_ids" not in encoded:
-                raise ValueError("packed decoder inputs need a packed encoding: call encode "
-                                 "with the sources' segment ids and positions")
+            check_packed_encoding(encoded, "segment ids and positions")
             where, tgt_mask = positions, segment_ids > 0
             masks = {"self_mask": segment_mask(segment_ids, segment_ids, causal=True),
                      "cross_mask": segment_mask(segment_ids, encoded["src_segment_ids"])}

@@ -327,6 +327,18 @@ class Attention(nn.Module):
         return self.out(y)
 
 
+def _attend_source(
+    attention: Attention, y: Array, kv: KeyValue, src_mask: Array, mask: Array | None
+) -> Array:
+    """`attention` of queries from y [batch, q_len, d_model] over the source's keys and values
+    `kv` [batch, src_len, heads, head_dim]: masked by the source padding, src_mask [batch,
+    src_len], or where given by `mask` [batch, 1, q_len, src_len] (packed rows, `segment_mask`).
+    -> [batch, q_len, d_model]."""
+    if mask is None:
+        return attention(y, kv, key_lengths(src_mask))
+    return attention(y, kv, mask=mask)
+
+
 class Mlp(nn.Module):
     config: TransformerConfig
 
@@ -384,10 +396,7 @@ class EncoderLayer(ResidualLayer):
         self-attention instead of the key lengths."""
         y = self._sublayer_input(0, "self_attention", x, src_mask, train)
         kv = self.self_attention.project_kv(y)
-        if self_mask is None:
-            y = self.self_attention(y, kv, key_lengths(src_mask))
-        else:
-            y = self.self_attention(y, kv, mask=self_mask)
+        y = _attend_source(self.self_attention, y, kv, src_mask, self_mask)
         x = self._sublayer_output(0, x, y, src_mask, train)
         y = self._sublayer_input(1, "mlp", x, src_mask, train)
         return self._sublayer_output(1, x, self.mlp(y, train), src_mask, train)
@@ -441,10 +450,7 @@ class DecoderLayer(ResidualLayer):
             y = self.self_attention(y, kv, filled, origin=origin)
         x = self._sublayer_output(0, x, y, tgt_mask, train)
         y = self._sublayer_input(1, "cross_attention", x, tgt_mask, train)
-        if cross_mask is None:
-            y = self.cross_attention(y, cross_kv, key_lengths(src_mask))
-        else:
-            y = self.cross_attention(y, cross_kv, mask=cross_mask)
+        y = _attend_source(self.cross_attention, y, cross_kv, src_mask, cross_mask)
         x = self._sublayer_output(1, x, y, tgt_mask, train)
         y = self._sublayer_input(2, "mlp", x, tgt_mask, train)
         return self._sublayer_output(2, x, self.mlp(y, train), tgt_mask, train), self_cache

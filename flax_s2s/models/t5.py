@@ -33,7 +33,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_s2s.models.transformer import segment_mask
+from flax_s2s.models.transformer import (
+    check_packed_encoding,
+    empty_caches,
+    encoder_output,
+    segment_mask,
+    source_mask,
+    write_cache,
+)
 from flax_s2s.special_tokens import PRETRAINED_DEFAULTS, SpecialTokens
 
 Array = jax.Array
@@ -281,11 +288,7 @@ class T5DecoderLayer(nn.Module):
         y = self.self_attention_norm(x)
         kv = self.self_attention.project_kv(y)
         if self_cache is not None:
-            kv = jax.tree.map(
-                lambda cached, new: jax.lax.dynamic_update_slice_in_dim(cached, new, position, 1),
-                self_cache, kv,
-            )
-            self_cache = kv
+            kv = self_cache = write_cache(self_cache, kv, position)
         y = self.self_attention(y, kv, self_bias, train)
         x = x + self.dropout(y, deterministic=not train)
         y = self.cross_attention(self.cross_attention_norm(x), cross_kv, cross_bias, train)
@@ -355,7 +358,7 @@ class T5(nn.Module):
         TAKES_PACKED_ROWS)."""
         del positions
         packed = segment_ids is not None
-        src_mask = segment_ids > 0 if packed else src_tokens != self.special_tokens.pad
+        src_mask = source_mask(src_tokens, self.special_tokens.pad, segment_ids)
         where = jnp.arange(src_tokens.shape[1])
         mask_bias = (_mask_bias(segment_mask(segment_ids, segment_ids)) if packed
                      else _padding_bias(src_mask))
@@ -364,18 +367,13 @@ class T5(nn.Module):
         for layer in self.encoder_layers:
             x = layer(x, score_bias, train)
         memory = self.dropout(self.encoder_norm(x), deterministic=not train)
-        cross = [layer.cross_kv(memory) for layer in self.decoder_layers]
-        encoded = {"memory": memory, "src_mask": src_mask, "cross": cross}
-        if packed:
-            encoded["src_segment_ids"] = segment_ids
-        return encoded
+        return encoder_output(memory, src_mask, self.decoder_layers, segment_ids)
 
     def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
         """Empty self-attention caches for `max_len` positions, one per decoder layer."""
         c = self.config
-        shape = (encoded["memory"].shape[0], max_len, c.num_heads, c.d_kv)
-        empty = {"key": jnp.zeros(shape, c.dtype), "value": jnp.zeros(shape, c.dtype)}
-        return {"self": [empty for _ in self.decoder_layers]}
+        return empty_caches(encoded["memory"].shape[0], max_len, c.num_heads, c.d_kv, c.dtype,
+                            len(self.decoder_layers))
 
     def _decode(
         self,
@@ -421,9 +419,7 @@ class T5(nn.Module):
         if segment_ids is None:
             causal = jnp.where(where[None, :] <= where[:, None], 0.0, _MASKED)
         else:
-            if "src_segment_ids" not in encoded:
-                raise ValueError("packed decoder inputs need a packed encoding: call encode "
-                                 "with the sources' segment ids")
+            check_packed_encoding(encoded, "segment ids")
             causal = _mask_bias(segment_mask(segment_ids, segment_ids, causal=True))
             cross_bias = _mask_bias(segment_mask(segment_ids, encoded["src_segment_ids"]))
         self_bias = self.decoder_bias(where, where) + causal

@@ -327,6 +327,18 @@ class Attention(nn.Module):
         return self.out(y)
 
 
+def _attend_source(
+    attention: Attention, y: Array, kv: KeyValue, src_mask: Array, mask: Array | None
+) -> Array:
+    """`attention` of queries from y [batch, q_len, d_model] over the source's keys and values
+    `kv` [batch, src_len, heads, head_dim]: masked by the source padding, src_mask [batch,
+    src_len], or where given by `mask` [batch, 1, q_len, src_len] (packed rows, `segment_mask`).
+    -> [batch, q_len, d_model]."""
+    if mask is None:
+        return attention(y, kv, key_lengths(src_mask))
+    return attention(y, kv, mask=mask)
+
+
 class Mlp(nn.Module):
     config: TransformerConfig
 
@@ -384,10 +396,7 @@ class EncoderLayer(ResidualLayer):
         self-attention instead of the key lengths."""
         y = self._sublayer_input(0, "self_attention", x, src_mask, train)
         kv = self.self_attention.project_kv(y)
-        if self_mask is None:
-            y = self.self_attention(y, kv, key_lengths(src_mask))
-        else:
-            y = self.self_attention(y, kv, mask=self_mask)
+        y = _attend_source(self.self_attention, y, kv, src_mask, self_mask)
         x = self._sublayer_output(0, x, y, src_mask, train)
         y = self._sublayer_input(1, "mlp", x, src_mask, train)
         return self._sublayer_output(1, x, self.mlp(y, train), src_mask, train)
@@ -435,23 +444,62 @@ class DecoderLayer(ResidualLayer):
             # and what padded positions compute is never counted.
             y = self.self_attention(y, kv, causal=True)
         else:
-            kv = jax.tree.map(
-                lambda cached, new: jax.lax.dynamic_update_slice_in_dim(cached, new, position, 1),
-                self_cache, kv,
-            )
-            self_cache = kv
+            kv = self_cache = write_cache(self_cache, kv, position)
             # One query over the cache: positions <= `position` are written, the rest masked.
             filled = jnp.full(x.shape[:1], position + 1, jnp.int32)
             y = self.self_attention(y, kv, filled, origin=origin)
         x = self._sublayer_output(0, x, y, tgt_mask, train)
         y = self._sublayer_input(1, "cross_attention", x, tgt_mask, train)
-        if cross_mask is None:
-            y = self.cross_attention(y, cross_kv, key_lengths(src_mask))
-        else:
-            y = self.cross_attention(y, cross_kv, mask=cross_mask)
+        y = _attend_source(self.cross_attention, y, cross_kv, src_mask, cross_mask)
         x = self._sublayer_output(1, x, y, tgt_mask, train)
         y = self._sublayer_input(2, "mlp", x, tgt_mask, train)
         return self._sublayer_output(2, x, self.mlp(y, train), tgt_mask, train), self_cache
+
+
+def write_cache(cache: KeyValue, kv: KeyValue, position: Array | int) -> KeyValue:
+    """One step's keys and values kv [batch, 1, heads, head_dim] written into a self-attention
+    cache [batch, max_len, heads, head_dim] at `position`."""
+    return jax.tree.map(
+        lambda cached, new: jax.lax.dynamic_update_slice_in_dim(cached, new, position, 1),
+        cache, kv,
+    )
+
+
+def empty_caches(
+    batch: int, max_len: int, num_heads: int, head_dim: int, dtype: Any, num_layers: int
+) -> dict[str, list[KeyValue]]:
+    """`init_cache`'s result: for each of `num_layers` decoder layers, zero keys and values
+    [batch, max_len, num_heads, head_dim] of `dtype`."""
+    shape = (batch, max_len, num_heads, head_dim)
+    empty = {"key": jnp.zeros(shape, dtype), "value": jnp.zeros(shape, dtype)}
+    return {"self": [empty for _ in range(num_layers)]}
+
+
+def source_mask(src_tokens: Array, pad: int, segment_ids: Array | None) -> Array:
+    """The real source tokens, bool [batch, src_len]: not `pad`, or for packed rows those of
+    some example (segment id > 0)."""
+    return segment_ids > 0 if segment_ids is not None else src_tokens != pad
+
+
+def encoder_output(
+    memory: Array, src_mask: Array, decoder_layers: list[Any], segment_ids: Array | None
+) -> dict[str, Any]:
+    """`encode`'s result: memory [batch, src_len, d_model], src_mask [batch, src_len], "cross":
+    each decoder layer's cross-attention keys and values (its `cross_kv`), and for packed rows
+    the source segment ids [batch, src_len] ("src_segment_ids", which `forward` reads)."""
+    cross = [layer.cross_kv(memory) for layer in decoder_layers]
+    encoded = {"memory": memory, "src_mask": src_mask, "cross": cross}
+    if segment_ids is not None:
+        encoded["src_segment_ids"] = segment_ids
+    return encoded
+
+
+def check_packed_encoding(encoded: dict[str, Any], encode_reads: str) -> None:
+    """Fails, saying what the packed `encode` call takes (`encode_reads`), unless `encoded`
+    comes from one: packed decoder inputs attend only to their own example's source."""
+    if "src_segment_ids" not in encoded:
+        raise ValueError("packed decoder inputs need a packed encoding: call encode "
+                         f"with the sources' {encode_reads}")
 
 
 class Transformer(nn.Module):
@@ -526,7 +574,7 @@ class Transformer(nn.Module):
         cross-attention."""
         self._check_length(src_tokens.shape[1])
         packed = segment_ids is not None
-        src_mask = segment_ids > 0 if packed else src_tokens != self.special_tokens.pad
+        src_mask = source_mask(src_tokens, self.special_tokens.pad, segment_ids)
         where = positions if packed else jnp.arange(src_tokens.shape[1])
         self_mask = segment_mask(segment_ids, segment_ids) if packed else None
         x = self._embed(self.src_embed, self.positions, src_tokens, where)
@@ -536,20 +584,14 @@ class Transformer(nn.Module):
         for layer in self.encoder_layers:
             x = layer(x, src_mask, train, self_mask)
         memory = self.encoder_norm(x, src_mask, train)
-        cross = [layer.cross_kv(memory) for layer in self.decoder_layers]
-        encoded = {"memory": memory, "src_mask": src_mask, "cross": cross}
-        if packed:
-            encoded["src_segment_ids"] = segment_ids
-        return encoded
+        return encoder_output(memory, src_mask, self.decoder_layers, segment_ids)
 
     def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
         """Empty self-attention caches for `max_len` positions, one per decoder layer."""
         self._check_length(max_len)
         c = self.config
-        batch = encoded["memory"].shape[0]
-        shape = (batch, max_len, c.num_heads, c.d_model // c.num_heads)
-        empty = {"key": jnp.zeros(shape, c.dtype), "value": jnp.zeros(shape, c.dtype)}
-        return {"self": [empty for _ in self.decoder_layers]}
+        return empty_caches(encoded["memory"].shape[0], max_len, c.num_heads,
+                            c.d_model // c.num_heads, c.dtype, len(self.decoder_layers))
 
     def init_beam_cache(
         self, encoded: dict[str, Any], max_len: int, beam_size: int
@@ -624,9 +666,7 @@ class Transformer(nn.Module):
             where = jnp.arange(tgt_inputs.shape[1])
             tgt_mask = self.special_tokens.real_decoder_inputs(tgt_inputs, where)
         else:
-            if "src_segment_ids" not in encoded:
-                raise ValueError("packed decoder inputs need a packed encoding: call encode "
-                                 "with the sources' segment ids and positions")
+            check_packed_encoding(encoded, "segment ids and positions")
             where, tgt_mask = positions, segment_ids > 0
             masks = {"self_mask": segment_mask(segment_ids, segment_ids, causal=True),
                      "cross_mask": segment_mask(segment_ids, encoded["src_segment_ids"])}

@@ -24,13 +24,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # `configs` lives at the repository root
 
 from configs import addition_lstm_ss  # noqa: E402
-from flax_s2s import forcing, training  # noqa: E402
+from flax_s2s import training  # noqa: E402
+from flax_s2s.schedules import inverse_sigmoid_k  # noqa: E402
 
 
 def schedules(num_steps: int) -> dict[str, dict]:
     """teacher_forcing overrides per run; decaying ones reach p = 1/2 near num_steps / 2."""
     half = num_steps / 2
-    k = forcing.inverse_sigmoid_k(half)
+    k = inverse_sigmoid_k(half)
     return {
         "teacher forcing (p=1)": {"schedule": "constant", "p": 1.0},
         "linear": {"schedule": "linear", "k": 1.0, "slope": 1.0 / num_steps},

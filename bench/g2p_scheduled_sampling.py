@@ -34,8 +34,8 @@ sys.path.insert(0, ROOT)
 from configs import g2p_gru  # noqa: E402
 from flax_s2s import evaluate  # noqa: E402
 from flax_s2s.data import registry, task_data  # noqa: E402
-from flax_s2s.forcing import inverse_sigmoid_k  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
+from flax_s2s.schedules import inverse_sigmoid_k  # noqa: E402
 
 # arm -> (short name of its workdirs, config)
 ARMS = {"teacher forcing": ("tf", "configs/g2p_gru.py"),

@@ -86,7 +86,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from flax_s2s import sharding, training
     from flax_s2s.models import build_model
-    from flax_s2s.models.transformer import attention_implementation
+    from flax_s2s.models.attention import attention_implementation
     from flax_s2s.training.config import validate_config
 
     config = config_for(args)

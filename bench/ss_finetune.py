@@ -57,9 +57,9 @@ from g2p_scheduled_sampling import final_record  # noqa: E402
 from flax_s2s import decoding, reference_eval  # noqa: E402
 from flax_s2s.data import pipeline, registry, task_data  # noqa: E402
 from flax_s2s.data.vocab import PAD, split_symbols  # noqa: E402
-from flax_s2s.forcing import inverse_sigmoid_k  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
 from flax_s2s.models import decoder_inputs  # noqa: E402
+from flax_s2s.schedules import inverse_sigmoid_k  # noqa: E402
 from flax_s2s.workdirs import load_workdir  # noqa: E402
 
 

@@ -33,27 +33,29 @@ config, in Python.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from flax_s2s import config_checks, decoding
 from flax_s2s.errors import ConfigError
 from flax_s2s.models import decoder_inputs
 from flax_s2s.models import unroll as unroll_policy
+from flax_s2s.schedules import (
+    COMBINES,
+    POSITION_SCHEDULES,
+    SCHEDULES,
+    Schedule,
+    check_schedules,
+    make_position_schedule,
+    make_schedule,
+)
 from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
 
 Array = jax.Array
-Schedule = Callable[[Array | int], Array]
-
-SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
-POSITION_SCHEDULES = ("none", "linear", "exponential", "inverse_sigmoid")
-COMBINES = ("product", "min")  # how p(step) and q(t) make p(step, t)
 CHOICES = ("argmax", "sample")
 LATER_CHOICES = ("soft",)  # documented in configs/default.py, refused by config validation
 
@@ -61,83 +63,6 @@ LATER_CHOICES = ("soft",)  # documented in configs/default.py, refused by config
 # the same step key, and fold_in with a fixed constant is a different function of it, so the two
 # streams never share a key.
 _FORCING_STREAM = 0x5C4ED
-
-
-def make_schedule(tf_config: ml_collections.ConfigDict) -> Schedule:
-    """p(step), the probability of feeding the gold token, from `config.teacher_forcing`.
-
-    - constant: p
-    - linear: max(floor, k - slope * step)
-    - exponential: max(floor, k ** step), 0 < k < 1
-    - inverse_sigmoid: max(floor, k / (k + exp(step / k))), k >= 1
-
-    The returned function takes a Python int or an integer array (traced or not) and returns
-    float32 p of the same shape; it is finite at any step an int32 can count.
-    """
-    return _decay(tf_config.schedule, tf_config.p, tf_config.k, tf_config.slope, tf_config.floor)
-
-
-def make_position_schedule(tf_config: ml_collections.ConfigDict) -> Schedule | None:
-    """q(t) over the decoder's input position t (0 reads BOS) from `config.teacher_forcing`'s
-    `position_*` fields, the same curves as `make_schedule` with t in place of the step:
-    exponential: max(position_floor, position_k ** t) (Liu et al. 2021 use 0.99 ** t), linear:
-    max(position_floor, position_k - position_slope * t), inverse_sigmoid:
-    max(position_floor, position_k / (position_k + exp(t / position_k))). None for "none"."""
-    kind = tf_config.position_schedule
-    if kind == "none":
-        return None
-    if kind not in POSITION_SCHEDULES:
-        raise ValueError(f"teacher_forcing.position_schedule must be one of "
-                         f"{list(POSITION_SCHEDULES)}, got {kind!r}")
-    return _decay(kind, 1.0, tf_config.position_k, tf_config.position_slope,
-                  tf_config.position_floor)
-
-
-def _decay(kind: str, p: float, k: float, slope: float, floor: float) -> Schedule:
-    """One of SCHEDULES as a function of a step (or position), float32, elementwise."""
-    if kind == "constant":
-        schedule = optax.constant_schedule(p)
-    elif kind == "linear":
-        # optax computes floor + (k - floor) * (1 - step / transition_steps) until transition_steps
-        # and floor after it; a fractional transition length makes its slope exactly `slope`.
-        schedule = optax.linear_schedule(
-            init_value=k, end_value=floor, transition_steps=(k - floor) / slope
-        )
-    elif kind == "exponential":
-        schedule = optax.exponential_decay(
-            init_value=1.0, transition_steps=1, decay_rate=k, end_value=floor
-        )
-    elif kind == "inverse_sigmoid":
-        schedule = _inverse_sigmoid(k, floor)
-    else:
-        raise ValueError(f"teacher_forcing.schedule must be one of {list(SCHEDULES)}, got {kind!r}")
-    # float32, and elementwise on an array of steps (optax's constant schedule ignores its input)
-    return lambda step: jnp.broadcast_to(jnp.asarray(schedule(step), jnp.float32), jnp.shape(step))
-
-
-def _inverse_sigmoid(k: float, floor: float) -> Schedule:
-    """max(floor, k / (k + exp(step / k))). Not an optax schedule (optax has no sigmoid decay).
-
-    Written as sigmoid(log k - step / k), which is the same number, so that exp never overflows.
-    """
-
-    def schedule(step):
-        step = jnp.asarray(step, jnp.float32)
-        return jnp.maximum(floor, jax.nn.sigmoid(jnp.log(k) - step / k))
-
-    return schedule
-
-
-def inverse_sigmoid_k(midpoint_step: float) -> float:
-    """The k >= 1 of the inverse-sigmoid schedule whose p falls to 1/2 at `midpoint_step` > 0:
-    the root of k ln k = midpoint_step, found by bisection (k ln k increases for k >= 1)."""
-    if not (midpoint_step > 0 and math.isfinite(midpoint_step)):
-        raise ValueError(f"midpoint_step={midpoint_step}: must be finite and > 0")
-    low, high = 1.0, max(midpoint_step, math.e)  # k ln k is 0 at 1 and >= midpoint at high
-    for _ in range(100):  # halves a bracket of at most midpoint_step: ample for float64
-        middle = (low + high) / 2
-        low, high = (middle, high) if middle * math.log(middle) < midpoint_step else (low, middle)
-    return (low + high) / 2
 
 
 def forcing_keys(step_rng: Array) -> tuple[Array, Array]:
@@ -447,8 +372,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for key, allowed in (("schedule", SCHEDULES), ("mode", MODES),
                          ("position_schedule", POSITION_SCHEDULES), ("position_combine", COMBINES)):
         config_checks.one_of(config, f"teacher_forcing.{key}", allowed)
-    _validate_teacher_forcing(config.teacher_forcing)
     tf = config.teacher_forcing
+    if tf.choice in LATER_CHOICES:
+        raise ConfigError(
+            f"config.teacher_forcing.choice={tf.choice!r}: not implemented yet (a later variant: "
+            f"the model seam feeds tokens, not embeddings); use one of {list(CHOICES)}"
+        )
+    config_checks.one_of(config, "teacher_forcing.choice", CHOICES)
+    if tf.temperature <= 0:
+        raise ConfigError(f"config.teacher_forcing.temperature={tf.temperature}: must be > 0")
+    check_schedules(tf)
     if always_gold(tf):
         return
     described = (f"config.teacher_forcing.schedule={tf.schedule!r}, p={tf.p}, "
@@ -471,47 +404,3 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def _validate_teacher_forcing(tf: ml_collections.ConfigDict) -> None:
-    """The schedule's parameters must give a probability that never increases."""
-    if tf.choice in LATER_CHOICES:
-        raise ConfigError(
-            f"config.teacher_forcing.choice={tf.choice!r}: not implemented yet (a later variant: "
-            f"the model seam feeds tokens, not embeddings); use one of {list(CHOICES)}"
-        )
-    if tf.choice not in CHOICES:
-        raise ConfigError(
-            f"config.teacher_forcing.choice={tf.choice!r}: must be one of {list(CHOICES)}"
-        )
-    if tf.temperature <= 0:
-        raise ConfigError(f"config.teacher_forcing.temperature={tf.temperature}: must be > 0")
-    for key in ("p", "floor"):
-        if not 0.0 <= tf[key] <= 1.0:
-            raise ConfigError(f"config.teacher_forcing.{key}={tf[key]}: must be in [0, 1]")
-    needs = {
-        "linear": (tf.floor <= tf.k <= 1.0 and tf.slope > 0, "floor <= k <= 1 and slope > 0"),
-        "exponential": (0.0 < tf.k < 1.0, "0 < k < 1"),
-        "inverse_sigmoid": (tf.k >= 1.0, "k >= 1"),
-    }
-    if tf.schedule in needs and not needs[tf.schedule][0]:
-        raise ConfigError(
-            f"config.teacher_forcing (schedule={tf.schedule!r}, k={tf.k}, slope={tf.slope}, "
-            f"floor={tf.floor}): the {tf.schedule} schedule needs {needs[tf.schedule][1]}"
-        )
-    if not 0.0 <= tf.position_floor <= 1.0:
-        raise ConfigError(
-            f"config.teacher_forcing.position_floor={tf.position_floor}: must be in [0, 1]"
-        )
-    k, slope, floor = tf.position_k, tf.position_slope, tf.position_floor
-    position_needs = {
-        "linear": (floor <= k <= 1.0 and slope > 0,
-                   "position_floor <= position_k <= 1 and position_slope > 0"),
-        "exponential": (0.0 < k < 1.0, "0 < position_k < 1"),
-        "inverse_sigmoid": (k >= 1.0, "position_k >= 1"),
-    }
-    kind = tf.position_schedule
-    if kind in position_needs and not position_needs[kind][0]:
-        raise ConfigError(
-            f"config.teacher_forcing (position_schedule={kind!r}, position_k={k}, "
-            f"position_slope={slope}, position_floor={floor}): the {kind} position schedule "
-            f"needs {position_needs[kind][1]}"
-        )

@@ -290,13 +290,11 @@ def _check_mesh(config: ml_collections.ConfigDict, device_count: int | None) -> 
                 f"config.{key}={config[key]} is not divisible by the mesh's data axis of {data} "
                 f"(config.mesh_shape={tuple(config.mesh_shape)} on {device_count} devices)"
             )
-    if (config.batch_size // data) % config.grad_accum_steps:
-        raise ConfigError(
-            f"config.batch_size={config.batch_size} over the mesh's data axis of {data} gives "
-            f"{config.batch_size // data} rows a device, not divisible by "
-            f"config.grad_accum_steps={config.grad_accum_steps}: each device splits its rows "
-            f"into the microbatches"
-        )
+
+
+def data_shards(config: ml_collections.ConfigDict, device_count: int | None) -> int:
+    """The size of the mesh's `data` axis on `device_count` devices (1 when unknown)."""
+    return 1 if device_count is None else resolve_mesh_shape(config.mesh_shape, device_count)[0]
 
 
 def _check_distributed(config: ml_collections.ConfigDict) -> None:

@@ -15,8 +15,8 @@ import pytest
 from conftest import TINY_TRANSFORMER, tiny_config
 
 from flax_s2s.data.vocab import PAD
-from flax_s2s.models import build_model, decoder_inputs, transformer
-from flax_s2s.models.transformer import attend, attention_implementation, key_lengths
+from flax_s2s.models import build_model, decoder_inputs, transformer_layers
+from flax_s2s.models.attention import attend, attention_implementation, key_lengths
 
 HEADS, HEAD_DIM = 2, 8
 # Right-padded sources; the last row is all padding (as in the last eval batch).
@@ -145,7 +145,7 @@ def test_auto_is_xla_on_this_backend():
 
 def test_unknown_attention_is_refused():
     with pytest.raises(ValueError, match="model.attention"):
-        transformer.TransformerConfig(8, 8, attention="flash")
+        transformer_layers.TransformerConfig(8, 8, attention="flash")
 
 
 def test_forced_cudnn_reaches_the_fused_kernel_except_for_a_decoding_step():
@@ -177,10 +177,10 @@ def _todays_masks(next_fun, args, kwargs, context):
     """A method interceptor that computes every Attention call as before this change: with a
     boolean mask built from the tokens (sources: not PAD; decoder self-attention: causal)."""
     module = context.module
-    if not isinstance(module, transformer.Attention) or context.method_name != "__call__":
+    if not isinstance(module, transformer_layers.Attention) or context.method_name != "__call__":
         return next_fun(*args, **kwargs)
     x, kv = args[:2]
-    if isinstance(module.parent, transformer.DecoderLayer) and module.name == "self_attention":
+    if isinstance(module.parent, transformer_layers.DecoderLayer) and module.name == "self_attention":
         mask = jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))[None, None]
     else:  # encoder self-attention and cross-attention: over the source
         mask = jnp.asarray(SRC != PAD)[:, None, None, :]
@@ -228,9 +228,9 @@ def test_transformer_logits_and_gradients_equal_todays_masks():
 def _leaky(next_fun, args, kwargs, context):
     """Like `_todays_masks`, but attends to source padding too."""
     module = context.module
-    if not isinstance(module, transformer.Attention) or context.method_name != "__call__":
+    if not isinstance(module, transformer_layers.Attention) or context.method_name != "__call__":
         return next_fun(*args, **kwargs)
     x, kv = args[:2]
-    causal = isinstance(module.parent, transformer.DecoderLayer) and module.name == "self_attention"
+    causal = isinstance(module.parent, transformer_layers.DecoderLayer) and module.name == "self_attention"
     query = module.query(x)
     return module.out(jax.nn.dot_product_attention(query, kv["key"], kv["value"], is_causal=causal))

@@ -4,7 +4,7 @@ value the owner offers passes, any other is refused naming the key and the owner
 import pytest
 from conftest import tiny_config
 
-from flax_s2s import checkpoint, forcing, models
+from flax_s2s import checkpoint, forcing, models, schedules
 from flax_s2s.data import pipeline, registry, task_data, vocab
 from flax_s2s.models import norms, rnn, t5, transformer
 from flax_s2s.training.config import ConfigError, validate_config
@@ -18,11 +18,11 @@ OWNED_CHOICES = {
     "model.dtype": tuple(models.DTYPES),
     "model.norm": norms.NORM_KINDS,
     "model.norm_position": norms.NORM_POSITIONS,
-    "teacher_forcing.schedule": forcing.SCHEDULES,
+    "teacher_forcing.schedule": schedules.SCHEDULES,
     "teacher_forcing.choice": forcing.CHOICES,
     "teacher_forcing.mode": forcing.MODES,
-    "teacher_forcing.position_schedule": forcing.POSITION_SCHEDULES,
-    "teacher_forcing.position_combine": forcing.COMBINES,
+    "teacher_forcing.position_schedule": schedules.POSITION_SCHEDULES,
+    "teacher_forcing.position_combine": schedules.COMBINES,
     "task": registry.TASK_NAMES,
     "vocab.type": task_data.VOCAB_TYPES,
     "vocab.sp_model_type": vocab.SP_MODEL_TYPES,
@@ -83,3 +83,18 @@ def test_microbatches_average_and_early_stopping_are_checked_naming_the_fields(
     # the same fields in range pass
     validate_config(tiny_config(grad_accum_steps=4, ema_decay=0.999, keep_best=1,
                                 **{"early_stopping.patience": 2}), 8)
+
+
+@pytest.mark.parametrize("model_type", ["transformer", "bart", "t5"])
+def test_every_attention_kind_needs_heads_that_divide_d_model(model_type):
+    """BART is the Transformer in BART's layout: its heads must divide d_model too (a random BART
+    with 128 / 3 once passed validation and failed later, inside the model)."""
+    with pytest.raises(ConfigError, match=r"config.model.d_model=128: must be divisible by "
+                                          r"config.model.num_heads=3"):
+        validate_config(tiny_config(**{"model.type": model_type, "model.num_heads": 3}))
+
+
+@pytest.mark.parametrize("model_type", ["transformer", "bart"])
+def test_cudnn_attention_is_refused_in_float32_for_every_transformer_kind(model_type):
+    with pytest.raises(ConfigError, match=r"model.attention='cudnn' needs 'bfloat16'"):
+        validate_config(tiny_config(**{"model.type": model_type, "model.attention": "cudnn"}))

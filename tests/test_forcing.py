@@ -13,7 +13,7 @@ import pytest
 from conftest import ROLLED, tiny_config
 
 from configs import addition_lstm_ss, default
-from flax_s2s import decoding, forcing, metrics, training
+from flax_s2s import decoding, forcing, metrics, schedules, training
 from flax_s2s.checkpoint import Checkpointer
 from flax_s2s.data import pipeline
 from flax_s2s.data.vocab import BOS, PAD, SymbolVocab
@@ -55,7 +55,7 @@ STEPS = [0, 1, 7, 100, 999, 1234, 5000, 100_000]
 
 @pytest.mark.parametrize("fields, closed_form", SCHEDULE_CASES)
 def test_schedule_equals_closed_form_on_ints_arrays_and_traced(fields, closed_form):
-    schedule = forcing.make_schedule(tf_config(**fields))
+    schedule = schedules.make_schedule(tf_config(**fields))
     expected = np.array([closed_form(s) for s in STEPS])
     from_ints = np.array([float(schedule(s)) for s in STEPS])
     from_array = np.asarray(schedule(jnp.asarray(STEPS, jnp.int32)))
@@ -67,7 +67,7 @@ def test_schedule_equals_closed_form_on_ints_arrays_and_traced(fields, closed_fo
 
 @pytest.mark.parametrize("midpoint", [0.5, 3.0, 750.0, 35_000.0])
 def test_inverse_sigmoid_k_puts_one_half_at_the_midpoint(midpoint):
-    k = forcing.inverse_sigmoid_k(midpoint)
+    k = schedules.inverse_sigmoid_k(midpoint)
     assert k >= 1.0
     assert _inv_sigmoid(k, midpoint) == pytest.approx(0.5, abs=1e-9)
     assert _inv_sigmoid(k, 0.9 * midpoint) > 0.5 > _inv_sigmoid(k, 1.1 * midpoint)
@@ -76,12 +76,12 @@ def test_inverse_sigmoid_k_puts_one_half_at_the_midpoint(midpoint):
 @pytest.mark.parametrize("midpoint", [0, -3.0, math.inf, math.nan])
 def test_inverse_sigmoid_k_refuses_a_midpoint_that_is_not_positive_and_finite(midpoint):
     with pytest.raises(ValueError, match=f"midpoint_step={midpoint}: must be finite and > 0"):
-        forcing.inverse_sigmoid_k(midpoint)
+        schedules.inverse_sigmoid_k(midpoint)
 
 
 @pytest.mark.parametrize("fields, closed_form", SCHEDULE_CASES)
 def test_schedule_is_non_increasing_respects_floor_and_finite_at_1e9(fields, closed_form):
-    schedule = forcing.make_schedule(tf_config(**fields))
+    schedule = schedules.make_schedule(tf_config(**fields))
     values = np.asarray(schedule(jnp.arange(0, 200_000, 7)))
     assert np.all(np.diff(values) <= 0)
     assert values.min() >= tf_config(**fields).floor
@@ -153,7 +153,7 @@ POSITION_CASES = [
 STEP_PART = (dict(schedule="linear", k=1.0, slope=1e-3, floor=0.0), lambda s: max(0.0, 1 - 1e-3 * s))
 
 
-@pytest.mark.parametrize("combine", forcing.COMBINES)
+@pytest.mark.parametrize("combine", schedules.COMBINES)
 @pytest.mark.parametrize("fields, by_position", POSITION_CASES)
 def test_position_schedule_equals_closed_form_at_several_steps_and_positions(
     fields, by_position, combine

@@ -33,14 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_s2s.models.transformer import (
-    check_packed_encoding,
-    empty_caches,
-    encoder_output,
-    segment_mask,
-    source_mask,
-    write_cache,
-)
+from flax_s2s.models.attention import empty_caches, segment_mask, write_cache
+from flax_s2s.models.transformer import check_packed_encoding, encoder_output, source_mask
 from flax_s2s.special_tokens import PRETRAINED_DEFAULTS, SpecialTokens
 
 Array = jax.Array

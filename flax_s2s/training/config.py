@@ -26,7 +26,7 @@ CHECKS = (
     model_registry.check_config,  # config.model, its kind's own checks
     forcing.check_config,  # config.teacher_forcing
     state.check_config,  # config.optimizer
-    step.check_config,  # microbatches, label smoothing, EMA
+    step.check_config,  # label smoothing, EMA
     evaluation.check_config,  # eval batches, search, text metrics
     checkpoint.check_config,  # what is kept
     early_stopping.check_config,
@@ -42,6 +42,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     for check in CHECKS:
         check(config)
     sharding.check_config(config, device_count)
+    step.check_microbatches(config, sharding.data_shards(config, device_count))
 
 
 def prepare_config(config: ml_collections.ConfigDict, device_count: int | None = None) -> None:

@@ -233,12 +233,23 @@ def _moved_average(state: TrainState, params: Any, decay: float) -> Any:
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """The step's fields: microbatches that split the batch, label smoothing, the EMA decay."""
-    config_checks.positive(config, "grad_accum_steps")
-    if config.batch_size % config.grad_accum_steps:
-        raise ConfigError(
-            f"config.batch_size={config.batch_size} is not divisible by "
-            f"config.grad_accum_steps={config.grad_accum_steps} (microbatches per step)"
-        )
+    """The step's fields: label smoothing, the EMA decay (microbatches: `check_microbatches`)."""
     config_checks.fraction(config, "label_smoothing")
     config_checks.fraction(config, "ema_decay", note=" (0: off)")
+
+
+def check_microbatches(config: ml_collections.ConfigDict, data_shards: int = 1) -> None:
+    """`config.grad_accum_steps` splits each device's rows of the batch (`data_shards` devices
+    on the mesh's `data` axis; 1 before the devices are known) into equal microbatches."""
+    config_checks.positive(config, "grad_accum_steps")
+    rows, steps = config.batch_size // data_shards, config.grad_accum_steps
+    if rows % steps == 0:
+        return
+    if data_shards == 1:
+        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by "
+                          f"config.grad_accum_steps={steps} (microbatches per step)")
+    raise ConfigError(
+        f"config.batch_size={config.batch_size} over the mesh's data axis of {data_shards} gives "
+        f"{rows} rows a device, not divisible by config.grad_accum_steps={steps}: each device "
+        "splits its rows into the microbatches"
+    )

@@ -68,3 +68,22 @@ def test_the_readme_is_short_and_links_every_page():
     assert len(readme.splitlines()) <= 150
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"docs/{page.name}" in readme, f"README.md does not link docs/{page.name}"
+
+
+def test_the_layout_page_names_every_module_and_no_other():
+    page = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+    section = page[page.index("## Modules"):page.index("## Outside the package")]
+    folders = {"flax_s2s": "", **{f"flax_s2s/{d.name}": d.name for d in (ROOT / "flax_s2s").iterdir()
+                                  if d.is_dir() and (d / "__init__.py").exists()}}
+    named = set()
+    folder = None
+    for line in section.splitlines():
+        heading = re.search(r"\(`(flax_s2s(?:/\w+)?)/`\)", line)
+        if heading:
+            folder = folders[heading.group(1)]
+        for name in re.findall(r"`(\w+\.py)`", line):
+            named.add(f"{folder}/{name}" if folder else name)
+    actual = {path.relative_to(ROOT / "flax_s2s").as_posix() for path in SOURCES
+              if path.name != "__init__.py"}
+    assert named - actual == set(), f"docs/layout.md names modules that do not exist: {named - actual}"
+    assert actual - named == set(), f"docs/layout.md leaves out: {sorted(actual - named)}"

@@ -8,6 +8,7 @@ from typing import Any
 
 from flax_s2s.errors import ConfigError
 from flax_s2s.hf_files import architecture, read_config
+from flax_s2s.models.registry import MODEL_KINDS
 
 DROPOUT_FROM_CHECKPOINT = -1.0  # config.model.dropout_rate: take config.json's
 
@@ -27,7 +28,7 @@ def configure(config: Any) -> None:
     config.model.type = kind
     config.model.pretrained_config = json.dumps(hf, sort_keys=True)
     if config.model.dropout_rate == DROPOUT_FROM_CHECKPOINT:
-        config.model.dropout_rate = float(hf.get("dropout_rate" if kind == "t5" else "dropout", 0.1))
+        config.model.dropout_rate = float(hf.get(MODEL_KINDS[kind].hf_dropout_key, 0.1))
     config.vocab.type = "pretrained"
     config.vocab.src_eos = True  # T5's and BART's tokenizers end every text with </s>
 

@@ -6,11 +6,11 @@ input is the model's real previous output). p follows an inverse sigmoid from 1 
 middle step and near 0 at the end, the shape and scaling `bench/exposure_bias.py` uses on addition.
 
 `k` is derived from `num_train_steps` here: a run given another number of steps should set
-`--config.teacher_forcing.k` to match, `flax_s2s.forcing.inverse_sigmoid_k(num_train_steps / 2)`.
+`--config.teacher_forcing.k` to match, `flax_s2s.schedules.inverse_sigmoid_k(num_train_steps / 2)`.
 """
 
 from configs import g2p_gru
-from flax_s2s.forcing import inverse_sigmoid_k
+from flax_s2s.schedules import inverse_sigmoid_k
 
 
 def get_config():

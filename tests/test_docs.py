@@ -13,6 +13,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SOURCES = sorted((ROOT / "flax_s2s").rglob("*.py"))
+# what else names the package: configs, benchmarks, the training command
+OTHER_CODE = [*sorted((ROOT / "configs").glob("*.py")), *sorted((ROOT / "bench").glob("*.py")),
+              ROOT / "train.py"]
 DOTTED = re.compile(r"\bflax_s2s(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 COMMAND = re.compile(r"python -m (flax_s2s(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
@@ -43,7 +46,7 @@ def _names(paths: list[pathlib.Path]) -> list[tuple[str, str]]:
                   if not PLACEHOLDERS & set(name.split(".")))
 
 
-@pytest.mark.parametrize("where, name", _names(PAGES + SOURCES))
+@pytest.mark.parametrize("where, name", _names(PAGES + SOURCES + OTHER_CODE))
 def test_every_dotted_name_exists(where, name):
     assert _resolves(name), f"{where} names {name}, which does not exist"
 
@@ -87,3 +90,21 @@ def test_the_layout_page_names_every_module_and_no_other():
               if path.name != "__init__.py"}
     assert named - actual == set(), f"docs/layout.md names modules that do not exist: {named - actual}"
     assert actual - named == set(), f"docs/layout.md leaves out: {sorted(actual - named)}"
+
+
+def _package_imports(path: pathlib.Path) -> list[tuple[str, str]]:
+    """(module, name) of every `from flax_s2s... import name` in a file, lazy ones included."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("flax_s2s"):
+            found += [(node.module, alias.name) for alias in node.names]
+    return found
+
+
+@pytest.mark.parametrize("path", OTHER_CODE, ids=lambda path: path.relative_to(ROOT).as_posix())
+def test_benchmarks_and_configs_import_what_exists(path):
+    """CI runs no benchmark, so a name moved out from under one would go unnoticed until a run."""
+    for module, name in _package_imports(path):
+        assert _resolves(f"{module}.{name}"), f"{path.name}: from {module} import {name}: no such name"

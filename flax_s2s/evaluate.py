@@ -99,5 +99,5 @@ if __name__ == "__main__":  # the former command, kept as an alias
     import runpy
     import sys
 
-    print("python -m flax_s2s.cli.evaluate is now python -m flax_s2s.cli.evaluate", file=sys.stderr)
+    print("python -m flax_s2s.evaluate is now python -m flax_s2s.cli.evaluate", file=sys.stderr)
     runpy.run_module("flax_s2s.cli.evaluate", run_name="__main__", alter_sys=True)

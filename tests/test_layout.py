@@ -109,3 +109,20 @@ def test_the_data_layer_knows_no_model_and_models_know_no_data():
 def test_no_module_outgrows_its_job(name):
     lines = len(MODULES[name].read_text().splitlines())
     assert lines <= MAX_LINES, f"{name}: {lines} lines (at most {MAX_LINES}: split it by job)"
+
+
+# The commands that moved to flax_s2s.cli, by their former `python -m` names
+FORMER_COMMANDS = {"flax_s2s.infer": "decode", "flax_s2s.decode": "decode",
+                   "flax_s2s.evaluate": "evaluate", "flax_s2s.export": "export",
+                   "flax_s2s.report": "report", "flax_s2s.pretrained.__main__": "export_pretrained"}
+
+
+@pytest.mark.parametrize("former, command", sorted(FORMER_COMMANDS.items()))
+def test_a_former_command_runs_its_new_module_and_says_where_it_went(former, command):
+    """Read statically (the decode and evaluate aliases also run end to end in their tests)."""
+    text = MODULES[former].read_text()
+    new = f"flax_s2s.cli.{command}"
+    assert new in MODULES, new
+    assert f'runpy.run_module("{new}", run_name="__main__"' in text
+    shown = former.removesuffix(".__main__")
+    assert f"python -m {shown} is now python -m {new}" in text

@@ -4,7 +4,7 @@
         [--batch_size 64] [--windows 3] [--write] [--save_input FILE]
 
 Writes a file of `--lines` random sources of mixed lengths (1 to the model's max_src_len symbols
-of its source vocabulary, uniform, seed 0), decodes it the way `python -m flax_s2s.infer` does
+of its source vocabulary, uniform, seed 0), decodes it the way `python -m flax_s2s.cli.decode` does
 (`infer.decode_hypotheses`) with sorted and with unsorted batches, alternately after one warm-up
 each, and prints the median seconds and the ratio; checks both give the same outputs. `--write`
 appends the section to RESULTS.md.

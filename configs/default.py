@@ -161,7 +161,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.init_from = ""
     config.init_from_step = -1
     # Fine-tuning: a Hugging Face `save_pretrained` directory (config.json, model.safetensors and
-    # its tokenizer: T5's spiece.model or BART's tokenizer.json; flax_s2s/pretrained.py). A fresh
+    # its tokenizer: T5's spiece.model or BART's tokenizer.json; flax_s2s/pretrained/). A fresh
     # run takes from it the model (model.type, model.pretrained_config), its weights and its
     # tokenizer for both sides (vocab.type "pretrained", copied into the workdir); a resumed
     # run, decode and evaluate need only the workdir. model.dropout_rate -1: config.json's.

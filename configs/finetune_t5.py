@@ -3,7 +3,7 @@
 `python train.py --config configs/finetune_t5.py --config.pretrained=DIR --config.data_path=DATA
 --workdir WORKDIR`, where DIR is a Hugging Face `save_pretrained` directory (config.json,
 model.safetensors, spiece.model) and DATA holds `{train,validation,test}.{src,tgt}`. The model,
-its weights, its dropout and its tokenizer come from DIR (flax_s2s/pretrained.py); every
+its weights, its dropout and its tokenizer come from DIR (flax_s2s/pretrained/); every
 teacher-forcing schedule of configs/default.py applies as to any run.
 
 Defaults as in T5's own fine-tuning, for AdamW: a constant-ish learning rate of 3e-4 after a

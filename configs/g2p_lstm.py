@@ -5,7 +5,7 @@ words are carved out as the validation split, on which WER and PER are reported 
 when the output equals any of its pronunciations). The file is expected at
 `../shared/data/g2p/g014b2b.train` relative to the repository root; point elsewhere with
 `--config.data_path=/path/to/file` (absolute, or relative to the repository root). Evaluate a
-trained workdir on any lexicon file with `python -m flax_s2s.evaluate --workdir DIR --data FILE`.
+trained workdir on any lexicon file with `python -m flax_s2s.cli.evaluate --workdir DIR --data FILE`.
 
 This is the base of the G2P configs (data, buckets, metrics) and a quick run: with
 `--config.num_train_steps=5000` (10 minutes) it reached 33.4% validation WER / 8.0% PER. The

@@ -2,7 +2,7 @@
 
 Same data, splits and metrics as `configs/g2p_lstm.py` (g014b2b.train, 5% of its words carved
 out as validation; WER/PER with multiple references). Evaluate a trained workdir with
-`python -m flax_s2s.evaluate --workdir DIR --split validation [--beam N]` or on any lexicon file
+`python -m flax_s2s.cli.evaluate --workdir DIR --split validation [--beam N]` or on any lexicon file
 with `--data FILE`.
 
 Not trained to the end here yet: on 2 CPU cores a Transformer step costs far more per word than

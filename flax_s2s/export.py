@@ -77,7 +77,7 @@ def _vocab_entry(vocab: Vocab) -> tuple[str, bytes]:
     if not isinstance(vocab, SymbolVocab):
         raise ValueError(f"a {type(vocab).__name__} cannot be exported yet (symbol and SentencePiece "
                          "vocabularies can); a fine-tuned BART goes back to its own layout with "
-                         "python -m flax_s2s.pretrained")
+                         "python -m flax_s2s.cli.export_pretrained")
     return "symbols", json.dumps(vocab.to_dict(), ensure_ascii=False).encode("utf-8")
 
 

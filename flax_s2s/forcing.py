@@ -1,4 +1,5 @@
-"""Scheduled sampling: p(step), the per-step teacher-forcing mask, and the decoder unroll.
+"""Scheduled sampling: the per-step teacher-forcing mask and the decoder unroll (p(step) and q(t):
+`flax_s2s.schedules`).
 
 Teacher forcing trains the decoder on the gold previous token; decoding feeds it its own. Scheduled
 sampling (Bengio et al., 2015) mixes the two: at train step `step`, every (example, position) reads

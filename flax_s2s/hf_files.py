@@ -11,13 +11,14 @@ import pathlib
 from typing import Any
 
 from flax_s2s.errors import FileFormatError
+from flax_s2s.special_tokens import PRETRAINED_DEFAULTS
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 # What a save_pretrained directory may hold beside the weights: copied as they are on export.
 TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "vocab.json",
                    "merges.txt", "special_tokens_map.json", "generation_config.json")
-ARCHITECTURES = ("t5", "bart")  # the config.json `model_type`s that flax_s2s loads
+ARCHITECTURES = tuple(PRETRAINED_DEFAULTS)  # the config.json `model_type`s that flax_s2s loads
 
 
 class PretrainedError(FileFormatError):

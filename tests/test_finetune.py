@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -119,3 +120,15 @@ def test_pretrained_settings_are_checked_by_name(dirs):
         validate_config(config)
     with pytest.raises(pretrained.PretrainedError, match=r"missing/config\.json: no such file"):
         pretrained.configure(_config("bart", {**dirs, "bart": dirs["data"] / "missing"}))
+
+
+def test_a_config_json_the_model_cannot_take_fails_at_configure_naming_the_file(dirs, tmp_path):
+    """Before any data is read or the tokenizer loaded: configure builds the module the
+    config.json describes (its weights are not read)."""
+    broken = tmp_path / "t5"
+    shutil.copytree(dirs["t5"], broken)
+    hf = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**hf, "relative_attention_num_buckets": 2}))
+    with pytest.raises(pretrained.PretrainedError,
+                       match=r"t5/config\.json: T5 relative_attention_num_buckets must be at least 4"):
+        pretrained.configure(_config("t5", {**dirs, "t5": broken}))

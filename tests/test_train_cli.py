@@ -82,3 +82,15 @@ def test_a_missing_data_file_is_one_error_line(tmp_path):
     assert result.returncode != 0
     assert "validation.src: no such file" in result.stderr and "Traceback" not in result.stderr, (
         result.stderr[-2000:])
+
+
+def test_the_console_script_trains_as_train_py_does(tmp_path):
+    """`flax-s2s-train` (pyproject's scripts; installed with the package) reads the same configs
+    from the repository root: a bad override fails the same way, before any data is read."""
+    script = os.path.join(os.path.dirname(sys.executable), "flax-s2s-train")
+    result = subprocess.run([script, f"--workdir={tmp_path / 'run'}", "--config.max_tgt_len=1",
+                             f"--config.data_dir={tmp_path / 'no_data'}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "error: config.max_tgt_len=1: must be >= 2" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "no_data").exists()

@@ -8,6 +8,8 @@ each with the same flags (see `config.distributed` and docs/devices.md).
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 
 from absl import app, flags
@@ -46,7 +48,11 @@ def main(argv: Sequence[str]) -> None:
 
 
 def run() -> None:
-    """The command: `python train.py ...`, `python -m flax_s2s.cli.train ...`, `flax-s2s-train`."""
+    """The command: `python train.py ...`, `python -m flax_s2s.cli.train ...`, `flax-s2s-train`.
+    Run from the repository root: configs import their base as `configs.default`, found from
+    the working directory (as `python train.py` finds it beside itself)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     define_flags()
     app.run(main)
 

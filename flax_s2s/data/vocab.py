@@ -376,7 +376,7 @@ class Vocab(Protocol):
 VOCAB_SUFFIXES: dict[str, tuple[str, type]] = {
     "symbol": (".json", SymbolVocab),
     "sentencepiece": (".model", SentencePieceVocab),
-    "tokenizer": (".tokenizer.json", TokenizerVocab),  # a pretrained checkpoint's (pretrained.py)
+    "tokenizer": (".tokenizer.json", TokenizerVocab),  # a checkpoint's (pretrained_tokenizer.py)
     "bytes": (".bytes.json", ByteVocab),  # ByT5's
 }
 

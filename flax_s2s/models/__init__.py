@@ -1,6 +1,7 @@
 """Models behind one seam (`seam.Seq2Seq`: encode / init_cache / step / forward), one record per
 kind (`registry`), and the kinds' modules: `rnn` (LSTM/GRU with additive attention),
-`transformer`, `t5`, `bart` (BART's layout of the Transformer), `norms`, `unroll`.
+`attention` and `transformer_layers` under `transformer`, `t5`, `bart` (BART's layout of the
+Transformer), `norms`, `unroll`.
 
 ```
 model = build_model(config, src_vocab_size, tgt_vocab_size, special_tokens)

@@ -4,7 +4,10 @@ A model kind (`config.model.type`) is registered here once, with its hyperparame
 its linen module, the hyperparameters it derives from the run, how it reads a pretrained
 checkpoint's config.json, whether source and target share a vocabulary, and its own config
 checks. Whether it trains on packed rows is its module's `TAKES_PACKED_ROWS`. A new kind is a
-module of its own plus one record in `KINDS`.
+module of its own plus one record in `KINDS`; a kind with pretrained checkpoints also has its
+tensor rules (`flax_s2s.pretrained`: a `TensorLayout` in `load.LAYOUTS`) and its config.json's
+default special ids (`special_tokens.PRETRAINED_DEFAULTS`, whose keys `hf_files.ARCHITECTURES`
+lists).
 """
 
 from __future__ import annotations
@@ -75,8 +78,9 @@ class ModelKind:
 
 
 def _check_heads(config: ml_collections.ConfigDict) -> None:
+    """The heads divide d_model (of a model built from config.model, not a pretrained one)."""
     model = config.model
-    if model.d_model % model.num_heads:
+    if not model.pretrained_config and model.d_model % model.num_heads:
         raise ConfigError(f"config.model.d_model={model.d_model}: must be divisible by "
                           f"config.model.num_heads={model.num_heads}")
 
@@ -128,6 +132,13 @@ _POSITIVE_FIELDS = ("emb_dim", "hidden_dim", "num_encoder_layers", "attention_di
                     "num_heads", "mlp_dim", "num_decoder_layers", "relative_attention_max_distance")
 
 
+def model_kind(name: str | None) -> ModelKind:
+    """The record of `config.model.type` (or of a config.json's `model_type`) `name`."""
+    if name not in MODEL_KINDS:
+        raise ValueError(f"model type {name!r} is not one of {list(MODEL_TYPES)}")
+    return MODEL_KINDS[name]
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
     """`config.model`'s fields, then its kind's own checks, a pretrained config's kind, and
     packing (`config.pack`) against the kind."""
@@ -159,7 +170,7 @@ def module_from_hf_config(hf: dict[str, Any], **overrides: Any) -> nn.Module:
     """The linen module a pretrained checkpoint's config.json (as a dict) describes, by its
     `model_type`; `overrides` replace config fields that change no shape (dtype, dropout_rate,
     ...)."""
-    kind = MODEL_KINDS.get(hf.get("model_type"))
+    kind = MODEL_KINDS.get(hf.get("model_type"))  # None: not a kind at all
     if kind is None or kind.from_hf_config is None:
         raise ValueError(f"model_type {hf.get('model_type')!r} is not one of {list(PRETRAINED_TYPES)}")
     return kind.from_hf_config(hf, **overrides)
@@ -173,7 +184,7 @@ def _pretrained_model(
     computing in `model_config.dtype` with its dropout rate. The vocabularies must fit the
     checkpoint's embedding and carry its special ids."""
     hf = json.loads(model_config.pretrained_config)
-    kind = MODEL_KINDS[hf.get("model_type")]
+    kind = model_kind(hf.get("model_type"))
     overrides: dict[str, Any] = dict(dtype=DTYPES[model_config.dtype],
                                      dropout_rate=model_config.dropout_rate)
     overrides.update({field: model_config[field] for field in kind.hf_overrides})
@@ -204,7 +215,7 @@ def build_model(
     model_config = config.model
     if model_config.get("pretrained_config"):
         return _pretrained_model(model_config, src_vocab_size, tgt_vocab_size, special_tokens)
-    kind = MODEL_KINDS[model_config.type]
+    kind = model_kind(model_config.type)
     if kind.shared_vocab and src_vocab_size != tgt_vocab_size:
         raise ValueError(
             f"config.model.type={kind.name!r} shares one embedding between source and target: it "

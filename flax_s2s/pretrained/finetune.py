@@ -9,6 +9,7 @@ from typing import Any
 from flax_s2s.errors import ConfigError
 from flax_s2s.hf_files import architecture, read_config
 from flax_s2s.models.registry import MODEL_KINDS
+from flax_s2s.pretrained.load import pretrained_module
 
 DROPOUT_FROM_CHECKPOINT = -1.0  # config.model.dropout_rate: take config.json's
 
@@ -25,6 +26,7 @@ def configure(config: Any) -> None:
     directory = pathlib.Path(config.pretrained)
     hf = read_config(directory)
     kind = architecture(hf, directory)
+    pretrained_module(directory)  # a config.json the model cannot take fails now, naming the file
     config.model.type = kind
     config.model.pretrained_config = json.dumps(hf, sort_keys=True)
     if config.model.dropout_rate == DROPOUT_FROM_CHECKPOINT:

@@ -79,14 +79,14 @@ def torch_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
 
 
 def to_flax(tensor: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarray:
-    """A checkpoint tensor (already checked against `_torch_shape`) as the flax variable."""
+    """A checkpoint tensor (already checked against `torch_shape`) as the flax variable."""
     if layout in _TRANSPOSED:
         return tensor.T.reshape(shape)
     return tensor.reshape(shape)
 
 
 def to_torch(value: np.ndarray, layout: str) -> np.ndarray:
-    """A flax variable as the checkpoint tensor of `layout` (`_to_flax` backwards)."""
+    """A flax variable as the checkpoint tensor of `layout` (`to_flax` backwards)."""
     shape = torch_shape(value.shape, layout)
     if layout in _TRANSPOSED:
         return np.ascontiguousarray(value.reshape(tuple(reversed(shape))).T)

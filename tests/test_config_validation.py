@@ -5,7 +5,7 @@ import pytest
 from conftest import tiny_config
 
 from flax_s2s import checkpoint, forcing, models, schedules
-from flax_s2s.data import pipeline, registry, task_data, vocab
+from flax_s2s.data import encoding, registry, task_data, vocab
 from flax_s2s.models import norms, rnn, t5, transformer
 from flax_s2s.training.config import ConfigError, validate_config
 
@@ -26,7 +26,7 @@ OWNED_CHOICES = {
     "task": registry.TASK_NAMES,
     "vocab.type": task_data.VOCAB_TYPES,
     "vocab.sp_model_type": vocab.SP_MODEL_TYPES,
-    "too_long": pipeline.TOO_LONG_POLICIES,
+    "too_long": encoding.TOO_LONG_POLICIES,
     "best_mode": checkpoint.BEST_MODES,
 }
 OWNED = [(key, name) for key, names in OWNED_CHOICES.items() for name in names]

@@ -190,7 +190,7 @@ def test_nonfinite_stop_policy_raises_and_keeps_last_good_checkpoint(tmp_path, a
         ({"max_tgt_len": 0}, "config.max_tgt_len=0: must be >= 2"),
         ({"batch_size": 0}, "config.batch_size=0: must be > 0"),
         ({"task": "sorting"}, "config.task='sorting': must be one of"),
-        ({"too_long": "truncate"}, "config.too_long='truncate': must be one of ['drop', 'error']"),
+        ({"too_long": "clip"}, "config.too_long='clip': must be one of ['drop', 'error', 'truncate']"),
         ({"nonfinite_policy": "ignore"}, "config.nonfinite_policy='ignore': must be one of"),
         ({"model.type": "mamba"}, "config.model.type='mamba': must be one of"),
         ({"model.cell": "rnn"}, "config.model.cell='rnn': must be one of ['lstm', 'gru']"),

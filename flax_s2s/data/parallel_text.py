@@ -1,8 +1,8 @@
-"""Parallel text: local line-aligned files, or a TFDS translation dataset prepared elsewhere.
+"""Parallel text: a directory of local text files (`text_files`: JSON lines, TSV, CSV or
+line-aligned `.src` / `.tgt`), or a TFDS translation dataset prepared elsewhere.
 
 Local files are read directly rather than through a TFDS builder: they are already one example a
-line, the pipeline tokenizes a whole split into memory anyway, and a prepared copy would go stale
-whenever the user edits the files.
+line, and a prepared copy would go stale whenever the user edits the files.
 """
 
 from __future__ import annotations
@@ -15,62 +15,27 @@ from pathlib import Path
 from tensorflow_datasets.core import constants as tfds_constants
 from tensorflow_datasets.core import read_only_builder
 
+from flax_s2s.data import text_files
 from flax_s2s.data.tasks import check_metadata
 from flax_s2s.errors import FileFormatError
 
-SRC_SUFFIX, TGT_SUFFIX = ".src", ".tgt"
 
-
-def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 file without their line endings.
-
-    An empty file, or a line that is not valid UTF-8, raises a FileFormatError naming the file
-    (and the line).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    data = path.read_bytes()
-    if not data:
-        raise FileFormatError(f"{path}: empty file; expected UTF-8 text, one example a line")
-    lines = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        try:
-            lines.append(raw.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as error:
-            raise FileFormatError(
-                f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start} of the "
-                "line); expected UTF-8 text, one example a line"
-            ) from None
-    if data.endswith(b"\n"):
-        lines.pop()  # the final newline ends the last line; it does not start another
-    return lines
-
-
-def read_parallel_files(src_path: str | Path, tgt_path: str | Path) -> list[tuple[str, str]]:
-    """(source, target) pairs of two line-aligned files; unequal line counts raise a
-    FileFormatError naming both files, their line counts and the first line without a partner."""
-    src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)
-    if len(src_lines) != len(tgt_lines):
-        longer, shorter = (src_path, tgt_path) if len(src_lines) > len(tgt_lines) else (tgt_path, src_path)
-        first_unpaired = min(len(src_lines), len(tgt_lines)) + 1
-        raise FileFormatError(
-            f"{longer}:{first_unpaired}: no partner line in {shorter} ({src_path} has "
-            f"{len(src_lines)} lines, {tgt_path} has {len(tgt_lines)}; expected line-aligned "
-            "files, line i of one the translation of line i of the other)"
-        )
-    return list(zip(src_lines, tgt_lines, strict=True))
-
-
-def read_parallel_dir(directory: str | Path, splits: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-    """`DIRECTORY/{split}.src` and `DIRECTORY/{split}.tgt` for each split."""
+def read_parallel_dir(
+    directory: str | Path, splits: Sequence[str], fields: text_files.TextFields = text_files.DEFAULT_FIELDS
+) -> dict[str, list[tuple[str, str]]]:
+    """Each split's (source, target) pairs from its file(s) in `directory`: `{split}.jsonl`,
+    `.tsv`, `.csv`, or `.src` with `.tgt` (`text_files`, which names a bad line). A split
+    without a single pair raises FileFormatError."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"parallel text directory {directory} does not exist")
-    return {
-        split: read_parallel_files(directory / f"{split}{SRC_SUFFIX}", directory / f"{split}{TGT_SUFFIX}")
-        for split in splits
-    }
+    texts = {}
+    for split in splits:
+        texts[split] = list(text_files.read_split_pairs(directory, split, fields))
+        if not texts[split]:
+            names = ", ".join(path.name for path in text_files.split_files(directory, split))
+            raise FileFormatError(f"{directory}: split {split!r} ({names}) holds no example")
+    return texts
 
 
 def read_tfds_translation(

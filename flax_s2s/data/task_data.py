@@ -94,8 +94,10 @@ def load_task_data(
 ) -> TaskData:
     """Reads `config.task`'s splits, then tokenizes them.
 
-    Vocabularies are built from the training split on a workdir's first run and saved there; a
-    resumed run and the decode / evaluate CLIs load them, so ids never shift under a checkpoint.
+    The train split is tokenized under `config.too_long`; every other split is evaluated and
+    keeps all its examples (`pipeline.tokenize`). Vocabularies are built from the training split
+    on a workdir's first run and saved there; a resumed run and the decode / evaluate CLIs load
+    them, so ids never shift under a checkpoint.
     """
     data_dir = config.data_dir or default_data_dir(workdir)
     texts = read_task_texts(config, data_dir, tuple(dict.fromkeys(("train", *splits))))
@@ -116,10 +118,10 @@ def load_task_data(
         _check_saved_vocab(vocabs[0], config.vocab, "src", workdir)
         _check_saved_vocab(vocabs[1], config.vocab, "tgt", workdir)
     src_vocab, tgt_vocab = vocabs
-    examples = {
+    examples = {  # every split but train is evaluated: it keeps every example
         split: pipeline.tokenize(
             texts[split], src_vocab, tgt_vocab, config.max_src_len, config.max_tgt_len,
-            config.too_long, split, config.vocab.src_eos,
+            config.too_long, split, config.vocab.src_eos, evaluated=split != "train",
         )
         for split in splits
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_collections
 
 from flax_s2s import checkpoint, early_stopping, forcing, sharding
-from flax_s2s.data import pipeline, registry, task_data
+from flax_s2s.data import pipeline, registry, task_data, text_files
 from flax_s2s.errors import ConfigError
 from flax_s2s.models import registry as model_registry
 from flax_s2s.pretrained import finetune
@@ -19,6 +19,7 @@ from flax_s2s.training import evaluation, loop, setup, state, step
 # Every module that owns config fields, with its check; a new feature adds its module here.
 CHECKS = (
     registry.check_config,  # the task and its data
+    text_files.check_config,  # the fields of the text files a user brings
     task_data.check_config,  # the vocabulary
     pipeline.check_config,  # lengths, batches, buckets, packing
     finetune.check_config,  # config.pretrained

@@ -135,6 +135,7 @@ def evaluate(
         "tf_accuracy_by_position": by_position(totals["tf_correct_by_position"]),
         "fr_accuracy_by_position": by_position(totals["fr_correct_by_position"]),
     }
+    result.update(examples=int(totals["examples"]), cut_sources=examples.cut_sources)
     if text_metrics:
         result.update(reference_eval.score_outputs(outputs, grouped, tgt_vocab, text_metrics))
     return result

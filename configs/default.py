@@ -242,8 +242,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_length_alpha = 0.6
     # Metrics of decoded text, each unique source decoded once (as above: greedy, or beam search
     # of width eval_beam_size) and scored against all its references: wer, per (G2P: percent of
-    # words wrong, percent phone edits) and bleu, chrf (sacrebleu, 0-100). Reported per eval split
-    # beside loss and accuracies. Empty: none.
+    # words wrong, percent phone edits), bleu, chrf (sacrebleu, 0-100) and rouge (rouge1, rouge2,
+    # rougeL, rougeLsum: F1 with stemming, 0-100, the best reference per output). Reported per
+    # eval split beside loss and accuracies. Empty: none.
     config.text_metrics = ()
     config.checkpoint_every = 1000
     config.max_checkpoints = 3  # newest checkpoints kept

@@ -1,7 +1,8 @@
-"""Score a trained workdir on any `WORD<TAB>PHONES` file: word and phone error rates, exact match.
+"""Score a trained workdir on any `WORD<TAB>PHONES` file (word and phone error rates, exact
+match), or on a split of its own task with the run's text metrics (BLEU, chrF, ROUGE, ...).
 
     python -m flax_s2s.cli.evaluate --workdir DIR --data FILE [--beam N] [--step S] [--average K]
-    python -m flax_s2s.cli.evaluate --workdir DIR --split validation [--beam N]
+    python -m flax_s2s.cli.evaluate --workdir DIR --split validation [--beam N] [--metrics rouge]
     python -m flax_s2s.cli.evaluate --workdir DIR --ensemble DIR2 [--ensemble DIR3 ...] --data FILE
     python -m flax_s2s.cli.evaluate --workdir DIR --data FILE --mbr 16 [--mbr_utility edit] [--top_p 0.9]
 
@@ -13,10 +14,15 @@ right when the output equals any of them. With `--ensemble`, the models of all t
 together, their next-phone distributions averaged at every step (`flax_s2s.ensemble`); the data
 and config (lengths, batch, length penalty) come from `--workdir`. With `--mbr N`, each word's
 output is the minimum-Bayes-risk pick among N candidates (`flax_s2s.mbr`).
+
+The metrics: `--metrics` names them (`reference_eval.METRIC_NAMES`); by default WER, PER and exact
+match on a lexicon file, and on a split the run's own `config.text_metrics` and exact match (WER,
+PER and exact match for a run without text metrics).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flax_s2s import mbr, reference_eval
@@ -31,9 +37,12 @@ def evaluate_lexicon(
     ensemble: tuple[str, ...] = (),
     mbr_settings: mbr.MBRSettings | None = None,
     raw_weights: bool = False,
+    metric_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """WER, PER (percent) and exact match (fraction) of the workdir's model on a lexicon file,
-    or (`split`, with `data_path` None) on a split of the run's own task.
+    """The metrics (`default_metrics` unless `metric_names`) of the workdir's model on a lexicon
+    file, or (`split`, with `data_path` None) on a split of the run's own task: WER, PER (percent),
+    exact match (fraction), BLEU, chrF, ROUGE (0-100), by name, and under "metric_names" their
+    names in order ("rouge" gives rouge1, rouge2, rougeL, rougeLsum).
 
     `step` picks the checkpoint (default: the latest); `average` > 1 scores the mean of that many
     kept checkpoints ending at it. `beam_size` 0 decodes greedily. `ensemble` adds workdirs whose
@@ -46,8 +55,10 @@ def evaluate_lexicon(
                          "(--mbr_source=beam takes the N-best of a beam of width --mbr)")
     if ensemble and step is not None:
         raise ValueError("--step picks one run's checkpoint; ensemble members use their latest")
+    _check_metrics(metric_names)
     trained = load_workdir(workdir, step, average, raw_weights)
     config, src_vocab, tgt_vocab = trained.config, trained.src_vocab, trained.tgt_vocab
+    names = tuple(metric_names or default_metrics(config, split))
     members = _load_members(trained, ensemble, average, raw_weights)
     model, variables = _decoder(trained, members)
     if split is None:
@@ -57,7 +68,7 @@ def evaluate_lexicon(
         pairs = registry.read_task_texts(config, data_dir, (split,))[split]
     grouped = pipeline.group_pairs(pairs, src_vocab, config.max_src_len,
                                    config.vocab.get("src_eos", False))
-    names, batch_size = ("wer", "per", "exact_match"), batch_size or config.eval_batch_size
+    batch_size = batch_size or config.eval_batch_size
     if mbr_settings is None:
         results = reference_eval.evaluate_references(
             model, variables, grouped, tgt_vocab, names, batch_size, config.max_tgt_len, beam_size,
@@ -68,7 +79,28 @@ def evaluate_lexicon(
                                 mbr_settings, batch_size, config.eval_length_alpha)
         results = reference_eval.score_outputs(tokens, grouped, tgt_vocab, names)
     return {"step": trained.step, "averaged_steps": trained.averaged_steps, "words": len(grouped),
-            "member_steps": tuple(m.step for m in members), **results}
+            "member_steps": tuple(m.step for m in members), "metric_names": tuple(results),
+            **results}
+
+
+LEXICON_METRICS = ("wer", "per", "exact_match")
+
+
+def default_metrics(config: Any, split: str | None) -> tuple[str, ...]:
+    """What is scored without `--metrics`: on a lexicon file (`split` None) WER, PER and exact
+    match; on a split, the run's `config.text_metrics` and exact match, or the lexicon's three
+    for a run without text metrics."""
+    if split is None or not config.text_metrics:
+        return LEXICON_METRICS
+    return tuple(dict.fromkeys((*config.text_metrics, "exact_match")))
+
+
+def _check_metrics(names: Sequence[str] | None) -> None:
+    """ValueError naming --metrics for a name `reference_eval` does not score."""
+    unknown = [name for name in names or () if name not in reference_eval.METRIC_NAMES]
+    if unknown:
+        raise ValueError(f"--metrics={','.join(names)}: {unknown} not in "
+                         f"{list(reference_eval.METRIC_NAMES)}")
 
 
 def _load_members(

@@ -4,11 +4,13 @@ On padded target batches (jitted): the functions return sums and counts, not mea
 several batches (and the padded rows of the last eval batch, whose weight is 0) combine exactly.
 
 On decoded text (host, multi-reference): word and phone error rates (the G2P metrics: an output is
-right if it equals any of its references; edit distances by rapidfuzz), BLEU and chrF (sacrebleu).
+right if it equals any of its references; edit distances by rapidfuzz), BLEU and chrF (sacrebleu),
+ROUGE (Google's rouge-score package). BLEU, chrF and ROUGE are on a 0-100 scale.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import jax
@@ -131,4 +133,55 @@ def chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> floa
     return sacrebleu.metrics.CHRF().corpus_score(list(hypotheses), _reference_streams(references)).score
 
 
-TEXT_METRICS = ("wer", "per", "bleu", "chrf")
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+"""What `rouge` reports: unigram and bigram overlap, the longest common subsequence (LCS) of the
+whole texts, and the summary-level LCS over their sentences (`sentences`)."""
+
+# A sentence ends at ".", "!" or "?" (and any closing quotes or brackets after it) followed by
+# whitespace, which becomes a line break.
+_SENTENCE_END = re.compile(r"""([.!?]["'\)\]]*)\s+""")
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of `text` that ROUGE-Lsum compares, found without any downloaded model.
+
+    A line break ends a sentence, and so do ".", "!" and "?" (with any closing quotes or brackets
+    after them) before whitespace. That is T5's rule (`" . "` ends a sentence, for tokenized text)
+    widened to untokenized text; Hugging Face's summarisation examples use NLTK's punkt model
+    instead, which needs a download and knows abbreviations: here "e.g. this" is two sentences.
+    Only rougeLsum depends on the split.
+    """
+    lines = _SENTENCE_END.sub("\\1\n", text).split("\n")
+    return [line.strip() for line in lines if line.strip()]
+
+
+def rouge(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """ROUGE-1, -2, -L and -Lsum F1 in percent (0-100, the scale of `bleu` and `chrf`), computed by
+    Google's rouge-score package as T5X and Hugging Face call it:
+    `rouge_scorer.RougeScorer(ROUGE_TYPES, use_stemmer=True)` (text lowercased, only a-z and 0-9
+    kept, Porter stemming of words over 3 letters, as Hugging Face's summarisation examples ask;
+    T5's `rouge` leaves stemming off unless asked), on texts with each of their `sentences` on a
+    line of its own (which only rougeLsum reads).
+
+    Several references: each hypothesis is scored against each of its references and keeps, per
+    ROUGE type, the best F1 (the package's `score_multi`, which Hugging Face's `evaluate` uses for
+    several references). The result is the mean over hypotheses; T5X and `evaluate` report the
+    median of bootstrap resamples of that mean, which differs from it by sampling noise only.
+    -> {"rouge1": ..., "rouge2": ..., "rougeL": ..., "rougeLsum": ...}.
+    """
+    _check_aligned(hypotheses, references)
+    # Imported here: the package imports NLTK, about a second, which runs without ROUGE skip.
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for hypothesis, refs in zip(hypotheses, references, strict=True):
+        best = scorer.score_multi(["\n".join(sentences(r)) for r in refs],
+                                  "\n".join(sentences(hypothesis)))
+        for name in ROUGE_TYPES:
+            totals[name] += best[name].fmeasure
+    return {name: 100.0 * total / len(hypotheses) for name, total in totals.items()}
+
+
+TEXT_METRICS = ("wer", "per", "bleu", "chrf", "rouge")
+"""The names `config.text_metrics` takes; "rouge" gives the four `ROUGE_TYPES`."""

@@ -1,8 +1,8 @@
 """Decode each unique source of a split once and score the text against all its references.
 
 Training's eval (`training.evaluate`) and the `flax_s2s.evaluate` CLI share this: WER/PER for
-G2P, BLEU/chrF for text. Scoring runs on the host from decoded tokens; the jitted decoding is
-compiled once per (batch, source length, max_len).
+G2P, BLEU/chrF for translation, ROUGE for summaries. Scoring runs on the host from decoded
+tokens; the jitted decoding is compiled once per (batch, source length, max_len).
 """
 
 from __future__ import annotations
@@ -19,14 +19,18 @@ from flax_s2s.data.pipeline import GroupedReferences
 from flax_s2s.data.vocab import Vocab, split_symbols
 from flax_s2s.models import Seq2Seq
 
-# name -> (scorer, whether it reads token lists (True) or whole strings (False))
-_SCORERS: dict[str, tuple[Callable[..., float], bool]] = {
+# name -> (scorer, whether it reads token lists (True) or whole strings (False)); a scorer gives
+# one number, or several by name ("rouge": rouge1, rouge2, rougeL, rougeLsum)
+_SCORERS: dict[str, tuple[Callable[..., float | dict[str, float]], bool]] = {
     "wer": (metrics.word_error_rate, True),
     "per": (metrics.phone_error_rate, True),
     "exact_match": (metrics.exact_match, True),
     "bleu": (metrics.bleu, False),
     "chrf": (metrics.chrf, False),
+    "rouge": (metrics.rouge, False),
 }
+METRIC_NAMES = tuple(_SCORERS)
+"""The names `score_texts` takes: `metrics.TEXT_METRICS` and `exact_match`."""
 
 
 def decode_sources(
@@ -71,7 +75,8 @@ def score_texts(
     names: Sequence[str],
     separator: str,
 ) -> dict[str, float]:
-    """The metrics `names` of decoded texts against their references.
+    """The metrics `names` of decoded texts against their references, by name ("rouge" gives
+    `metrics.ROUGE_TYPES`).
 
     Error rates count units: the symbols `vocab.split_symbols` gives (characters when `separator`
     is "", else the pieces between separators: phones, words).
@@ -83,12 +88,13 @@ def score_texts(
     for name in names:
         scorer, tokenized = _SCORERS[name]
         if tokenized:
-            results[name] = scorer(
+            value = scorer(
                 [split_symbols(h, separator) for h in hypotheses],
                 [[split_symbols(r, separator) for r in refs] for refs in references],
             )
         else:
-            results[name] = scorer(hypotheses, references)
+            value = scorer(hypotheses, references)
+        results.update(value if isinstance(value, dict) else {name: value})
     return results
 
 

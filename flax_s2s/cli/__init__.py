@@ -3,7 +3,9 @@ flag names such as --workdir, so each defines its flags only when it runs):
 
 - `train`: `python train.py` / `flax-s2s-train`, the training loop of `flax_s2s.training`;
 - `decode`: text lines through a trained workdir (`flax_s2s.infer`);
-- `evaluate`: WER/PER of a workdir (or an ensemble) on a lexicon (`flax_s2s.evaluate`);
+- `evaluate`: WER/PER of a workdir (or an ensemble) on a lexicon, or its text metrics on a split
+  (`flax_s2s.evaluate`);
+- `score`: the log-probability of given outputs (`flax_s2s.score`, also `python -m flax_s2s.score`);
 - `export`: a workdir's decoders as one jax.export file (`flax_s2s.export`);
 - `export_pretrained`: a fine-tuned run back to a save_pretrained directory (`flax_s2s.pretrained`);
 - `report`: a run's plots and report (`flax_s2s.report`).

@@ -1,6 +1,7 @@
 """`python -m flax_s2s.cli.evaluate --workdir DIR (--data FILE | --split S) [--beam N] ...` (or
 `flax-s2s-evaluate`): WER, PER and exact match of a workdir, an average of its checkpoints or an
-ensemble of workdirs on a `WORD<TAB>PHONES` file (`flax_s2s.evaluate`)."""
+ensemble of workdirs on a `WORD<TAB>PHONES` file, or the run's text metrics (`--metrics`: BLEU,
+chrF, ROUGE, ...) on a split of its own task (`flax_s2s.evaluate`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from flax_s2s.cli import common
-from flax_s2s.evaluate import evaluate_lexicon
+from flax_s2s.evaluate import LEXICON_METRICS, evaluate_lexicon
+from flax_s2s.reference_eval import METRIC_NAMES
 from flax_s2s.workdirs import WorkdirError
 
 
@@ -29,6 +31,10 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
     common.define_mbr_flags()
+    flags.DEFINE_list("metrics", None, "Metrics to report, comma-separated, from "
+                      f"{','.join(METRIC_NAMES)} (rouge: ROUGE-1/2/L/Lsum). Default: wer,per,"
+                      "exact_match on --data; on --split the run's config.text_metrics and "
+                      "exact_match.")
     flags.DEFINE_boolean("raw_weights", False, "Score the trained parameters, not their moving "
                          "average where the run kept one (config.ema_decay > 0).")
     flags.mark_flags_as_required(["workdir"])
@@ -41,7 +47,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
                                   args.step, args.average, tuple(args.ensemble),
-                                  common.mbr_settings(args), args.raw_weights)
+                                  common.mbr_settings(args), args.raw_weights, args.metrics)
     except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
     source = args.data or f"split {args.split!r}"
@@ -51,12 +57,26 @@ def main(argv: Sequence[str]) -> None:
     member_steps = ", ".join(map(str, result["member_steps"]))
     members = (f", ensembled with {len(args.ensemble)} more workdir(s) (checkpoint steps "
                f"{member_steps})" if args.ensemble else "")
-    print(f"{source}: {result['words']} words, {checkpoint}{members}, "
+    unit = "words" if set(result["metric_names"]) <= set(LEXICON_METRICS) else "sources"
+    print(f"{source}: {result['words']} {unit}, {checkpoint}{members}, "
           + (f"MBR over {args.mbr} {args.mbr_source} candidates ({args.mbr_utility})" if args.mbr
              else "greedy" if args.beam == 0 else f"beam {args.beam}"))
-    print(f"WER {result['wer']:.2f}%")
-    print(f"PER {result['per']:.2f}%")
-    print(f"exact match {100 * result['exact_match']:.2f}%")
+    for name in result["metric_names"]:
+        print(format_metric(name, result[name]))
+
+
+# The name each metric prints under.
+_LABELS = {"wer": "WER", "per": "PER", "exact_match": "exact match", "bleu": "BLEU", "chrf": "chrF",
+           "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
+
+
+def format_metric(name: str, value: float) -> str:
+    """One metric's line: error rates and exact match in percent ("WER 12.34%"), scores on their
+    0-100 scale ("BLEU 27.10", "ROUGE-1 41.20")."""
+    label = _LABELS.get(name, name)
+    if name == "exact_match":
+        return f"{label} {100 * value:.2f}%"
+    return f"{label} {value:.2f}%" if name in ("wer", "per") else f"{label} {value:.2f}"
 
 
 def run() -> None:

@@ -14,37 +14,39 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from flax_s2s import config_checks, decoding, metrics, reference_eval, sharding
+from flax_s2s import config_checks, decoding, metrics, reference_eval, scoring, sharding
 from flax_s2s.data import pipeline
 from flax_s2s.data.vocab import Vocab
 from flax_s2s.errors import ConfigError
-from flax_s2s.models import Seq2Seq, decoder_inputs
+from flax_s2s.models import Seq2Seq
 
 
 def make_eval_step(model: Seq2Seq):
     """(variables, batch) -> sums for teacher-forced and free-running metrics, in total and by
     target position (the exposure-bias gap). The free-running outputs come decoded in
     `batch["predicted_tokens"]` [batch, tgt_len] (`Evaluator.decode`), so that one decode of a
-    split serves these metrics and the text metrics alike."""
+    split serves these metrics and the text metrics alike.
+
+    The teacher-forced loss and accuracy read `scoring.teacher_forced`, the scorer of the score
+    command: the loss is the negative log-likelihood of the targets under the distribution
+    decoding draws from (PAD and BOS excluded, `decoding.output_log_probs`), and a position is
+    right when the token greedy decoding would pick after the true prefix is the target."""
 
     def eval_step(variables, batch):
         tgt_tokens, example_weights = batch["tgt_tokens"], batch["weights"]
         predicted = batch["predicted_tokens"]
         weights = metrics.token_weights(tgt_tokens, example_weights, pad=model.special_tokens.pad)
-        encoded = model.encode(variables, batch["src_tokens"])
-        logits = model.forward(
-            variables, encoded, decoder_inputs(tgt_tokens, model.special_tokens.bos)
-        )
+        forced = scoring.teacher_forced(model, variables, batch["src_tokens"], tgt_tokens)
         tf_by_position, tokens_by_position = metrics.accuracy_by_position(
-            logits.argmax(-1), tgt_tokens, weights
+            forced.predicted, tgt_tokens, weights
         )
         fr_by_position, _ = metrics.accuracy_by_position(predicted, tgt_tokens, weights)
         return {
             "tf_correct_by_position": tf_by_position,
             "fr_correct_by_position": fr_by_position,
             "tokens_by_position": tokens_by_position,
-            "loss_sum": metrics.cross_entropy_sum(logits, tgt_tokens, weights),
-            "tf_correct": metrics.correct_tokens(logits.argmax(-1), tgt_tokens, weights),
+            "loss_sum": -(forced.log_probs * weights).sum(),
+            "tf_correct": metrics.correct_tokens(forced.predicted, tgt_tokens, weights),
             "fr_correct": metrics.correct_tokens(predicted, tgt_tokens, weights),
             "exact": metrics.exact_matches(predicted, tgt_tokens, example_weights),
             "tokens": weights.sum(),
@@ -106,7 +108,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Teacher-forced loss/accuracy and free-running token accuracy/exact match over a split, both
     accuracies by target position (None where no example has a token), plus the `text_metrics`
-    (WER/PER, BLEU/chrF; need `tgt_vocab`) of each unique source's output against all of its
+    (WER/PER, BLEU/chrF, ROUGE; need `tgt_vocab`) of each unique source's output against all of its
     references.
 
     Each unique source is decoded once (`grouped`, default: grouped from `examples`), and those

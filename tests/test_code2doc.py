@@ -1,19 +1,29 @@
 """bench/code2doc.py, the summarisation dataset built from the standard library, on a tiny fake
 standard library: which files and functions it reads, the sources without their docstrings, the
-first-sentence rule, splits disjoint by top-level name, and the same bytes from two builds."""
+first-sentence rule, splits disjoint by top-level name, and the same bytes from two builds; and
+the pieces of its baselines (bench/code2doc_baselines.py): identifier words, TF-IDF nearest."""
 
 import importlib.util
 import json
+import math
 import os
 import sys
 
+import numpy as np
 import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
-spec = importlib.util.spec_from_file_location("code2doc", os.path.join(BENCH, "code2doc.py"))
-code2doc = importlib.util.module_from_spec(spec)
-sys.modules["code2doc"] = code2doc
-spec.loader.exec_module(code2doc)
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+code2doc, baselines = _load("code2doc"), _load("code2doc_baselines")
 
 
 @pytest.mark.parametrize("docstring, expected", [
@@ -171,3 +181,31 @@ def test_duplicates_keep_the_train_copy(tmp_path):
     data, facts = code2doc.build(tmp_path)
     assert [len(data[split]) for split in code2doc.SPLITS] == [1, 0, 0]
     assert facts["dropped_examples"] == {"duplicate": len(UNITS) - 1}
+
+
+def test_identifier_words():
+    assert baselines.split_identifier("getHTTPResponse_code2") == ["get", "http", "response", "code", "2"]
+    source = "@cache\ndef read_all(self, maxBytes=(1, 2)):\n    return self.rawData[maxBytes:]"
+    assert baselines.identifier_words(source) == ["cache", "read", "all", "max", "bytes", "raw",
+                                                  "data", "max", "bytes"]
+    assert baselines.identifier_words(source, body_only=True) == ["raw", "data", "max", "bytes"]
+
+
+def test_tfidf_nearest_both_ways_equal_a_dense_reference():
+    rng = np.random.default_rng(0)
+    words = ["a", "b", "c", "d", "e", "f"]
+    train = [list(rng.choice(words, rng.integers(1, 6))) for _ in range(30)]
+    queries = [list(rng.choice(words, rng.integers(1, 4))) for _ in range(20)] + [["zzz"]]
+    n = len(train)
+    df = np.array([sum(w in doc for doc in train) for w in words])
+    idf = np.log((1 + n) / (1 + df)) + 1
+
+    def vector(doc):
+        v = np.array([doc.count(w) for w in words]) * idf
+        return v / (np.linalg.norm(v) or 1.0)
+
+    scores = np.array([[vector(q) @ vector(d) for d in train] for q in queries])
+    expected = [int(np.flatnonzero(np.isclose(row, row.max()))[0]) for row in scores]
+    assert baselines.nearest_dicts(train, queries) == expected
+    assert baselines.nearest_sparse(train, queries) == expected
+    assert math.isclose(scores[-1].max(), 0.0) and expected[-1] == 0

@@ -1,4 +1,4 @@
-"""Shared helpers of the bench/ scripts: thread settings, machine facts, timing, RESULTS.md.
+"""Shared helpers of the bench/ scripts: thread settings, machine facts, timing, batches, RESULTS.md.
 
 Import this module before jax or torch: `set_threads` must run before either library starts its
 thread pools. Every comparison times its sides alternately in one process (A, B, A, B, ...), so a
@@ -166,6 +166,31 @@ def compare(
     for name, values in cpu_use.items():
         CPU_USE[name] = max(CPU_USE.get(name, 0.0), statistics.median(values))
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def padding_fraction(batches, src_pad: int, tgt_pad: int) -> float:
+    """Pad tokens over all tokens of the batches' sources and targets."""
+    pad = sum(int((b["src_tokens"] == src_pad).sum() + (b["tgt_tokens"] == tgt_pad).sum())
+              for b in batches)
+    total = sum(b["src_tokens"].size + b["tgt_tokens"].size for b in batches)
+    return pad / total
+
+
+def representative(batches, count: int) -> list:
+    """`count` of the batches, each shape in proportion to its share of them (largest
+    remainders), in pipeline order: the timed mix of length buckets is the pipeline's."""
+    shapes = [b["src_tokens"].shape for b in batches]
+    share = {shape: shapes.count(shape) * count / len(batches) for shape in dict.fromkeys(shapes)}
+    allotted = {shape: int(s) for shape, s in share.items()}
+    by_remainder = sorted(share, key=lambda shape: share[shape] - allotted[shape], reverse=True)
+    for shape in by_remainder[: count - sum(allotted.values())]:
+        allotted[shape] += 1
+    chosen = []
+    for batch, shape in zip(batches, shapes, strict=True):
+        if allotted[shape]:
+            chosen.append(batch)
+            allotted[shape] -= 1
+    return chosen
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:

@@ -93,31 +93,6 @@ def arm_config(config, arm: str):
     return config
 
 
-def padding_fraction(batches, src_pad: int, tgt_pad: int) -> float:
-    """Pad tokens over all tokens of the batches' sources and targets."""
-    pad = sum(int((b["src_tokens"] == src_pad).sum() + (b["tgt_tokens"] == tgt_pad).sum())
-              for b in batches)
-    total = sum(b["src_tokens"].size + b["tgt_tokens"].size for b in batches)
-    return pad / total
-
-
-def representative(batches, count: int) -> list:
-    """`count` of the batches, each shape in proportion to its share of them (largest
-    remainders), in pipeline order: the timed mix of length buckets is the pipeline's."""
-    shapes = [b["src_tokens"].shape for b in batches]
-    share = {shape: shapes.count(shape) * count / len(batches) for shape in dict.fromkeys(shapes)}
-    allotted = {shape: int(s) for shape, s in share.items()}
-    by_remainder = sorted(share, key=lambda shape: share[shape] - allotted[shape], reverse=True)
-    for shape in by_remainder[: count - sum(allotted.values())]:
-        allotted[shape] += 1
-    chosen = []
-    for batch, shape in zip(batches, shapes, strict=True):
-        if allotted[shape]:
-            chosen.append(batch)
-            allotted[shape] -= 1
-    return chosen
-
-
 def bench_task(name: str, config, workdir: str, steps_per_call: int, windows: int) -> list[list]:
     """One row per arm: [task, arm, padding, examples/step, target tokens/step, steps/s,
     target tokens/s, speed-up over neither]."""
@@ -132,7 +107,7 @@ def bench_task(name: str, config, workdir: str, steps_per_call: int, windows: in
                                          pack=arm_cfg.pack)
         iterator = pipeline.train_iterator(dataset)
         batches = [next(iterator) for _ in range(PADDING_BATCHES)]
-        timed = representative(batches, steps_per_call)
+        timed = common.representative(batches, steps_per_call)
         tx = training.make_optimizer(arm_cfg)
         state = training.create_train_state(model, tx, arm_cfg.seed, timed[0])
         step = jax.jit(training.make_train_step(model, tx, arm_cfg), donate_argnums=0)
@@ -148,7 +123,7 @@ def bench_task(name: str, config, workdir: str, steps_per_call: int, windows: in
         examples_per_step = (np.mean([s.max(1).sum() for s in segments]) if arm_cfg.pack
                              else arm_cfg.batch_size)
         tokens = sum(int((b["tgt_tokens"] != examples.tgt_pad).sum()) for b in timed)
-        facts[arm] = (padding_fraction(batches, examples.src_pad, examples.tgt_pad),
+        facts[arm] = (common.padding_fraction(batches, examples.src_pad, examples.tgt_pad),
                       float(examples_per_step), tokens / len(timed))
         print(f"{name} {arm}: padding {facts[arm][0]:.3f}, {facts[arm][1]:.1f} examples and "
               f"{facts[arm][2]:.0f} target tokens a step; shapes "

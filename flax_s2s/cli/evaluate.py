@@ -29,6 +29,7 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
     common.define_mbr_flags()
+    common.define_control_flags()
     flags.DEFINE_boolean("raw_weights", False, "Score the trained parameters, not their moving "
                          "average where the run kept one (config.ema_decay > 0).")
     flags.mark_flags_as_required(["workdir"])
@@ -41,7 +42,8 @@ def main(argv: Sequence[str]) -> None:
     try:
         result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
                                   args.step, args.average, tuple(args.ensemble),
-                                  common.mbr_settings(args), args.raw_weights)
+                                  common.mbr_settings(args), args.raw_weights,
+                                  common.generation_controls(args))
     except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
     source = args.data or f"split {args.split!r}"

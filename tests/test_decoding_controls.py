@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT
-from test_decoding import SRC, TGT_VOCAB, _count_compiles, _model_types, _tiny_model
+from decoding_references import hf_banned_tokens, hf_repetition_penalty, reference_step
+from test_decoding import _count_compiles
 
 from configs import default
 from flax_s2s import decoding, infer, reference_eval
@@ -40,6 +41,7 @@ SETTINGS = [
     {"repetition_penalty": 1.8},
     {"repetition_penalty": 0.5},
     {"prefix": PREFIX},
+    {"prefix": np.array([[EOS, 0], [4, EOS], [0, 0], [3, 3]], np.int32)},  # EOS ends an output
     {"max_len_a": 1.0, "max_len_b": 0.5},
     {"min_len": 3, "no_repeat_ngram_size": 2, "repetition_penalty": 1.5, "prefix": PREFIX,
      "max_len_a": 0.5, "max_len_b": 2},
@@ -71,54 +73,7 @@ def table():
     return logits.astype(np.float32)
 
 
-# --- NumPy references ---
-
-
-def hf_repetition_penalty(scores, input_ids, penalty):
-    """Hugging Face's RepetitionPenaltyLogitsProcessor on one row: scores [vocab], input_ids the
-    decoder's input so far (its start token included)."""
-    scores = np.array(scores, np.float64)
-    ids = np.asarray(input_ids)
-    score = scores[ids]
-    scores[ids] = np.where(score < 0, score * penalty, score / penalty)
-    return scores
-
-
-def hf_banned_tokens(input_ids, n):
-    """Hugging Face's NoRepeatNGramLogitsProcessor (_calc_banned_ngram_tokens) on one row."""
-    cur_len = len(input_ids)
-    if cur_len + 1 < n:
-        return []
-    generated = {}
-    for ngram in zip(*[input_ids[i:] for i in range(n)], strict=False):
-        generated.setdefault(tuple(ngram[:-1]), []).append(ngram[-1])
-    return generated.get(tuple(input_ids[cur_len + 1 - n : cur_len]), [])
-
-
-def _log_softmax(logits):
-    logits = np.array(logits, np.float64)
-    logits[[PAD, BOS]] = -np.inf
-    top = logits.max()
-    return logits - top - np.log(np.exp(logits - top).sum())
-
-
-def reference_step(logits, prefix, position, settings, forced):
-    """(the model's log-probs, those the search chooses by) [vocab] after `prefix` (a tuple of
-    output tokens), with the controls as docs/decoding.md states them; `forced`: the row's
-    prefix tokens."""
-    model = _log_softmax(logits)
-    input_ids = [BOS, *prefix]
-    penalty, n = settings.get("repetition_penalty", 1.0), settings.get("no_repeat_ngram_size", 0)
-    search = _log_softmax(hf_repetition_penalty(logits, input_ids, penalty) if penalty != 1
-                          else logits)
-    if position < settings.get("min_len", 0):
-        search[EOS] = -np.inf
-    if n:
-        search[hf_banned_tokens(input_ids, n)] = -np.inf
-    if position < len(forced):
-        search = np.full(VOCAB, -np.inf)
-        search[forced[position]] = model[forced[position]]
-    return model, search
+# --- the references over the table ---
 
 
 def row_limit(src_row, settings):
@@ -249,42 +204,6 @@ def test_greedy_under_each_control_equals_the_numpy_loop(table):
                 changed.add(str(settings))
     assert compiles == [] and decoding.greedy.jitted._cache_size() == cache_size
     assert len(changed) == len(SETTINGS) - 1, "each control should change some output"
-
-
-@pytest.fixture(scope="module", params=_model_types())
-def seam_model(request):
-    return _tiny_model(request.param, TGT_VOCAB)
-
-
-def test_greedy_with_controls_over_a_real_model_equals_a_loop_over_its_step(seam_model):
-    """The LSTM and the Transformer (its KV cache), step by step with the references."""
-    model, variables = seam_model
-    max_len, settings = 6, {"no_repeat_ngram_size": 2, "repetition_penalty": 1.3}
-    prefix = np.array([[4, 4], [0, 0], [5, 0], [0, 0]], np.int32)
-    tokens, lengths, scores = jax.device_get(decoding.greedy(
-        model, variables, SRC, max_len, prefix=prefix, **settings))
-    free = jax.device_get(decoding.greedy(model, variables, SRC, max_len))[0]
-    assert not np.array_equal(free, tokens), "the case should be changed by the controls"
-    encoded = model.encode(variables, SRC)
-    cache, step = model.init_cache(variables, encoded, max_len), jax.jit(model.step)
-    forced = [tuple(t for t in row if t != PAD) for row in prefix]
-    outputs, expected_scores = [() for _ in SRC], np.zeros(len(SRC))
-    for position in range(max_len):
-        previous = [output[-1] if output else BOS for output in outputs]
-        logits, cache = step(variables, encoded, cache, jnp.array(previous), position)
-        for row, output in enumerate(outputs):
-            if output and output[-1] == EOS:
-                continue
-            lp, search = reference_step(np.asarray(logits[row]), output, position, settings,
-                                        forced[row])
-            outputs[row] = output + (int(np.argmax(search)),)
-            expected_scores[row] += lp[outputs[row][-1]]
-    for row, output in enumerate(outputs):
-        assert _hypothesis(tokens[row], lengths[row]) == output
-        assert output[: len(forced[row])] == forced[row]
-        assert all(output[i : i + 2] != output[j : j + 2] for i in range(len(output) - 1)
-                   for j in range(i + 1, len(output) - 1))
-    np.testing.assert_allclose(scores, expected_scores, rtol=1e-4, atol=1e-4)
 
 
 # --- beam search ---

@@ -752,6 +752,15 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     # Batches in input order print what the length-sorted ones did.
     assert infer.decode_file(workdir, str(input_file), beam_size=2, batch_size=3,
                              sort=False) == expected
+    # Under the controls: each output starts with its prefix "1", repeats no symbol
+    # (no_repeat_ngram_size 1) and holds at most 3 tokens, EOS included.
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("1\n" * len(lines))
+    controlled = infer.decode_file(workdir, str(input_file), beam_size=2, batch_size=3,
+                                   prefix_path=str(prefixes), controls=decoding.GenerationControls(
+                                       no_repeat_ngram_size=1, max_len_b=3))
+    for i, text in enumerate(controlled):
+        assert (text.startswith("1") and len(set(text)) == len(text) <= 3) == (i in decodable), text
 
     # The two best hypotheses of every line, with their scores, and a bad line's empty ones
     # (what --nbest=2 prints; in process: the CLI's flags are tested above)

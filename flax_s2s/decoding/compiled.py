@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -55,9 +54,10 @@ def _compiled_once(
 
 def _as_array(value: Any, default: Any) -> Any:
     """A Python or NumPy number as an int32 / float32 array, typed like the parameter's default
-    (so alpha=1 and alpha=0.6 share a compilation); anything else unchanged."""
+    (so alpha=1 and alpha=0.6 share a compilation); anything else unchanged. A NumPy array, not
+    a jax one: making that would compile a conversion of its own."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         return value
     is_integer = isinstance(default if default is not inspect.Parameter.empty else value,
                             (int, np.integer))
-    return jnp.asarray(value, jnp.int32 if is_integer else jnp.float32)
+    return np.asarray(value, np.int32 if is_integer else np.float32)

@@ -22,7 +22,7 @@ from decoding_references import hf_banned_tokens, hf_repetition_penalty, referen
 from test_decoding import _count_compiles
 
 from configs import default
-from flax_s2s import decoding, infer, reference_eval
+from flax_s2s import decoding, infer, mbr, reference_eval
 from flax_s2s.cli import common
 from flax_s2s.data.vocab import BOS, EOS, PAD, SymbolVocab
 from flax_s2s.special_tokens import SpecialTokens
@@ -419,6 +419,17 @@ def test_decode_hypotheses_start_with_their_prefix_and_follow_the_controls(table
             assert hypothesis.tokens[: len(forced)] == forced
             assert len(hypothesis.tokens) <= len(ids) + 2
             np.testing.assert_allclose(hypothesis.score, scores[0, k], rtol=1e-5)
+    # MBR's candidates, sampled or a beam's, keep the prefix and the controls too.
+    for source in mbr.SOURCES:
+        picked = infer.decode_hypotheses(
+            trained, lines, nbest=1, batch_size=4, warn=lambda message: None, controls=controls,
+            prefixes=prefixes, mbr_settings=mbr.MBRSettings(3, source, "exact", 2.0))
+        for index in range(3):
+            tokens = picked[index][0].tokens
+            forced = trained.tgt_vocab.encode(prefixes[index], add_eos=False) if prefixes[index] else []
+            assert tokens[: len(forced)] == forced and len(tokens) <= len(lines[index]) + 2
+            assert all(tokens[i : i + 2] != tokens[j : j + 2] for i in range(len(tokens) - 1)
+                       for j in range(i + 1, len(tokens) - 1))
     with pytest.raises(infer.InputError, match=r"^2 prefix line\(s\) for 5 input line\(s\)$"):
         infer.decode_hypotheses(trained, lines, prefixes=prefixes[:2])
 

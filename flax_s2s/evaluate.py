@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from flax_s2s import mbr, reference_eval
+from flax_s2s import decoding, mbr, reference_eval
 from flax_s2s.data import cmudict_g2p, pipeline, registry, task_data
 from flax_s2s.ensemble import Ensemble
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
@@ -38,6 +38,7 @@ def evaluate_lexicon(
     mbr_settings: mbr.MBRSettings | None = None,
     raw_weights: bool = False,
     metric_names: Sequence[str] | None = None,
+    controls: decoding.GenerationControls | None = None,
 ) -> dict[str, Any]:
     """The metrics (`default_metrics` unless `metric_names`) of the workdir's model on a lexicon
     file, or (`split`, with `data_path` None) on a split of the run's own task: WER, PER (percent),
@@ -48,7 +49,8 @@ def evaluate_lexicon(
     kept checkpoints ending at it. `beam_size` 0 decodes greedily. `ensemble` adds workdirs whose
     models decode together with this one (each at its latest checkpoint, averaged like this one).
     `mbr_settings` decodes by MBR instead (beam_size must then be 0). Runs that kept a moving
-    average of their parameters are scored with it, unless `raw_weights`."""
+    average of their parameters are scored with it, unless `raw_weights`. `controls`: the
+    generation controls of every search (`flax_s2s.decoding.GenerationControls`)."""
     reference_eval.check_beam_size(beam_size)
     if mbr_settings is not None and beam_size:
         raise ValueError(f"--beam={beam_size} with --mbr={mbr_settings.candidates}: choose one "
@@ -73,10 +75,11 @@ def evaluate_lexicon(
         results = reference_eval.evaluate_references(
             model, variables, grouped, tgt_vocab, names, batch_size, config.max_tgt_len, beam_size,
             alpha=config.eval_length_alpha,  # the length penalty the run was configured with
+            controls=controls,
         )
     else:
         tokens = mbr.mbr_decode(model, variables, grouped.src, tgt_vocab, config.max_tgt_len,
-                                mbr_settings, batch_size, config.eval_length_alpha)
+                                mbr_settings, batch_size, config.eval_length_alpha, controls)
         results = reference_eval.score_outputs(tokens, grouped, tgt_vocab, names)
     return {"step": trained.step, "averaged_steps": trained.averaged_steps, "words": len(grouped),
             "member_steps": tuple(m.step for m in members), "metric_names": tuple(results),

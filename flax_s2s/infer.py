@@ -4,6 +4,8 @@
 python -m flax_s2s.cli.decode --workdir runs/addition [--beam 4] [--alpha 0.6] [--input FILE]
                               [--batch_size 64] [--step S] [--average K] [--strict]
                               [--nbest N] [--format text|jsonl] [--min_len M] [--no_sort]
+                              [--prefix FILE] [--no_repeat_ngram_size N]
+                              [--repetition_penalty P] [--max_len_a A] [--max_len_b B]
 ```
 Reads one source per line from FILE (default: stdin), prints one output per line in input order.
 The model, its config and its vocabularies all come from the workdir. Lines are decoded in padded
@@ -19,11 +21,17 @@ tokens. `--mbr N` decodes by minimum Bayes risk over N sampled candidates (or th
 `--mbr_source=beam`), printing the one with the highest mean `--mbr_utility` against the others
 (`flax_s2s.mbr`).
 
-A line that cannot be decoded (not valid UTF-8, empty, or longer than the config's max_src_len)
-gets an empty output line and a message on stderr naming its number, so the outputs stay aligned
-with the inputs and no valid line is lost; the exit status is 0 unless no line at all could be
-decoded. `--strict` makes the first such line an error instead. Symbols outside the source
-vocabulary are read as <unk> and counted on stderr.
+`--prefix FILE` (line-aligned with the input) gives each line a target prefix that its output
+starts with; decoding continues after it, and the printed output and its score include it (an
+empty prefix line: no prefix). `--no_repeat_ngram_size`, `--repetition_penalty`, `--max_len_a`
+and `--max_len_b` are the generation controls of `flax_s2s.decoding` (docs/decoding.md).
+
+A line that cannot be decoded (not valid UTF-8, empty, longer than the config's max_src_len, or
+with a prefix that is not valid UTF-8 or not shorter than max_tgt_len) gets an empty output line
+and a message on stderr naming its number, so the outputs stay aligned with the inputs and no
+valid line is lost; the exit status is 0 unless no line at all could be decoded. `--strict`
+makes the first such line an error instead. Symbols outside the source vocabulary are read as
+<unk> and counted on stderr.
 """
 
 from __future__ import annotations
@@ -94,6 +102,36 @@ def encode_lines(
     return encoded
 
 
+def encode_prefixes(
+    prefixes: Sequence[Line], vocab: Vocab, max_tgt_len: int, warn, strict: bool = False,
+) -> list[list[int] | None]:
+    """Target token ids per prefix line ([] for an empty one: no prefix), or None for a prefix
+    that cannot be used: not UTF-8, or not shorter than `max_tgt_len` (reported through `warn`;
+    with `strict`, an InputError naming the line instead). Symbols outside `vocab` become UNK
+    and are reported."""
+    encoded: list[list[int] | None] = []
+    for number, line in enumerate(prefixes, start=1):
+        problem = None
+        if isinstance(line, UnicodeDecodeError):
+            problem = (f"prefix not valid UTF-8 (byte {line.object[line.start]:#04x} at offset "
+                       f"{line.start})")
+        else:
+            ids = vocab.encode(line.strip(), add_eos=False) if line.strip() else []
+            unknown = ids.count(vocab.special_tokens.unk)
+            if unknown:
+                warn(f"line {number}: {unknown} prefix symbol(s) outside the target vocabulary "
+                     "read as <unk>")
+            if len(ids) >= max_tgt_len:
+                problem = (f"a prefix of {len(ids)} symbols leaves no room below the model's "
+                           f"max_tgt_len={max_tgt_len}")
+        if problem and strict:
+            raise InputError(f"line {number}: {problem} (--strict)")
+        if problem:
+            warn(f"line {number}: {problem}; printing an empty line")
+        encoded.append(None if problem else ids)
+    return encoded
+
+
 class Hypothesis(NamedTuple):
     """One decoded output of a line."""
 
@@ -124,16 +162,31 @@ def _source_batch(encoded: Sequence[list[int] | None], chunk: list[int], batch_s
     return src_tokens
 
 
+def _prefix_batch(prefixes: Sequence[list[int] | None] | None, chunk: list[int],
+                  batch_size: int, max_len: int, pad: int) -> np.ndarray | None:
+    """The forced prefixes [batch_size, max_len] of the lines `chunk` (PAD after each), or None
+    without prefixes."""
+    if prefixes is None:
+        return None
+    prefix = np.full((batch_size, max_len), pad, np.int32)
+    for row, line_index in enumerate(chunk):
+        prefix[row, : len(prefixes[line_index])] = prefixes[line_index]
+    return prefix
+
+
 def _search(trained: TrainedModel, src_tokens: np.ndarray, beam_size: int, alpha: float,
-            min_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            min_len: int, controls: dict, prefix: np.ndarray | None,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """tokens [batch, n, max_len], lengths [batch, n], scores [batch, n]: greedy's one
-    hypothesis (n = 1) when beam_size is 0, else the beam's, best first."""
+    hypothesis (n = 1) when beam_size is 0, else the beam's, best first; `controls`: the
+    searches' keyword arguments (`GenerationControls.arguments`)."""
     max_len = trained.config.max_tgt_len
     if beam_size == 0:
-        outputs = decoding.greedy(trained.model, trained.variables, src_tokens, max_len, min_len)
+        outputs = decoding.greedy(trained.model, trained.variables, src_tokens, max_len, min_len,
+                                  prefix=prefix, **controls)
         return tuple(np.asarray(x)[:, None] for x in outputs)
     outputs = decoding.beam_search(trained.model, trained.variables, src_tokens, beam_size,
-                                   max_len, alpha, min_len)
+                                   max_len, alpha, min_len, prefix=prefix, **controls)
     return tuple(np.asarray(x) for x in outputs)
 
 
@@ -170,9 +223,15 @@ def decode_hypotheses(
     sort: bool = True,
     progress: bool = False,
     mbr_settings: mbr.MBRSettings | None = None,
+    controls: decoding.GenerationControls | None = None,
+    prefixes: Sequence[Line] | None = None,
 ) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of every input line, in input order ([] for a line that
     cannot be decoded). beam_size 0 decodes greedily (nbest must then be 1).
+
+    `controls` are the generation controls of every search; `prefixes` (one per line, "" for
+    none) the target text each output starts with (`encode_prefixes`); a hypothesis' text,
+    tokens and score include its prefix.
 
     With `mbr_settings` (beam_size must be 0), the hypotheses are the MBR candidates ranked by
     their mean utility against the others, which is their score (`flax_s2s.mbr`).
@@ -185,6 +244,13 @@ def decode_hypotheses(
     config, tgt_vocab = trained.config, trained.tgt_vocab
     encoded = encode_lines(lines, trained.src_vocab, config.max_src_len, warn, strict,
                            config.vocab.get("src_eos", False))
+    prefix_ids = None
+    if prefixes is not None:
+        if len(prefixes) != len(lines):
+            raise InputError(f"{len(prefixes)} prefix line(s) for {len(lines)} input line(s)")
+        prefix_ids = encode_prefixes(prefixes, tgt_vocab, config.max_tgt_len, warn, strict)
+        encoded = [None if p is None else ids for ids, p in zip(encoded, prefix_ids, strict=True)]
+    arguments = controls.arguments() if controls is not None else {}
     batches = length_sorted_batches(encoded, batch_size, sort)
     if lines and not batches:
         raise InputError(f"none of the {len(lines)} input line(s) could be decoded")
@@ -195,14 +261,17 @@ def decode_hypotheses(
     with bar:
         for chunk in batches:
             src_tokens = _source_batch(encoded, chunk, batch_size, config.max_src_len, pad)
+            prefix = _prefix_batch(prefix_ids, chunk, batch_size, config.max_tgt_len,
+                                   tgt_vocab.special_tokens.pad)
             if mbr_settings is None:
-                tokens, lengths, scores = _search(trained, src_tokens, beam_size, alpha, min_len)
+                tokens, lengths, scores = _search(trained, src_tokens, beam_size, alpha, min_len,
+                                                  arguments, prefix)
                 ranked = [(range(nbest), scores[row]) for row in range(len(chunk))]
             else:
                 lines_of_rows = chunk + [0] * (batch_size - len(chunk))  # PAD rows: dropped
                 tokens, lengths, scores = mbr.candidates(
                     trained.model, trained.variables, src_tokens, lines_of_rows,
-                    config.max_tgt_len, mbr_settings, alpha, min_len)
+                    config.max_tgt_len, mbr_settings, alpha, min_len, controls, prefix)
                 ranked = [(order[:nbest], utilities) for order, utilities in mbr.pick(
                     tokens[: len(chunk)], scores[: len(chunk)], tgt_vocab, mbr_settings.utility)]
             for row, line_index in enumerate(chunk):
@@ -225,6 +294,8 @@ def decode_lines(
     strict: bool = False,
     min_len: int = 0,
     sort: bool = True,
+    controls: decoding.GenerationControls | None = None,
+    prefixes: Sequence[Line] | None = None,
 ) -> list[str]:
     """One output text per input line, in order; "" for lines that cannot be decoded.
 
@@ -233,7 +304,7 @@ def decode_lines(
     line that cannot).
     """
     hypotheses = decode_hypotheses(trained, lines, beam_size, 1, alpha, min_len, batch_size, warn,
-                                   strict, sort)
+                                   strict, sort, controls=controls, prefixes=prefixes)
     return [best[0].text if best else "" for best in hypotheses]
 
 
@@ -271,10 +342,10 @@ def format_outputs(hypotheses: Sequence[Sequence[Hypothesis]], nbest: int = 0,
 OUTPUT_FORMATS = ("text", "jsonl")
 
 
-def read_lines(path: str | None) -> list[Line]:
+def read_lines(path: str | None, flag: str = "--input") -> list[Line]:
     """The lines of `path` (default: stdin), each decoded from UTF-8 on its own: a line that is
     not valid UTF-8 is kept, in its place, as the UnicodeDecodeError that says why, so one bad
-    line costs only itself."""
+    line costs only itself. `flag` names the file in an error."""
     if path is None:
         data = sys.stdin.buffer.read()
     else:
@@ -282,7 +353,7 @@ def read_lines(path: str | None) -> list[Line]:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as error:
-            raise InputError(f"cannot read --input {path!r}: {error.strerror}") from error
+            raise InputError(f"cannot read {flag} {path!r}: {error.strerror}") from error
     lines: list[Line] = []
     for raw in data.splitlines():
         try:
@@ -297,11 +368,16 @@ def decode_file(
     batch_size: int = 64, step: int | None = None, average: int = 1, strict: bool = False,
     nbest: int = 0, output_format: str = "text", min_len: int = 0, sort: bool = True,
     progress: bool = False, mbr_settings: mbr.MBRSettings | None = None,
-    raw_weights: bool = False,
+    raw_weights: bool = False, controls: decoding.GenerationControls | None = None,
+    prefix_path: str | None = None,
 ) -> list[str]:
     """What the CLI prints, line by line (`format_outputs`): by default one output per line of
-    `input_path` (default: stdin), in order. Raises WorkdirError or InputError with a message
-    naming the problem."""
+    `input_path` (default: stdin), in order; `prefix_path`: a file of target prefixes, one per
+    input line. Raises WorkdirError or InputError with a message naming the problem."""
+    try:
+        decoding.check_arguments(alpha=alpha)
+    except ValueError as error:
+        raise InputError(f"--{error}") from None
     if beam_size < 0:
         raise InputError(f"--beam={beam_size}: must be >= 0 (0: greedy)")
     if batch_size <= 0:
@@ -317,6 +393,7 @@ def decode_file(
         raise WorkdirError(f"--workdir {workdir!r} does not exist")
     # A file is read first, to fail fast; stdin only once the model is known to load.
     lines = None if input_path is None else read_lines(input_path)
+    prefixes = None if prefix_path is None else read_lines(prefix_path, "--prefix")
     trained = load_workdir(workdir, step, average, raw_weights)
     if min_len >= trained.config.max_tgt_len:
         raise InputError(f"--min_len={min_len}: must be below the model's "
@@ -324,7 +401,8 @@ def decode_file(
     lines = read_lines(None) if lines is None else lines
     hypotheses = decode_hypotheses(trained, lines, beam_size, max(nbest, 1), alpha, min_len,
                                    batch_size, strict=strict, sort=sort, progress=progress,
-                                   mbr_settings=mbr_settings)
+                                   mbr_settings=mbr_settings, controls=controls,
+                                   prefixes=prefixes)
     return format_outputs(hypotheses, nbest, output_format)
 
 

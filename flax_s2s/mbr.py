@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,8 +64,8 @@ class MBRSettings:
             raise ValueError(f"mbr source={self.source!r}: must be one of {SOURCES}")
         if self.utility not in UTILITIES:
             raise ValueError(f"mbr utility={self.utility!r}: must be one of {UTILITIES}")
-        if not self.temperature > 0:
-            raise ValueError(f"mbr temperature={self.temperature}: must be > 0")
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"mbr temperature={self.temperature}: must be a finite number > 0")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"mbr top_p={self.top_p}: must be in (0, 1]")
 
@@ -155,20 +156,27 @@ def candidates(
     settings: MBRSettings,
     alpha: float = 0.6,
     min_len: int = 0,
+    controls: decoding.GenerationControls | None = None,
+    prefix: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The N candidates of each source: tokens [batch, N, max_len], lengths [batch, N] and
     scores [batch, N] (the model's log p; for beam candidates over the length penalty, -inf for
     an empty beam slot). src_tokens [batch, src_len]; line_indices [batch] seed each row's draws.
+    `controls` and a forced `prefix` [batch, prefix_len] apply to every candidate.
     """
     n = settings.candidates
+    arguments = controls.arguments() if controls is not None else {}
     if settings.source == "beam":
-        outputs = decoding.beam_search(model, variables, src_tokens, n, max_len, alpha, min_len)
+        outputs = decoding.beam_search(model, variables, src_tokens, n, max_len, alpha, min_len,
+                                       prefix=prefix, **arguments)
         return tuple(np.asarray(x) for x in jax.device_get(outputs))
     batch = src_tokens.shape[0]
     tiled = np.repeat(np.asarray(src_tokens), n, axis=0)  # row b * n + j: candidate j of b
     keys = candidate_keys(settings.seed, line_indices, n)
     outputs = decoding.sample(model, variables, tiled, max_len, keys, settings.temperature, 0,
-                              settings.top_p, min_len)
+                              settings.top_p, min_len,
+                              prefix=None if prefix is None else np.repeat(prefix, n, axis=0),
+                              **arguments)
     return tuple(np.asarray(x).reshape(batch, n, *x.shape[1:]) for x in jax.device_get(outputs))
 
 
@@ -197,16 +205,19 @@ def mbr_decode(
     settings: MBRSettings,
     batch_size: int,
     alpha: float = 0.6,
+    controls: decoding.GenerationControls | None = None,
 ) -> np.ndarray:
     """The MBR pick of every source [n, src_len] -> tokens [n, max_len], in batches of one
-    static shape (the last filled with copies of its last source); source k is line k."""
+    static shape (the last filled with copies of its last source); source k is line k.
+    `controls`: the generation controls of every candidate."""
     picked = []
     for start in range(0, len(src), batch_size):
         batch = src[start : start + batch_size]
         rows = len(batch)
         batch = np.pad(batch, ((0, batch_size - rows), (0, 0)), mode="edge")
         lines = np.arange(start, start + batch_size)
-        tokens, _, scores = candidates(model, variables, batch, lines, max_len, settings, alpha)
+        tokens, _, scores = candidates(model, variables, batch, lines, max_len, settings, alpha,
+                                       controls=controls)
         for b, (order, _) in enumerate(pick(tokens[:rows], scores[:rows], tgt_vocab,
                                             settings.utility)):
             picked.append(tokens[b, order[0]])

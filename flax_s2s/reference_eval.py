@@ -53,13 +53,14 @@ def decode_sources(
 
 
 def best_decoder(
-    model: Seq2Seq, variables: Any, max_len: int, beam_size: int = 0, alpha: float = 0.6
+    model: Seq2Seq, variables: Any, max_len: int, beam_size: int = 0, alpha: float = 0.6,
+    controls: decoding.GenerationControls | None = None,
 ) -> Callable[[np.ndarray], Any]:
     """src_tokens -> the one output per source that evaluation scores (`decoding.best_sequences`:
-    greedy when beam_size is 0, else the best of a beam of that width)."""
+    greedy when beam_size is 0, else the best of a beam of that width, under `controls`)."""
     check_beam_size(beam_size)
     return functools.partial(decoding.best_sequences, model, variables, max_len=max_len,
-                             beam_size=beam_size, alpha=alpha)
+                             beam_size=beam_size, alpha=alpha, controls=controls)
 
 
 def check_beam_size(beam_size: int) -> None:
@@ -117,8 +118,9 @@ def evaluate_references(
     max_len: int,
     beam_size: int = 0,
     alpha: float = 0.6,
+    controls: decoding.GenerationControls | None = None,
 ) -> dict[str, float]:
     """Decodes every unique source of `grouped` once and scores it against all of its references
-    (beam_size 0: greedy)."""
-    decode = best_decoder(model, variables, max_len, beam_size, alpha)
+    (beam_size 0: greedy; `controls`: the generation controls)."""
+    decode = best_decoder(model, variables, max_len, beam_size, alpha, controls)
     return score_outputs(decode_sources(decode, grouped.src, batch_size), grouped, tgt_vocab, names)

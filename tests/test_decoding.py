@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROLLED, ROOT, tiny_config
+from decoding_references import reference_step
 
 from configs import default
 from flax_s2s import decoding, infer, training
@@ -547,6 +548,37 @@ def test_min_len_is_traced_and_no_output_ends_before_it(seam_model):
         assert compiles == [] and jitted._cache_size() == cache_size, name
 
 
+def test_greedy_with_controls_over_a_real_model_equals_a_loop_over_its_step(seam_model):
+    """The LSTM and the Transformer (its KV cache), step by step with the references."""
+    model, variables = seam_model
+    max_len, settings = SEARCH_LEN, {"no_repeat_ngram_size": 2, "repetition_penalty": 1.3}
+    prefix = np.array([[4, 4], [0, 0], [5, 0], [0, 0]], np.int32)
+    tokens, lengths, scores = jax.device_get(decoding.greedy(
+        model, variables, SRC, max_len, prefix=prefix, **settings))
+    free = jax.device_get(decoding.greedy(model, variables, SRC, max_len))[0]
+    assert not np.array_equal(free, tokens), "the case should be changed by the controls"
+    encoded = model.encode(variables, SRC)
+    cache, step = model.init_cache(variables, encoded, max_len), jax.jit(model.step)
+    forced = [tuple(t for t in row if t != PAD) for row in prefix]
+    outputs, expected_scores = [() for _ in SRC], np.zeros(len(SRC))
+    for position in range(max_len):
+        previous = [output[-1] if output else BOS for output in outputs]
+        logits, cache = step(variables, encoded, cache, jnp.array(previous), position)
+        for row, output in enumerate(outputs):
+            if output and output[-1] == EOS:
+                continue
+            lp, search = reference_step(np.asarray(logits[row]), output, position, settings,
+                                        forced[row])
+            outputs[row] = output + (int(np.argmax(search)),)
+            expected_scores[row] += lp[outputs[row][-1]]
+    for row, output in enumerate(outputs):
+        assert _hypothesis(tokens[row], lengths[row]) == output
+        assert output[: len(forced[row])] == forced[row]
+        assert all(output[i : i + 2] != output[j : j + 2] for i in range(len(output) - 1)
+                   for j in range(i + 1, len(output) - 1))
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-4, atol=1e-4)
+
+
 # --- beam search in training's evaluation ---
 
 
@@ -720,6 +752,15 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     # Batches in input order print what the length-sorted ones did.
     assert infer.decode_file(workdir, str(input_file), beam_size=2, batch_size=3,
                              sort=False) == expected
+    # Under the controls: each output starts with its prefix "1", repeats no symbol
+    # (no_repeat_ngram_size 1) and holds at most 3 tokens, EOS included.
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("1\n" * len(lines))
+    controlled = infer.decode_file(workdir, str(input_file), beam_size=2, batch_size=3,
+                                   prefix_path=str(prefixes), controls=decoding.GenerationControls(
+                                       no_repeat_ngram_size=1, max_len_b=3))
+    for i, text in enumerate(controlled):
+        assert (text.startswith("1") and len(set(text)) == len(text) <= 3) == (i in decodable), text
 
     # The two best hypotheses of every line, with their scores, and a bad line's empty ones
     # (what --nbest=2 prints; in process: the CLI's flags are tested above)

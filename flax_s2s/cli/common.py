@@ -1,5 +1,5 @@
-"""What the commands share: their start (no stray arguments, quiet libraries) and the MBR flags
-of the decode and evaluate commands."""
+"""What the commands share: their start (no stray arguments, quiet libraries), and the MBR and
+generation-control flags of the decode and evaluate commands."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from absl import app, flags, logging
 
+from flax_s2s.decoding import GenerationControls
 from flax_s2s.mbr import SOURCES, UTILITIES, MBRSettings
 
 
@@ -42,3 +43,24 @@ def mbr_settings(values: Any) -> MBRSettings | None:
         return None
     return MBRSettings(values.mbr, values.mbr_source, values.mbr_utility, values.temperature,
                        values.top_p, values.seed)
+
+
+def define_control_flags() -> None:
+    """The generation controls (`flax_s2s.decoding.GenerationControls`), for every search."""
+    flags.DEFINE_integer("no_repeat_ngram_size", 0, "No n-gram of this size occurs twice in an "
+                         "output (0: off).")
+    flags.DEFINE_float("repetition_penalty", 1.0, "Logits of tokens already in the output are "
+                       "divided by this when positive, multiplied when negative (1: off; > 0).")
+    flags.DEFINE_float("max_len_a", 0.0, "Each output ends by floor(a * source length + b) "
+                       "tokens (with --max_len_b; both 0: the model's max_tgt_len).")
+    flags.DEFINE_float("max_len_b", 0.0, "See --max_len_a.")
+
+
+def generation_controls(values: Any) -> GenerationControls:
+    """The GenerationControls the parsed flags ask for; ValueError naming the flag for an
+    impossible value (a NaN, an infinity, a penalty <= 0, a negative n-gram size)."""
+    try:
+        return GenerationControls(values.no_repeat_ngram_size, values.repetition_penalty,
+                                  values.max_len_a, values.max_len_b)
+    except ValueError as error:
+        raise ValueError(f"--{error}") from None

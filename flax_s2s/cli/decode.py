@@ -36,7 +36,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("min_len", 0, "The fewest output tokens before EOS.")
     flags.DEFINE_boolean("no_sort", False, "Batch lines in input order instead of by source "
                          "length (the outputs are the same; sorted batches decode faster).")
+    flags.DEFINE_string("prefix", None, "File of target prefixes, one per input line (an empty "
+                        "line: none): each output starts with its line's prefix, and its score "
+                        "counts it.")
     common.define_mbr_flags()
+    common.define_control_flags()
     flags.mark_flags_as_required(["workdir"])
 
 
@@ -47,7 +51,8 @@ def main(argv: Sequence[str]) -> None:
         outputs = decode_file(args.workdir, args.input, args.beam, args.alpha, args.batch_size,
                               args.step, args.average, args.strict, args.nbest, args.format,
                               args.min_len, not args.no_sort, progress=sys.stderr.isatty(),
-                              mbr_settings=common.mbr_settings(args), raw_weights=args.raw_weights)
+                              mbr_settings=common.mbr_settings(args), raw_weights=args.raw_weights,
+                              controls=common.generation_controls(args), prefix_path=args.prefix)
     except (WorkdirError, InputError, FileFormatError, ValueError) as error:
         raise SystemExit(f"decode: {error}") from None
     for output in outputs:

@@ -31,6 +31,7 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer("batch_size", 0, "Words per decode batch. 0: the config's eval_batch_size.")
     common.define_mbr_flags()
+    common.define_control_flags()
     flags.DEFINE_list("metrics", None, "Metrics to report, comma-separated, from "
                       f"{','.join(METRIC_NAMES)} (rouge: ROUGE-1/2/L/Lsum). Default: wer,per,"
                       "exact_match on --data; on --split the run's config.text_metrics and "
@@ -47,7 +48,8 @@ def main(argv: Sequence[str]) -> None:
     try:
         result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
                                   args.step, args.average, tuple(args.ensemble),
-                                  common.mbr_settings(args), args.raw_weights, args.metrics)
+                                  common.mbr_settings(args), args.raw_weights, args.metrics,
+                                  common.generation_controls(args))
     except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
         raise app.UsageError(str(error)) from None
     source = args.data or f"split {args.split!r}"

@@ -6,7 +6,7 @@ cache = model.init_cache(variables, encoded, max_len)           # decoder state 
 logits, cache = model.step(variables, encoded, cache, prev_tokens, position)   # [batch, vocab]
 logits = model.forward(variables, encoded, tgt_inputs)          # teacher-forced [batch, tgt, vocab]
 ```
-`forcing.py` and `decoding.py` use only these four functions and never look inside a model.
+`forcing.py` and `decoding/` use only these four functions and never look inside a model.
 What belongs to an input rather than to a hypothesis (the memory, attention keys, a Transformer's
 cross-attention keys and values) goes in `encoded`: beam search tiles it once per beam, while it
 reorders `cache` by beam at every step, so the cache should hold only the decoder's own state.

@@ -17,7 +17,7 @@ against all its references (the best per ROUGE type).
   here over scipy.sparse where SciPy is installed, else over dicts (same result; the output says
   which).
 
-ROUGE is `flax_s2s.metrics.rouge` where it exists (the function training evals use), else
+ROUGE is the library's `rouge` (flax_s2s/metrics.py, what training evals use) where it exists, else
 rouge-score called directly with the same scorer (`RougeScorer(types, use_stemmer=True)`) on the
 texts as they are: rouge1/2/L are the same either way, rougeLsum can differ only where a text
 holds more than one sentence (the output says which was used).
@@ -94,7 +94,7 @@ def rouge_function():
     """(name, function(hypotheses, references) -> {type: F1 x 100})."""
     library = getattr(importlib.import_module("flax_s2s.metrics"), "rouge", None)
     if library is not None:
-        return "flax_s2s.metrics.rouge", library
+        return "rouge of flax_s2s/metrics.py", library
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)

@@ -14,7 +14,9 @@ untimed pass that compiles them). Arms: neither (every batch at max_src_len x ma
 buckets (`--boundaries`), packed (rows of max_src_len x max_tgt_len), and with `--pack_tgt_len N`
 packed rows of max_src_len x N (targets cut at N instead: a packed row of 32 target tokens holds
 about two of these targets, while its 256 source tokens would hold about four sources).
-Examples/s is the number to compare: every arm sees the same examples.
+Examples/s is the number to compare: every arm sees the same examples. On a busy machine read
+also examples per CPU second (process CPU seconds while timed, `common.compare`), which other
+processes move less than wall time.
 """
 
 from __future__ import annotations
@@ -119,12 +121,14 @@ def main(args: argparse.Namespace) -> None:
     for arm in arms:
         padding, per_step, tokens = facts[arm]
         steps_per_s = args.steps_per_call / seconds[arm]
+        cpu_per_step = common.CPU_USE[arm] / steps_per_s
         rows.append([arm, padding, per_step, tokens, steps_per_s, per_step * steps_per_s,
-                     tokens * steps_per_s])
-    base = rows[0][5]
-    rows = [row + [row[5] / base] for row in rows]
+                     tokens * steps_per_s, cpu_per_step, per_step / cpu_per_step])
+    base, base_cpu = rows[0][5], rows[0][8]
+    rows = [row + [row[5] / base, row[8] / base_cpu] for row in rows]
     header = ["arm", "padding fraction", "examples/step", "target tokens/step", "steps/s",
-              "examples/s", "target tokens/s", "examples/s vs neither"]
+              "examples/s", "target tokens/s", "CPU s/step", "examples/CPU s",
+              "examples/s vs neither", "examples/CPU s vs neither"]
     lines = [
         "```",
         f"taskset -c {','.join(map(str, common.pinned_cores()))} python bench/code2doc_speed.py "

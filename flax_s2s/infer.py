@@ -4,7 +4,8 @@
 python -m flax_s2s.cli.decode --workdir runs/addition [--beam 4] [--alpha 0.6] [--input FILE]
                               [--batch_size 64] [--step S] [--average K] [--strict]
                               [--nbest N] [--format text|jsonl] [--min_len M] [--no_sort]
-                              [--prefix FILE] [--no_repeat_ngram_size N]
+                              [--input_format auto|text|jsonl] [--prefix FILE]
+                              [--prefix_field NAME] [--no_repeat_ngram_size N]
                               [--repetition_penalty P] [--max_len_a A] [--max_len_b B]
 ```
 Reads one source per line from FILE (default: stdin), prints one output per line in input order.
@@ -20,6 +21,12 @@ with its hypotheses' texts, tokens, lengths and scores. `--min_len M` forbids EO
 tokens. `--mbr N` decodes by minimum Bayes risk over N sampled candidates (or the beam's N-best,
 `--mbr_source=beam`), printing the one with the highest mean `--mbr_utility` against the others
 (`flax_s2s.mbr`).
+
+`--input_format jsonl` (the default "auto" picks it for an --input ending in ".jsonl") reads a
+JSON object per line, its source where training reads it (`flax_s2s.data.decode_input`): the
+run's `src_field`, or its `context_field` list of turns joined by `turn_separator`, of which the
+latest turns that fit max_src_len are kept; `--prefix_field NAME` takes each line's target prefix
+from the row's NAME. A line that is not a JSON object or lacks a field is a bad line (below).
 
 `--prefix FILE` (line-aligned with the input) gives each line a target prefix that its output
 starts with; decoding continues after it, and the printed output and its score include it (an
@@ -46,7 +53,10 @@ import numpy as np
 import tqdm
 
 from flax_s2s import decoding, mbr
-from flax_s2s.data import pipeline
+from flax_s2s.data import decode_input
+from flax_s2s.data.dialogue import Dialogue, join_turns
+from flax_s2s.data.encoding import fit_source
+from flax_s2s.data.text_files import BadLine
 from flax_s2s.data.vocab import SymbolVocab, Vocab, split_symbols
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 
@@ -55,15 +65,16 @@ class InputError(Exception):
     """A problem with the input that stops decoding; the message says what."""
 
 
-Line = str | UnicodeDecodeError  # an input line's text, or why its bytes are not UTF-8
+Line = decode_input.Line  # an input line's text (or Dialogue), or why it has none
 
 
 def encode_lines(
     lines: Sequence[Line], vocab: Vocab, max_src_len: int, warn, strict: bool = False,
     src_eos: bool = False,
 ) -> list[list[int] | None]:
-    """Token ids per line (`pipeline.encode_source`), or None for a line that cannot be decoded
-    (reported through `warn`; with `strict`, an InputError naming the line instead).
+    """Token ids per line (`fit_source`: a Dialogue keeps its latest turns that fit), or None
+    for a line that cannot be decoded (reported through `warn`; with `strict`, an InputError
+    naming the line instead).
 
     Surrounding whitespace is ignored. Symbols outside `vocab` become UNK and are reported.
     """
@@ -80,11 +91,16 @@ def encode_lines(
             skip(number, f"not valid UTF-8 (byte {line.object[line.start]:#04x} at offset "
                          f"{line.start}: {line.reason})")
             continue
-        text = line.strip()
+        if isinstance(line, BadLine):
+            skip(number, str(line))
+            continue
+        text = line if isinstance(line, Dialogue) else line.strip()
         if not text:
             skip(number, "empty input")
             continue
-        ids = pipeline.encode_source(vocab, text, src_eos)
+        ids, cut_turns = fit_source(vocab, text, max_src_len, src_eos)
+        if cut_turns:
+            text = join_turns(text.turns[cut_turns:], text.separator)
         unk = vocab.special_tokens.unk
         unknown = ids.count(unk)
         if unknown:
@@ -369,15 +385,21 @@ def decode_file(
     nbest: int = 0, output_format: str = "text", min_len: int = 0, sort: bool = True,
     progress: bool = False, mbr_settings: mbr.MBRSettings | None = None,
     raw_weights: bool = False, controls: decoding.GenerationControls | None = None,
-    prefix_path: str | None = None,
+    prefix_path: str | None = None, input_format: str = "auto", prefix_field: str | None = None,
 ) -> list[str]:
     """What the CLI prints, line by line (`format_outputs`): by default one output per line of
     `input_path` (default: stdin), in order; `prefix_path`: a file of target prefixes, one per
-    input line. Raises WorkdirError or InputError with a message naming the problem."""
+    input line. `input_format` "jsonl" (or "auto" and a ".jsonl" path) reads JSON lines
+    (`decode_input.jsonl_sources`), with `prefix_field` the field of their prefixes. Raises
+    WorkdirError or InputError with a message naming the problem."""
     try:
         decoding.check_arguments(alpha=alpha)
+        jsonl = decode_input.reads_jsonl(input_format, input_path)
     except ValueError as error:
         raise InputError(f"--{error}") from None
+    if prefix_field is not None and (not jsonl or prefix_path is not None):
+        raise InputError(f"--prefix_field={prefix_field!r}: needs JSON lines input "
+                         "(--input_format=jsonl) and no --prefix file")
     if beam_size < 0:
         raise InputError(f"--beam={beam_size}: must be >= 0 (0: greedy)")
     if batch_size <= 0:
@@ -399,6 +421,10 @@ def decode_file(
         raise InputError(f"--min_len={min_len}: must be below the model's "
                          f"max_tgt_len={trained.config.max_tgt_len} (EOS included)")
     lines = read_lines(None) if lines is None else lines
+    if jsonl:
+        fields = decode_input.fields_of(trained.config)
+        lines, field_prefixes = decode_input.jsonl_sources(lines, fields, prefix_field)
+        prefixes = prefixes if field_prefixes is None else field_prefixes
     hypotheses = decode_hypotheses(trained, lines, beam_size, max(nbest, 1), alpha, min_len,
                                    batch_size, strict=strict, sort=sort, progress=progress,
                                    mbr_settings=mbr_settings, controls=controls,

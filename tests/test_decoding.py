@@ -16,6 +16,9 @@ from decoding_references import reference_step
 
 from configs import default
 from flax_s2s import decoding, infer, training
+from flax_s2s.data import decode_input
+from flax_s2s.data.dialogue import fit_turns, join_turns
+from flax_s2s.data.text_files import BadLine
 from flax_s2s.data.vocab import BOS, EOS, PAD, SymbolVocab
 from flax_s2s.errors import FileFormatError
 from flax_s2s.models import build_model, decoder_inputs
@@ -671,6 +674,40 @@ def test_nbest_lines_are_the_beam_hypotheses_in_input_order(seam_model):
         infer.decode_hypotheses(trained, CLI_LINES, 0, 2)
 
 
+def test_jsonl_lines_decode_as_their_joined_text_keeping_the_latest_turns(seam_model):
+    trained = _seam_trained(seam_model)
+    trained.config.turn_separator = "e"
+    rows = [{"context": ["ab", "c"]}, {"source": "dd"}, {"context": ["a", "b", "cd"]}, "[1, 2",
+            {"context": ["a", 5]}, {"target": "x"}, {"context": ["abcde"]}]
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    sources, prefixes = decode_input.jsonl_sources(lines, decode_input.fields_of(trained.config))
+    assert prefixes is None and sources[:2] == ["abec", "dd"]
+    # Over max_src_len=4 the dialogue keeps its latest turns that fit: "b" + "e" + "cd".
+    ids, cut = fit_turns(join_turns(["a", "b", "cd"], "e"),
+                         lambda text: trained.src_vocab.encode(text, add_eos=False), 4)
+    assert cut == 1 and ids == trained.src_vocab.encode("becd", add_eos=False)
+    messages = []
+    decode = functools.partial(infer.decode_hypotheses, trained, beam_size=3, nbest=3,
+                               batch_size=len(SRC))
+    got = decode(sources, warn=messages.append)
+    assert got[:3] == decode(["abec", "dd", "becd"], warn=lambda message: None)
+    assert got[3:] == [[], [], [], []]
+    assert messages == [f"line {n}: {problem}; printing an empty line" for n, problem in [
+        (4, "not valid JSON (Expecting ',' delimiter at column 6)"),
+        (5, "field 'context[1]' is a number; expected a string"),
+        (6, "field 'source' (or 'context') is missing"),
+        (7, "5 source symbols exceed the model's max_src_len=4")]]
+    with pytest.raises(infer.InputError, match=r"^line 4: not valid JSON .* \(--strict\)$"):
+        infer.encode_lines(sources, trained.src_vocab, 4, print, strict=True)
+    fields = decode_input.fields_of(trained.config)
+    sources, prefixes = decode_input.jsonl_sources(
+        ['{"source": "a", "p": "x"}', '{"source": "a"}', '{"source": "a", "p": 1}'], fields, "p")
+    assert sources[0] == "a" and prefixes == ["x", "", ""]
+    assert [str(s) for s in sources[1:] if isinstance(s, BadLine)] == [
+        "field 'p' (--prefix_field) is missing", "field 'p' (--prefix_field) is not a string"]
+    assert decode_input.reads_jsonl("auto", "chat.jsonl") and not decode_input.reads_jsonl("auto", None)
+
+
 def test_decode_explains_a_workdir_without_checkpoint(tmp_path):
     with pytest.raises(WorkdirError, match="no checkpoint"):
         infer.decode_file(str(tmp_path))
@@ -752,6 +789,15 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     # Batches in input order print what the length-sorted ones did.
     assert infer.decode_file(workdir, str(input_file), beam_size=2, batch_size=3,
                              sort=False) == expected
+    # JSON lines decode as their joined text; --prefix_field as a --prefix file.
+    jsonl, joined = tmp_path / "chat.jsonl", tmp_path / "joined.txt"
+    jsonl.write_text('{"context": ["12", "34"], "p": "1"}\n{"source": "5+5", "p": ""}\n[\n')
+    joined.write_text("12 | 34\n5+5\n\n")
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("1\n\n\n")
+    assert infer.decode_file(workdir, str(jsonl)) == infer.decode_file(workdir, str(joined))
+    assert infer.decode_file(workdir, str(jsonl), prefix_field="p") == infer.decode_file(
+        workdir, str(joined), prefix_path=str(prefixes))
     # Under the controls: each output starts with its prefix "1", repeats no symbol
     # (no_repeat_ngram_size 1) and holds at most 3 tokens, EOS included.
     prefixes = tmp_path / "prefixes.txt"

@@ -1,5 +1,6 @@
 """`python -m flax_s2s.cli.decode --workdir DIR [--input FILE] [--beam N] ...` (or `flax-s2s-decode`):
-decodes text lines, one source per line, with a trained workdir (`flax_s2s.infer`)."""
+decodes text lines, one source per line (or JSON lines, `--input_format`), with a trained
+workdir (`flax_s2s.infer`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from flax_s2s.cli import common
+from flax_s2s.data.decode_input import INPUT_FORMATS
 from flax_s2s.errors import FileFormatError
 from flax_s2s.infer import OUTPUT_FORMATS, InputError, decode_file
 from flax_s2s.workdirs import WorkdirError
@@ -39,6 +41,12 @@ def define_flags() -> None:
     flags.DEFINE_string("prefix", None, "File of target prefixes, one per input line (an empty "
                         "line: none): each output starts with its line's prefix, and its score "
                         "counts it.")
+    flags.DEFINE_enum("input_format", "auto", list(INPUT_FORMATS), "text: one source per line; "
+                      "jsonl: one JSON object per line, its source in the run's src_field or its "
+                      "context_field list of turns (the latest that fit); auto: jsonl for an "
+                      "--input ending in .jsonl, else text.")
+    flags.DEFINE_string("prefix_field", None, "With JSON lines input: the field of each row that "
+                        "holds its target prefix (a string; \"\": none).")
     common.define_mbr_flags()
     common.define_control_flags()
     flags.mark_flags_as_required(["workdir"])
@@ -52,7 +60,8 @@ def main(argv: Sequence[str]) -> None:
                               args.step, args.average, args.strict, args.nbest, args.format,
                               args.min_len, not args.no_sort, progress=sys.stderr.isatty(),
                               mbr_settings=common.mbr_settings(args), raw_weights=args.raw_weights,
-                              controls=common.generation_controls(args), prefix_path=args.prefix)
+                              controls=common.generation_controls(args), prefix_path=args.prefix,
+                              input_format=args.input_format, prefix_field=args.prefix_field)
     except (WorkdirError, InputError, FileFormatError, ValueError) as error:
         raise SystemExit(f"decode: {error}") from None
     for output in outputs:

@@ -71,8 +71,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                           "told apart (default ' | ')")
 
 
-class _Bad(Exception):
+class BadLine(Exception):
     """What is wrong with one line (its message), raised inside a reader's loop."""
+
+
+def json_object(line: str) -> dict[str, Any]:
+    """One line of a JSON-lines file as its object; BadLine says why a line is not one."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise BadLine(f"not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(row, dict):
+        raise BadLine(f"{_JSON_TYPES.get(type(row), 'a value')}, not a JSON object")
+    return row
 
 
 class _BadLines:
@@ -123,44 +134,45 @@ def read_lines(path: str | Path, expected: str, keep_ends: bool = False) -> Iter
         raise FileFormatError(f"{path}: empty file; expected {expected}")
 
 
-def _text(value: Any, field: str) -> str:
+def field_text(value: Any, field: str) -> str:
+    """`value`, a JSON row's `field`, when it is a non-blank string; else BadLine says why."""
     if not isinstance(value, str):
-        raise _Bad(f"field {field!r} is {_JSON_TYPES.get(type(value), type(value).__name__)}; "
-                   "expected a string")
+        raise BadLine(f"field {field!r} is {_JSON_TYPES.get(type(value), type(value).__name__)}; "
+                      "expected a string")
     if not value.strip():
-        raise _Bad(f"field {field!r} is empty or whitespace only")
+        raise BadLine(f"field {field!r} is empty or whitespace only")
     return value
 
 
-def _row_source(row: dict[str, Any], fields: TextFields) -> str:
+def row_source(row: dict[str, Any], fields: TextFields) -> str:
     """The source of a JSON row: its `src_field`, or its `context_field` turns joined."""
     context = fields.context_field
     if context and context in row:
         if fields.src_field in row:
-            raise _Bad(f"fields {fields.src_field!r} and {context!r} are both present; expected "
-                       f"one source (config.context_field='' reads {fields.src_field!r} only)")
+            raise BadLine(f"fields {fields.src_field!r} and {context!r} are both present; expected "
+                          f"one source (config.context_field='' reads {fields.src_field!r} only)")
         turns = row[context]
         if not isinstance(turns, list) or not turns:
-            raise _Bad(f"field {context!r} is {_JSON_TYPES.get(type(turns), 'not a list')}"
-                       f"{' (empty)' if turns == [] else ''}; expected a list of turns (strings)")
-        return join_turns([_text(turn, f"{context}[{i}]") for i, turn in enumerate(turns)],
+            raise BadLine(f"field {context!r} is {_JSON_TYPES.get(type(turns), 'not a list')}"
+                          f"{' (empty)' if turns == [] else ''}; expected a list of turns (strings)")
+        return join_turns([field_text(turn, f"{context}[{i}]") for i, turn in enumerate(turns)],
                           fields.turn_separator)
     if fields.src_field not in row:
         also = f" (or {context!r})" if context else ""
-        raise _Bad(f"field {fields.src_field!r}{also} is missing")
-    return _text(row[fields.src_field], fields.src_field)
+        raise BadLine(f"field {fields.src_field!r}{also} is missing")
+    return field_text(row[fields.src_field], fields.src_field)
 
 
 def _row_targets(row: dict[str, Any], field: str) -> list[str]:
     """The references of a JSON row: its `field`, a string or a non-empty list of strings."""
     if field not in row:
-        raise _Bad(f"field {field!r} is missing")
+        raise BadLine(f"field {field!r} is missing")
     value = row[field]
     if isinstance(value, list):
         if not value:
-            raise _Bad(f"field {field!r} is an empty list; expected a string or a list of strings")
-        return [_text(reference, f"{field}[{i}]") for i, reference in enumerate(value)]
-    return [_text(value, field)]
+            raise BadLine(f"field {field!r} is an empty list; expected a string or a list of strings")
+        return [field_text(reference, f"{field}[{i}]") for i, reference in enumerate(value)]
+    return [field_text(value, field)]
 
 
 def read_jsonl(path: str | Path, fields: TextFields = DEFAULT_FIELDS) -> Iterator[Pair]:
@@ -169,14 +181,9 @@ def read_jsonl(path: str | Path, fields: TextFields = DEFAULT_FIELDS) -> Iterato
     bad = _BadLines(path, fields.skip_bad_lines)
     for number, line in read_lines(path, "JSON lines, one object a line"):
         try:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise _Bad(f"not valid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise _Bad(f"{_JSON_TYPES.get(type(row), 'a value')}, not a JSON object")
-            source, targets = _row_source(row, fields), _row_targets(row, fields.tgt_field)
-        except _Bad as problem:
+            row = json_object(line)
+            source, targets = row_source(row, fields), _row_targets(row, fields.tgt_field)
+        except BadLine as problem:
             bad(number, str(problem))
             continue
         for target in targets:
@@ -222,10 +229,10 @@ def read_delimited(
     for number, record in records:
         try:
             if len(record) != len(header):
-                raise _Bad(f"{len(record)} columns, the header has {len(header)}")
-            pair = (_text(record[columns[fields.src_field]], fields.src_field),
-                    _text(record[columns[fields.tgt_field]], fields.tgt_field))
-        except _Bad as problem:
+                raise BadLine(f"{len(record)} columns, the header has {len(header)}")
+            pair = (field_text(record[columns[fields.src_field]], fields.src_field),
+                    field_text(record[columns[fields.tgt_field]], fields.tgt_field))
+        except BadLine as problem:
             bad(number, str(problem))
             continue
         yield pair

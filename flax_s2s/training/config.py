@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_collections
 
 from flax_s2s import checkpoint, early_stopping, forcing, sharding
-from flax_s2s.data import pipeline, registry, task_data
+from flax_s2s.data import pipeline, registry, task_data, token_store
 from flax_s2s.errors import ConfigError
 from flax_s2s.models import registry as model_registry
 from flax_s2s.pretrained import finetune
@@ -21,6 +21,7 @@ CHECKS = (
     registry.check_config,  # the task and its data
     task_data.check_config,  # the vocabulary
     pipeline.check_config,  # lengths, batches, buckets, packing
+    token_store.check_config,  # the train split on disk
     finetune.check_config,  # config.pretrained
     setup.check_config,  # where a fresh run starts
     model_registry.check_config,  # config.model, its kind's own checks

@@ -1,7 +1,8 @@
 """From a prepared TFDS split to numpy batches of static shape.
 
-The examples of a split are tokenized once into two padded int32 matrices. Training batches come
-from a grain `MapDataset` over example indices: seeded shuffle (a fresh permutation each epoch),
+The examples of a split are tokenized once into two padded int32 matrices (the train split's
+memory-mapped from its token store, `token_store.py`, and read by `examples.take_rows`). Training
+batches come from a grain `MapDataset` over example indices: seeded shuffle (a fresh permutation each epoch),
 repeat, batch. Its iterator state (how many batches were drawn) is saved in every checkpoint, so a
 resumed run sees exactly the batches an uninterrupted one would. With length buckets, each batch
 holds examples of one bucket, cut to that bucket's static shape (one compile per bucket). With
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Iterator, Sequence
 
 import grain
@@ -235,16 +237,22 @@ def bucketed_train_dataset(
     if batches_per_epoch == 0:
         raise ValueError(f"no length bucket holds batch_size={batch_size} examples: {shapes}")
 
+    planning = threading.Lock()  # grain's reader threads ask at once: plan each epoch once
+
     @functools.lru_cache(maxsize=2)
-    def epoch_plan(epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
-        """(each bucket's rows shuffled, the epoch's batches in order as (bucket, first
-        position) [batches, 2])."""
+    def plan(epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
         rng = np.random.default_rng([seed, epoch])
         shuffled = [rng.permutation(indices) for indices in bucket_rows]
         batches = np.array([(bucket, start) for bucket, rows_of in enumerate(shuffled)
                             for start in range(0, len(rows_of) - batch_size + 1, batch_size)],
                            np.int64).reshape(-1, 2)
         return shuffled, batches[rng.permutation(len(batches))]
+
+    def epoch_plan(epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """(each bucket's rows shuffled, the epoch's batches in order as (bucket, first
+        position) [batches, 2])."""
+        with planning:
+            return plan(epoch)
 
     def gather(batch_number: int) -> dict[str, np.ndarray]:
         epoch, index = divmod(int(batch_number), batches_per_epoch)
@@ -294,6 +302,9 @@ def _group(
 
 def group_references(examples: Examples) -> GroupedReferences:
     """Groups a tokenized split by source text (reusing its source rows)."""
+    if examples.texts is None:
+        raise ValueError("a split kept in the token store has no texts to score against: "
+                         "evaluate a split read whole (config.token_store=False)")
     first_row, references, source_index = _group(examples.texts)
     rows = list(first_row.values())
     return GroupedReferences(examples.src[rows], list(first_row), list(references.values()),

@@ -159,7 +159,8 @@ def test_a_directory_in_the_stores_place_that_is_not_one_is_named_not_removed(co
 def test_unpaired_lines_are_named_and_an_evaluated_train_split_stays_in_memory(corpus, tmp_path):
     with open(corpus / "train.tgt", "a") as f:
         f.write("x\n")
-    with pytest.raises(FileFormatError, match=r"train\.tgt:238: no partner line in .*train\.src"):
+    with pytest.raises(FileFormatError, match=r"train\.tgt:238: no partner line in .*train\.src \(.*"
+                       r"train\.src has 237 lines, .*train\.tgt has 238; expected line-aligned"):
         task_data.load_task_data(_config(corpus), str(tmp_path / "w"), ("train",))
     (corpus / "train.tgt").write_text("".join((corpus / "train.tgt").read_text().splitlines(True)[:-1]))
     data = task_data.load_task_data(_config(corpus, eval_splits=("train",)), str(tmp_path / "v"),

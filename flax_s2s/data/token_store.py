@@ -92,14 +92,17 @@ def _lines(path: Path) -> Iterator[str]:
 def _parallel_pairs(directory: Path) -> Iterator[tuple[str, str]]:
     """(source, target) pairs of DIRECTORY/train.src and train.tgt, line by line."""
     src_path, tgt_path = directory / f"{SPLIT}.src", directory / f"{SPLIT}.tgt"
-    count = 0
-    for count, pair in enumerate(itertools.zip_longest(_lines(src_path), _lines(tgt_path)), 1):
+    sides = _lines(src_path), _lines(tgt_path)
+    for count, pair in enumerate(itertools.zip_longest(*sides), start=1):
         if None in pair:
-            longer, shorter = (src_path, tgt_path) if pair[1] is None else (tgt_path, src_path)
+            longer = 0 if pair[1] is None else 1  # its line `count` has no partner
+            counts = [count - 1] * 2
+            counts[longer] = count + sum(1 for _ in sides[longer])
+            paths = (src_path, tgt_path)
             raise FileFormatError(
-                f"{longer}:{count}: no partner line in {shorter} ({shorter} has {count - 1} "
-                "lines; expected line-aligned files, line i of one the translation of line i of "
-                "the other)")
+                f"{paths[longer]}:{count}: no partner line in {paths[1 - longer]} ({src_path} has "
+                f"{counts[0]} lines, {tgt_path} has {counts[1]}; expected line-aligned files, "
+                "line i of one the translation of line i of the other)")
         yield pair
 
 
@@ -129,13 +132,15 @@ def _files_key(paths: Iterable[Path]) -> list[dict]:
 
 
 def _source_key(config: ml_collections.ConfigDict, data_dir: str) -> dict:
-    """The task's data settings and the size and modification time of each file they name."""
+    """The task's data settings and the size and modification time of each file they name; for a
+    task prepared under `data_dir` (a builder), that directory."""
     key = {field: config[field] for field in SOURCE_FIELDS}
-    key["data_dir"] = os.path.abspath(data_dir)
     path = resolve_data_path(config.data_path) if config.data_path else None
     files = (sorted(path.glob(f"{SPLIT}.*")) if path and path.is_dir()
              else [path] if path and path.is_file() else [])
     key["files"] = _files_key(files)
+    if config.task != "parallel_text":
+        key["data_dir"] = os.path.abspath(data_dir)
     return key
 
 

@@ -4,14 +4,16 @@ and steps/s at 100k, 1M and 5M generated pairs; and steps/s on CMUdict G2P, arms
     taskset -c 1 python bench/data_memory.py memory --root DIR [--sizes 100000 1000000 5000000]
         [--steps 300] [--arm NAME[@TREE][,--config.KEY=VALUE...]] [--set --config.KEY=VALUE]
     taskset -c 1 python bench/data_memory.py g2p --data_path PATH/TO/g014b2b.train --root DIR
-        [--steps 600] [--rounds 2] [--arm ...]
+        [--steps 600] [--rounds 2] [--arm ...] [--in_process [--windows 9] [--window_steps 50]]
 
 memory: writes N G2P-like pairs (random letter strings -> their phones by a fixed rule set,
 deterministic from `--seed`; the first N of a larger N are the same pairs) as a parallel-text
 directory (`train.{src,tgt}`, 500 validation pairs), then runs `python train.py
 --config=configs/g2p_lstm.py --config.task=parallel_text --config.data_path=DIR` for `--steps`
 steps per N and arm, one process at a time. g2p: `configs/g2p_gru.py` on the CMUdict file,
-`--rounds` runs of each arm alternating (A B, B A, ...).
+`--rounds` runs of each arm alternating (A B, B A, ...); with `--in_process`, also the train step
+of this tree fed by the train split in memory and by its token store, timed in one process in
+alternating windows (the finer comparison where the machine's load moves between runs).
 
 An arm is a name, optionally `@` a source tree to run (`git archive COMMIT | tar -x -C TREE`:
 the code before a change, run in the same script as the code after), and config overrides:
@@ -244,6 +246,64 @@ def printable_command(args: argparse.Namespace) -> str:
     return "taskset -c CORE python bench/data_memory.py " + " ".join(words)
 
 
+def g2p_in_process(args: argparse.Namespace) -> list[str]:
+    """steps/s of configs/g2p_gru.py's jitted train step, each step fed by the next batch of the
+    train iterator of the split in memory or of its token store: one process, the same compiled
+    step, the two timed in alternating windows (`common.compare`), so that a change of load hits
+    both alike."""
+    sys.path.insert(0, ROOT)
+    import jax
+
+    from configs import g2p_gru
+    from flax_s2s import training
+    from flax_s2s.data import pipeline, task_data
+    from flax_s2s.data.vocab import model_special_tokens
+    from flax_s2s.models import build_model
+
+    config = g2p_gru.get_config()
+    config.data_path = args.data_path
+    workdir, iterators = os.path.join(args.root, "in_process"), {}
+    shutil.rmtree(workdir, ignore_errors=True)
+    for name, stored in (("in memory", False), ("token store", True)):
+        config.token_store = stored
+        data = task_data.load_task_data(config, workdir, ("train",))
+        iterators[name] = pipeline.train_iterator(pipeline.train_dataset(
+            data.splits["train"], config.batch_size, config.seed,
+            bucket_boundaries=tuple(config.bucket_boundaries)))
+    model = build_model(config, len(data.src_vocab), len(data.tgt_vocab),
+                        model_special_tokens(data.src_vocab, data.tgt_vocab))
+    tx = training.make_optimizer(config)
+    step = jax.jit(training.make_train_step(model, tx, config), donate_argnums=0)
+    shapes = pipeline.bucket_shapes(config.max_src_len, config.max_tgt_len, config.bucket_boundaries)
+    states = {}
+    for name in (*iterators, "compile"):
+        states[name] = training.create_train_state(model, tx, config.seed, next(iterators["in memory"]))
+    for src_len, tgt_len in shapes:  # every shape compiled before any timing
+        batch = {"src_tokens": np.ones((config.batch_size, src_len), np.int32),
+                 "tgt_tokens": np.ones((config.batch_size, tgt_len), np.int32)}
+        states["compile"], out = step(states["compile"], batch)
+        jax.block_until_ready(out)
+
+    def steps(name: str):
+        def run() -> None:
+            state = states[name]
+            for _ in range(args.window_steps):
+                state, out = step(state, next(iterators[name]))
+            jax.block_until_ready(out)
+            states[name] = state
+        return run
+
+    seconds = common.compare({name: steps(name) for name in iterators}, warmup=1,
+                             windows=args.windows, repeats=1)
+    base = args.window_steps / seconds["in memory"]
+    rows = [[name, f"{args.window_steps / s:.2f}", f"{args.window_steps / s / base:.3f}"]
+            for name, s in seconds.items()]
+    return ["", f"In one process, {args.windows} alternating windows of {args.window_steps} steps "
+            "(median; every bucket's shape compiled first):", "",
+            *common.table(("train split", "steps/s", "ratio to in memory"), rows),
+            common.cpu_use_line()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -257,6 +317,10 @@ def main() -> None:
     parser.add_argument("--arm", action="append", default=[])
     parser.add_argument("--set", action="append", default=[], help="overrides of every run")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--in_process", action="store_true",
+                        help="g2p: also time the train step fed by each path in one process")
+    parser.add_argument("--windows", type=int, default=9)
+    parser.add_argument("--window_steps", type=int, default=50)
     parser.add_argument("--no_record", action="store_true", help="print, do not append to RESULTS")
     args = parser.parse_args()
     command = printable_command(args)
@@ -267,7 +331,12 @@ def main() -> None:
     arms = [parse_arm(spec) for spec in args.arm] or [parse_arm("this")]
     os.makedirs(args.root, exist_ok=True)
     load_before, started = common.load_average(), time.perf_counter()
-    lines = memory(args, arms) if args.mode == "memory" else g2p(args, arms)
+    if args.mode == "memory":
+        lines = memory(args, arms)
+    else:
+        lines = g2p(args, arms) if args.rounds else []
+    if args.mode == "g2p" and args.in_process:
+        lines += g2p_in_process(args)
     date = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}"
     arm_lines = [f"- Arm `{a['name']}`: tree {'this one' if a['tree'] == ROOT else 'given (@)'}, "
                  f"overrides {' '.join(a['overrides']) or 'none'}" for a in arms]

@@ -82,6 +82,13 @@ def get_config() -> ml_collections.ConfigDict:
     # teacher_forcing.mode="two_pass" (the exact mode scans the decoder step, whose cache would
     # carry across pairs too). Excludes bucket_boundaries. False: one pair a row.
     config.pack = False
+    # The train split tokenized once into WORKDIR/tokens/ (flax_s2s/data/token_store.py): its
+    # text streamed from its files in chunks, its ids kept on disk and read row by row, so a
+    # corpus larger than memory trains in the memory of a small one; rebuilt when the files, the
+    # vocabularies, the lengths or too_long change. Costs disk: rows * (max_src_len +
+    # max_tgt_len) * 4 bytes. Not for a train split that is also evaluated (that one is read
+    # whole, texts and all). False: the train split tokenized into memory on every start.
+    config.token_store = True
 
     # --- vocabularies: built from the train split on a workdir's first run, saved in it
     # (src_vocab.json / .model, tgt_vocab.*) and reused on resume and by the CLIs ---

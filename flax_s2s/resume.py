@@ -5,10 +5,10 @@ so anything that shapes that state or the data must be what the saved run used: 
 vocabulary, the task and its data, batch size and lengths, the optimizer, the forcing schedule,
 the seed, whether the state keeps an average of the parameters (`ema_decay`). What only says
 how long to train, how often to log, evaluate or save, how to evaluate, when to stop early, how
-many microbatches make a step's gradient (the same gradient, to rounding), or where and on which
-devices to run may change. Unknown keys (added to the config after the saved run, or removed since)
-are not compared, except those in `BEFORE_ADDED`, which a saved run that predates them had
-implicitly.
+many microbatches make a step's gradient (the same gradient, to rounding), whether the train
+split is read from its token store (the same batches), or where and on which devices to run may
+change. Unknown keys (added to the config after the saved run, or removed since) are not
+compared, except those in `BEFORE_ADDED`, which a saved run that predates them had implicitly.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ MAY_CHANGE = (
     "eval_length_alpha", "eval_splits", "final_eval_split", "text_metrics", "mesh_shape", "fsdp",
     "distributed.", "compilation_cache_dir", "data_dir", "tfds_data_dir", "init_from",
     "init_from_step", "pretrained", "nonfinite_policy", "grad_accum_steps",
-    "eval_with_ema", "early_stopping.",
+    "eval_with_ema", "early_stopping.", "token_store",
 )
 
 # Keys that change the saved state, with the value a run saved before they existed had: a saved

@@ -21,7 +21,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from flax_s2s.data.examples import Examples
+from flax_s2s.data.examples import Examples, row_lengths, take_rows
 
 SIDES = ("src", "tgt")
 SEGMENT_IDS = "{side}_segment_ids"
@@ -47,13 +47,13 @@ def segments(batch, side: str):
 def unpadded_examples(examples: Examples, order: grain.MapDataset) -> grain.MapDataset:
     """The examples at the indices of `order`, each {"src", "tgt"} cut to its real tokens
     (1-D int32 arrays of its source and target lengths, EOS included)."""
-    src_lengths = (examples.src != examples.src_pad).sum(1)
-    tgt_lengths = (examples.tgt != examples.tgt_pad).sum(1)
+    src_lengths = row_lengths(examples.src, examples.src_pad)
+    tgt_lengths = row_lengths(examples.tgt, examples.tgt_pad)
 
     def example(index: int) -> dict[str, np.ndarray]:
-        index = int(index)
-        return {"src": examples.src[index, : src_lengths[index]],
-                "tgt": examples.tgt[index, : tgt_lengths[index]]}
+        index = np.array([index])
+        return {"src": take_rows(examples.src, index)[0, : src_lengths[index[0]]],
+                "tgt": take_rows(examples.tgt, index)[0, : tgt_lengths[index[0]]]}
 
     return order.map(example)
 

@@ -2,8 +2,9 @@
 
 The examples of a split are tokenized once into two padded int32 matrices, each pair under the
 length policy of `encoding.encode_pair` (a training split drops, refuses or truncates a pair over
-the limits; an evaluated split keeps every pair, cut where it must be). Training batches come
-from a grain `MapDataset` over example indices: seeded shuffle (a fresh permutation each epoch),
+the limits; an evaluated split keeps every pair, cut where it must be); the train split's may be
+memory-mapped from its token store (`token_store.py`) and read by `examples.take_rows`. Training
+batches come from a grain `MapDataset` over example indices: seeded shuffle (a fresh permutation each epoch),
 repeat, batch. Its iterator state (how many batches were drawn) is saved in every checkpoint, so a
 resumed run sees exactly the batches an uninterrupted one would. With length buckets, each batch
 holds examples of one bucket, cut to that bucket's static shape (one compile per bucket). With
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Iterator, Sequence
 
 import grain
@@ -25,7 +27,7 @@ import numpy as np
 
 from flax_s2s import config_checks
 from flax_s2s.data import encoding, packing
-from flax_s2s.data.examples import Examples
+from flax_s2s.data.examples import Examples, row_lengths, take_rows
 from flax_s2s.data.vocab import Vocab
 from flax_s2s.errors import ConfigError
 
@@ -134,7 +136,8 @@ def train_dataset(
 
     def gather(indices: np.ndarray) -> dict[str, np.ndarray]:
         indices = np.asarray(indices)[rows]
-        return {"src_tokens": examples.src[indices], "tgt_tokens": examples.tgt[indices]}
+        return {"src_tokens": take_rows(examples.src, indices),
+                "tgt_tokens": take_rows(examples.tgt, indices)}
 
     return (
         grain.MapDataset.range(len(examples))
@@ -191,11 +194,15 @@ def bucket_shapes(max_src_len: int, max_tgt_len: int, boundaries: Sequence[int])
 
 
 def assign_buckets(examples: Examples, shapes: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Index of the first (smallest) bucket that fits each example's source and target. [n]."""
-    src_lengths = (examples.src != examples.src_pad).sum(1)
-    tgt_lengths = (examples.tgt != examples.tgt_pad).sum(1)  # EOS included
-    fits = np.stack([(src_lengths <= s) & (tgt_lengths <= t) for s, t in shapes], axis=1)
-    return fits.argmax(1)  # the last bucket always fits
+    """Index of the first (smallest) bucket that fits each example's source and target: [n]
+    int8. The lengths are counted in chunks (`row_lengths`): no [n, length] temporary."""
+    src_lengths = row_lengths(examples.src, examples.src_pad)
+    tgt_lengths = row_lengths(examples.tgt, examples.tgt_pad)  # EOS included
+    bucket_of = np.full(len(examples), len(shapes) - 1, np.int8)  # the last bucket always fits
+    for bucket in reversed(range(len(shapes) - 1)):
+        src_len, tgt_len = shapes[bucket]
+        bucket_of[(src_lengths <= src_len) & (tgt_lengths <= tgt_len)] = bucket
+    return bucket_of
 
 
 def bucketed_train_dataset(
@@ -215,27 +222,37 @@ def bucketed_train_dataset(
     max_src_len, max_tgt_len = examples.src.shape[1], examples.tgt.shape[1]
     shapes = bucket_shapes(max_src_len, max_tgt_len, boundaries)
     bucket_of = assign_buckets(examples, shapes)
-    bucket_rows = [np.flatnonzero(bucket_of == b) for b in range(len(shapes))]
+    # int32 row numbers: 4 bytes an example, the plan's only memory that grows with the split
+    bucket_rows = [np.flatnonzero(bucket_of == b).astype(np.int32) for b in range(len(shapes))]
     batches_per_epoch = sum(len(r) // batch_size for r in bucket_rows)
     if batches_per_epoch == 0:
         raise ValueError(f"no length bucket holds batch_size={batch_size} examples: {shapes}")
 
+    planning = threading.Lock()  # grain's reader threads ask at once: plan each epoch once
+
     @functools.lru_cache(maxsize=2)
-    def epoch_plan(epoch: int) -> list[tuple[int, np.ndarray]]:
+    def plan(epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
         rng = np.random.default_rng([seed, epoch])
-        batches = []
-        for bucket, indices in enumerate(bucket_rows):
-            shuffled = rng.permutation(indices)
-            for start in range(0, len(shuffled) - batch_size + 1, batch_size):
-                batches.append((bucket, shuffled[start : start + batch_size]))
-        return [batches[i] for i in rng.permutation(len(batches))]
+        shuffled = [rng.permutation(indices) for indices in bucket_rows]
+        batches = np.array([(bucket, start) for bucket, rows_of in enumerate(shuffled)
+                            for start in range(0, len(rows_of) - batch_size + 1, batch_size)],
+                           np.int64).reshape(-1, 2)
+        return shuffled, batches[rng.permutation(len(batches))]
+
+    def epoch_plan(epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """(each bucket's rows shuffled, the epoch's batches in order as (bucket, first
+        position) [batches, 2])."""
+        with planning:
+            return plan(epoch)
 
     def gather(batch_number: int) -> dict[str, np.ndarray]:
         epoch, index = divmod(int(batch_number), batches_per_epoch)
-        bucket, indices = epoch_plan(epoch)[index]
+        shuffled, batches = epoch_plan(epoch)
+        bucket, start = (int(v) for v in batches[index])
         src_len, tgt_len = shapes[bucket]
-        indices = indices[rows]
-        return {"src_tokens": examples.src[indices, :src_len], "tgt_tokens": examples.tgt[indices, :tgt_len]}
+        indices = shuffled[bucket][start : start + batch_size][rows]
+        return {"src_tokens": take_rows(examples.src, indices)[:, :src_len],
+                "tgt_tokens": take_rows(examples.tgt, indices)[:, :tgt_len]}
 
     endless = 2**62  # batch numbers; grain's iterator state is the next one
     return grain.MapDataset.range(endless).map(gather)
@@ -278,6 +295,9 @@ def _group(
 
 def group_references(examples: Examples) -> GroupedReferences:
     """Groups a tokenized split by source text (reusing its source rows)."""
+    if examples.texts is None:
+        raise ValueError("a split kept in the token store has no texts to score against: "
+                         "evaluate a split read whole (config.token_store=False)")
     first_row, references, source_index = _group(examples.texts)
     rows = list(first_row.values())
     return GroupedReferences(examples.src[rows], list(first_row), list(references.values()),

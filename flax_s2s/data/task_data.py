@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import ml_collections
 
 from flax_s2s import config_checks
-from flax_s2s.data import pipeline
+from flax_s2s.data import pipeline, token_store
 from flax_s2s.data.pretrained_tokenizer import tokenizer_vocab
 from flax_s2s.data.registry import read_task_texts
 from flax_s2s.data.vocab import (
@@ -97,10 +97,16 @@ def load_task_data(
     The train split is tokenized under `config.too_long`; every other split is evaluated and
     keeps all its examples (`pipeline.tokenize`). Vocabularies are built from the training split
     on a workdir's first run and saved there; a resumed run and the decode / evaluate CLIs load
-    them, so ids never shift under a checkpoint.
+    them, so ids never shift under a checkpoint. With `config.token_store`, the train split is
+    streamed from its files and kept on disk (`token_store.py`).
     """
     data_dir = config.data_dir or default_data_dir(workdir)
-    texts = read_task_texts(config, data_dir, tuple(dict.fromkeys(("train", *splits))))
+    stored = token_store.stores_train(config, splits)
+    in_memory = tuple(split for split in splits if not (stored and split == "train"))
+    texts = read_task_texts(config, data_dir,
+                            tuple(dict.fromkeys((() if stored else ("train",)) + in_memory)))
+    if stored:
+        texts["train"] = token_store.TrainText(config, data_dir)  # pairs streamed when iterated
     vocabs = load_vocabs(workdir)
     if vocabs is None:
         if config.vocab.type == "pretrained":  # the checkpoint's tokenizer, on both sides
@@ -122,7 +128,8 @@ def load_task_data(
         split: pipeline.tokenize(
             texts[split], src_vocab, tgt_vocab, config.max_src_len, config.max_tgt_len,
             config.too_long, split, config.vocab.src_eos, evaluated=split != "train",
-        )
+        ) if split in in_memory else token_store.train_examples(
+            config, workdir, data_dir, src_vocab, tgt_vocab, texts["train"])
         for split in splits
     }
     return TaskData(src_vocab, tgt_vocab, examples)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_collections
 
 from flax_s2s import checkpoint, early_stopping, forcing, sharding
-from flax_s2s.data import pipeline, registry, task_data, text_files
+from flax_s2s.data import pipeline, registry, task_data, text_files, token_store
 from flax_s2s.errors import ConfigError
 from flax_s2s.models import registry as model_registry
 from flax_s2s.pretrained import finetune
@@ -22,6 +22,7 @@ CHECKS = (
     text_files.check_config,  # the fields of the text files a user brings
     task_data.check_config,  # the vocabulary
     pipeline.check_config,  # lengths, batches, buckets, packing
+    token_store.check_config,  # the train split on disk
     finetune.check_config,  # config.pretrained
     setup.check_config,  # where a fresh run starts
     model_registry.check_config,  # config.model, its kind's own checks

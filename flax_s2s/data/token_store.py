@@ -11,10 +11,10 @@ The text is read pair by pair and tokenized `CHUNK_PAIRS` pairs at a time by `pi
 appended to the files. `<key>` is a hash of what the ids depend on (`store_key`: the train
 files' sizes and modification times or the task's data settings, both vocabularies, the maximum
 lengths, the too_long policy, EOS on sources, this format's version): when any changes, the key
-does, and a new store is built beside the stale one, which is then removed. A build writes into a
-temporary directory and renames it into place when complete, so an interrupted build leaves no
-store to be read; what it left is removed by the next build. Only directories holding this
-module's manifest are ever removed.
+does, the stale store is removed and a new one built. A build writes into a temporary
+directory and renames it into place when complete, so an interrupted build leaves no store to be
+read; what it left is removed by the next build. Only directories this module made are removed:
+those holding its manifest, and its temporary ones whose process has ended.
 
 The split comes back as an `Examples` over read-only `np.memmap`s, without its texts: the
 pipeline's batches, buckets and packed rows read it through `examples.take_rows`.

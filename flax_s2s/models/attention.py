@@ -1,6 +1,6 @@
 """Attention as the Transformer and T5 compute it: the choice between XLA's attention and cuDNN's
 fused (flash) kernel, masks in the form a fused kernel takes, beam attention over a cache kept in
-place, and the KV cache's creation and writes.
+place (and the beams' `origin` table it reads), and the KV cache's creation and writes.
 
 Masks are given as key lengths ([batch] int32; keys at positions >= length are masked) and a
 causal flag, never as a [batch, heads, q_len, kv_len] boolean array; `attention_implementation`

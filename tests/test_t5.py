@@ -4,9 +4,11 @@ reference implementation's outputs (T5 and BART) are in test_pretrained.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import shutil
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 from safetensors.flax import save_file as save_flax_file
 from safetensors.numpy import load_file, save_file
 
-from flax_s2s import sharding
+from flax_s2s import decoding, sharding
 from flax_s2s.models import build_model
 from flax_s2s.models.t5 import T5Config, relative_position_bucket
 from flax_s2s.pretrained import PretrainedError, load_t5
@@ -195,3 +197,56 @@ def test_config_of_another_feed_forward_names_the_tensor(tmp_path):
     (directory / "config.json").write_text(json.dumps({**config, "feed_forward_proj": "relu"}))
     with pytest.raises(PretrainedError, match=r"wi_0\.weight' would fill .*another feed_forward"):
         load_t5(directory)
+
+
+@dataclasses.dataclass(frozen=True)
+class _GatheredBeams:
+    """`model`'s seam without `init_beam_cache` / `reorder_cache`: beam search then gathers every
+    cache leaf by beam at each step (T5's path before its cache was read in place)."""
+
+    model: Any
+
+    @property
+    def special_tokens(self):
+        return self.model.special_tokens
+
+    def encode(self, variables, src_tokens):
+        return self.model.encode(variables, src_tokens)
+
+    def init_cache(self, variables, encoded, max_len):
+        return self.model.init_cache(variables, encoded, max_len)
+
+    def step(self, variables, encoded, cache, prev_tokens, position):
+        return self.model.step(variables, encoded, cache, prev_tokens, position)
+
+
+def test_beam_cache_in_place_equals_the_cache_gathered_by_beam():
+    """T5's beam cache stays where each step wrote it (the `origin` table): steps under random
+    reorders give the logits of the cache gathered by beam, and beam search finds the same
+    hypotheses and scores."""
+    config = tiny_config(**{**TINY_T5, "model.num_decoder_layers": 2})
+    model = build_model(config, 11, 11)
+    src = np.array([[4, 5, 6, 7, 1], [8, 9, 1, 0, 0], [10, 3, 5, 1, 0]], np.int32)
+    variables = model.init(jax.random.PRNGKey(3), src, np.zeros((3, 7), np.int32))
+    beams, length = 4, 7
+    tiled = np.repeat(src, beams, axis=0)  # row g * beams + slot, as beam search tiles
+    encoded = model.encode(variables, tiled)
+    kept = model.init_beam_cache(variables, encoded, length, beams)
+    gathered = model.init_cache(variables, encoded, length)
+    assert "origin" in kept
+    step = jax.jit(model.step)
+    rng = np.random.default_rng(0)
+    for position in range(length):
+        tokens = jnp.asarray(rng.integers(2, 11, len(tiled)), jnp.int32)
+        kept_logits, kept = step(variables, encoded, kept, tokens, position)
+        gathered_logits, gathered = step(variables, encoded, gathered, tokens, position)
+        np.testing.assert_allclose(kept_logits, gathered_logits, rtol=1e-5, atol=1e-5)
+        rows = (np.arange(len(src))[:, None] * beams + rng.integers(0, beams, (len(src), beams)))
+        kept = model.reorder_cache(kept, rows.reshape(-1))
+        gathered = jax.tree.map(lambda leaf, rows=rows: leaf[rows.reshape(-1)], gathered)
+
+    in_place, by_beam = (jax.device_get(decoding.beam_search(side, variables, src, beams, length))
+                         for side in (model, _GatheredBeams(model)))
+    np.testing.assert_array_equal(in_place[0], by_beam[0])
+    np.testing.assert_array_equal(in_place[1], by_beam[1])
+    np.testing.assert_allclose(in_place[2], by_beam[2], rtol=1e-5, atol=1e-5)

@@ -4,8 +4,8 @@ Beam search relies on one property of the seam: every leaf of `encoded` and of t
 has the batch as its leading axis (true of an RNN's (h, c) and of a Transformer's per-layer
 key/value cache), so tiling and reordering beams are one `jax.tree.map` each. A model may instead
 keep its beams' caches where they were written and follow them through a table
-(`init_beam_cache` / `reorder_cache`: the Transformer, whose self-attention cache is too large to
-copy at every step; see `Transformer.reorder_cache`).
+(`init_beam_cache` / `reorder_cache`: the Transformer and T5, whose self-attention caches are too
+large to copy at every step; see `flax_s2s.models.attention.reorder_beam_cache`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Attention as the Transformer and T5 compute it: the choice between XLA's attention and cuDNN's
 fused (flash) kernel, masks in the form a fused kernel takes, beam attention over a cache kept in
-place, and the KV cache's creation and writes.
+place (and the beams' `origin` table it reads), and the KV cache's creation and writes.
 
 Masks are given as key lengths ([batch] int32; keys at positions >= length are masked) and a
 causal flag, never as a [batch, heads, q_len, kv_len] boolean array; `attention_implementation`
@@ -114,14 +114,24 @@ def attend(
     )
 
 
-def attend_beams(query: Array, key: Array, value: Array, origin: Array, filled: Array) -> Array:
+def attend_beams(
+    query: Array,
+    key: Array,
+    value: Array,
+    origin: Array,
+    filled: Array,
+    bias: Array | None = None,
+    scaled: bool = True,
+) -> Array:
     """One decoding step's self-attention for beams whose caches stay where they were written.
 
     query [groups * beams, 1, heads, head_dim]; key, value [groups * beams, max_len, heads,
     head_dim], where row g * beams + s holds what slot s of input g wrote at each position;
     origin [groups, beams, max_len] int32: the slot whose row holds, at each position, the key and
-    value of the beam now in slot b (`Transformer.reorder_cache` keeps it). Positions >= filled
-    (a scalar) are masked. -> [groups * beams, 1, heads, head_dim].
+    value of the beam now in slot b (`reorder_beam_cache` keeps it). Positions >= filled (a
+    scalar) are masked. `bias` [1, heads, 1, max_len] (T5's relative positions), the same for
+    every row, is added to the float32 logits; `scaled` divides them by sqrt(head_dim) (T5 does
+    not). -> [groups * beams, 1, heads, head_dim].
 
     Each query scores against every slot of its input (beams x the keys) and keeps, per position,
     only the slot `origin` names, so the result equals attention over a cache gathered by beam,
@@ -132,13 +142,47 @@ def attend_beams(query: Array, key: Array, value: Array, origin: Array, filled: 
     query = query.reshape(groups, beams, heads, head_dim)
     key = key.reshape(groups, beams, length, heads, head_dim)
     value = value.reshape(groups, beams, length, heads, head_dim)
-    scores = jnp.einsum("gqhd,gslhd->ghqsl", query, key) / np.sqrt(head_dim)
+    scores = jnp.einsum("gqhd,gslhd->ghqsl", query, key)
+    scores = (scores / np.sqrt(head_dim) if scaled else scores).astype(jnp.float32)
+    if bias is not None:  # [1, heads, 1, max_len] -> [1, heads, 1 (query), 1 (slot), max_len]
+        scores = scores + bias[:, :, :, None, :]
     own = origin[:, None, :, None, :] == jnp.arange(beams)[None, None, None, :, None]
     mask = own & (jnp.arange(length) < filled)  # [groups, 1, beams (query), beams (slot), len]
-    scores = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
+    scores = jnp.where(mask, scores, -jnp.inf)
     weights = jax.nn.softmax(scores.reshape(*scores.shape[:3], -1), axis=-1).reshape(scores.shape)
     out = jnp.einsum("ghqsl,gslhd->gqhd", weights.astype(value.dtype), value)
     return out.reshape(groups * beams, 1, heads, head_dim)
+
+
+def beam_cache(cache: dict[str, Any], beam_size: int) -> dict[str, Any]:
+    """A decoder's `init_cache` result for beam search over rows g * beam_size + slot, plus the
+    table `origin` [groups, beam_size, max_len] int32 that `reorder_beam_cache` updates instead
+    of moving the caches (each slot starts as its own origin)."""
+    batch, max_len = cache["self"][0]["key"].shape[:2]
+    slots = jnp.arange(beam_size, dtype=jnp.int32)[None, :, None]
+    return {**cache, "origin": jnp.broadcast_to(slots, (batch // beam_size, beam_size, max_len))}
+
+
+def reorder_beam_cache(cache: dict[str, Any], rows: Array) -> dict[str, Any]:
+    """The cache of beams whose new row r continues old row rows[r] (rows [groups * beams],
+    within each input's beams). A beam cache (with `origin`) keeps every key and value where
+    it was written and gathers only the small table; any other cache is gathered by row."""
+    if "origin" not in cache:
+        return jax.tree.map(lambda leaf: leaf[rows], cache)
+    origin = cache["origin"]
+    groups, beams, _ = origin.shape
+    parents = (rows % beams).reshape(groups, beams)  # the slot each new beam continues
+    origin = jnp.take_along_axis(origin, parents[:, :, None], axis=1)
+    return {**cache, "origin": origin}
+
+
+def step_origin(origin: Array | None, position: Array | int) -> Array | None:
+    """The `origin` table a step at `position` reads: this step's keys and values go to each
+    slot's own row. None (a cache without the table) stays None."""
+    if origin is None:
+        return None
+    slots = jnp.broadcast_to(jnp.arange(origin.shape[1], dtype=origin.dtype), origin.shape[:2])
+    return jax.lax.dynamic_update_slice_in_dim(origin, slots[:, :, None], position, 2)
 
 
 def write_cache(cache: KeyValue, kv: KeyValue, position: Array | int) -> KeyValue:

@@ -11,8 +11,8 @@ What belongs to an input rather than to a hypothesis (the memory, attention keys
 cross-attention keys and values) goes in `encoded`: beam search tiles it once per beam, while it
 reorders `cache` by beam at every step, so the cache should hold only the decoder's own state.
 Beam search asks for `init_beam_cache` and `reorder_cache`, which gather every cache leaf by beam
-unless the module does better (the Transformer reads its self-attention cache in place, through
-a table of which beam wrote each position, so no step copies the cache).
+unless the module does better (the Transformer and T5 read their self-attention caches in place,
+through a table of which beam wrote each position, so no step copies the cache).
 
 BatchNorm models (`model.norm="batch"`) carry running statistics in `variables["batch_stats"]`.
 Training calls `encode` and `forward` with `update_stats=True`, which makes them return
@@ -151,7 +151,7 @@ class Seq2Seq:
         self, variables: Variables, encoded: Any, max_len: int, beam_size: int
     ) -> Any:
         """`init_cache` for beam search, whose encoded rows are g * beam_size + slot: a module
-        with `init_beam_cache` (the Transformer) keeps its beams' caches in place and follows
+        with `init_beam_cache` (the Transformer, T5) keeps its beams' caches in place and follows
         them through a table that `reorder_cache` updates."""
         module = type(self.module)
         if not hasattr(module, "init_beam_cache"):

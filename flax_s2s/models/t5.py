@@ -19,13 +19,15 @@ What sets it apart from `transformer.Transformer`:
 
 The cache, `encoded` and the four seam functions are the Transformer's: `encode` also projects the
 memory into each decoder layer's cross-attention keys and values; the cache holds only the
-decoder's self-attention keys and values ([batch, max_len, heads, d_kv] per layer).
+decoder's self-attention keys and values ([batch, max_len, heads, d_kv] per layer). Beam search
+keeps it in place, as the Transformer's: `init_beam_cache` adds the table `origin` of which beam
+wrote each position, `reorder_cache` gathers only that table, and a step's self-attention reads
+the cache through it (`attend_beams`, with T5's bias and no logit scale).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -33,12 +35,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_s2s.models.attention import empty_caches, segment_mask, write_cache
+from flax_s2s.models.attention import (
+    KeyValue,
+    attend_beams,
+    beam_cache,
+    empty_caches,
+    reorder_beam_cache,
+    segment_mask,
+    step_origin,
+    write_cache,
+)
+from flax_s2s.models.t5_buckets import relative_position_bucket
 from flax_s2s.models.transformer import check_packed_encoding, encoder_output, source_mask
 from flax_s2s.special_tokens import PRETRAINED_DEFAULTS, SpecialTokens
 
 Array = jax.Array
-KeyValue = dict[str, Array]  # {"key", "value"}: [batch, length, heads, d_kv]
 
 FEED_FORWARDS = ("relu", "gated-gelu")  # the allowed `feed_forward` values (config.json's names)
 T5_SPECIAL_TOKENS = PRETRAINED_DEFAULTS["t5"]
@@ -107,37 +118,6 @@ class T5Config:
         return cls(**values)
 
 
-def relative_position_bucket(
-    relative_position: np.ndarray, bidirectional: bool, num_buckets: int, max_distance: int
-) -> np.ndarray:
-    """T5's bucket of each relative position (key - query), int32 in [0, num_buckets).
-
-    Half the buckets (of each direction, when bidirectional) are single distances 0, 1, ...;
-    the rest grow logarithmically up to `max_distance`, and every farther distance shares the
-    last one. Causal (not bidirectional): keys after the query all fall into bucket 0.
-    Computed in NumPy float32 in the reference's order of operations, so that distances on a
-    bucket boundary land where the reference puts them.
-    """
-    relative_position = np.asarray(relative_position, np.int64)
-    buckets = np.zeros_like(relative_position)
-    if bidirectional:
-        num_buckets //= 2
-        buckets += (relative_position > 0) * num_buckets
-        distance = np.abs(relative_position)
-    else:
-        distance = -np.minimum(relative_position, 0)
-    max_exact = num_buckets // 2
-    with np.errstate(divide="ignore"):
-        scaled = (
-            np.log(distance.astype(np.float32) / np.float32(max_exact))
-            / np.float32(math.log(max_distance / max_exact))
-            * np.float32(num_buckets - max_exact)
-        )
-    large = max_exact + np.where(distance < max_exact, 0, scaled).astype(np.int64)
-    large = np.minimum(large, num_buckets - 1)
-    return (buckets + np.where(distance < max_exact, distance, large)).astype(np.int32)
-
-
 class RelativePositionBias(nn.Module):
     """The learned bias [buckets, heads] of a stack, looked up by relative position."""
 
@@ -191,10 +171,16 @@ class T5Attention(nn.Module):
         """x [batch, length, d_model] -> keys and values [batch, length, heads, d_kv]."""
         return {"key": self.key(x), "value": self.value(x)}
 
-    def __call__(self, x: Array, kv: KeyValue, score_bias: Array, train: bool) -> Array:
+    def __call__(self, x: Array, kv: KeyValue, score_bias: Array, train: bool,
+                 origin: Array | None = None, filled: Array | None = None) -> Array:
         """Queries from x [batch, q_len, d_model] over kv, with score_bias broadcastable to
-        [batch, heads, q_len, kv_len] added to the logits -> [batch, q_len, d_model]."""
+        [batch, heads, q_len, kv_len] added to the logits -> [batch, q_len, d_model]. With
+        `origin`, one beam-search step over caches kept in place, keys >= `filled` masked
+        (`attend_beams`; score_bias [1, heads, 1, kv_len]; no dropout: beam search never trains)."""
         query = self.query(x)
+        if origin is not None:
+            return self.out(attend_beams(query, kv["key"], kv["value"], origin, filled,
+                                         score_bias, scaled=False))
         scores = jnp.einsum("bqhd,bkhd->bhqk", query, kv["key"]).astype(jnp.float32) + score_bias
         weights = jax.nn.softmax(scores, axis=-1)
         if self.sow_weights:
@@ -274,16 +260,19 @@ class T5DecoderLayer(nn.Module):
         train: bool,
         self_cache: KeyValue | None = None,
         position: Array | None = None,
+        origin: Array | None = None,
     ) -> tuple[Array, KeyValue | None]:
         """The parallel pass over x [batch, tgt_len, d_model] when `self_cache` is None, else one
         step (tgt_len 1) whose key and value are written into self_cache [batch, max_len, heads,
-        d_kv] at `position`. self_bias: relative positions and causal mask of the self-attention,
-        cross_bias: the source padding mask. Returns (x, updated self_cache or None)."""
+        d_kv] at `position` (beam search's caches are read through `origin`, `attend_beams`).
+        self_bias: relative positions and causal mask of the self-attention, cross_bias: the
+        source padding mask. Returns (x, updated self_cache or None)."""
         y = self.self_attention_norm(x)
         kv = self.self_attention.project_kv(y)
         if self_cache is not None:
             kv = self_cache = write_cache(self_cache, kv, position)
-        y = self.self_attention(y, kv, self_bias, train)
+        filled = None if origin is None else position + 1
+        y = self.self_attention(y, kv, self_bias, train, origin, filled)
         x = x + self.dropout(y, deterministic=not train)
         y = self.cross_attention(self.cross_attention_norm(x), cross_kv, cross_bias, train)
         x = x + self.dropout(y, deterministic=not train)
@@ -369,6 +358,13 @@ class T5(nn.Module):
         return empty_caches(encoded["memory"].shape[0], max_len, c.num_heads, c.d_kv, c.dtype,
                             len(self.decoder_layers))
 
+    def init_beam_cache(self, encoded: dict[str, Any], max_len: int, beam_size: int) -> dict[str, Any]:
+        """`init_cache` for beam search over encoded rows g * beam_size + slot, plus the table
+        `origin` that `reorder_cache` updates instead of moving the caches (`beam_cache`)."""
+        return beam_cache(self.init_cache(encoded, max_len), beam_size)
+
+    reorder_cache = staticmethod(reorder_beam_cache)  # gathers only `origin` (see there)
+
     def _decode(
         self,
         encoded: dict[str, Any],
@@ -378,16 +374,17 @@ class T5(nn.Module):
         caches: list[KeyValue] | None = None,
         position: Array | None = None,
         cross_bias: Array | None = None,
+        origin: Array | None = None,
     ) -> tuple[Array, list[KeyValue] | None]:
         """The decoder stack from embedded inputs x [batch, len, d_model] to float32 logits.
-        `cross_bias` (packed rows) replaces the source padding bias."""
+        `cross_bias` (packed rows) replaces the source padding bias; `origin`: a beam step's."""
         if cross_bias is None:
             cross_bias = _padding_bias(encoded["src_mask"])
         x = self.dropout(x, deterministic=not train)
         new_caches = []
         for i, (layer, cross_kv) in enumerate(zip(self.decoder_layers, encoded["cross"], strict=True)):
             x, cache = layer(x, self_bias, cross_kv, cross_bias, train,
-                             None if caches is None else caches[i], position)
+                             None if caches is None else caches[i], position, origin)
             new_caches.append(cache)
         x = self.dropout(self.decoder_norm(x), deterministic=not train)
         if self.config.scale_output:
@@ -431,14 +428,16 @@ class T5(nn.Module):
     ) -> tuple[Array, dict[str, Any]]:
         """prev_tokens [batch] at `position` -> (logits [batch, vocab], updated cache). The
         self-attention bias is this position's against every cache position, those after it
-        masked."""
+        masked. `cache`: `init_cache`'s, or `init_beam_cache`'s (with the beams' `origin`)."""
         max_len = cache["self"][0]["key"].shape[1]
         keys = jnp.arange(max_len)
         query = jnp.asarray(position)[None]
         self_bias = self.decoder_bias(query, keys) + jnp.where(keys <= query[0], 0.0, _MASKED)
         x = self.shared_embed(prev_tokens[:, None])
-        logits, caches = self._decode(encoded, x, self_bias, train, cache["self"], position)
-        return logits[:, 0], {"self": caches}
+        origin = step_origin(cache.get("origin"), position)
+        logits, caches = self._decode(encoded, x, self_bias, train, cache["self"], position,
+                                      origin=origin)
+        return logits[:, 0], ({"self": caches} if origin is None else {"self": caches, "origin": origin})
 
     def __call__(self, src_tokens: Array, tgt_inputs: Array, train: bool = False) -> Array:
         """Creates every parameter (used by `init`): the teacher-forced logits."""

@@ -38,7 +38,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_s2s.models.attention import ATTENTIONS, KeyValue, empty_caches, segment_mask
+from flax_s2s.models.attention import (
+    ATTENTIONS,
+    KeyValue,
+    beam_cache,
+    empty_caches,
+    reorder_beam_cache,
+    segment_mask,
+    step_origin,
+)
 from flax_s2s.models.norms import make_norm
 from flax_s2s.models.transformer_layers import (
     POSITIONS,
@@ -176,25 +184,10 @@ class Transformer(nn.Module):
         self, encoded: dict[str, Any], max_len: int, beam_size: int
     ) -> dict[str, Any]:
         """`init_cache` for beam search over encoded rows g * beam_size + slot, plus the table
-        `origin` [groups, beam_size, max_len] int32 that `reorder_cache` updates instead of
-        moving the caches (each slot starts as its own origin)."""
-        cache = self.init_cache(encoded, max_len)
-        groups = encoded["memory"].shape[0] // beam_size
-        slots = jnp.arange(beam_size, dtype=jnp.int32)[None, :, None]
-        return {**cache, "origin": jnp.broadcast_to(slots, (groups, beam_size, max_len))}
+        `origin` that `reorder_cache` updates instead of moving the caches (`beam_cache`)."""
+        return beam_cache(self.init_cache(encoded, max_len), beam_size)
 
-    @staticmethod
-    def reorder_cache(cache: dict[str, Any], rows: Array) -> dict[str, Any]:
-        """The cache of beams whose new row r continues old row rows[r] (rows [groups * beams],
-        within each input's beams). A beam cache (with `origin`) keeps every key and value where
-        it was written and gathers only the small table; any other cache is gathered by row."""
-        if "origin" not in cache:
-            return jax.tree.map(lambda leaf: leaf[rows], cache)
-        origin = cache["origin"]
-        groups, beams, _ = origin.shape
-        parents = (rows % beams).reshape(groups, beams)  # the slot each new beam continues
-        origin = jnp.take_along_axis(origin, parents[:, :, None], axis=1)
-        return {**cache, "origin": origin}
+    reorder_cache = staticmethod(reorder_beam_cache)  # gathers only `origin` (see there)
 
     def _embed(self, embed: nn.Embed, positions: Positions, tokens: Array, where: Array) -> Array:
         """Token embeddings (scaled by sqrt(d_model) with `scale_embeddings`) plus positions:
@@ -272,10 +265,7 @@ class Transformer(nn.Module):
             )
         tgt_mask = self.special_tokens.real_decoder_inputs(prev_tokens, position)[:, None]
         x = self._decoder_inputs(prev_tokens[:, None], jnp.asarray(position)[None], tgt_mask, train)
-        origin = cache.get("origin")
-        if origin is not None:  # this step's keys and values go to each slot's own row
-            slots = jnp.broadcast_to(jnp.arange(origin.shape[1], dtype=origin.dtype), origin.shape[:2])
-            origin = jax.lax.dynamic_update_slice_in_dim(origin, slots[:, :, None], position, 2)
+        origin = step_origin(cache.get("origin"), position)
         self_caches = []
         for layer, self_cache, cross_kv in zip(
             self.decoder_layers, cache["self"], encoded["cross"], strict=True

@@ -89,4 +89,8 @@ DEFAULT_SPECIAL_TOKENS = SpecialTokens()  # SymbolVocab's ids, and what a model 
 PRETRAINED_DEFAULTS = {
     "t5": SpecialTokens(pad=0, bos=0, eos=1, unk=2),
     "bart": SpecialTokens(pad=1, bos=2, eos=2, unk=3),
+    # Marian's and PEGASUS's decoders start from pad; Marian's pad is its last id (opus-mt-en-de's
+    # here), PEGASUS's unk sits after its tokenizer's 103 reserved ids
+    "marian": SpecialTokens(pad=58100, bos=58100, eos=0, unk=1),
+    "pegasus": SpecialTokens(pad=0, bos=0, eos=1, unk=105),
 }

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import sentencepiece as spm
 
+from flax_s2s.data.piece_vocab import PieceVocab
 from flax_s2s.errors import FileFormatError
 from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
 
@@ -378,6 +379,7 @@ VOCAB_SUFFIXES: dict[str, tuple[str, type]] = {
     "sentencepiece": (".model", SentencePieceVocab),
     "tokenizer": (".tokenizer.json", TokenizerVocab),  # a checkpoint's (pretrained_tokenizer.py)
     "bytes": (".bytes.json", ByteVocab),  # ByT5's
+    "pieces": (".pieces.json", PieceVocab),  # Marian's and PEGASUS's (piece_vocab.py)
 }
 
 

@@ -130,9 +130,10 @@ class Transformer(nn.Module):
 
     def _check_length(self, length: int) -> None:
         c = self.config
-        if c.positions == "learned" and length > c.max_positions:
+        bounded = c.positions == "learned" or c.sinusoidal_layout == "marian"  # a table
+        if bounded and length > c.max_positions:
             raise ValueError(
-                f"length {length} exceeds the {c.max_positions} learned positions "
+                f"length {length} exceeds the {c.max_positions} positions of the table "
                 "(max(max_src_len, max_tgt_len) of the training config)"
             )
 

@@ -30,9 +30,13 @@ from flax_s2s.special_tokens import SpecialTokens
 Array = jax.Array
 
 POSITIONS = ("sinusoidal", "learned")  # the allowed `positions` values
+# how sinusoidal positions lay out sin and cos: flax_s2s's own ("t2t", `sinusoidal_positions`)
+# or Marian's and PEGASUS's ("marian", `marian_sinusoids`)
+SINUSOIDAL_LAYOUTS = ("t2t", "marian")
 
-
-ACTIVATIONS = {"relu": nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False)}  # MLP hidden
+# the MLP's hidden activation; "silu" is Marian's "swish"
+ACTIVATIONS = {"relu": nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+               "silu": jax.nn.silu}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +48,7 @@ class TransformerConfig:
 
     The fields from `activation` on default to flax_s2s's own Transformer; together they give
     BART's layout (`flax_s2s.models.bart`), as fairseq builds BART from its Transformer:
-    activation: the MLP's, "relu" or "gelu" (exact, erf).
+    activation: the MLP's, "relu", "gelu" (exact, erf) or "silu" (Marian's "swish").
     norm_epsilon: every norm's epsilon.
     scale_embeddings: token embeddings times sqrt(d_model), before positions are added.
     embedding_norm: a norm of embeddings + positions at the start of each stack.
@@ -53,6 +57,8 @@ class TransformerConfig:
     positions_per_stack: learned positions: encoder and decoder each own a table (else one).
     rescale_tied_output: a tied output divides the logits by sqrt(d_model).
     output_bias: a tied output adds a learned bias [tgt_vocab] (an untied one has its own).
+    sinusoidal_layout: sinusoidal positions in flax_s2s's layout ("t2t") or in Marian's and
+      PEGASUS's ("marian": a table of max_positions rows, see `marian_sinusoids`).
     """
 
     src_vocab_size: int
@@ -80,9 +86,13 @@ class TransformerConfig:
     positions_per_stack: bool = False
     rescale_tied_output: bool = True
     output_bias: bool = False
+    sinusoidal_layout: str = "t2t"
 
     def __post_init__(self) -> None:
         check_position(self.norm_position)
+        if self.sinusoidal_layout not in SINUSOIDAL_LAYOUTS:
+            raise ValueError(f"model.sinusoidal_layout must be one of {list(SINUSOIDAL_LAYOUTS)}, "
+                             f"got {self.sinusoidal_layout!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"model.activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}"
@@ -117,6 +127,15 @@ def sinusoidal_positions(positions: Array, features: int) -> Array:
     return jnp.pad(table, [(0, 0)] * positions.ndim + [(0, features - 2 * half)])
 
 
+def marian_sinusoids(rows: int, features: int) -> np.ndarray:
+    """Marian's and PEGASUS's fixed table [rows, features] (float32), as their reference builds
+    it in float64: position p, feature j reads angle p / 10^4 ** (2 * (j // 2) / features); sin
+    of the even j on the first ceil(features / 2) features, cos of the odd j on the rest."""
+    features_j = np.arange(features)
+    angles = np.arange(rows)[:, None] / np.power(10_000.0, 2 * (features_j // 2) / features)
+    return np.concatenate([np.sin(angles[:, 0::2]), np.cos(angles[:, 1::2])], axis=1).astype(np.float32)
+
+
 class Positions(nn.Module):
     """Position embeddings for integer positions [...] -> [..., d_model]."""
 
@@ -125,6 +144,9 @@ class Positions(nn.Module):
     @nn.compact
     def __call__(self, positions: Array) -> Array:
         c = self.config
+        if c.positions == "sinusoidal" and c.sinusoidal_layout == "marian":
+            table = jnp.asarray(marian_sinusoids(c.max_positions, c.d_model))
+            return jnp.take(table, positions, axis=0).astype(c.dtype)
         if c.positions == "sinusoidal" and positions.ndim > 1:
             # per-example positions of packed rows [batch, length], each < length: rows of a
             # table of `length` positions, which XLA computes once at compile time

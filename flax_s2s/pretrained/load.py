@@ -5,7 +5,8 @@ model, variables = load_pretrained("path/to/t5-small")   # config.json + model.s
 logits = model.forward(variables, model.encode(variables, src), tgt_inputs)
 ```
 config.json's `model_type` picks the architecture: "t5" (`flax_s2s.models.t5`, v1.0 and v1.1 /
-mT5 / ByT5 layouts) or "bart" (`flax_s2s.models.bart`: the Transformer in BART's layout); the
+mT5 / ByT5 layouts), "bart" (`flax_s2s.models.bart`: the Transformer in BART's layout) or
+"mbart" (`flax_s2s.models.mbart`: BART's layout, pre-norm); the
 model registry builds its module, and the architecture's `TensorLayout` fills it from
 `model.safetensors` (read with `safetensors` into NumPy, float32).
 """
@@ -19,11 +20,11 @@ import flax.linen as nn
 
 from flax_s2s.hf_files import CONFIG_FILE, WEIGHTS_FILE, PretrainedError, architecture, read_config
 from flax_s2s.models import Seq2Seq, module_from_hf_config
-from flax_s2s.pretrained import bart, t5
+from flax_s2s.pretrained import bart, mbart, t5
 from flax_s2s.pretrained.rules import TensorLayout, fill, read_tensors, variable_shapes
 
 # config.json's model_type -> its checkpoint layout
-LAYOUTS: dict[str, TensorLayout] = {"t5": t5.LAYOUT, "bart": bart.LAYOUT}
+LAYOUTS: dict[str, TensorLayout] = {"t5": t5.LAYOUT, "bart": bart.LAYOUT, "mbart": mbart.LAYOUT}
 
 
 def pretrained_module(directory: str | pathlib.Path, **overrides: Any) -> nn.Module:

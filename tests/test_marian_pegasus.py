@@ -113,8 +113,10 @@ def test_configs_from_config_json():
     assert not separate.share_embeddings and not separate.tie_output and separate.activation == "gelu"
     pegasus = pegasus_config(_config("pegasus"))
     assert (pegasus.norm_position, pegasus.activation, pegasus.special_tokens.unk) == ("pre", "relu", 105)
-    assert (pegasus.num_encoder_layers, pegasus.num_decoder_layers) == (3, 2)
-    assert pegasus.d_model // pegasus.num_heads == 5
+    # unequal stacks, read from config.json: layers, heads (of 5 and 10 features), MLP widths
+    for config in (marian, separate, pegasus):
+        assert (config.num_encoder_layers, config.num_heads, config.mlp_dim) == (3, 4, 36)
+        assert (config.num_decoder_layers, config.decoder_num_heads, config.decoder_mlp_dim) == (2, 2, 28)
     with pytest.raises(ValueError, match="activation_function 'tanh'"):
         marian_config({**_config("marian"), "activation_function": "tanh"})
     with pytest.raises(ValueError, match="decoder_vocab_size=9 differs"):

@@ -143,8 +143,9 @@ def test_bart_config_from_config_json():
     assert not config.scale_embeddings and bart_config(_config("bart_scaled")).scale_embeddings
     with pytest.raises(ValueError, match="normalize_before"):
         bart_config({**_config("bart"), "normalize_before": True})  # mBART's pre-norm
-    with pytest.raises(ValueError, match="encoder_ffn_dim=32 and decoder_ffn_dim=64 differ"):
-        bart_config({**_config("bart"), "decoder_ffn_dim": 64})
+    unequal = bart_config({**_config("bart"), "decoder_ffn_dim": 64, "decoder_attention_heads": 4})
+    assert (unequal.mlp_dim, unequal.decoder_hidden, unequal.num_heads, unequal.decoder_heads) == (
+        32, 64, 2, 4)
 
 
 def test_model_type_picks_the_loader(tmp_path):

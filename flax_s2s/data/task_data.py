@@ -109,8 +109,9 @@ def load_task_data(
         texts["train"] = token_store.TrainText(config, data_dir)  # pairs streamed when iterated
     vocabs = load_vocabs(workdir)
     if vocabs is None:
-        if config.vocab.type == "pretrained":  # the checkpoint's tokenizer (Marian's: two)
-            vocabs = tokenizer_vocabs(config.pretrained)
+        if config.vocab.type == "pretrained":  # the checkpoint's tokenizer, each side framed
+            vocabs = tokenizer_vocabs(config.pretrained, config.get("src_lang", ""),
+                                      config.get("forced_bos", ""))
         else:
             train = texts["train"]
             vocabs = (

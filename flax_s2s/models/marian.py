@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flax_s2s.models.bart import bart_values
 from flax_s2s.models.transformer import TransformerConfig
-from flax_s2s.special_tokens import SpecialTokens
 
 # The TransformerConfig fields that make a Transformer Marian's (sizes, embeddings sharing and
 # activation come from config.json)
@@ -33,59 +33,23 @@ MARIAN_LAYOUT = dict(
     sinusoidal_layout="marian", norm="layer", norm_position="post", norm_epsilon=1e-5,
     embedding_norm=False, scale_embeddings=True, activation="silu",
 )
-# config.json's activation_function -> ours (transformers' "swish" is SiLU)
-ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "swish": "silu", "silu": "silu"}
-
-
-def stack_sizes(hf: dict[str, Any]) -> dict[str, Any]:
-    """The TransformerConfig sizes a BART-like config.json gives (d_model, heads, MLP width,
-    layers per stack, positions, dropout). Fails, naming the keys, where encoder and decoder
-    differ in heads or MLP width."""
-    for key in ("encoder_ffn_dim", "encoder_attention_heads"):
-        twin = key.replace("encoder", "decoder")
-        if hf.get(key) != hf.get(twin):
-            raise ValueError(f"{key}={hf.get(key)} and {twin}={hf.get(twin)} differ; the "
-                             "Transformer has one value for both stacks")
-    return dict(
-        d_model=hf["d_model"],
-        num_heads=hf["encoder_attention_heads"],
-        mlp_dim=hf["encoder_ffn_dim"],
-        num_encoder_layers=hf["encoder_layers"],
-        num_decoder_layers=hf["decoder_layers"],
-        max_positions=hf["max_position_embeddings"],
-        dropout_rate=float(hf.get("dropout", 0.1)),
-    )
-
-
-def activation(hf: dict[str, Any]) -> str:
-    """config.json's `activation_function` as one of the Transformer's activations."""
-    name = hf.get("activation_function", "gelu")
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation_function {name!r} is not one of {list(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
 
 
 def marian_config(hf: dict[str, Any], **overrides: Any) -> TransformerConfig:
     """The Transformer config of a Marian config.json (as a dict); `overrides` replace fields
-    that change no shape (dtype, dropout_rate, attention). Fails, naming the key, on what this
-    layout does not implement (a decoder vocabulary of another size, an unknown activation)."""
+    that change no shape (dtype, dropout_rate, attention). Encoder and decoder may differ in
+    heads, MLP width and layers. Fails, naming the key, on what this layout does not implement
+    (a decoder vocabulary of another size, an unknown activation); the caller names the file."""
     vocab_size = hf["vocab_size"]
     decoder_vocab_size = hf.get("decoder_vocab_size") or vocab_size
     if decoder_vocab_size != vocab_size:
         raise ValueError(f"decoder_vocab_size={decoder_vocab_size} differs from vocab_size="
                          f"{vocab_size}: separate source and target vocabularies (target_vocab.json) "
                          "are not implemented")
-    shared = bool(hf.get("share_encoder_decoder_embeddings", True))
     values = dict(
-        MARIAN_LAYOUT,
-        src_vocab_size=vocab_size,
+        bart_values(hf, MARIAN_LAYOUT, "marian"),
         tgt_vocab_size=decoder_vocab_size,
-        share_embeddings=shared,
+        share_embeddings=bool(hf.get("share_encoder_decoder_embeddings", True)),
         tie_output=bool(hf.get("tie_word_embeddings", True)),
-        scale_embeddings=bool(hf.get("scale_embedding", False)),
-        activation=activation(hf),
-        special_tokens=SpecialTokens.from_hf_config({**hf, "model_type": "marian"}),
-        **stack_sizes(hf),
     )
-    values.update(overrides)
-    return TransformerConfig(**values)
+    return TransformerConfig(**{**values, **overrides})

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flax_s2s.models.marian import activation, stack_sizes
+from flax_s2s.models.bart import bart_values
 from flax_s2s.models.transformer import TransformerConfig
-from flax_s2s.special_tokens import SpecialTokens
 
 # The TransformerConfig fields that make a Transformer PEGASUS's (sizes from config.json)
 PEGASUS_LAYOUT = dict(
@@ -32,18 +31,9 @@ PEGASUS_LAYOUT = dict(
 
 def pegasus_config(hf: dict[str, Any], **overrides: Any) -> TransformerConfig:
     """The Transformer config of a PEGASUS config.json (as a dict); `overrides` replace fields
-    that change no shape (dtype, dropout_rate, attention). Fails, naming the key, on what this
-    layout does not implement (an untied output, an unknown activation)."""
+    that change no shape (dtype, dropout_rate, attention). Encoder and decoder may differ in
+    heads, MLP width and layers. Fails, naming the key, on what this layout does not implement
+    (an untied output, an unknown activation); the caller names the file."""
     if not hf.get("tie_word_embeddings", True):
         raise ValueError("tie_word_embeddings=false: PEGASUS's output is its embedding")
-    values = dict(
-        PEGASUS_LAYOUT,
-        src_vocab_size=hf["vocab_size"],
-        tgt_vocab_size=hf["vocab_size"],
-        scale_embeddings=bool(hf.get("scale_embedding", False)),
-        activation=activation(hf),
-        special_tokens=SpecialTokens.from_hf_config({**hf, "model_type": "pegasus"}),
-        **stack_sizes(hf),
-    )
-    values.update(overrides)
-    return TransformerConfig(**values)
+    return TransformerConfig(**{**bart_values(hf, PEGASUS_LAYOUT, "pegasus"), **overrides})

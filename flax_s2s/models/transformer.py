@@ -146,7 +146,7 @@ class Transformer(nn.Module):
     ) -> dict[str, Any]:
         """src_tokens [batch, src_len] -> memory [batch, src_len, d_model], src_mask
         [batch, src_len] and, per decoder layer, the cross-attention keys and values
-        [batch, src_len, heads, head_dim].
+        [batch, src_len, decoder heads, head_dim].
 
         Packed rows: `segment_ids` and `positions` [batch, src_len] int32 (see
         `flax_s2s.data.packing`); each example attends only to itself and reads its own
@@ -170,8 +170,8 @@ class Transformer(nn.Module):
         """Empty self-attention caches for `max_len` positions, one per decoder layer."""
         self._check_length(max_len)
         c = self.config
-        return empty_caches(encoded["memory"].shape[0], max_len, c.num_heads,
-                            c.d_model // c.num_heads, c.dtype, len(self.decoder_layers))
+        return empty_caches(encoded["memory"].shape[0], max_len, c.decoder_heads,
+                            c.d_model // c.decoder_heads, c.dtype, len(self.decoder_layers))
 
     def init_beam_cache(
         self, encoded: dict[str, Any], max_len: int, beam_size: int

@@ -44,6 +44,8 @@ class TransformerConfig:
     """Hyperparameters shared by all the modules below (hashable, like Flax's examples/wmt).
 
     max_positions bounds learned position embeddings (and so the longest input or decode).
+    num_heads, mlp_dim: the encoder's attention heads and MLP width; decoder_num_heads and
+      decoder_mlp_dim the decoder's (None: the encoder's). Each stack's heads divide d_model.
     special_tokens: the vocabulary's ids; the model reads `pad` (padding masks, on both sides).
 
     The fields from `activation` on default to flax_s2s's own Transformer; together they give
@@ -66,6 +68,8 @@ class TransformerConfig:
     d_model: int = 128
     num_heads: int = 4
     mlp_dim: int = 512
+    decoder_num_heads: int | None = None
+    decoder_mlp_dim: int | None = None
     num_encoder_layers: int = 2
     num_decoder_layers: int = 2
     share_embeddings: bool = False
@@ -101,11 +105,13 @@ class TransformerConfig:
             raise ValueError(
                 f"model.attention must be one of {list(ATTENTIONS)}, got {self.attention!r}"
             )
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f"model.d_model={self.d_model} must be divisible by "
-                f"model.num_heads={self.num_heads}"
-            )
+        for name, heads in (("num_heads", self.num_heads), ("decoder_num_heads", self.decoder_heads)):
+            if heads <= 0 or self.d_model % heads:
+                raise ValueError(
+                    f"model.d_model={self.d_model} must be divisible by model.{name}={heads}"
+                )
+        if self.decoder_hidden <= 0:
+            raise ValueError(f"model.decoder_mlp_dim={self.decoder_mlp_dim} must be > 0")
         if self.positions not in POSITIONS:
             raise ValueError(
                 f"model.positions must be one of {list(POSITIONS)}, got {self.positions!r}"
@@ -115,6 +121,16 @@ class TransformerConfig:
                 "model.share_embeddings needs one vocabulary for source and target; got sizes "
                 f"{self.src_vocab_size} and {self.tgt_vocab_size}"
             )
+
+    @property
+    def decoder_heads(self) -> int:
+        """The decoder's attention heads (self and cross attention)."""
+        return self.num_heads if self.decoder_num_heads is None else self.decoder_num_heads
+
+    @property
+    def decoder_hidden(self) -> int:
+        """The hidden width of the decoder's MLPs."""
+        return self.mlp_dim if self.decoder_mlp_dim is None else self.decoder_mlp_dim
 
 
 def sinusoidal_positions(positions: Array, features: int) -> Array:
@@ -164,6 +180,8 @@ class Attention(nn.Module):
     values can be computed once and cached. The core is `attend` (`jax.nn.dot_product_attention`,
     XLA or cuDNN as `attention_implementation` picks).
 
+    num_heads: the heads (None: config.num_heads, the encoder's); head_dim is d_model / heads.
+
     With `sow_weights`, the attention weights [batch, heads, q_len, kv_len] are also sown into
     "intermediates" as "attention_weights" (for plots); XLA drops that computation when the
     collection is not asked for.
@@ -171,10 +189,12 @@ class Attention(nn.Module):
 
     config: TransformerConfig
     sow_weights: bool = False
+    num_heads: int | None = None
 
     def setup(self) -> None:
         c = self.config
-        heads = (c.num_heads, c.d_model // c.num_heads)
+        num_heads = self.num_heads or c.num_heads
+        heads = (num_heads, c.d_model // num_heads)
         self.query = nn.DenseGeneral(heads, dtype=c.dtype, name="query")
         self.key = nn.DenseGeneral(heads, dtype=c.dtype, name="key")
         self.value = nn.DenseGeneral(heads, dtype=c.dtype, name="value")
@@ -229,12 +249,17 @@ def _attend_source(
 
 
 class Mlp(nn.Module):
+    """x [..., d_model] -> [..., d_model] through a hidden layer of `hidden_dim` (None:
+    config.mlp_dim, the encoder's)."""
+
     config: TransformerConfig
+    hidden_dim: int | None = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         c = self.config
-        x = ACTIVATIONS[c.activation](nn.Dense(c.mlp_dim, dtype=c.dtype, name="hidden")(x))
+        hidden = nn.Dense(self.hidden_dim or c.mlp_dim, dtype=c.dtype, name="hidden")(x)
+        x = ACTIVATIONS[c.activation](hidden)
         x = nn.Dropout(c.dropout_rate)(x, deterministic=not train)
         return nn.Dense(c.d_model, dtype=c.dtype, name="output")(x)
 
@@ -295,9 +320,11 @@ class DecoderLayer(ResidualLayer):
     num_sublayers: int = 3
 
     def build_sublayers(self) -> None:
-        self.self_attention = Attention(self.config, name="self_attention")
-        self.cross_attention = Attention(self.config, sow_weights=True, name="cross_attention")
-        self.mlp = Mlp(self.config, name="mlp")
+        c = self.config  # the decoder's own heads and MLP width
+        self.self_attention = Attention(c, num_heads=c.decoder_heads, name="self_attention")
+        self.cross_attention = Attention(c, sow_weights=True, num_heads=c.decoder_heads,
+                                         name="cross_attention")
+        self.mlp = Mlp(c, hidden_dim=c.decoder_hidden, name="mlp")
 
     def cross_kv(self, memory: Array) -> KeyValue:
         """The encoder memory's keys and values for this layer's cross-attention."""

@@ -5,8 +5,8 @@ model, variables = load_pretrained("path/to/t5-small")   # config.json + model.s
 logits = model.forward(variables, model.encode(variables, src), tgt_inputs)
 ```
 config.json's `model_type` picks the architecture: "t5" (`flax_s2s.models.t5`, v1.0 and v1.1 /
-mT5 / ByT5 layouts), "bart", "marian" or "pegasus" (`flax_s2s.models.bart`, `.marian`,
-`.pegasus`: the Transformer in each one's layout); the
+mT5 / ByT5 layouts), "bart", "mbart", "marian" or "pegasus" (`flax_s2s.models.bart`, `.mbart`,
+`.marian`, `.pegasus`: the Transformer in each one's layout); the
 model registry builds its module, and the architecture's `TensorLayout` fills it from
 `model.safetensors` (read with `safetensors` into NumPy, float32).
 """
@@ -20,12 +20,12 @@ import flax.linen as nn
 
 from flax_s2s.hf_files import CONFIG_FILE, WEIGHTS_FILE, PretrainedError, architecture, read_config
 from flax_s2s.models import Seq2Seq, module_from_hf_config
-from flax_s2s.pretrained import bart, marian, pegasus, t5
+from flax_s2s.pretrained import bart, marian, mbart, pegasus, t5
 from flax_s2s.pretrained.rules import TensorLayout, fill, read_tensors, variable_shapes
 
 # config.json's model_type -> its checkpoint layout
-LAYOUTS: dict[str, TensorLayout] = {"t5": t5.LAYOUT, "bart": bart.LAYOUT, "marian": marian.LAYOUT,
-                                     "pegasus": pegasus.LAYOUT}
+LAYOUTS: dict[str, TensorLayout] = {"t5": t5.LAYOUT, "bart": bart.LAYOUT, "mbart": mbart.LAYOUT,
+                                     "marian": marian.LAYOUT, "pegasus": pegasus.LAYOUT}
 
 
 def pretrained_module(directory: str | pathlib.Path, **overrides: Any) -> nn.Module:

@@ -24,8 +24,8 @@ import ml_collections
 from flax_s2s import config_checks
 from flax_s2s.errors import ConfigError
 from flax_s2s.models.bart import BART_LAYOUT, bart_config
-from flax_s2s.models.mbart import MBART_LAYOUT, mbart_config
 from flax_s2s.models.marian import MARIAN_LAYOUT, marian_config
+from flax_s2s.models.mbart import MBART_LAYOUT, mbart_config
 from flax_s2s.models.norms import NORM_KINDS, NORM_POSITIONS
 from flax_s2s.models.pegasus import PEGASUS_LAYOUT, pegasus_config
 from flax_s2s.models.rnn import CELLS, RnnConfig, RnnSeq2Seq

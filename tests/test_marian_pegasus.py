@@ -148,3 +148,39 @@ def test_marian_with_separate_target_vocabulary_is_refused(tmp_path):
     shutil.copy(directory / "vocab.json", directory / "target_vocab.json")
     with pytest.raises(PretrainedError, match=r"separate source and target vocabularies"):
         tokenizer_vocabs(directory)
+
+
+@pytest.mark.slow
+def test_marian_fine_tunes_with_its_two_tokenizers_and_exports(tmp_path):
+    # source.spm on the source side, target.spm on the target side, saved in the workdir; the
+    # exported directory holds the run's weights in Marian's layout
+    import importlib
+
+    from conftest import ROLLED
+    from pretrained_dirs import write_parallel_text
+
+    from flax_s2s import training
+    from flax_s2s.cli import export_pretrained as export_pretrained_cli
+    from flax_s2s.workdirs import load_workdir
+
+    config = importlib.import_module("configs.finetune_marian").get_config()
+    config.pretrained = str(FIXTURES / "marian")
+    config.data_path = str(write_parallel_text(tmp_path / "data"))
+    config.update({**ROLLED, "bucket_boundaries": (), "batch_size": 8, "eval_batch_size": 8,
+                   "num_train_steps": 2, "log_every": 1, "eval_every": 2, "checkpoint_every": 2,
+                   "eval_beam_size": 0, "text_metrics": ("chrf",), "keep_best": 0})
+    config.optimizer.warmup_steps = 1
+    config.optimizer.learning_rate = 1e-2
+    result = training.run(config, str(tmp_path / "run"))
+    assert result["step"] == 2 and np.isfinite(result["final"]["test"]["loss"])
+    trained = load_workdir(str(tmp_path / "run"))
+    source, target = tokenizer_vocabs(FIXTURES / "marian")
+    assert trained.src_vocab == source and trained.tgt_vocab == target and source != target
+    out = tmp_path / "exported"
+    export_pretrained_cli.main(["--workdir", str(tmp_path / "run"), "--out", str(out)])
+    assert (out / "source.spm").is_file() and (out / "target.spm").is_file()
+    _, exported = load_pretrained(out)
+    jax.tree.map(np.testing.assert_array_equal, exported, trained.variables)
+    _, start = load_pretrained(FIXTURES / "marian")
+    moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(), exported, start)
+    assert max(jax.tree.leaves(moved)) > 1e-4  # it trained

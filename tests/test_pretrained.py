@@ -153,13 +153,13 @@ def test_model_type_picks_the_loader(tmp_path):
         load_t5(FIXTURES / "bart")
     with pytest.raises(PretrainedError, match=r"model_type 't5', expected 'bart'"):
         load_bart(FIXTURES / "t5_v1_0")
-    directory = tmp_path / "marian"
+    directory = tmp_path / "prophetnet"
     shutil.copytree(FIXTURES / "bart", directory)
-    (directory / "config.json").write_text(json.dumps({**_config("bart"), "model_type": "marian"}))
-    with pytest.raises(PretrainedError, match=r"config\.json: model_type 'marian' is not one of"):
+    (directory / "config.json").write_text(json.dumps({**_config("bart"), "model_type": "prophetnet"}))
+    with pytest.raises(PretrainedError, match=r"config\.json: model_type 'prophetnet' is not one of"):
         load_pretrained(directory)
     (directory / "config.json").write_text("{not json")
-    with pytest.raises(PretrainedError, match=r"marian/config\.json: not a JSON config"):
+    with pytest.raises(PretrainedError, match=r"prophetnet/config\.json: not a JSON config"):
         load_pretrained(directory)
 
 

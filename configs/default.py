@@ -197,6 +197,13 @@ def get_config() -> ml_collections.ConfigDict:
     # run, decode and evaluate need only the workdir. model.dropout_rate -1: config.json's.
     # Empty: no pretrained model.
     config.pretrained = ""
+    # A pretrained tokenizer's framing (flax_s2s/data/pretrained_tokenizer.py): src_lang, a
+    # language code every source carries (mBART: "en_XX", first with mBART-50's tokenizer);
+    # forced_bos, the token every target starts with, so that the model emits it first, and
+    # decoding's forced first token (mBART-50: the target language code, "ro_RO"; a name or an
+    # id). forced_bos "": config.json's forced_bos_token_id where it names one; "none": none.
+    config.src_lang = ""
+    config.forced_bos = ""
 
     # --- teacher forcing / scheduled sampling (flax_s2s/forcing.py) ---
     # At train step `step` each (example, target position) reads the gold previous token with

@@ -28,7 +28,7 @@ from typing import Any
 from flax_s2s import decoding, mbr, reference_eval
 from flax_s2s.data import cmudict_g2p, pipeline, registry, task_data
 from flax_s2s.ensemble import Ensemble
-from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
+from flax_s2s.workdirs import TrainedModel, WorkdirError, forced_controls, load_workdir
 
 
 def evaluate_lexicon(
@@ -59,6 +59,7 @@ def evaluate_lexicon(
         raise ValueError("--step picks one run's checkpoint; ensemble members use their latest")
     _check_metrics(metric_names)
     trained = load_workdir(workdir, step, average, raw_weights)
+    controls = forced_controls(trained, controls)  # the run's config.forced_bos
     config, src_vocab, tgt_vocab = trained.config, trained.src_vocab, trained.tgt_vocab
     names = tuple(metric_names or default_metrics(config, split))
     members = _load_members(trained, ensemble, average, raw_weights)

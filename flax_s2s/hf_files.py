@@ -17,7 +17,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 # What a save_pretrained directory may hold beside the weights: copied as they are on export.
 TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-                   "merges.txt", "special_tokens_map.json", "generation_config.json")
+                   "merges.txt", "special_tokens_map.json", "generation_config.json",
+                   "sentencepiece.bpe.model", "source.spm", "target.spm")  # mBART's; Marian's
 ARCHITECTURES = tuple(PRETRAINED_DEFAULTS)  # the config.json `model_type`s that flax_s2s loads
 
 

@@ -7,6 +7,7 @@ python -m flax_s2s.cli.decode --workdir runs/addition [--beam 4] [--alpha 0.6] [
                               [--input_format auto|text|jsonl] [--prefix FILE]
                               [--prefix_field NAME] [--no_repeat_ngram_size N]
                               [--repetition_penalty P] [--max_len_a A] [--max_len_b B]
+                              [--forced_bos TOKEN]
 ```
 Reads one source per line from FILE (default: stdin), prints one output per line in input order.
 The model, its config and its vocabularies all come from the workdir. Lines are decoded in padded
@@ -31,7 +32,9 @@ from the row's NAME. A line that is not a JSON object or lacks a field is a bad 
 `--prefix FILE` (line-aligned with the input) gives each line a target prefix that its output
 starts with; decoding continues after it, and the printed output and its score include it (an
 empty prefix line: no prefix). `--no_repeat_ngram_size`, `--repetition_penalty`, `--max_len_a`
-and `--max_len_b` are the generation controls of `flax_s2s.decoding` (docs/decoding.md).
+and `--max_len_b` are the generation controls of `flax_s2s.decoding` (docs/decoding.md);
+`--forced_bos` the first token of every output (mBART's target language code; default: the
+run's config.forced_bos).
 
 A line that cannot be decoded (not valid UTF-8, empty, longer than the config's max_src_len, or
 with a prefix that is not valid UTF-8 or not shorter than max_tgt_len) gets an empty output line
@@ -58,7 +61,7 @@ from flax_s2s.data.dialogue import Dialogue, join_turns
 from flax_s2s.data.encoding import fit_source
 from flax_s2s.data.text_files import BadLine
 from flax_s2s.data.vocab import SymbolVocab, Vocab, split_symbols
-from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
+from flax_s2s.workdirs import TrainedModel, WorkdirError, forced_controls, load_workdir
 
 
 class InputError(Exception):
@@ -386,11 +389,13 @@ def decode_file(
     progress: bool = False, mbr_settings: mbr.MBRSettings | None = None,
     raw_weights: bool = False, controls: decoding.GenerationControls | None = None,
     prefix_path: str | None = None, input_format: str = "auto", prefix_field: str | None = None,
+    forced_bos: str = "",
 ) -> list[str]:
     """What the CLI prints, line by line (`format_outputs`): by default one output per line of
     `input_path` (default: stdin), in order; `prefix_path`: a file of target prefixes, one per
     input line. `input_format` "jsonl" (or "auto" and a ".jsonl" path) reads JSON lines
-    (`decode_input.jsonl_sources`), with `prefix_field` the field of their prefixes. Raises
+    (`decode_input.jsonl_sources`), with `prefix_field` the field of their prefixes;
+    `forced_bos` the first token of every output (`workdirs.forced_controls`). Raises
     WorkdirError or InputError with a message naming the problem."""
     try:
         decoding.check_arguments(alpha=alpha)
@@ -417,6 +422,7 @@ def decode_file(
     lines = None if input_path is None else read_lines(input_path)
     prefixes = None if prefix_path is None else read_lines(prefix_path, "--prefix")
     trained = load_workdir(workdir, step, average, raw_weights)
+    controls = forced_controls(trained, controls, forced_bos)
     if min_len >= trained.config.max_tgt_len:
         raise InputError(f"--min_len={min_len}: must be below the model's "
                          f"max_tgt_len={trained.config.max_tgt_len} (EOS included)")

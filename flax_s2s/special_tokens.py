@@ -85,8 +85,13 @@ class SpecialTokens:
 
 DEFAULT_SPECIAL_TOKENS = SpecialTokens()  # SymbolVocab's ids, and what a model has unless told
 # The ids of each pretrained architecture (config.json's `model_type`) where its config.json is
-# silent: T5's decoder starts from the pad token, BART's from eos (`</s>`).
+# silent: T5's decoder starts from the pad token, BART's and mBART's from eos (`</s>`).
 PRETRAINED_DEFAULTS = {
     "t5": SpecialTokens(pad=0, bos=0, eos=1, unk=2),
     "bart": SpecialTokens(pad=1, bos=2, eos=2, unk=3),
+    "mbart": SpecialTokens(pad=1, bos=2, eos=2, unk=3),  # fairseq's ids, as BART's
+    # Marian's and PEGASUS's decoders start from pad; Marian's pad is its last id (opus-mt-en-de's
+    # here), PEGASUS's unk sits after its tokenizer's 103 reserved ids
+    "marian": SpecialTokens(pad=58100, bos=58100, eos=0, unk=1),
+    "pegasus": SpecialTokens(pad=0, bos=0, eos=1, unk=105),
 }

@@ -22,8 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from flax_s2s.checkpoint import CONFIG_KEYS, Checkpointer
+from flax_s2s.data.pretrained_tokenizer import forced_bos_id
 from flax_s2s.data.task_data import SRC_VOCAB, TGT_VOCAB, load_vocabs
 from flax_s2s.data.vocab import Vocab, model_special_tokens
+from flax_s2s.decoding import GenerationControls
 from flax_s2s.models import Seq2Seq, build_model
 
 
@@ -140,3 +142,15 @@ def mean_variables(variables: list[dict[str, Any]]) -> dict[str, Any]:
         return (total / len(leaves)).astype(leaves[-1].dtype)
 
     return jax.tree.map(mean, *variables)
+
+
+def forced_controls(
+    trained: TrainedModel, controls: GenerationControls | None, forced_bos: str = ""
+) -> GenerationControls | None:
+    """`controls` with the forced first token of every output: `forced_bos` (a token of the
+    target vocabulary, by name or id; "": the run's config.forced_bos, "none": none), e.g.
+    mBART's target language code. Fails (a FileFormatError) on a token the vocabulary lacks."""
+    first = forced_bos_id(trained.tgt_vocab, forced_bos or trained.config.get("forced_bos", ""))
+    if first is None:
+        return controls
+    return dataclasses.replace(controls or GenerationControls(), forced_bos=first)

@@ -11,7 +11,8 @@ from flax_s2s import pretrained
 from flax_s2s.training.config import validate_config
 
 # fine-tuning configs need a checkpoint directory and data: the tiny fixtures stand in
-FINE_TUNED = {"finetune_t5": "t5_v1_0", "finetune_bart": "bart"}
+FINE_TUNED = {"finetune_t5": "t5_v1_0", "finetune_bart": "bart", "finetune_mbart": "mbart",
+              "finetune_marian": "marian", "finetune_pegasus": "pegasus"}
 
 CONFIGS = sorted(
     os.path.splitext(os.path.basename(path))[0]

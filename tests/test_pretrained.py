@@ -143,8 +143,9 @@ def test_bart_config_from_config_json():
     assert not config.scale_embeddings and bart_config(_config("bart_scaled")).scale_embeddings
     with pytest.raises(ValueError, match="normalize_before"):
         bart_config({**_config("bart"), "normalize_before": True})  # mBART's pre-norm
-    with pytest.raises(ValueError, match="encoder_ffn_dim=32 and decoder_ffn_dim=64 differ"):
-        bart_config({**_config("bart"), "decoder_ffn_dim": 64})
+    unequal = bart_config({**_config("bart"), "decoder_ffn_dim": 64, "decoder_attention_heads": 4})
+    assert (unequal.mlp_dim, unequal.decoder_hidden, unequal.num_heads, unequal.decoder_heads) == (
+        32, 64, 2, 4)
 
 
 def test_model_type_picks_the_loader(tmp_path):
@@ -152,13 +153,13 @@ def test_model_type_picks_the_loader(tmp_path):
         load_t5(FIXTURES / "bart")
     with pytest.raises(PretrainedError, match=r"model_type 't5', expected 'bart'"):
         load_bart(FIXTURES / "t5_v1_0")
-    directory = tmp_path / "marian"
+    directory = tmp_path / "prophetnet"
     shutil.copytree(FIXTURES / "bart", directory)
-    (directory / "config.json").write_text(json.dumps({**_config("bart"), "model_type": "marian"}))
-    with pytest.raises(PretrainedError, match=r"config\.json: model_type 'marian' is not one of"):
+    (directory / "config.json").write_text(json.dumps({**_config("bart"), "model_type": "prophetnet"}))
+    with pytest.raises(PretrainedError, match=r"config\.json: model_type 'prophetnet' is not one of"):
         load_pretrained(directory)
     (directory / "config.json").write_text("{not json")
-    with pytest.raises(PretrainedError, match=r"marian/config\.json: not a JSON config"):
+    with pytest.raises(PretrainedError, match=r"prophetnet/config\.json: not a JSON config"):
         load_pretrained(directory)
 
 

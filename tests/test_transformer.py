@@ -219,3 +219,36 @@ def test_bfloat16_compute_loss_is_close_to_float32():
     assert bf16_in_16 and not bf16_in_32  # the compute really is bf16
     assert np.isfinite(loss16)
     assert abs(loss16 - loss32) < 0.02 * loss32 + 0.01, (loss16, loss32)
+
+
+def test_unequal_stacks_have_their_own_heads_and_widths_and_steps_equal_forward():
+    """Encoder 3 heads of 4 and MLP 20, decoder 2 heads of 6 and MLP 28: each stack's
+    parameters, the decoder's caches and cross keys have its own shape, and the KV-cache steps
+    (through the plain and the beam cache) equal the parallel causal pass."""
+    from flax_s2s.models.seam import Seq2Seq
+    from flax_s2s.models.transformer import Transformer, TransformerConfig
+
+    config = TransformerConfig(VOCAB, VOCAB, d_model=12, num_heads=3, mlp_dim=20,
+                               decoder_num_heads=2, decoder_mlp_dim=28, num_encoder_layers=1,
+                               num_decoder_layers=2, norm="layer", attention="xla")
+    model = Seq2Seq(Transformer(config))
+    variables = model.init(jax.random.PRNGKey(0), SRC, TGT)
+    params = variables["params"]
+    assert params["encoder_layers_0"]["self_attention"]["query"]["kernel"].shape == (12, 3, 4)
+    assert params["encoder_layers_0"]["mlp"]["hidden"]["kernel"].shape == (12, 20)
+    for attention in ("self_attention", "cross_attention"):
+        assert params["decoder_layers_1"][attention]["key"]["kernel"].shape == (12, 2, 6)
+    assert params["decoder_layers_1"]["mlp"]["hidden"]["kernel"].shape == (12, 28)
+    tgt_inputs = decoder_inputs(TGT)
+    encoded = model.encode(variables, SRC)
+    assert encoded["cross"][0]["key"].shape == (*SRC.shape, 2, 6)
+    logits = model.forward(variables, encoded, tgt_inputs)
+    np.testing.assert_allclose(model.scanned_forward(variables, encoded, tgt_inputs), logits,
+                               rtol=1e-4, atol=1e-4)
+    cache = model.module.apply(variables, encoded, TGT.shape[1], 1,
+                               method=type(model.module).init_beam_cache)
+    assert cache["self"][0]["key"].shape == (SRC.shape[0], TGT.shape[1], 2, 6)
+    beam_logits, _ = model.step(variables, encoded, cache, tgt_inputs[:, 0], 0)
+    np.testing.assert_allclose(beam_logits, logits[:, 0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="decoder_num_heads=5"):
+        TransformerConfig(VOCAB, VOCAB, d_model=12, num_heads=3, decoder_num_heads=5)

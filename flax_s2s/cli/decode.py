@@ -47,6 +47,9 @@ def define_flags() -> None:
                       "--input ending in .jsonl, else text.")
     flags.DEFINE_string("prefix_field", None, "With JSON lines input: the field of each row that "
                         "holds its target prefix (a string; \"\": none).")
+    flags.DEFINE_string("forced_bos", "", "The first token of every output, by name or id (mBART: "
+                        "the target language code, ro_RO); default: the run's config.forced_bos; "
+                        "none: no forced token.")
     common.define_mbr_flags()
     common.define_control_flags()
     flags.mark_flags_as_required(["workdir"])
@@ -61,7 +64,8 @@ def main(argv: Sequence[str]) -> None:
                               args.min_len, not args.no_sort, progress=sys.stderr.isatty(),
                               mbr_settings=common.mbr_settings(args), raw_weights=args.raw_weights,
                               controls=common.generation_controls(args), prefix_path=args.prefix,
-                              input_format=args.input_format, prefix_field=args.prefix_field)
+                              input_format=args.input_format, prefix_field=args.prefix_field,
+                              forced_bos=args.forced_bos)
     except (WorkdirError, InputError, FileFormatError, ValueError) as error:
         raise SystemExit(f"decode: {error}") from None
     for output in outputs:

@@ -11,7 +11,7 @@ import ml_collections
 
 from flax_s2s import config_checks
 from flax_s2s.data import pipeline, token_store
-from flax_s2s.data.pretrained_tokenizer import tokenizer_vocab
+from flax_s2s.data.pretrained_tokenizer import tokenizer_vocabs
 from flax_s2s.data.registry import read_task_texts
 from flax_s2s.data.vocab import (
     SP_MODEL_TYPES,
@@ -109,8 +109,9 @@ def load_task_data(
         texts["train"] = token_store.TrainText(config, data_dir)  # pairs streamed when iterated
     vocabs = load_vocabs(workdir)
     if vocabs is None:
-        if config.vocab.type == "pretrained":  # the checkpoint's tokenizer, on both sides
-            vocabs = (tokenizer_vocab(config.pretrained),) * 2
+        if config.vocab.type == "pretrained":  # the checkpoint's tokenizer, each side framed
+            vocabs = tokenizer_vocabs(config.pretrained, config.get("src_lang", ""),
+                                      config.get("forced_bos", ""))
         else:
             train = texts["train"]
             vocabs = (

@@ -22,6 +22,8 @@ from typing import Protocol
 
 import sentencepiece as spm
 
+from flax_s2s.data.fairseq_vocab import FairseqVocab
+from flax_s2s.data.piece_vocab import PieceVocab
 from flax_s2s.errors import FileFormatError
 from flax_s2s.special_tokens import DEFAULT_SPECIAL_TOKENS, SpecialTokens
 
@@ -270,6 +272,13 @@ class TokenizerVocab:
         """The token of one id (byte-level BPE shows a leading space as "Ġ")."""
         return self._tokenizer.id_to_token(int(token)) or f"<{int(token)}>"
 
+    def token_id(self, token: str) -> int:
+        """The id of a token given by name ("<s>") or as digits."""
+        found = int(token) if token.isdigit() else self._tokenizer.token_to_id(token)
+        if found is None or not 0 <= found < len(self):
+            raise ValueError(f"token {token!r} is not in the vocabulary")
+        return found
+
     def to_dict(self) -> dict:
         specials = dataclasses.asdict(self.special_tokens)
         return {"tokenizer": self.tokenizer_json, "special_tokens": specials, "prefix": self.prefix}
@@ -378,6 +387,8 @@ VOCAB_SUFFIXES: dict[str, tuple[str, type]] = {
     "sentencepiece": (".model", SentencePieceVocab),
     "tokenizer": (".tokenizer.json", TokenizerVocab),  # a checkpoint's (pretrained_tokenizer.py)
     "bytes": (".bytes.json", ByteVocab),  # ByT5's
+    "fairseq": (".fairseq.json", FairseqVocab),  # mBART's (fairseq_vocab.py)
+    "pieces": (".pieces.json", PieceVocab),  # Marian's and PEGASUS's (piece_vocab.py)
 }
 
 

@@ -83,6 +83,7 @@ def beam_search(
     prefix: Array | None = None,
     max_len_a: float = 0.0,
     max_len_b: float = 0.0,
+    forced_bos: int = -1,
 ) -> Decoded:
     """Beam search with the GNMT length penalty, all inputs of a batch at once.
 
@@ -108,8 +109,8 @@ def beam_search(
         hypotheses (traced: changing it does not recompile).
       min_len: the fewest tokens before EOS (traced). The early stop stays exact: forbidding
         EOS only removes candidates, and the bound already covers every reachable length.
-      no_repeat_ngram_size, repetition_penalty, prefix, max_len_a, max_len_b: as in `greedy`.
-        With a repetition penalty the search ranks by the penalised log-probabilities (still
+      no_repeat_ngram_size, repetition_penalty, prefix, max_len_a, max_len_b, forced_bos: as
+        in `greedy`. With a repetition penalty the search ranks by the penalised log-probabilities (still
         falling as a prefix grows, so the early stop stays exact) while scores stay the model's.
 
     Returns:

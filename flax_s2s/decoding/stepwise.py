@@ -80,6 +80,7 @@ def greedy(
     prefix: Array | None = None,
     max_len_a: float = 0.0,
     max_len_b: float = 0.0,
+    forced_bos: int = -1,
 ) -> Decoded:
     """Argmax decoding.
 
@@ -94,6 +95,9 @@ def greedy(
         CTRL penalty on the logits of tokens already emitted; None or tokens [batch, prefix_len]
         (PAD after each row's) that every output starts with; each row ends by
         floor(a * source length + b) tokens (both 0: max_len).
+      forced_bos: -1, or the id every output starts with, before any prefix (mBART's target
+        language code, as the reference's forced_bos_token_id); folded into the prefix, so its
+        log-probability counts in the score.
 
     Returns:
       tokens [batch, max_len], lengths [batch], scores [batch] (sum of the model's
@@ -124,6 +128,7 @@ def sample(
     prefix: Array | None = None,
     max_len_a: float = 0.0,
     max_len_b: float = 0.0,
+    forced_bos: int = -1,
 ) -> Decoded:
     """Ancestral sampling with temperature, top-k and top-p (nucleus) truncation.
 
@@ -137,8 +142,8 @@ def sample(
       top_k: keep the k most likely tokens (0: all). top_p: nucleus mass in (0, 1] (1: all).
         See `sampling_logits`; top-k applies before top-p.
       min_len: the fewest tokens before EOS; EOS is dropped before the truncations (traced).
-      no_repeat_ngram_size, repetition_penalty, prefix, max_len_a, max_len_b: as in `greedy`;
-        they shape the distribution before temperature and truncation.
+      no_repeat_ngram_size, repetition_penalty, prefix, max_len_a, max_len_b, forced_bos: as
+        in `greedy`; they shape the distribution before temperature and truncation.
 
     Returns:
       tokens [batch, max_len], lengths [batch], and scores [batch]: the sum of the emitted

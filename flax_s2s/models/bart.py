@@ -36,40 +36,45 @@ BART_LAYOUT = dict(
     norm="layer", norm_position="post", norm_epsilon=1e-5, embedding_norm=True,
     activation="gelu",
 )
-_ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}  # config.json's activation_function -> ours
+# config.json's activation_function -> ours ("swish" is SiLU, Marian's)
+_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "swish": "silu", "silu": "silu"}
 
 
 def bart_config(hf: dict[str, Any], **overrides: Any) -> TransformerConfig:
     """The Transformer config of a BART config.json (as a dict); `overrides` replace fields that
-    change no shape (dtype, dropout_rate, attention). Fails, naming the key, on a config.json
-    whose layout this module does not implement (pre-norm mBART, an activation other than
-    gelu or relu, unequal encoder and decoder widths)."""
+    change no shape (dtype, dropout_rate, attention). Encoder and decoder may differ in heads,
+    MLP width and layers. Fails, naming the key, on a config.json whose layout this module does
+    not implement (pre-norm, which is mBART's: `flax_s2s.models.mbart`; an activation other
+    than gelu or relu). Messages name the key; the caller names the file."""
     if hf.get("normalize_before") or hf.get("add_final_layer_norm"):
-        raise ValueError("config.json: normalize_before / add_final_layer_norm (mBART's pre-norm "
-                         "layout) is not BART's; only post-norm BART is implemented")
+        raise ValueError("normalize_before / add_final_layer_norm (mBART's pre-norm layout) is "
+                         "not BART's; a pre-norm checkpoint has model_type 'mbart'")
+    return TransformerConfig(**{**bart_values(hf), **overrides})
+
+
+def bart_values(
+    hf: dict[str, Any], layout: dict[str, Any] = BART_LAYOUT, kind: str = "bart"
+) -> dict[str, Any]:
+    """The TransformerConfig fields of a BART-like config.json: `layout` (BART's by default),
+    each stack's sizes, dropout, the embedding scale, the activation and the special ids (with
+    the defaults of model_type `kind`)."""
     activation = hf.get("activation_function", "gelu")
     if activation not in _ACTIVATIONS:
-        raise ValueError(f"config.json: activation_function {activation!r} is not one of "
-                         f"{list(_ACTIVATIONS)}")
-    for key in ("encoder_ffn_dim", "encoder_attention_heads"):
-        twin = key.replace("encoder", "decoder")
-        if hf.get(key) != hf.get(twin):
-            raise ValueError(f"config.json: {key}={hf.get(key)} and {twin}={hf.get(twin)} differ; "
-                             "the Transformer has one value for both stacks")
-    values = dict(
-        BART_LAYOUT,
+        raise ValueError(f"activation_function {activation!r} is not one of {list(_ACTIVATIONS)}")
+    return dict(
+        layout,
         src_vocab_size=hf["vocab_size"],
         tgt_vocab_size=hf["vocab_size"],
         d_model=hf["d_model"],
         num_heads=hf["encoder_attention_heads"],
         mlp_dim=hf["encoder_ffn_dim"],
+        decoder_num_heads=hf.get("decoder_attention_heads", hf["encoder_attention_heads"]),
+        decoder_mlp_dim=hf.get("decoder_ffn_dim", hf["encoder_ffn_dim"]),
         num_encoder_layers=hf["encoder_layers"],
         num_decoder_layers=hf["decoder_layers"],
         max_positions=hf["max_position_embeddings"],
         dropout_rate=float(hf.get("dropout", 0.1)),
         scale_embeddings=bool(hf.get("scale_embedding", False)),
         activation=_ACTIVATIONS[activation],
-        special_tokens=SpecialTokens.from_hf_config({**hf, "model_type": "bart"}),
+        special_tokens=SpecialTokens.from_hf_config({**hf, "model_type": kind}),
     )
-    values.update(overrides)
-    return TransformerConfig(**values)

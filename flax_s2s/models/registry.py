@@ -24,7 +24,10 @@ import ml_collections
 from flax_s2s import config_checks
 from flax_s2s.errors import ConfigError
 from flax_s2s.models.bart import BART_LAYOUT, bart_config
+from flax_s2s.models.marian import MARIAN_LAYOUT, marian_config
+from flax_s2s.models.mbart import MBART_LAYOUT, mbart_config
 from flax_s2s.models.norms import NORM_KINDS, NORM_POSITIONS
+from flax_s2s.models.pegasus import PEGASUS_LAYOUT, pegasus_config
 from flax_s2s.models.rnn import CELLS, RnnConfig, RnnSeq2Seq
 from flax_s2s.models.seam import Seq2Seq
 from flax_s2s.models.t5 import FEED_FORWARDS, T5, T5Config
@@ -116,6 +119,21 @@ KINDS = (
     ModelKind(  # the Transformer in BART's layout (models/bart.py), random or pretrained
         "bart", TransformerConfig, Transformer, derived=lambda *_: dict(BART_LAYOUT),
         from_hf_config=lambda hf, **overrides: Transformer(bart_config(hf, **overrides)),
+        hf_overrides=("attention",), shared_vocab=True, check_config=_check_transformer,
+    ),
+    ModelKind(  # BART's layout with pre-norm layers and final norms (models/mbart.py)
+        "mbart", TransformerConfig, Transformer, derived=lambda *_: dict(MBART_LAYOUT),
+        from_hf_config=lambda hf, **overrides: Transformer(mbart_config(hf, **overrides)),
+        hf_overrides=("attention",), shared_vocab=True, check_config=_check_transformer,
+    ),
+    ModelKind(  # Marian's layout (models/marian.py): one vocab.json for both sides
+        "marian", TransformerConfig, Transformer, derived=lambda *_: dict(MARIAN_LAYOUT),
+        from_hf_config=lambda hf, **overrides: Transformer(marian_config(hf, **overrides)),
+        hf_overrides=("attention",), shared_vocab=True, check_config=_check_transformer,
+    ),
+    ModelKind(  # PEGASUS's layout (models/pegasus.py)
+        "pegasus", TransformerConfig, Transformer, derived=lambda *_: dict(PEGASUS_LAYOUT),
+        from_hf_config=lambda hf, **overrides: Transformer(pegasus_config(hf, **overrides)),
         hf_overrides=("attention",), shared_vocab=True, check_config=_check_transformer,
     ),
 )

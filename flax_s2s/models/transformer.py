@@ -138,9 +138,10 @@ class Transformer(nn.Module):
 
     def _check_length(self, length: int) -> None:
         c = self.config
-        if c.positions == "learned" and length > c.max_positions:
+        bounded = c.positions == "learned" or c.sinusoidal_layout == "marian"  # a table
+        if bounded and length > c.max_positions:
             raise ValueError(
-                f"length {length} exceeds the {c.max_positions} learned positions "
+                f"length {length} exceeds the {c.max_positions} positions of the table "
                 "(max(max_src_len, max_tgt_len) of the training config)"
             )
 
@@ -153,7 +154,7 @@ class Transformer(nn.Module):
     ) -> dict[str, Any]:
         """src_tokens [batch, src_len] -> memory [batch, src_len, d_model], src_mask
         [batch, src_len] and, per decoder layer, the cross-attention keys and values
-        [batch, src_len, heads, head_dim].
+        [batch, src_len, decoder heads, head_dim].
 
         Packed rows: `segment_ids` and `positions` [batch, src_len] int32 (see
         `flax_s2s.data.packing`); each example attends only to itself and reads its own
@@ -177,8 +178,8 @@ class Transformer(nn.Module):
         """Empty self-attention caches for `max_len` positions, one per decoder layer."""
         self._check_length(max_len)
         c = self.config
-        return empty_caches(encoded["memory"].shape[0], max_len, c.num_heads,
-                            c.d_model // c.num_heads, c.dtype, len(self.decoder_layers))
+        return empty_caches(encoded["memory"].shape[0], max_len, c.decoder_heads,
+                            c.d_model // c.decoder_heads, c.dtype, len(self.decoder_layers))
 
     def init_beam_cache(
         self, encoded: dict[str, Any], max_len: int, beam_size: int

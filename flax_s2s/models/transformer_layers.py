@@ -30,9 +30,13 @@ from flax_s2s.special_tokens import SpecialTokens
 Array = jax.Array
 
 POSITIONS = ("sinusoidal", "learned")  # the allowed `positions` values
+# how sinusoidal positions lay out sin and cos: flax_s2s's own ("t2t", `sinusoidal_positions`)
+# or Marian's and PEGASUS's ("marian", `marian_sinusoids`)
+SINUSOIDAL_LAYOUTS = ("t2t", "marian")
 
-
-ACTIVATIONS = {"relu": nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False)}  # MLP hidden
+# the MLP's hidden activation; "silu" is Marian's "swish"
+ACTIVATIONS = {"relu": nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+               "silu": jax.nn.silu}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +44,13 @@ class TransformerConfig:
     """Hyperparameters shared by all the modules below (hashable, like Flax's examples/wmt).
 
     max_positions bounds learned position embeddings (and so the longest input or decode).
+    num_heads, mlp_dim: the encoder's attention heads and MLP width; decoder_num_heads and
+      decoder_mlp_dim the decoder's (None: the encoder's). Each stack's heads divide d_model.
     special_tokens: the vocabulary's ids; the model reads `pad` (padding masks, on both sides).
 
     The fields from `activation` on default to flax_s2s's own Transformer; together they give
     BART's layout (`flax_s2s.models.bart`), as fairseq builds BART from its Transformer:
-    activation: the MLP's, "relu" or "gelu" (exact, erf).
+    activation: the MLP's, "relu", "gelu" (exact, erf) or "silu" (Marian's "swish").
     norm_epsilon: every norm's epsilon.
     scale_embeddings: token embeddings times sqrt(d_model), before positions are added.
     embedding_norm: a norm of embeddings + positions at the start of each stack.
@@ -53,6 +59,8 @@ class TransformerConfig:
     positions_per_stack: learned positions: encoder and decoder each own a table (else one).
     rescale_tied_output: a tied output divides the logits by sqrt(d_model).
     output_bias: a tied output adds a learned bias [tgt_vocab] (an untied one has its own).
+    sinusoidal_layout: sinusoidal positions in flax_s2s's layout ("t2t") or in Marian's and
+      PEGASUS's ("marian": a table of max_positions rows, see `marian_sinusoids`).
     """
 
     src_vocab_size: int
@@ -60,6 +68,8 @@ class TransformerConfig:
     d_model: int = 128
     num_heads: int = 4
     mlp_dim: int = 512
+    decoder_num_heads: int | None = None
+    decoder_mlp_dim: int | None = None
     num_encoder_layers: int = 2
     num_decoder_layers: int = 2
     share_embeddings: bool = False
@@ -80,9 +90,13 @@ class TransformerConfig:
     positions_per_stack: bool = False
     rescale_tied_output: bool = True
     output_bias: bool = False
+    sinusoidal_layout: str = "t2t"
 
     def __post_init__(self) -> None:
         check_position(self.norm_position)
+        if self.sinusoidal_layout not in SINUSOIDAL_LAYOUTS:
+            raise ValueError(f"model.sinusoidal_layout must be one of {list(SINUSOIDAL_LAYOUTS)}, "
+                             f"got {self.sinusoidal_layout!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"model.activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}"
@@ -91,11 +105,13 @@ class TransformerConfig:
             raise ValueError(
                 f"model.attention must be one of {list(ATTENTIONS)}, got {self.attention!r}"
             )
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f"model.d_model={self.d_model} must be divisible by "
-                f"model.num_heads={self.num_heads}"
-            )
+        for name, heads in (("num_heads", self.num_heads), ("decoder_num_heads", self.decoder_heads)):
+            if heads <= 0 or self.d_model % heads:
+                raise ValueError(
+                    f"model.d_model={self.d_model} must be divisible by model.{name}={heads}"
+                )
+        if self.decoder_hidden <= 0:
+            raise ValueError(f"model.decoder_mlp_dim={self.decoder_mlp_dim} must be > 0")
         if self.positions not in POSITIONS:
             raise ValueError(
                 f"model.positions must be one of {list(POSITIONS)}, got {self.positions!r}"
@@ -105,6 +121,16 @@ class TransformerConfig:
                 "model.share_embeddings needs one vocabulary for source and target; got sizes "
                 f"{self.src_vocab_size} and {self.tgt_vocab_size}"
             )
+
+    @property
+    def decoder_heads(self) -> int:
+        """The decoder's attention heads (self and cross attention)."""
+        return self.num_heads if self.decoder_num_heads is None else self.decoder_num_heads
+
+    @property
+    def decoder_hidden(self) -> int:
+        """The hidden width of the decoder's MLPs."""
+        return self.mlp_dim if self.decoder_mlp_dim is None else self.decoder_mlp_dim
 
 
 def sinusoidal_positions(positions: Array, features: int) -> Array:
@@ -117,6 +143,15 @@ def sinusoidal_positions(positions: Array, features: int) -> Array:
     return jnp.pad(table, [(0, 0)] * positions.ndim + [(0, features - 2 * half)])
 
 
+def marian_sinusoids(rows: int, features: int) -> np.ndarray:
+    """Marian's and PEGASUS's fixed table [rows, features] (float32), as their reference builds
+    it in float64: position p, feature j reads angle p / 10^4 ** (2 * (j // 2) / features); sin
+    of the even j on the first ceil(features / 2) features, cos of the odd j on the rest."""
+    features_j = np.arange(features)
+    angles = np.arange(rows)[:, None] / np.power(10_000.0, 2 * (features_j // 2) / features)
+    return np.concatenate([np.sin(angles[:, 0::2]), np.cos(angles[:, 1::2])], axis=1).astype(np.float32)
+
+
 class Positions(nn.Module):
     """Position embeddings for integer positions [...] -> [..., d_model]."""
 
@@ -125,6 +160,9 @@ class Positions(nn.Module):
     @nn.compact
     def __call__(self, positions: Array) -> Array:
         c = self.config
+        if c.positions == "sinusoidal" and c.sinusoidal_layout == "marian":
+            table = jnp.asarray(marian_sinusoids(c.max_positions, c.d_model))
+            return jnp.take(table, positions, axis=0).astype(c.dtype)
         if c.positions == "sinusoidal" and positions.ndim > 1:
             # per-example positions of packed rows [batch, length], each < length: rows of a
             # table of `length` positions, which XLA computes once at compile time
@@ -142,6 +180,8 @@ class Attention(nn.Module):
     values can be computed once and cached. The core is `attend` (`jax.nn.dot_product_attention`,
     XLA or cuDNN as `attention_implementation` picks).
 
+    num_heads: the heads (None: config.num_heads, the encoder's); head_dim is d_model / heads.
+
     With `sow_weights`, the attention weights [batch, heads, q_len, kv_len] are also sown into
     "intermediates" as "attention_weights" (for plots); XLA drops that computation when the
     collection is not asked for.
@@ -149,10 +189,12 @@ class Attention(nn.Module):
 
     config: TransformerConfig
     sow_weights: bool = False
+    num_heads: int | None = None
 
     def setup(self) -> None:
         c = self.config
-        heads = (c.num_heads, c.d_model // c.num_heads)
+        num_heads = self.num_heads or c.num_heads
+        heads = (num_heads, c.d_model // num_heads)
         self.query = nn.DenseGeneral(heads, dtype=c.dtype, name="query")
         self.key = nn.DenseGeneral(heads, dtype=c.dtype, name="key")
         self.value = nn.DenseGeneral(heads, dtype=c.dtype, name="value")
@@ -207,12 +249,17 @@ def _attend_source(
 
 
 class Mlp(nn.Module):
+    """x [..., d_model] -> [..., d_model] through a hidden layer of `hidden_dim` (None:
+    config.mlp_dim, the encoder's)."""
+
     config: TransformerConfig
+    hidden_dim: int | None = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         c = self.config
-        x = ACTIVATIONS[c.activation](nn.Dense(c.mlp_dim, dtype=c.dtype, name="hidden")(x))
+        hidden = nn.Dense(self.hidden_dim or c.mlp_dim, dtype=c.dtype, name="hidden")(x)
+        x = ACTIVATIONS[c.activation](hidden)
         x = nn.Dropout(c.dropout_rate)(x, deterministic=not train)
         return nn.Dense(c.d_model, dtype=c.dtype, name="output")(x)
 
@@ -273,9 +320,11 @@ class DecoderLayer(ResidualLayer):
     num_sublayers: int = 3
 
     def build_sublayers(self) -> None:
-        self.self_attention = Attention(self.config, name="self_attention")
-        self.cross_attention = Attention(self.config, sow_weights=True, name="cross_attention")
-        self.mlp = Mlp(self.config, name="mlp")
+        c = self.config  # the decoder's own heads and MLP width
+        self.self_attention = Attention(c, num_heads=c.decoder_heads, name="self_attention")
+        self.cross_attention = Attention(c, sow_weights=True, num_heads=c.decoder_heads,
+                                         name="cross_attention")
+        self.mlp = Mlp(c, hidden_dim=c.decoder_hidden, name="mlp")
 
     def cross_kv(self, memory: Array) -> KeyValue:
         """The encoder memory's keys and values for this layer's cross-attention."""

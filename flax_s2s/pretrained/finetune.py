@@ -6,6 +6,7 @@ import json
 import pathlib
 from typing import Any
 
+from flax_s2s.data.pretrained_tokenizer import NO_FORCED_BOS
 from flax_s2s.errors import ConfigError
 from flax_s2s.hf_files import architecture, read_config
 from flax_s2s.models.registry import MODEL_KINDS
@@ -18,8 +19,9 @@ def configure(config: Any) -> None:
     """Fills a run's config from `config.pretrained` (a save_pretrained directory), in place:
     `model.type` and `model.pretrained_config` (config.json's text, which is all a saved config
     needs to rebuild the model) from its config.json, `model.dropout_rate` from its dropout when
-    it is DROPOUT_FROM_CHECKPOINT, `vocab.type` "pretrained" (its tokenizer) and
-    `vocab.src_eos` (sources end in </s>, as the checkpoint read them). Nothing when
+    it is DROPOUT_FROM_CHECKPOINT, `vocab.type` "pretrained" (its tokenizer),
+    `vocab.src_eos` (sources end in </s>, as the checkpoint read them) and, when empty,
+    `forced_bos` from config.json's forced_bos_token_id (where it names one). Nothing when
     `config.pretrained` is empty. Idempotent."""
     if not config.get("pretrained"):
         return
@@ -33,10 +35,18 @@ def configure(config: Any) -> None:
         config.model.dropout_rate = float(hf.get(MODEL_KINDS[kind].hf_dropout_key, 0.1))
     config.vocab.type = "pretrained"
     config.vocab.src_eos = True  # T5's and BART's tokenizers end every text with </s>
+    if not config.forced_bos and hf.get("forced_bos_token_id") is not None:
+        config.forced_bos = str(hf["forced_bos_token_id"])
 
 
 def check_config(config: Any) -> None:
-    """`config.pretrained` and what `configure` fills from it agree."""
+    """`config.pretrained` and what `configure` fills from it agree; `src_lang` and `forced_bos`
+    frame a pretrained tokenizer's texts."""
     if config.pretrained and not config.model.pretrained_config:
         raise ConfigError(f"config.pretrained={config.pretrained!r} but config.model.pretrained_config "
                           "is empty: flax_s2s.pretrained.configure(config) fills it (train.py does)")
+    for field in ("src_lang", "forced_bos"):
+        value = config[field]
+        if value and value != NO_FORCED_BOS and config.vocab.type != "pretrained":
+            raise ConfigError(f"config.{field}={value!r}: frames the texts of a pretrained "
+                              f"tokenizer, but config.vocab.type={config.vocab.type!r}")

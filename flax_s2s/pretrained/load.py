@@ -5,7 +5,8 @@ model, variables = load_pretrained("path/to/t5-small")   # config.json + model.s
 logits = model.forward(variables, model.encode(variables, src), tgt_inputs)
 ```
 config.json's `model_type` picks the architecture: "t5" (`flax_s2s.models.t5`, v1.0 and v1.1 /
-mT5 / ByT5 layouts) or "bart" (`flax_s2s.models.bart`: the Transformer in BART's layout); the
+mT5 / ByT5 layouts), "bart", "mbart", "marian" or "pegasus" (`flax_s2s.models.bart`, `.mbart`,
+`.marian`, `.pegasus`: the Transformer in each one's layout); the
 model registry builds its module, and the architecture's `TensorLayout` fills it from
 `model.safetensors` (read with `safetensors` into NumPy, float32).
 """
@@ -19,11 +20,12 @@ import flax.linen as nn
 
 from flax_s2s.hf_files import CONFIG_FILE, WEIGHTS_FILE, PretrainedError, architecture, read_config
 from flax_s2s.models import Seq2Seq, module_from_hf_config
-from flax_s2s.pretrained import bart, t5
+from flax_s2s.pretrained import bart, marian, mbart, pegasus, t5
 from flax_s2s.pretrained.rules import TensorLayout, fill, read_tensors, variable_shapes
 
 # config.json's model_type -> its checkpoint layout
-LAYOUTS: dict[str, TensorLayout] = {"t5": t5.LAYOUT, "bart": bart.LAYOUT}
+LAYOUTS: dict[str, TensorLayout] = {"t5": t5.LAYOUT, "bart": bart.LAYOUT, "mbart": mbart.LAYOUT,
+                                     "marian": marian.LAYOUT, "pegasus": pegasus.LAYOUT}
 
 
 def pretrained_module(directory: str | pathlib.Path, **overrides: Any) -> nn.Module:
@@ -44,7 +46,8 @@ def load_variables(directory: str | pathlib.Path, module: nn.Module) -> dict[str
     layout = LAYOUTS[architecture(hf, directory)]
     source = str(pathlib.Path(directory) / WEIGHTS_FILE)
     return fill(layout.rules(module), variable_shapes(module), read_tensors(directory), source,
-                hf["model_type"].upper(), layout.ignored, layout.zero_if_absent)
+                hf["model_type"].upper(), layout.ignored, layout.zero_if_absent,
+                lambda name: layout.computed(module, name))
 
 
 def load_pretrained(directory: str | pathlib.Path, **overrides: Any) -> tuple[Seq2Seq, dict[str, Any]]:

@@ -39,11 +39,18 @@ class TensorLayout:
     zero_if_absent: {flax path: (tensor name, layout)} of variables that are zeros where a
       checkpoint holds no tensor for them (the reference starts them at zeros), and that export
       writes even where the reference directory lacks them.
+    computed: (module, tensor name) -> the value of a tensor the model computes rather than
+      stores (Marian's sinusoidal tables), None for any other name. A checkpoint's tensor of
+      that name must hold that value (to `COMPUTED_TOLERANCE`); export writes it.
     """
 
     rules: Callable[[Any], list[Rule]]
     ignored: tuple[str, ...] = ()
     zero_if_absent: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    computed: Callable[[Any, str], np.ndarray | None] = lambda module, name: None
+
+
+COMPUTED_TOLERANCE = 1e-2  # a float16 or bfloat16 copy of a computed table still passes
 
 
 _TRANSPOSED = ("linear", "heads_in", "heads_out")
@@ -134,17 +141,23 @@ def fill(
     architecture: str,
     ignored: tuple[str, ...] = (),
     zero_if_absent: dict[str, tuple[str, str]] | None = None,
+    computed: Callable[[str], np.ndarray | None] | None = None,
 ) -> dict[str, Any]:
     """The variables {"params": ...} that `tensors` fill through `rules`. Fails on a tensor no
-    rule maps, a shape that does not fit, two aliases of one variable that differ, or a
-    variable left unfilled (but those of `zero_if_absent`, which the reference initialises to
-    zeros when a checkpoint lacks them); `source` names the file in errors."""
+    rule maps, a shape that does not fit, two aliases of one variable that differ, a tensor the
+    model computes (`computed`: name -> its value or None) holding another value, or a variable
+    left unfilled (but those of `zero_if_absent`, which the reference initialises to zeros when
+    a checkpoint lacks them); `source` names the file in errors."""
     compiled = [(re.compile(pattern), target, layout) for pattern, target, layout in rules]
     filled: dict[str, tuple[str, np.ndarray]] = {}
     # in the order of the rules, so that an alias is checked against the first-named matrix
     for name in sorted(tensors, key=lambda name: (rule_index(compiled, name), name)):
         tensor = tensors[name]
         if any(re.fullmatch(pattern, name) for pattern in ignored):
+            continue
+        expected = computed(name) if computed else None
+        if expected is not None:
+            check_computed(tensor, expected, name, source)
             continue
         found = match(compiled, name)
         if found is None:
@@ -178,6 +191,17 @@ def fill(
     return {"params": flax.traverse_util.unflatten_dict(params, sep="/")}
 
 
+def check_computed(tensor: np.ndarray, expected: np.ndarray, name: str, source: str) -> None:
+    """Fails unless a stored tensor holds what the model computes in its place."""
+    if tensor.shape != expected.shape:
+        raise PretrainedError(f"{source}: tensor {name!r} has shape {list(tensor.shape)}, but the "
+                              f"model computes it as {list(expected.shape)} from config.json")
+    differ = np.abs(tensor - expected).max(initial=0.0)
+    if differ > COMPUTED_TOLERANCE:
+        raise PretrainedError(f"{source}: tensor {name!r} differs from the table the model computes "
+                              f"in its place by {differ:.3g} (another layout of the positions?)")
+
+
 def to_tensors(
     layout: TensorLayout, module: Any, params: dict[str, np.ndarray], names: list[str], source: str
 ) -> dict[str, np.ndarray]:
@@ -188,6 +212,10 @@ def to_tensors(
     tensors = {}
     for name in names:
         if any(re.fullmatch(pattern, name) for pattern in layout.ignored):
+            continue
+        value = layout.computed(module, name)
+        if value is not None:
+            tensors[name] = np.asarray(value, np.float32)
             continue
         found = match(compiled, name)
         if found is None or found[0] not in params:

@@ -1,0 +1,147 @@
+"""mBART and a BART with unequal stacks against the reference implementation's outputs on tiny
+committed fixtures (tests/fixtures/make_mbart_fixtures.py wrote them with transformers), export
+back to the reference's layout, mBART's tokenizer against the reference tokenizer's ids, and
+the forced first token (the target language code) in every search."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+from safetensors import safe_open
+
+from flax_s2s import decoding
+from flax_s2s.data.fairseq_vocab import FairseqVocab
+from flax_s2s.data.pretrained_tokenizer import tokenizer_vocabs
+from flax_s2s.errors import ConfigError
+from flax_s2s.pretrained import PretrainedError, configure, export_pretrained, load_pretrained
+from flax_s2s.pretrained.load import pretrained_module
+from flax_s2s.training.config import validate_config
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+VARIANTS = ("bart_unequal", "mbart")
+MAX_LEN = 10  # what the fixture script generated
+TGT_LANG = 80  # ro_RO in the fixture's vocabulary: 60 pieces + 1, then the codes (ro_RO the 20th)
+
+
+def _forced(name: str) -> int:
+    return TGT_LANG if name == "mbart" else -1
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def loaded(request):
+    directory = FIXTURES / request.param
+    model, variables = load_pretrained(directory)
+    reference = dict(np.load(directory / "reference.npz"))
+    return request.param, model, variables, reference
+
+
+def test_stacks_have_their_own_sizes():
+    config = pretrained_module(FIXTURES / "bart_unequal").config
+    assert (config.num_heads, config.mlp_dim, config.num_encoder_layers) == (3, 40, 3)
+    assert (config.decoder_heads, config.decoder_hidden, config.num_decoder_layers) == (2, 36, 2)
+    mbart = pretrained_module(FIXTURES / "mbart").config
+    assert (mbart.norm_position, mbart.scale_embeddings, mbart.embedding_norm) == ("pre", True, True)
+    assert (mbart.num_heads, mbart.decoder_heads, mbart.d_model) == (3, 5, 15)
+
+
+def test_teacher_forced_logits_match_reference(loaded):
+    name, model, variables, reference = loaded
+    encoded = model.encode(variables, jnp.asarray(reference["src"]))
+    logits = model.forward(variables, encoded, jnp.asarray(reference["tgt_inputs"]))
+    assert logits.shape == reference["logits"].shape
+    np.testing.assert_allclose(np.asarray(logits), reference["logits"], atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_greedy_matches_reference_generate(loaded):
+    name, model, variables, reference = loaded
+    tokens, _, _ = decoding.greedy(model, variables, jnp.asarray(reference["src"]), max_len=MAX_LEN,
+                                   forced_bos=_forced(name))
+    np.testing.assert_array_equal(np.asarray(tokens), reference["greedy"], err_msg=name)
+
+
+def test_beam4_best_matches_reference_generate(loaded):
+    name, model, variables, reference = loaded
+    tokens, _, _ = decoding.beam_search(model, variables, jnp.asarray(reference["src"]), beam_size=4,
+                                        max_len=MAX_LEN, alpha=0.0, forced_bos=_forced(name))
+    np.testing.assert_array_equal(np.asarray(tokens[:, 0]), reference["beam"], err_msg=name)
+
+
+def test_forced_first_token_in_every_search():
+    model, variables = load_pretrained(FIXTURES / "mbart")
+    reference = dict(np.load(FIXTURES / "mbart" / "reference.npz"))
+    src = jnp.asarray(reference["src"])
+    unforced, _, _ = decoding.greedy(model, variables, src, max_len=MAX_LEN)
+    np.testing.assert_array_equal(np.asarray(unforced), reference["unforced_greedy"])
+    assert (reference["unforced_greedy"][:, 0] != TGT_LANG).all()  # so forcing shows
+    drawn, _, _ = decoding.sample(model, variables, src, MAX_LEN, jax.random.PRNGKey(0),
+                                  forced_bos=TGT_LANG)
+    assert (np.asarray(drawn)[:, 0] == TGT_LANG).all()
+    # a forced prefix follows the forced first token
+    prefix = np.full((src.shape[0], 1), 19, np.int32)
+    tokens, _, _ = decoding.greedy(model, variables, src, MAX_LEN, prefix=prefix, forced_bos=TGT_LANG)
+    assert np.asarray(tokens)[:, :2].tolist() == [[TGT_LANG, 19]] * src.shape[0]
+    with pytest.raises(ValueError, match=r"forced_bos=-2: must be an integer >= -1"):
+        decoding.GenerationControls(forced_bos=-2)
+
+
+def _tensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
+    with safe_open(directory / "model.safetensors", "numpy") as weights:
+        return {name: weights.get_tensor(name) for name in weights.keys()}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_import_export_import_is_bit_exact(tmp_path, variant):
+    reference = FIXTURES / variant
+    _, variables = load_pretrained(reference)
+    out = export_pretrained(variables, reference, tmp_path / "exported")
+    original, exported = _tensors(reference), _tensors(out)
+    assert sorted(exported) == sorted(original)
+    assert "model.decoder.layer_norm.weight" in original or variant != "mbart"
+    for name, tensor in original.items():
+        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    if variant == "mbart":  # the tokenizer travels with the weights
+        spm_file = "sentencepiece.bpe.model"
+        assert (out / spm_file).read_bytes() == (reference / spm_file).read_bytes()
+    _, again = load_pretrained(out)
+    jax.tree.map(np.testing.assert_array_equal, again, variables)
+
+
+def test_tokenizer_ids_match_the_reference_tokenizer(tmp_path):
+    cases = json.loads((FIXTURES / "mbart" / "tokenizer_cases.json").read_text(encoding="utf-8"))
+    src, tgt = tokenizer_vocabs(FIXTURES / "mbart", src_lang="en_XX", forced_bos="ro_RO")
+    assert len(src) == 114 and src.special_tokens == tgt.special_tokens
+    for case in cases:
+        assert src.encode(case["text"]) == case["src"], case
+        assert tgt.encode(case["text"]) == case["tgt"], case
+        assert tgt.decode(case["tgt"][1:]) == case["decoded"].strip(), case
+    assert src.unk_count > 0  # the characters outside the pieces were counted
+    tgt.save(tmp_path / "tgt_vocab.fairseq.json")
+    assert FairseqVocab.load(tmp_path / "tgt_vocab.fairseq.json") == tgt
+    with pytest.raises(PretrainedError, match=r"forced_bos: token 'xx_XX' is not in the vocabulary"):
+        tokenizer_vocabs(FIXTURES / "mbart", forced_bos="xx_XX")
+
+
+def test_forced_bos_defaults_from_config_json_and_needs_a_pretrained_tokenizer():
+    config = tiny_config(pretrained=str(FIXTURES / "mbart"))
+    configure(config)
+    assert (config.model.type, config.forced_bos, config.vocab.type) == ("mbart", "80", "pretrained")
+    with pytest.raises(ConfigError, match=r"config\.forced_bos='ro_RO': frames the texts"):
+        validate_config(tiny_config(forced_bos="ro_RO"))
+
+
+def test_config_errors_name_the_file_once(tmp_path):
+    directory = tmp_path / "prenorm"
+    shutil.copytree(FIXTURES / "bart_unequal", directory)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "normalize_before": True}))
+    with pytest.raises(PretrainedError) as error:
+        load_pretrained(directory)
+    assert str(error.value).count("config.json") == 1, str(error.value)
+    assert "normalize_before" in str(error.value)

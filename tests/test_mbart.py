@@ -131,6 +131,19 @@ def test_tokenizer_ids_match_the_reference_tokenizer(tmp_path):
         tokenizer_vocabs(FIXTURES / "mbart", forced_bos="xx_XX")
 
 
+def test_cc25_tokenizer_puts_the_source_code_last(tmp_path):
+    # MBartTokenizer (mbart-large-cc25): 25 codes (the same first 25), so <mask> 86 not 113;
+    # sources X </s> [en_XX]
+    directory = tmp_path / "cc25"
+    shutil.copytree(FIXTURES / "mbart", directory)
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MBartTokenizer"}))
+    src, _ = tokenizer_vocabs(directory, src_lang="en_XX")
+    assert len(src) == 60 + 1 + 25 + 1
+    for case in json.loads((FIXTURES / "mbart" / "tokenizer_cases.json").read_text(encoding="utf-8")):
+        expected = [86 if i == 113 else i for i in case["src"][1:] + case["src"][:1]]
+        assert src.encode(case["text"]) == expected, case
+
+
 def test_forced_bos_defaults_from_config_json_and_needs_a_pretrained_tokenizer():
     config = tiny_config(pretrained=str(FIXTURES / "mbart"))
     configure(config)

@@ -25,6 +25,7 @@ from flax_s2s.errors import ConfigError
 from flax_s2s.pretrained import PretrainedError, configure, export_pretrained, load_pretrained
 from flax_s2s.pretrained.load import pretrained_module
 from flax_s2s.training.config import validate_config
+from flax_s2s.training.evaluation import make_evaluator
 from flax_s2s.workdirs import forced_controls, load_workdir
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -186,5 +187,10 @@ def test_mbart_fine_tunes_on_language_codes_and_decodes_with_the_forced_one(tmp_
             outputs = infer.decode_hypotheses(trained, lines, beam_size=beam, controls=controls)
             assert [best[0].tokens[0] for best in outputs] == [first] * len(lines)
     assert forced_controls(trained, None, "none") is None
+    # the evaluations during training force it as decode does
+    src = np.full((8, trained.config.max_src_len), 1, np.int32)
+    src[:, :3] = trained.src_vocab.encode("ab")[:3]
+    evaluator = make_evaluator(trained.model, trained.config, forced_bos=de)
+    assert (np.asarray(evaluator.decode(trained.variables, src))[:, 0] == de).all()
     with pytest.raises(PretrainedError, match=r"forced_bos: token 'xx_XX' is not in the vocab"):
         forced_controls(trained, None, "xx_XX")

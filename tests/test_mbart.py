@@ -5,6 +5,7 @@ the forced first token (the target language code) in every search."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import pathlib
 import shutil
@@ -13,16 +14,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import ROLLED, tiny_config
+from pretrained_dirs import write_parallel_text
 from safetensors import safe_open
 
-from flax_s2s import decoding
+from flax_s2s import decoding, infer, training
 from flax_s2s.data.fairseq_vocab import FairseqVocab
 from flax_s2s.data.pretrained_tokenizer import tokenizer_vocabs
 from flax_s2s.errors import ConfigError
 from flax_s2s.pretrained import PretrainedError, configure, export_pretrained, load_pretrained
 from flax_s2s.pretrained.load import pretrained_module
 from flax_s2s.training.config import validate_config
+from flax_s2s.training.evaluation import make_evaluator
+from flax_s2s.workdirs import forced_controls, load_workdir
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 VARIANTS = ("bart_unequal", "mbart")
@@ -128,6 +132,19 @@ def test_tokenizer_ids_match_the_reference_tokenizer(tmp_path):
         tokenizer_vocabs(FIXTURES / "mbart", forced_bos="xx_XX")
 
 
+def test_cc25_tokenizer_puts_the_source_code_last(tmp_path):
+    # MBartTokenizer (mbart-large-cc25): 25 codes (the same first 25), so <mask> 86 not 113;
+    # sources X </s> [en_XX]
+    directory = tmp_path / "cc25"
+    shutil.copytree(FIXTURES / "mbart", directory)
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MBartTokenizer"}))
+    src, _ = tokenizer_vocabs(directory, src_lang="en_XX")
+    assert len(src) == 60 + 1 + 25 + 1
+    for case in json.loads((FIXTURES / "mbart" / "tokenizer_cases.json").read_text(encoding="utf-8")):
+        expected = [86 if i == 113 else i for i in case["src"][1:] + case["src"][:1]]
+        assert src.encode(case["text"]) == expected, case
+
+
 def test_forced_bos_defaults_from_config_json_and_needs_a_pretrained_tokenizer():
     config = tiny_config(pretrained=str(FIXTURES / "mbart"))
     configure(config)
@@ -145,3 +162,35 @@ def test_config_errors_name_the_file_once(tmp_path):
         load_pretrained(directory)
     assert str(error.value).count("config.json") == 1, str(error.value)
     assert "normalize_before" in str(error.value)
+
+
+@pytest.mark.slow
+def test_mbart_fine_tunes_on_language_codes_and_decodes_with_the_forced_one(tmp_path):
+    config = importlib.import_module("configs.finetune_mbart").get_config()
+    config.pretrained = str(FIXTURES / "mbart")
+    config.data_path = str(write_parallel_text(tmp_path / "data"))
+    config.update({**ROLLED, "bucket_boundaries": (), "batch_size": 8, "eval_batch_size": 8,
+                   "num_train_steps": 2, "log_every": 1, "eval_every": 2, "checkpoint_every": 2,
+                   "eval_beam_size": 0, "text_metrics": ("chrf",), "keep_best": 0})
+    config.optimizer.warmup_steps = 1
+    workdir = str(tmp_path / "run")
+    assert training.run(config, workdir)["step"] == 2
+    trained = load_workdir(workdir)
+    en, de = trained.src_vocab.token_id("en_XX"), trained.tgt_vocab.token_id("de_DE")
+    # sources [en_XX] X </s>, targets [ro_RO] X </s>, as mBART-50's tokenizer writes them
+    assert trained.src_vocab.encode("ab")[0] == en and trained.src_vocab.encode("ab")[-1] == 2
+    assert trained.tgt_vocab.encode("ab")[0] == TGT_LANG
+    lines = ["abc de", "fgh"]
+    for flag, first in (("", TGT_LANG), ("de_DE", de)):
+        controls = forced_controls(trained, None, flag)
+        for beam in (0, 2):
+            outputs = infer.decode_hypotheses(trained, lines, beam_size=beam, controls=controls)
+            assert [best[0].tokens[0] for best in outputs] == [first] * len(lines)
+    assert forced_controls(trained, None, "none") is None
+    # the evaluations during training force it as decode does
+    src = np.full((8, trained.config.max_src_len), 1, np.int32)
+    src[:, :3] = trained.src_vocab.encode("ab")[:3]
+    evaluator = make_evaluator(trained.model, trained.config, forced_bos=de)
+    assert (np.asarray(evaluator.decode(trained.variables, src))[:, 0] == de).all()
+    with pytest.raises(PretrainedError, match=r"forced_bos: token 'xx_XX' is not in the vocab"):
+        forced_controls(trained, None, "xx_XX")

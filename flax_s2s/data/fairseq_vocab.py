@@ -88,12 +88,12 @@ class FairseqVocab:
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> detokenized text, stopping at the first EOS; specials and added tokens
         (language codes) skipped."""
-        kept = []
+        kept, first_added = [], len(self) - len(self.added)
         for token in ids:
             token = int(token)
             if token == self.special_tokens.eos:
                 break
-            if token not in self._names and OFFSET + 3 <= token < len(self) - len(self.added):
+            if len(FAIRSEQ_SPECIALS) <= token < first_added:  # a piece
                 kept.append(token - OFFSET)
         return self._processor.decode(kept)
 

@@ -9,6 +9,9 @@ What BART's layout sets (the `bart-base` one; `bart-large` differs only in sizes
 - learned positions, one table per stack, read at position + 2 (BART's offset: its tables have
   max_position_embeddings + 2 rows);
 - exact (erf) GELU in the MLPs; biases on every dense layer;
+- each stack its own heads, feed-forward width and layers (`encoder_attention_heads` /
+  `decoder_attention_heads`, `encoder_ffn_dim` / `decoder_ffn_dim`, `encoder_layers` /
+  `decoder_layers`);
 - one token embedding for encoder, decoder and output, the output not rescaled, plus
   `final_logits_bias`; embeddings times sqrt(d_model) only when config.json's
   `scale_embedding` says so (false for bart-base and bart-large);

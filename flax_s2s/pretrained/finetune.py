@@ -8,7 +8,7 @@ from typing import Any
 
 from flax_s2s.data.pretrained_tokenizer import NO_FORCED_BOS
 from flax_s2s.errors import ConfigError
-from flax_s2s.hf_files import architecture, read_config
+from flax_s2s.hf_files import PretrainedError, architecture, read_config
 from flax_s2s.models.registry import MODEL_KINDS
 from flax_s2s.pretrained.load import pretrained_module
 
@@ -21,8 +21,8 @@ def configure(config: Any) -> None:
     needs to rebuild the model) from its config.json, `model.dropout_rate` from its dropout when
     it is DROPOUT_FROM_CHECKPOINT, `vocab.type` "pretrained" (its tokenizer),
     `vocab.src_eos` (sources end in </s>, as the checkpoint read them) and, when empty,
-    `forced_bos` from config.json's forced_bos_token_id (where it names one). Nothing when
-    `config.pretrained` is empty. Idempotent."""
+    `forced_bos` from config.json's forced_bos_token_id (or generation_config.json's) where one
+    is named. Nothing when `config.pretrained` is empty. Idempotent."""
     if not config.get("pretrained"):
         return
     directory = pathlib.Path(config.pretrained)
@@ -35,8 +35,20 @@ def configure(config: Any) -> None:
         config.model.dropout_rate = float(hf.get(MODEL_KINDS[kind].hf_dropout_key, 0.1))
     config.vocab.type = "pretrained"
     config.vocab.src_eos = True  # T5's and BART's tokenizers end every text with </s>
-    if not config.forced_bos and hf.get("forced_bos_token_id") is not None:
-        config.forced_bos = str(hf["forced_bos_token_id"])
+    forced = hf.get("forced_bos_token_id", _generation_config(directory).get("forced_bos_token_id"))
+    if not config.forced_bos and forced is not None:
+        config.forced_bos = str(forced)
+
+
+def _generation_config(directory: pathlib.Path) -> dict[str, Any]:
+    """generation_config.json as a dict, {} without one (newer transformers keep
+    forced_bos_token_id there rather than in config.json)."""
+    path = directory / "generation_config.json"
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PretrainedError(f"{path}: not a JSON config ({error})") from None
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def check_config(config: Any) -> None:

@@ -71,13 +71,15 @@ class Evaluator:
 
 def make_evaluator(
     model: Seq2Seq, config: ml_collections.ConfigDict, mesh: Mesh | None = None,
-    variables_shardings: Any = None,
+    variables_shardings: Any = None, forced_bos: int = -1,
 ) -> Evaluator:
-    """An `Evaluator` decoding as `config.eval_beam_size` / `eval_length_alpha` say; on `mesh`,
-    each batch is split over its `data` axis and the results are replicated."""
+    """An `Evaluator` decoding as `config.eval_beam_size` / `eval_length_alpha` say, every output
+    starting with `forced_bos` unless it is -1 (the id of `config.forced_bos`); on `mesh`, each
+    batch is split over its `data` axis and the results are replicated."""
     decode = functools.partial(
         decoding.best_sequences, model, max_len=config.max_tgt_len,
         beam_size=config.eval_beam_size, alpha=config.eval_length_alpha,
+        controls=decoding.GenerationControls(forced_bos=forced_bos) if forced_bos >= 0 else None,
     )
     score = make_eval_step(model)
     if mesh is None:

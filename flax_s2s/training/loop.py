@@ -16,6 +16,7 @@ import numpy as np
 
 from flax_s2s import config_checks, early_stopping, sharding
 from flax_s2s.data import pipeline
+from flax_s2s.data.pretrained_tokenizer import forced_bos_id
 from flax_s2s.early_stopping import EarlyStopping
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing
@@ -40,7 +41,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, start_time: float) ->
     final_splits = final_eval_splits(config)
     setup = prepare_run(config, workdir, mesh, final_splits)
     forcing = TeacherForcing.from_config(config.teacher_forcing)
-    steps = jit_steps(setup.model, setup.tx, config, mesh, setup.state_shardings, forcing)
+    first = forced_bos_id(setup.data.tgt_vocab, config.get("forced_bos", ""))  # None: none
+    steps = jit_steps(setup.model, setup.tx, config, mesh, setup.state_shardings, forcing,
+                      -1 if first is None else first)
     loop = _Loop(config, workdir, setup, steps, forcing, final_splits, start_time)
     with GracefulStop() as stop:
         loop.train(stop)

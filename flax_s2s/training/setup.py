@@ -56,8 +56,10 @@ def jit_steps(
     mesh: Mesh,
     state_shardings: TrainState,
     forcing: TeacherForcing | None = None,
+    forced_bos: int = -1,
 ) -> Steps:
-    """Compiles (lazily) the train step and the evaluator with explicit in/out shardings."""
+    """Compiles (lazily) the train step and the evaluator with explicit in/out shardings; the
+    evaluator's outputs start with `forced_bos` unless it is -1."""
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
     train = jax.jit(
         make_train_step(model, tx, config, forcing, data_shards=mesh.shape[sharding.DATA]),
@@ -69,7 +71,7 @@ def jit_steps(
     def train_step(state, local_batch):
         return train(state, sharding.global_batch(local_batch, batch_sharding, config.batch_size))
 
-    evaluator = make_evaluator(model, config, mesh, state_shardings.variables)
+    evaluator = make_evaluator(model, config, mesh, state_shardings.variables, forced_bos)
     return Steps(train=train_step, evaluator=evaluator)
 
 

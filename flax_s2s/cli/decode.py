@@ -63,7 +63,7 @@ def main(argv: Sequence[str]) -> None:
                               controls=common.generation_controls(args), prefix_path=args.prefix,
                               input_format=args.input_format, prefix_field=args.prefix_field)
     except (WorkdirError, InputError, FileFormatError, ValueError) as error:
-        raise SystemExit(f"decode: {error}") from None
+        raise SystemExit(f"error: {error}") from None
     for output in outputs:
         print(output)
 

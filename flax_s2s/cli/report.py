@@ -26,9 +26,9 @@ def main(argv: Sequence[str]) -> None:
     del argv
     args = flags.FLAGS
     if bool(args.workdir) == bool(args.compare):
-        raise app.UsageError("give exactly one of --workdir or --compare")
+        raise SystemExit("error: give exactly one of --workdir or --compare")
     if args.compare and not args.out:
-        raise app.UsageError("--compare needs --out")
+        raise SystemExit("error: --compare needs --out, the directory of the overlaid report")
     try:
         if args.compare:
             report = write_report(args.compare, args.out, attention=False)

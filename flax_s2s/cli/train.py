@@ -36,10 +36,8 @@ def main(argv: Sequence[str]) -> None:
     try:  # the config file is loaded on first use
         config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
         config.keys()
-    except OSError as error:  # ml_collections' message lists the paths it tried
-        tried = " ".join(str(error).split())
-        raise SystemExit(f"error: --config={flags.FLAGS['config'].config_filename}: cannot be "
-                         f"loaded ({tried}); give the path of a config file") from None
+    except OSError as error:
+        raise SystemExit(_config_file_error(error)) from None
     try:
         # Filled and checked before joining other processes or touching a device; `run` checks
         # again with the device count (`prepare_config` owns both and is idempotent).
@@ -85,8 +83,17 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as error:
         raise SystemExit(f"error: {error} (--helpfull lists the flags)") from None
+    except OSError as error:  # the config file, loaded to apply the overrides
+        raise SystemExit(_config_file_error(error)) from None
     except _OVERRIDE_ERRORS as error:
         raise SystemExit(_override_error(error, argv)) from None
+
+
+def _config_file_error(error: OSError) -> str:
+    """One `error:` line for a config file that cannot be loaded (ml_collections' message lists
+    the paths it tried)."""
+    tried = " ".join(str(error).split())
+    return f"error: --config: cannot be loaded ({tried}); give the path of a config file"
 
 
 if __name__ == "__main__":

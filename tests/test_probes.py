@@ -135,3 +135,60 @@ def test_a_second_sigint_inside_a_long_compiled_call_exits_at_once():
     assert err.splitlines() == [
         "SIGINT received: finishing the current step, then saving a checkpoint (send it again "
         "to exit at once)", "second SIGINT: exiting now without saving"]
+
+
+@pytest.mark.slow
+def test_a_trained_workdir_meets_reruns_lost_metrics_and_bad_decode_input(inputs, tmp_path,
+                                                                         capsys, monkeypatch):
+    """One tiny run (in process), then: keep_best by a metric no eval reports is said at the
+    first eval; a rerun of the finished run adds no second final record; a resume without
+    metrics.jsonl warns; decode refuses min_len over the maximum and, with --strict, a symbol
+    outside the vocabulary, and reads a BOM as nothing."""
+    from conftest import tiny_config
+
+    from flax_s2s import training
+    from flax_s2s.logs import read_records
+
+    workdir = str(tmp_path / "run")
+    config = tiny_config(**{
+        "task": "parallel_text", "data_path": f"{inputs}/data", "max_src_len": 8,
+        "max_tgt_len": 6, "batch_size": 8, "eval_batch_size": 8, "num_train_steps": 2,
+        "eval_every": 1, "log_every": 1, "checkpoint_every": 2, "keep_best": 1,
+        "best_metric": "validation/bleu", "model.emb_dim": 8, "model.hidden_dim": 8,
+        "model.attention_dim": 8})
+    training.run(config.copy_and_resolve_references(), workdir)
+    out = capsys.readouterr().out
+    assert out.count("warning: config.best_metric='validation/bleu': the eval at step 1 "
+                     "reports no such metric") == 1, out
+    metrics = os.path.join(workdir, "metrics.jsonl")
+
+    def finals():
+        return [(r["step"], r["split"]) for r in read_records(metrics) if r["split"] == "test"]
+
+    assert finals() == [(2, "test")]
+    training.run(config.copy_and_resolve_references(), workdir)
+    assert "the run finished at step 2 already" in capsys.readouterr().out
+    assert finals() == [(2, "test")], "a rerun of a finished run wrote a second final record"
+
+    os.remove(metrics)
+    config.num_train_steps = 3
+    training.run(config.copy_and_resolve_references(), workdir)
+    assert f"warning: resuming at step 2, but {metrics} is missing" in capsys.readouterr().out
+
+    monkeypatch.chdir(ROOT)
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b"\xef\xbb\xbf1+2\r\n1+x\n")
+    code, message, _ = run_command("decode", [f"--workdir={workdir}", f"--input={lines}",
+                                              "--min_len=50"])
+    assert (code, message) == (1, "error: --min_len=50: must be >= 0 and below the model's "
+                                  "max_tgt_len=6 (EOS included)")
+    code, message, _ = run_command("decode", [f"--workdir={workdir}", f"--input={lines}",
+                                              "--strict"])
+    assert (code, message) == (1, "error: line 2: 1 symbol(s) outside the source vocabulary "
+                                  "read as <unk>: 'x' (--strict)")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("1+2\n")
+    printed = [run_command("decode", [f"--workdir={workdir}", f"--input={path}"])[2]
+               for path in (lines, plain)]
+    outputs = [[line for line in p.splitlines() if not line.startswith("line ")] for p in printed]
+    assert outputs[0][0] == outputs[1][0] and len(outputs[0]) == 2, printed  # the BOM: nothing

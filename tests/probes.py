@@ -1,7 +1,8 @@
 """The probe table: bad inputs and faults a new user meets, each with the exit code and the one
 `error:` line the command must answer with (tests/test_probes.py runs them; docs/reliability.md
-lists them). Paths are written with `{root}`, the probe's own directory of inputs (`make_inputs`),
-and `{w}`, the workdir the probe's command may write (its one allowed output)."""
+lists them). Paths are written with `{root}`, the probes' directory of inputs (`make_inputs`),
+`{tmp}`, the probe's own directory, and `{w}` in it, the workdir the probe's command may write
+(its one allowed output)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class Probe:
     pattern: str  # a regular expression the error line matches after "error: "
     code: int = 1
     fault: str = ""  # a fault set up around the command: "lock" (another trainer holds {w}),
-    # "unwritable" (the workdir's parent cannot be written)
+    # "unwritable" (the directory `unwritable` cannot be written)
+    unwritable: str = "{tmp}"  # with fault "unwritable": the directory denied
     writes_workdir: bool = False  # {w} may be created or changed
 
 
@@ -42,6 +44,9 @@ PROBES = (
            r"workdir '.*/afile/run' lies under the file '.*/afile'"),
     _train("workdir cannot be written", (), r"workdir '.*' cannot be written .*permission denied",
            fault="unwritable"),
+    _train("data_dir cannot be written", ("--config.data_dir={root}/ro/tfds",),
+           r"config.data_dir '.*/ro/tfds' cannot be written .*permission denied",
+           fault="unwritable", unwritable="{root}/ro"),
     _train("data_dir is a file", ("--config.data_dir={root}/afile",),
            r"config.data_dir '.*/afile' is a file"),
     _train("data_dir under a file", ("--config.data_dir={root}/afile/tfds",),
@@ -129,6 +134,7 @@ def make_inputs(root: str) -> None:
         write(f"{root}/badline/{split}.tsv", "source\ttarget\n" + "".join(lines))
     write(f"{root}/afile", "not a directory\n")
     os.makedirs(f"{root}/empty")
+    os.makedirs(f"{root}/ro")
     write(f"{root}/src.txt", "1+2\n3+4\n5+6\n")
     write(f"{root}/one.txt", "3\n")
     write(f"{root}/lexicon.tsv", "ABC\tA B C\n")

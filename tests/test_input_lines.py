@@ -41,3 +41,12 @@ def test_options_are_refused_by_one_rule():
     for bad in (float("nan"), float("inf"), "x"):
         with pytest.raises(input_lines.InputError, match="must be a finite number"):
             input_lines.check_alpha(bad)
+
+
+def test_the_evaluate_commands_lexicon_is_read_by_the_same_lines(tmp_path):
+    """A BOM once became part of the first word."""
+    from flax_s2s.data.cmudict_g2p import read_lexicon
+
+    path = tmp_path / "lexicon.tsv"
+    path.write_bytes(b"\xef\xbb\xbfABC\tA B C\r\nDE\tD E\r\n")
+    assert read_lexicon(path) == [("ABC", "A B C"), ("DE", "D E")]

@@ -69,7 +69,7 @@ def run_command(command: str, argv: list[str]) -> tuple[int, str, str]:
 
 
 @contextlib.contextmanager
-def fault(kind: str, workdir: str, monkeypatch):
+def fault(kind: str, workdir: str, denied: str, monkeypatch):
     """The fault a probe runs under."""
     if kind == "lock":
         lock = workdir_lock.acquire(workdir)
@@ -79,10 +79,9 @@ def fault(kind: str, workdir: str, monkeypatch):
             workdir_lock.release(lock)
         return
     if kind == "unwritable":  # as root, permissions are not enforced: the OS's answer is set
-        parent = os.path.dirname(workdir)
         real = os.access
         monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
-            False if os.path.abspath(path) == parent else real(path, mode, **kw)))
+            False if os.path.abspath(path) == denied else real(path, mode, **kw)))
     yield
 
 
@@ -94,7 +93,8 @@ def test_a_bad_input_gets_one_error_line_and_changes_nothing(probe: Probe, input
     monkeypatch.chdir(ROOT)
     own = workdir if probe.writes_workdir else None  # the one path it may write
     before = tree_state(inputs), tree_state(str(tmp_path), skip=own)
-    with fault(probe.fault, workdir, monkeypatch):
+    denied = probe.unwritable.format(root=inputs, tmp=str(tmp_path))
+    with fault(probe.fault, workdir, denied, monkeypatch):
         code, message, printed = run_command(probe.command, argv)
     assert code == probe.code, (code, message, printed[-2000:])
     assert "Traceback" not in printed and "Traceback" not in message, printed[-3000:]

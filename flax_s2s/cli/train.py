@@ -47,6 +47,7 @@ def main(argv: Sequence[str]) -> None:
         sharding.initialize_distributed(config)
         training.run(config, workdir)
     except (ConfigError, FileFormatError, FileNotFoundError, DiskFullError, PathError, DataError,
+            PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError,
             training.NonFiniteError) as error:
         raise SystemExit(f"error: {error}") from None
 

@@ -176,7 +176,8 @@ class _Loop:
             self.progress.write(f"the run finished at step {self.step} already; its final "
                                 f"evaluation is in {self.writer.path} (not repeated)")
             return {"step": self.step, "final": recorded,
-                    "wall_time_s": time.time() - self.start_time, "stopped_by": None}
+                    "wall_time_s": time.time() - self.start_time,
+                    "stopped_by": "early_stopping" if self.stopping.should_stop else None}
         if self.stopping.should_stop:
             best_step = self.stopping.best_step(checkpointer.all_steps())
             self.progress.write(_early_stopping_message(self.stopping, self.config, self.step,
@@ -199,10 +200,12 @@ class _Loop:
 
     def _recorded_final(self) -> dict[str, dict[str, Any]] | None:
         """The final records of every final split at this step in metrics.jsonl, or None when
-        one is missing (the periodic evals skip the last step, so a record there is final)."""
+        one is missing (the periodic evals skip the last step, so a record there is final; after
+        early stopping the final ones name their `checkpoint_step`)."""
         if not os.path.exists(self.writer.path):
             return None
-        found = {(r.get("step"), r.get("split")): r for r in read_records(self.writer.path)}
+        found = {(r.get("step"), r.get("split")): r for r in read_records(self.writer.path)
+                 if "checkpoint_step" in r or not self.stopping.should_stop}
         final = {split: found.get((self.step, split)) for split in self.final_splits}
         return None if None in final.values() else final
 

@@ -102,7 +102,7 @@ def encode_checked(
             problem(number, not_utf8(line) if isinstance(line, UnicodeDecodeError) else str(line))
             encoded.append(None)
             continue
-        text = clean(line) if isinstance(line, str) else line
+        text = clean(line) if type(line) is str else line  # a richer source (a dialogue) as is
         if not text:
             problem(number, side.empty)
             encoded.append(None)

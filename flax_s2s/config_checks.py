@@ -7,6 +7,7 @@ are well typed but impossible, naming the key and what is allowed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,9 +31,11 @@ def one_of(config: Any, key: str, allowed: Iterable[Any]) -> None:
 
 
 def positive(config: Any, *keys: str) -> None:
-    """Each config.`key` must be > 0."""
+    """Each config.`key` must be > 0 and finite (a NaN or infinite value is named)."""
     for key in keys:
         value = get(config, key)
+        if not math.isfinite(value):
+            raise ConfigError(f"config.{key}={value}: must be a finite number > 0")
         if value <= 0:
             raise ConfigError(f"config.{key}={value}: must be > 0")
 

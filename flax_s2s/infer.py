@@ -41,7 +41,9 @@ with a prefix that is not valid UTF-8 or not shorter than max_tgt_len) gets an e
 and a message on stderr naming its number, so the outputs stay aligned with the inputs and no
 valid line is lost; the exit status is 0 unless no line at all could be decoded. `--strict`
 makes the first such line an error instead. Symbols outside the source vocabulary are read as
-<unk> and counted on stderr.
+<unk> and counted on stderr (an error under `--strict`). Lines end at LF, CRLF or CR, and a UTF-8
+byte-order mark is ignored; `flax_s2s.input_lines` reads and checks the lines, as it does for the
+score command and `ExportedDecoder`.
 """
 
 from __future__ import annotations
@@ -55,18 +57,13 @@ from typing import NamedTuple
 import numpy as np
 import tqdm
 
-from flax_s2s import decoding, mbr
+from flax_s2s import decoding, input_lines, mbr
 from flax_s2s.data import decode_input
 from flax_s2s.data.dialogue import Dialogue, join_turns
 from flax_s2s.data.encoding import fit_source
-from flax_s2s.data.text_files import BadLine
 from flax_s2s.data.vocab import SymbolVocab, Vocab, split_symbols
+from flax_s2s.input_lines import InputError
 from flax_s2s.workdirs import TrainedModel, WorkdirError, forced_controls, load_workdir
-
-
-class InputError(Exception):
-    """A problem with the input that stops decoding; the message says what."""
-
 
 Line = decode_input.Line  # an input line's text (or Dialogue), or why it has none
 
@@ -76,49 +73,23 @@ def encode_lines(
     src_eos: bool = False,
 ) -> list[list[int] | None]:
     """Token ids per line (`fit_source`: a Dialogue keeps its latest turns that fit), or None
-    for a line that cannot be decoded (reported through `warn`; with `strict`, an InputError
-    naming the line instead).
+    for a line that cannot be decoded, checked as every decoder checks its lines
+    (`input_lines.encode_checked`: reported through `warn`; with `strict`, an InputError naming
+    the line instead). Surrounding whitespace and a BOM are ignored; symbols outside `vocab`
+    become UNK and are reported."""
 
-    Surrounding whitespace is ignored. Symbols outside `vocab` become UNK and are reported.
-    """
-    encoded: list[list[int] | None] = []
-
-    def skip(number: int, reason: str) -> None:
-        if strict:
-            raise InputError(f"line {number}: {reason} (--strict)")
-        warn(f"line {number}: {reason}; printing an empty line")
-        encoded.append(None)
-
-    for number, line in enumerate(lines, start=1):
-        if isinstance(line, UnicodeDecodeError):
-            skip(number, f"not valid UTF-8 (byte {line.object[line.start]:#04x} at offset "
-                         f"{line.start}: {line.reason})")
-            continue
-        if isinstance(line, BadLine):
-            skip(number, str(line))
-            continue
-        text = line if isinstance(line, Dialogue) else line.strip()
-        if not text:
-            skip(number, "empty input")
-            continue
+    def encode(text: str | Dialogue) -> tuple[list[int], list[str]]:
         ids, cut_turns = fit_source(vocab, text, max_src_len, src_eos)
         if cut_turns:
             text = join_turns(text.turns[cut_turns:], text.separator)
+        if not isinstance(vocab, SymbolVocab):  # only symbols and ids align one to one
+            return ids, []
         unk = vocab.special_tokens.unk
-        unknown = ids.count(unk)
-        if unknown:
-            shown = ""
-            if isinstance(vocab, SymbolVocab):  # symbols and ids align one to one
-                symbols = [s for s, i in zip(split_symbols(text, vocab.separator), ids, strict=True)
-                           if i == unk]
-                shown = ": " + ", ".join(repr(s) for s in dict.fromkeys(symbols))
-            warn(f"line {number}: {unknown} symbol(s) outside the source vocabulary read as "
-                 f"<unk>{shown}")
-        if len(ids) > max_src_len:
-            skip(number, f"{len(ids)} source symbols exceed the model's max_src_len={max_src_len}")
-            continue
-        encoded.append(ids)
-    return encoded
+        return ids, [s for s, i in zip(split_symbols(text, vocab.separator), ids, strict=False)
+                     if i == unk]
+
+    return input_lines.encode_checked(lines, encode, max_src_len, vocab.special_tokens.unk, warn,
+                                      strict)
 
 
 def encode_prefixes(
@@ -135,8 +106,12 @@ def encode_prefixes(
             problem = (f"prefix not valid UTF-8 (byte {line.object[line.start]:#04x} at offset "
                        f"{line.start})")
         else:
-            ids = vocab.encode(line.strip(), add_eos=False) if line.strip() else []
+            text = input_lines.clean(line)
+            ids = vocab.encode(text, add_eos=False) if text else []
             unknown = ids.count(vocab.special_tokens.unk)
+            if unknown and strict:
+                raise InputError(f"line {number}: {unknown} prefix symbol(s) outside the target "
+                                 "vocabulary (--strict)")
             if unknown:
                 warn(f"line {number}: {unknown} prefix symbol(s) outside the target vocabulary "
                      "read as <unk>")
@@ -361,25 +336,7 @@ def format_outputs(hypotheses: Sequence[Sequence[Hypothesis]], nbest: int = 0,
 OUTPUT_FORMATS = ("text", "jsonl")
 
 
-def read_lines(path: str | None, flag: str = "--input") -> list[Line]:
-    """The lines of `path` (default: stdin), each decoded from UTF-8 on its own: a line that is
-    not valid UTF-8 is kept, in its place, as the UnicodeDecodeError that says why, so one bad
-    line costs only itself. `flag` names the file in an error."""
-    if path is None:
-        data = sys.stdin.buffer.read()
-    else:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as error:
-            raise InputError(f"cannot read {flag} {path!r}: {error.strerror}") from error
-    lines: list[Line] = []
-    for raw in data.splitlines():
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            lines.append(error)
-    return lines
+read_lines = input_lines.read_lines  # the lines of a file or stdin (BOM, CRLF, bad UTF-8)
 
 
 def decode_file(
@@ -423,9 +380,7 @@ def decode_file(
     prefixes = None if prefix_path is None else read_lines(prefix_path, "--prefix")
     trained = load_workdir(workdir, step, average, raw_weights)
     controls = forced_controls(trained, controls, forced_bos)
-    if min_len >= trained.config.max_tgt_len:
-        raise InputError(f"--min_len={min_len}: must be below the model's "
-                         f"max_tgt_len={trained.config.max_tgt_len} (EOS included)")
+    input_lines.check_min_len(min_len, trained.config.max_tgt_len, "--min_len")
     lines = read_lines(None) if lines is None else lines
     if jsonl:
         fields = decode_input.fields_of(trained.config)

@@ -42,7 +42,8 @@ Array = jax.Array
 def load_records(workdir: str) -> Records:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: is {workdir} a flax_s2s workdir?")
+        raise FileNotFoundError(f"{path} does not exist: is {workdir} a flax_s2s workdir? (a "
+                                "run writes it from its first log step)")
     return read_records(path)
 
 
@@ -252,8 +253,8 @@ def _final_table(runs: dict[str, Records]) -> list[str]:
 def write_report(workdirs: Sequence[str], out_dir: str, attention: bool = True,
                  layer: int = -1) -> str:
     """Writes the PNGs and report.md into `out_dir`; returns the report's path."""
-    os.makedirs(out_dir, exist_ok=True)
     runs = {os.path.basename(os.path.normpath(w)): load_records(w) for w in workdirs}
+    os.makedirs(out_dir, exist_ok=True)  # once the records are read: a failure leaves nothing
     figures = {
         "Curves": plot_curves(runs, os.path.join(out_dir, "curves.png")),
         "Teacher-forcing schedule": plot_schedule(runs, os.path.join(out_dir, "schedule.png")),

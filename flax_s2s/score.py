@@ -21,8 +21,9 @@ similar length (longest first), each cut to its longest row, and put back in inp
 A pair that cannot be scored (a line not valid UTF-8 or empty on either side, a source over the
 config's max_src_len, a target over max_tgt_len with its EOS) gets an empty output line (jsonl:
 null scores) and a message on stderr naming the file and line. Nothing is cut: the score of a cut
-source or target would not be the score of the pair given. `--strict` makes the first such line
-an error instead; the exit status is otherwise 0 unless no pair at all could be scored.
+source or target would not be the score of the pair given. Symbols outside a vocabulary are
+counted on stderr. `--strict` makes the first such line (or symbol) an error instead; the exit
+status is otherwise 0 unless no pair at all could be scored.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from flax_s2s import scoring
+from flax_s2s import input_lines, scoring
 from flax_s2s.data.vocab import Vocab
-from flax_s2s.infer import InputError, Line, encode_lines, length_sorted_batches, read_lines
+from flax_s2s.infer import InputError, Line, encode_lines, length_sorted_batches
 from flax_s2s.workdirs import TrainedModel, WorkdirError, load_workdir
 
 OUTPUT_FORMATS = ("text", "jsonl")
@@ -64,34 +65,14 @@ def encode_targets(
     strict: bool = False,
 ) -> list[list[int] | None]:
     """Target ids per line, EOS included (as training encodes targets), or None for a line that
-    cannot be scored, reported through `warn` (with `strict`: an InputError naming the line)."""
-    encoded: list[list[int] | None] = []
+    cannot be scored, checked as every decoder checks its lines (`input_lines.encode_checked`):
+    reported through `warn`, with `strict` an InputError naming the line."""
 
-    def skip(number: int, reason: str) -> None:
-        if strict:
-            raise InputError(f"--targets line {number}: {reason} (--strict)")
-        warn(f"--targets line {number}: {reason}; printing an empty line")
-        encoded.append(None)
+    def encode(text: str) -> tuple[list[int], list[str]]:
+        return vocab.encode(text, add_eos=True), []
 
-    for number, line in enumerate(lines, start=1):
-        if isinstance(line, UnicodeDecodeError):
-            skip(number, f"not valid UTF-8 (byte {line.object[line.start]:#04x} at offset "
-                         f"{line.start}: {line.reason})")
-            continue
-        if not line.strip():
-            skip(number, "empty target")
-            continue
-        ids = vocab.encode(line.strip(), add_eos=True)
-        unknown = ids.count(vocab.special_tokens.unk)
-        if unknown:
-            warn(f"--targets line {number}: {unknown} symbol(s) outside the target vocabulary "
-                 "scored as <unk>")
-        if len(ids) > max_tgt_len:
-            skip(number, f"{len(ids)} target tokens with EOS exceed the model's "
-                         f"max_tgt_len={max_tgt_len}")
-            continue
-        encoded.append(ids)
-    return encoded
+    return input_lines.encode_checked(lines, encode, max_tgt_len, vocab.special_tokens.unk, warn,
+                                      strict, input_lines.TARGET)
 
 
 def _width(longest: int, most: int) -> int:
@@ -167,16 +148,6 @@ def format_scores(scored: Sequence[Scored | None], output_format: str = "text") 
     }) for index, s in enumerate(scored)]
 
 
-def _read(path: str, flag: str) -> list[Line]:
-    """The lines of `path` (`infer.read_lines`), or an InputError naming `flag`."""
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as error:
-        raise InputError(f"cannot read {flag} {path!r}: {error.strerror}") from error
-    return read_lines(path)
-
-
 def score_file(
     workdir: str, input_path: str, targets_path: str, output_format: str = "text",
     batch_size: int = 64, step: int | None = None, average: int = 1, raw_weights: bool = False,
@@ -190,7 +161,8 @@ def score_file(
         raise InputError(f"--format={output_format!r}: must be one of {OUTPUT_FORMATS}")
     if not os.path.isdir(workdir):
         raise WorkdirError(f"--workdir {workdir!r} does not exist")
-    sources, targets = _read(input_path, "--input"), _read(targets_path, "--targets")
+    sources = input_lines.read_lines(input_path, "--input")
+    targets = input_lines.read_lines(targets_path, "--targets")
     _check_pairs(sources, targets)  # before the model loads
     trained = load_workdir(workdir, step, average, raw_weights)
     return format_scores(score_pairs(trained, sources, targets, batch_size, strict=strict),

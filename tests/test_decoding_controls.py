@@ -368,7 +368,7 @@ def test_the_decode_command_refuses_alpha_nan_naming_it(tmp_path):
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
     assert result.returncode != 0 and result.stdout == ""
-    assert result.stderr.strip().splitlines()[-1] == "decode: --alpha=nan: must be a finite number"
+    assert result.stderr.strip().splitlines()[-1] == "error: --alpha=nan: must be a finite number"
     with pytest.raises(ValueError, match=r"^--repetition_penalty=inf: must be a finite number"):
         common.generation_controls(dataclasses.make_dataclass("Flags", [
             ("no_repeat_ngram_size", int, 0), ("repetition_penalty", float, math.inf),

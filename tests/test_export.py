@@ -1,12 +1,15 @@
 import ast
 import inspect
+import io
+import sys
+import zipfile
 
 import jax
 import numpy as np
 import pytest
 from conftest import untrained_symbol_model
 
-from flax_s2s import decoding, export, exported
+from flax_s2s import decoding, export, exported, input_lines
 
 SRC_LEN, MAX_LEN, BATCH, BEAM = 4, 5, 3, 2
 LINES = ["abc", "d", "eeee", "ab"]  # two batches, the second padded
@@ -59,8 +62,57 @@ def test_the_exported_file_decodes_as_the_library_does(trained, tmp_path):
     expected = _check_against_library(trained, loaded.greedy, loaded.beam_search)
     texts = [trained.tgt_vocab.decode(row) for row in expected[0][:, 0]]
     assert loaded.decode_lines(LINES, beam=True, min_len=2)[:BATCH] == texts
-    with pytest.raises(ValueError, match="line 2: 6 source symbols exceed src_len=4"):
-        loaded.decode_lines(["a", "abcdea"])
+    _check_bad_input(loaded, path, texts)
+
+
+def _check_bad_input(loaded, path, texts):
+    """The exported runner meets bad lines and options as the decode command does: a BOM
+    ignored, an empty, too long or non-UTF-8 line printed as "" with a message naming it,
+    symbols outside the vocabulary counted; `strict` fails on each; min_len and alpha refused;
+    a file that is not a whole export named."""
+    messages = []
+    bad = ["", "\ufeffabc", "abqc", "abcdea", *input_lines.split_lines(b"\xffa")]
+    got = loaded.decode_lines(bad, min_len=2, beam=True, warn=messages.append)
+    assert got[1] == texts[0] and got[0] == got[3] == got[4] == "", got  # "abc" is LINES[0]
+    assert messages == [
+        "line 1: empty input; printing an empty line",
+        "line 3: 1 symbol(s) outside the source vocabulary read as <unk>: 'q'",
+        "line 4: 6 source symbols exceed the model's max_src_len=4; printing an empty line",
+        "line 5: not valid UTF-8 (byte 0xff at offset 0: invalid start byte); printing an empty "
+        "line"]
+    for line, reason in [("", "empty input"), ("abqc", "outside the source vocabulary"),
+                         ("abcdea", "6 source symbols exceed")]:
+        with pytest.raises(exported.InputError, match=f"^line 2: .*{reason}.*\\(--strict\\)$"):
+            loaded.decode_lines(["a", line], strict=True)
+    with pytest.raises(exported.InputError, match="none of the 1 input line"):
+        loaded.decode_lines([""], warn=messages.append)
+    for call in (lambda: loaded.decode_lines(["a"], min_len=50), lambda: loaded.greedy(
+            np.zeros((BATCH, SRC_LEN), np.int32), 5)):
+        with pytest.raises(exported.InputError, match="min_len=.*max_tgt_len=5"):
+            call()
+    with pytest.raises(exported.InputError, match="alpha=nan: must be a finite number"):
+        loaded.beam_search(np.zeros((BATCH, SRC_LEN), np.int32), float("nan"))
+    data = open(path, "rb").read()
+    damaged = {"truncated": data[: len(data) // 2], "not a zip": b"hello",
+               "damaged": _with_member(path, "greedy.stablehlo", b"\x10\x00\x00\x00garbage")}
+    for name, contents in damaged.items():
+        broken = f"{path}.{name.replace(' ', '_')}"
+        with open(broken, "wb") as f:
+            f.write(contents)
+        with pytest.raises(exported.InputError, match=f"^{broken}: not a whole exported decoder "
+                           "file .*python -m flax_s2s.cli.export$"):
+            exported.ExportedDecoder.load(broken)
+    with pytest.raises(exported.InputError, match="cannot read the exported file"):
+        exported.ExportedDecoder.load(f"{path}.missing")
+
+
+def _with_member(path, name, contents):
+    """The bytes of the zip archive `path` with member `name` replaced by `contents`."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(out, "w") as target:
+        for item in source.namelist():
+            target.writestr(item, contents if item == name else source.read(item))
+    return out.getvalue()
 
 
 def test_the_loader_imports_no_flax_s2s_code():
@@ -70,5 +122,13 @@ def test_the_loader_imports_no_flax_s2s_code():
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "json", "zipfile", "collections", "jax", "numpy",
-                        "sentencepiece"}, imported
+    allowed = {"__future__", "json", "struct", "sys", "zipfile", "collections", "jax", "numpy",
+               "sentencepiece", "flax_s2s"}
+    assert imported <= allowed, imported
+    # its one flax_s2s import, the input layer, is the standard library alone
+    for node in ast.walk(ast.parse(inspect.getsource(input_lines))):
+        if isinstance(node, ast.ImportFrom | ast.Import):
+            names = [node.module] if isinstance(node, ast.ImportFrom) else [
+                a.name for a in node.names]
+            assert all(n.split(".")[0] in sys.stdlib_module_names | {"__future__"}
+                       for n in names), names

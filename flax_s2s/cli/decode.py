@@ -67,7 +67,7 @@ def main(argv: Sequence[str]) -> None:
                               input_format=args.input_format, prefix_field=args.prefix_field,
                               forced_bos=args.forced_bos)
     except (WorkdirError, InputError, FileFormatError, ValueError) as error:
-        raise SystemExit(f"decode: {error}") from None
+        raise SystemExit(f"error: {error}") from None
     for output in outputs:
         print(output)
 

@@ -51,7 +51,7 @@ def main(argv: Sequence[str]) -> None:
                                   common.mbr_settings(args), args.raw_weights, args.metrics,
                                   common.generation_controls(args))
     except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
-        raise app.UsageError(str(error)) from None
+        raise SystemExit(f"error: {error}") from None
     source = args.data or f"split {args.split!r}"
     averaged = result["averaged_steps"]
     checkpoint = (f"mean of checkpoints {', '.join(map(str, averaged))}" if len(averaged) > 1

@@ -20,7 +20,7 @@ def main(argv: Sequence[str]) -> None:
         trained = load_workdir(args.workdir, args.step)
         export_trained(trained, args.out, args.batch_size, args.beam, args.platforms or None)
     except (ValueError, OSError, ImportError, WorkdirError) as error:  # FileFormatError is a ValueError
-        raise SystemExit(f"export: {error}") from None
+        raise SystemExit(f"error: {error}") from None
     print(f"wrote {args.out}: greedy and beam {args.beam} for batch {args.batch_size}, "
           f"checkpoint step {trained.step}")
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from flax_s2s.report import write_report
+from flax_s2s.workdirs import WorkdirError
 
 
 def define_flags() -> None:
@@ -25,14 +26,17 @@ def main(argv: Sequence[str]) -> None:
     del argv
     args = flags.FLAGS
     if bool(args.workdir) == bool(args.compare):
-        raise app.UsageError("give exactly one of --workdir or --compare")
-    if args.compare:
-        if not args.out:
-            raise app.UsageError("--compare needs --out")
-        report = write_report(args.compare, args.out, attention=False)
-    else:
-        out = args.out or os.path.join(args.workdir, "report")
-        report = write_report([args.workdir], out, layer=args.layer)
+        raise SystemExit("error: give exactly one of --workdir or --compare")
+    if args.compare and not args.out:
+        raise SystemExit("error: --compare needs --out, the directory of the overlaid report")
+    try:
+        if args.compare:
+            report = write_report(args.compare, args.out, attention=False)
+        else:
+            out = args.out or os.path.join(args.workdir, "report")
+            report = write_report([args.workdir], out, layer=args.layer)
+    except (OSError, ValueError, WorkdirError) as error:  # no metrics.jsonl, a bad file
+        raise SystemExit(f"error: {error}") from None
     print(f"wrote {report}")
 
 

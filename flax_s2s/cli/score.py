@@ -42,7 +42,7 @@ def main(argv: Sequence[str]) -> None:
                              args.batch_size, args.step, args.average, args.raw_weights,
                              args.strict)
     except (WorkdirError, InputError, FileFormatError, ValueError) as error:
-        raise SystemExit(f"score: {error}") from None
+        raise SystemExit(f"error: {error}") from None
     for output in outputs:
         print(output)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 from absl import logging
 
+from flax_s2s import input_lines
 from flax_s2s.data.tasks import prepare_once, text_pair_info
 from flax_s2s.errors import FileFormatError
 
@@ -58,13 +59,11 @@ def read_lexicon(path: str | Path) -> list[tuple[str, str]]:
     if not data.strip():
         raise FileFormatError(f"{path}: empty file, expected WORD<TAB>PHONES lines")
     pairs, seen = [], set()
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            reason = f"{error.reason} at byte {error.start}"
+    for number, line in enumerate(input_lines.split_lines(data), start=1):
+        if isinstance(line, UnicodeDecodeError):
+            reason = f"{line.reason} at byte {line.start}"
             raise FileFormatError(f"{path}:{number}: not valid UTF-8 ({reason}); expected UTF-8 "
-                                  "WORD<TAB>PHONES lines") from None
+                                  "WORD<TAB>PHONES lines")
         if not line.strip():
             continue
         fields = line.split("\t")

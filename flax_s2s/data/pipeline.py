@@ -29,7 +29,7 @@ from flax_s2s import config_checks
 from flax_s2s.data import encoding, packing
 from flax_s2s.data.examples import Examples, row_lengths, take_rows
 from flax_s2s.data.vocab import Vocab
-from flax_s2s.errors import ConfigError
+from flax_s2s.errors import ConfigError, DataError
 
 
 def read_split(builder, split: str) -> list[tuple[str, str]]:
@@ -85,11 +85,15 @@ def tokenize(
     src = np.full((len(pairs), max_src_len), src_pad, np.int32)
     tgt = np.full((len(pairs), max_tgt_len), tgt_pad, np.int32)
     texts, counts = [], encoding.CutCounts()
-    for index, (src_text, tgt_text) in enumerate(pairs):
+    for index, pair in enumerate(pairs):
+        src_text, tgt_text = pair
         try:
             encoded = encoding.encode_pair(src_text, tgt_text, src_vocab, tgt_vocab, limits)
         except encoding.LengthError as error:
-            raise ValueError(f"split {split!r}, example {index}: {error}") from None
+            where = getattr(pair, "origin", None) or f"split {split!r}, example {index}"
+            raise DataError(f"{where}: {error}; config.too_long='drop' skips such pairs, "
+                            "'truncate' cuts them, or raise config.max_src_len / "
+                            "max_tgt_len") from None
         counts.add(encoded)
         if encoded is None:
             continue
@@ -98,10 +102,17 @@ def tokenize(
         texts.append((src_text, tgt_text))
     counts.report(split, limits)
     if not texts:
-        raise ValueError(f"split {split!r}: no example fits max_src_len / max_tgt_len")
+        raise DataError(no_example_fits(split, max_src_len, max_tgt_len, len(pairs)))
     kept = len(texts)
     return Examples(src[:kept], tgt[:kept], texts, src_pad, tgt_pad,
                     cut_sources=counts.cut_sources, cut_targets=counts.cut_targets)
+
+
+def no_example_fits(split: str, max_src_len: int, max_tgt_len: int, pairs: int) -> str:
+    """The message of a split where none of its `pairs` fits the lengths, with the way out."""
+    return (f"split {split!r}: none of its {pairs} example(s) fits max_src_len={max_src_len} / "
+            f"max_tgt_len={max_tgt_len} (or each has an empty source); raise "
+            "config.max_src_len / config.max_tgt_len, or set config.too_long='truncate'")
 
 
 def train_dataset(

@@ -30,6 +30,19 @@ from flax_s2s.data.dialogue import DEFAULT_SEPARATOR, join_turns
 from flax_s2s.errors import ConfigError, FileFormatError
 
 Pair = tuple[str, str]
+
+
+class SourcedPair(tuple):
+    """A (source, target) pair that knows where it was read: `origin`, "FILE:LINE", so that an
+    error about it (too_long="error") names the line; it is a plain pair everywhere else."""
+
+    origin: str
+
+    def __new__(cls, source: str, target: str, origin: str) -> SourcedPair:
+        pair = super().__new__(cls, (source, target))
+        pair.origin = origin
+        return pair
+
 FORMATS = (".jsonl", ".tsv", ".csv", ".src")  # ".src": with its ".tgt"
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
                int: "a number", float: "a number", type(None): "null"}
@@ -187,7 +200,7 @@ def read_jsonl(path: str | Path, fields: TextFields = DEFAULT_FIELDS) -> Iterato
             bad(number, str(problem))
             continue
         for target in targets:
-            yield source, target
+            yield SourcedPair(source, target, f"{path}:{number}")
     bad.report()
 
 
@@ -230,8 +243,9 @@ def read_delimited(
         try:
             if len(record) != len(header):
                 raise BadLine(f"{len(record)} columns, the header has {len(header)}")
-            pair = (field_text(record[columns[fields.src_field]], fields.src_field),
-                    field_text(record[columns[fields.tgt_field]], fields.tgt_field))
+            pair = SourcedPair(field_text(record[columns[fields.src_field]], fields.src_field),
+                               field_text(record[columns[fields.tgt_field]], fields.tgt_field),
+                               f"{path}:{number}")
         except BadLine as problem:
             bad(number, str(problem))
             continue
@@ -260,7 +274,7 @@ def read_line_pairs(
         for path in blank:
             bad[path](number, "an empty or whitespace-only line; expected one example a line")
         if not blank:
-            yield source, target
+            yield SourcedPair(source, target, f"{src_path}:{number}")
     more_targets = sum(1 for _ in tgt_lines)
     if more_targets:
         _unaligned(src_path, tgt_path, count, count + more_targets)

@@ -41,7 +41,7 @@ from flax_s2s.data import pipeline, text_files
 from flax_s2s.data.examples import Examples
 from flax_s2s.data.registry import read_task_texts, resolve_data_path
 from flax_s2s.data.vocab import Vocab, save_vocab
-from flax_s2s.errors import ConfigError, FileFormatError
+from flax_s2s.errors import ConfigError, DataError, FileFormatError
 
 FORMAT = "flax_s2s token store 2"  # changes when the layout or what the key covers does
 DIRECTORY = "tokens"  # under the workdir
@@ -264,7 +264,8 @@ def build_store(root: Path, key: dict, pairs: Iterable[tuple[str, str]],
     try:
         rows, read, cut = _write(str(temporary), pairs, config, src_vocab, tgt_vocab)
         if rows == 0:
-            raise ValueError(f"split {SPLIT!r}: no example fits max_src_len / max_tgt_len")
+            raise DataError(pipeline.no_example_fits(SPLIT, config.max_src_len,
+                                                     config.max_tgt_len, read))
         manifest = {"key": key, "rows": rows, "pairs": read, "dropped": read - rows, **cut}
         with open(temporary / MANIFEST, "w") as f:
             json.dump(manifest, f, indent=1)

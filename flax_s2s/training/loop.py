@@ -20,7 +20,7 @@ from flax_s2s.data.pretrained_tokenizer import forced_bos_id
 from flax_s2s.early_stopping import EarlyStopping
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing
-from flax_s2s.logs import MetricsWriter, Progress
+from flax_s2s.logs import MetricsWriter, Progress, read_records
 from flax_s2s.signals import GracefulStop
 from flax_s2s.training.evaluation import evaluate
 from flax_s2s.training.setup import RunSetup, Steps, final_eval_splits, jit_steps, prepare_run
@@ -72,6 +72,11 @@ class _Loop:
         self.grouped = {split: pipeline.group_references(setup.data.splits[split])
                         for split in self.final_splits}
         is_main = jax.process_index() == 0
+        self.resumed_step, self.warned_best = self.step, False
+        metrics = os.path.join(workdir, "metrics.jsonl")
+        if is_main and self.step > 0 and not os.path.exists(metrics):
+            print(f"warning: resuming at step {self.step}, but {metrics} is missing: the records "
+                  "before this step are gone; the new ones start the file again")
         self.writer = MetricsWriter(workdir, enabled=is_main, resume_step=self.step,
                                     start_time=start_time)
         self.progress = Progress(self.step, config.num_train_steps, enabled=is_main)
@@ -117,11 +122,18 @@ class _Loop:
         """Evaluates every `eval_splits` split; returns `best_metric` (None when no split
         reports it) after adding it to the early-stopping history."""
         best_split, best_name = self.config.best_metric.split("/")
-        metric = None
+        metric, reported = None, []
         for split in self.config.eval_splits:
             result = self.evaluate_split(split, f"step {self.step} {split}", self.state)
-            metric = result.get(best_name) if split == best_split else metric
+            if split == best_split:
+                metric, reported = result.get(best_name), sorted(result)
         _record_best_metric(self.stopping, self.step, metric, self.config)
+        if metric is None and self.config.keep_best > 0 and not self.warned_best:
+            self.warned_best = True
+            self.progress.write(f"warning: config.best_metric={self.config.best_metric!r}: the eval "
+                                f"at step {self.step} reports no such metric (it reports "
+                                f"{reported}), so config.keep_best={self.config.keep_best} keeps "
+                                "no checkpoint for it")
         return metric
 
     def _save(self, metric: float | None = None) -> None:
@@ -160,6 +172,15 @@ class _Loop:
         early stopping, of the best kept checkpoint."""
         evaluated, extra, stopped_by = self.state, {}, None
         checkpointer = self.setup.checkpointer
+        recorded = self._recorded_final() if self.step == self.resumed_step else None
+        if recorded is not None:  # a rerun of a finished run: nothing trained, nothing to add
+            checkpointer.close()
+            self.writer.close()
+            self.progress.write(f"the run finished at step {self.step} already; its final "
+                                f"evaluation is in {self.writer.path} (not repeated)")
+            return {"step": self.step, "final": recorded,
+                    "wall_time_s": time.time() - self.start_time,
+                    "stopped_by": "early_stopping" if self.stopping.should_stop else None}
         if self.stopping.should_stop:
             best_step = self.stopping.best_step(checkpointer.all_steps())
             self.progress.write(_early_stopping_message(self.stopping, self.config, self.step,
@@ -178,6 +199,18 @@ class _Loop:
         self.progress.write(f"wall time: {wall_time:.1f}s")
         return {"step": self.step, "final": final, "wall_time_s": wall_time,
                 "stopped_by": stopped_by}
+
+
+    def _recorded_final(self) -> dict[str, dict[str, Any]] | None:
+        """The final records of every final split at this step in metrics.jsonl, or None when
+        one is missing (the periodic evals skip the last step, so a record there is final; after
+        early stopping the final ones name their `checkpoint_step`)."""
+        if not os.path.exists(self.writer.path):
+            return None
+        found = {(r.get("step"), r.get("split")): r for r in read_records(self.writer.path)
+                 if "checkpoint_step" in r or not self.stopping.should_stop}
+        final = {split: found.get((self.step, split)) for split in self.final_splits}
+        return None if None in final.values() else final
 
 
 NONFINITE_POLICIES = ("skip", "stop")  # config.nonfinite_policy

@@ -12,7 +12,7 @@ import ml_collections
 
 from flax_s2s import workdir_lock
 from flax_s2s.checkpoint import newest_checkpoint
-from flax_s2s.errors import DiskFullError, is_disk_full
+from flax_s2s.errors import DiskFullError, check_writable_dir, is_disk_full
 from flax_s2s.training import loop
 from flax_s2s.training.config import prepare_config
 
@@ -35,11 +35,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     A full disk (ENOSPC) ends the run with DiskFullError naming the newest checkpoint saved whole
     (a checkpoint cut short is removed); run again with space to resume from it.
 
+    A workdir (or data_dir) that is a file, lies under one or cannot be written raises
+    PathError naming it before anything is written.
     One trainer per workdir: process 0 holds `WORKDIR/trainer.lock` for the run (see
     `flax_s2s.workdir_lock`), and a second trainer there fails at once, naming the first.
     """
     start_time = time.time()
     prepare_config(config, jax.device_count())
+    check_writable_dir(workdir, "workdir")  # before anything is written there
+    if config.get("data_dir"):
+        check_writable_dir(config.data_dir, "config.data_dir", read_only_ok=True)
     lock = workdir_lock.acquire(workdir) if jax.process_index() == 0 else None
     try:
         return loop.train(config, workdir, start_time)

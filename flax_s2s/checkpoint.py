@@ -8,7 +8,6 @@ saving leaves the previous checkpoints intact.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -155,10 +154,11 @@ class Checkpointer:
         The template may be ShapeDtypeStructs carrying shardings: the arrays are then read
         straight into those shardings, whatever mesh saved them (`sharding.with_shardings`).
 
-        Without an explicit step, a checkpoint that fails to read (truncated or deleted files)
-        is skipped with a warning naming it, and the next older one is tried; with `set_aside`
-        (a run about to resume) the skipped ones are renamed `unreadable-<step>`, so that it can
-        save those steps again. Readers (decode, evaluate) pass False and leave the directory as
+        Without an explicit step, a checkpoint that fails to read (truncated, empty or deleted
+        files of any item: the state, the data position, the config or an extra) is skipped
+        with a warning naming it, and the next older one is tried; with `set_aside` (a run about
+        to resume) the skipped ones are renamed `unreadable-<step>`, so that it can save those
+        steps again. Readers (decode, evaluate) pass False and leave the directory as
         it is: a trainer may still be writing to it.
         Returns the state; `restored_step` says which step it is.
         """
@@ -171,6 +171,7 @@ class Checkpointer:
                 self._check_process_count(candidate)
                 args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
             try:
+                self.check_json_items(candidate)
                 restored = self.manager.restore(candidate, args=ocp.args.Composite(**args))
             except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
                 if step is not None:
@@ -251,11 +252,13 @@ class Checkpointer:
         return {k: restored[k] for k in ("params", "batch_stats") if restored.get(k)}
 
     def restore_newest_variables(self, raw_weights: bool = False) -> tuple[dict[str, Any], int]:
-        """(variables, step) of the newest checkpoint whose variables read; unreadable ones are
+        """(variables, step) of the newest checkpoint whose variables and JSON items (the config,
+        extras) read; unreadable ones are
         skipped with a warning naming them and left in place. FileNotFoundError when none reads."""
         skipped = []
         for step in self.all_steps()[::-1]:
             try:
+                self.check_json_items(step)
                 return self.restore_variables(step, raw_weights), step
             except Exception as error:  # noqa: BLE001 - an unreadable checkpoint: try an older one
                 warnings.warn(f"checkpoint {os.path.join(self.directory, str(step))} is "
@@ -285,12 +288,42 @@ class Checkpointer:
         if steps:
             self.manager.reload()
 
+    def check_json_items(self, step: int) -> None:
+        """FileFormatError naming the file when an item of checkpoint `step` saved as JSON (the
+        config, each extra) is missing or unreadable: empty or cut short by a power loss, say."""
+        directory = os.path.join(self.directory, str(step))
+        for item in sorted(os.listdir(directory)):
+            if item in ("state", "data") or not os.path.isdir(os.path.join(directory, item)):
+                continue
+            path = os.path.join(directory, item, "metadata")
+            if not os.path.exists(path):
+                raise FileFormatError(f"{path}: no such file; expected the {item} saved with "
+                                      f"checkpoint {step} (a JSON object)")
+            read_json_object(path, f"the {item} saved with the checkpoint, a JSON object")
+
     def restore_config(self, step: int | None = None, required: Sequence[str] = ()) -> dict:
-        """The config saved with `step` (default: the latest), as a JSON dict. A file that is not
-        valid JSON, not an object, or lacks one of the `required` keys (`CONFIG_KEYS` for the
-        config of a run) raises FileFormatError naming it (and the line); so does a checkpoint
-        without the item."""
-        step = self.latest_step() if step is None else step
+        """The config saved with `step` (default: that of the newest checkpoint whose config
+        reads, older ones tried with a warning naming each one skipped, as `restore` skips them),
+        as a JSON dict. A file that is not valid JSON, not an object, or lacks one of the
+        `required` keys (`CONFIG_KEYS` for the config of a run) raises FileFormatError naming it
+        (and the line); so does a checkpoint without the item. Without a `step`, the error is
+        the newest checkpoint's, when none reads."""
+        if step is not None:
+            return self._read_config(step, required)
+        steps, first_error = self.all_steps()[::-1] or [None], None
+        for candidate in steps:
+            try:
+                return self._read_config(candidate, required)
+            except FileFormatError as error:
+                if candidate is None:
+                    raise
+                first_error = first_error or error
+                warnings.warn(f"checkpoint {os.path.join(self.directory, str(candidate))} is "
+                              f"unreadable, skipping it: {error}", stacklevel=2)
+        raise first_error
+
+    def _read_config(self, step: int | None, required: Sequence[str]) -> dict:
+        """The config saved with `step`, checked as `restore_config` says."""
         path = os.path.join(self.directory, str(step), "config", "metadata")
         if not os.path.exists(path):
             raise FileFormatError(f"{path}: no such file; expected the config saved with "
@@ -304,13 +337,13 @@ class Checkpointer:
 
     def restore_extra(self, name: str, step: int | None = None) -> dict | None:
         """The JSON item `name` that `save(..., extras=...)` wrote with `step` (default: the
-        latest), or None where that checkpoint has none (saved before it, or without it)."""
+        latest), or None where that checkpoint has none (saved before it, or without it). An
+        unreadable one raises FileFormatError naming the file."""
         step = self.latest_step() if step is None else step
         path = os.path.join(self.directory, str(step), name, "metadata")
         if not os.path.exists(path):
             return None
-        with open(path) as f:
-            return json.load(f)
+        return read_json_object(path, f"the {name} saved with the checkpoint, a JSON object")
 
     def close(self) -> None:
         self.manager.close()

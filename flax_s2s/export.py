@@ -21,8 +21,7 @@ dependency of flax_s2s).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import pathlib
 import zipfile
 from collections.abc import Sequence
 
@@ -31,6 +30,7 @@ import jax.numpy as jnp
 
 from flax_s2s import decoding
 from flax_s2s.data.vocab import SentencePieceVocab, SymbolVocab, Vocab
+from flax_s2s.outputs import check_output, writing_file
 from flax_s2s.workdirs import TrainedModel
 
 FORMAT_VERSION = 1
@@ -81,9 +81,30 @@ def _vocab_entry(vocab: Vocab) -> tuple[str, bytes]:
     return "symbols", json.dumps(vocab.to_dict(), ensure_ascii=False).encode("utf-8")
 
 
+def is_export_file(path: pathlib.Path) -> bool:
+    """Whether `path` is an export file (a zip archive holding meta.json): what `--overwrite`
+    may replace."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "meta.json" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def check_out(out: str, overwrite: bool = False, protected: Sequence[str] = ()) -> None:
+    """OutputError when `out` may not be written (`flax_s2s.outputs.check_output`): an existing
+    path is replaced only with `overwrite` and when it is an export file."""
+    check_output(out, directory=False, overwrite=overwrite, ours=is_export_file,
+                 protected=protected)
+
+
 def export_trained(trained: TrainedModel, out: str, batch_size: int = 64, beam_size: int = 4,
-                   platforms: Sequence[str] | None = None) -> None:
-    """Writes the export file of `trained` (see the module docstring) to `out`, atomically."""
+                   platforms: Sequence[str] | None = None, overwrite: bool = False,
+                   protected: Sequence[str] = ()) -> None:
+    """Writes the export file of `trained` (see the module docstring) to `out`, beside itself
+    and renamed into place; an existing `out` is replaced only with `overwrite` and when it is
+    an export file, never when it is one of `protected` (`flax_s2s.outputs`)."""
+    check_out(out, overwrite, protected)
     if batch_size <= 0:
         raise ValueError(f"--batch_size={batch_size}: must be > 0")
     if beam_size <= 0:
@@ -104,15 +125,14 @@ def export_trained(trained: TrainedModel, out: str, batch_size: int = 64, beam_s
                            "unk": specials.unk},
         "vocabs": {name: kind for name, (kind, _) in vocabs.items()},
     }
-    directory = os.path.dirname(os.path.abspath(out))
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".partial", delete=False) as f:
-        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as archive:
+    with writing_file(out, overwrite=overwrite, ours=is_export_file,
+                      protected=protected) as partial:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("meta.json", json.dumps(meta, indent=1))
             for name, function in functions.items():
                 archive.writestr(f"{name}.stablehlo", bytes(function.serialize()))
             for name, (_, data) in vocabs.items():
                 archive.writestr(name, data)
-    os.replace(f.name, out)
 
 
 if __name__ == "__main__":  # the former command, kept as an alias

@@ -10,6 +10,7 @@
   axis and predicted tokens on the other.
 
 `python -m flax_s2s.cli.report --compare DIR1 DIR2 ... --out DIR` overlays runs on the same axes.
+An existing report directory is replaced only with `--overwrite` (`flax_s2s.outputs`).
 """
 
 from __future__ import annotations
@@ -33,10 +34,13 @@ from flax_s2s import decoding  # noqa: E402
 from flax_s2s.data.task_data import load_task_data  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
 from flax_s2s.models import Seq2Seq, Variables, decoder_inputs  # noqa: E402
+from flax_s2s.outputs import check_output, writing_directory  # noqa: E402
 from flax_s2s.workdirs import load_workdir  # noqa: E402
 
 Records = list[dict]
 Array = jax.Array
+# The files a report directory holds: an existing one holding anything else is not a report.
+REPORT_FILES = ("curves.png", "schedule.png", "by_position.png", "attention.png", "report.md")
 
 
 def load_records(workdir: str) -> Records:
@@ -251,29 +255,32 @@ def _final_table(runs: dict[str, Records]) -> list[str]:
 
 
 def write_report(workdirs: Sequence[str], out_dir: str, attention: bool = True,
-                 layer: int = -1) -> str:
-    """Writes the PNGs and report.md into `out_dir`; returns the report's path."""
+                 layer: int = -1, overwrite: bool = False) -> str:
+    """Writes the PNGs and report.md into `out_dir`; returns the report's path. The directory is
+    written beside itself and renamed into place (`flax_s2s.outputs`): an existing report is
+    replaced only with `overwrite`, and a workdir or a directory holding one of `workdirs` never."""
+    options = dict(overwrite=overwrite, writes=REPORT_FILES, protected=workdirs)
+    check_output(out_dir, directory=True, **options)
     runs = {os.path.basename(os.path.normpath(w)): load_records(w) for w in workdirs}
-    os.makedirs(out_dir, exist_ok=True)  # once the records are read: a failure leaves nothing
-    figures = {
-        "Curves": plot_curves(runs, os.path.join(out_dir, "curves.png")),
-        "Teacher-forcing schedule": plot_schedule(runs, os.path.join(out_dir, "schedule.png")),
-        "Accuracy (and gold tokens read) by target position": plot_by_position(
-            runs, os.path.join(out_dir, "by_position.png")),
-    }
-    if attention and len(workdirs) == 1:
-        figures["Attention"] = plot_attention(workdirs[0], os.path.join(out_dir, "attention.png"),
-                                              layer=layer)
-    lines = [f"# Report: {', '.join(runs)}", "", "## Final metrics", "", *_final_table(runs), ""]
-    for title, figure in figures.items():
-        if figure is None:
-            lines += [f"## {title}", "", "(not recorded by this run)", ""]
-        else:
-            lines += [f"## {title}", "", f"![{title}]({os.path.basename(figure)})", ""]
-    report = os.path.join(out_dir, "report.md")
-    with open(report, "w") as f:
-        f.write("\n".join(lines))
-    return report
+    with writing_directory(out_dir, **options) as partial:
+        figures = {
+            "Curves": plot_curves(runs, os.path.join(partial, "curves.png")),
+            "Teacher-forcing schedule": plot_schedule(runs, os.path.join(partial, "schedule.png")),
+            "Accuracy (and gold tokens read) by target position": plot_by_position(
+                runs, os.path.join(partial, "by_position.png")),
+        }
+        if attention and len(workdirs) == 1:
+            figures["Attention"] = plot_attention(workdirs[0], os.path.join(partial, "attention.png"),
+                                                  layer=layer)
+        lines = [f"# Report: {', '.join(runs)}", "", "## Final metrics", "", *_final_table(runs), ""]
+        for title, figure in figures.items():
+            if figure is None:
+                lines += [f"## {title}", "", "(not recorded by this run)", ""]
+            else:
+                lines += [f"## {title}", "", f"![{title}]({os.path.basename(figure)})", ""]
+        with open(os.path.join(partial, "report.md"), "w") as f:
+            f.write("\n".join(lines))
+    return os.path.join(out_dir, "report.md")
 
 
 if __name__ == "__main__":  # the former command, kept as an alias

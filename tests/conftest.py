@@ -36,6 +36,22 @@ def _share_compiles() -> None:
 _share_compiles()
 
 
+def tree_digest(root) -> dict[str, str]:
+    """{path relative to `root`: sha256 of its bytes, or "dir"} of everything under `root`: equal
+    before and after a command when it changed nothing there."""
+    import hashlib
+
+    digest = {}
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs:
+            digest[os.path.relpath(os.path.join(directory, name), root)] = "dir"
+        for name in files:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                digest[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return digest
+
+
 # The addition task's splits at test size: every train.py or CLI a test starts reads all of a
 # task's splits, and the full 204k examples take about 8 s a process to read here.
 ADDITION_TEST_SPLITS = {"test": 500, "validation": 500, "train": 10_000}

@@ -1,15 +1,16 @@
 import ast
 import inspect
 import io
+import os
 import sys
 import zipfile
 
 import jax
 import numpy as np
 import pytest
-from conftest import untrained_symbol_model
+from conftest import tree_digest, untrained_symbol_model
 
-from flax_s2s import decoding, export, exported, input_lines
+from flax_s2s import decoding, export, exported, input_lines, outputs
 
 SRC_LEN, MAX_LEN, BATCH, BEAM = 4, 5, 3, 2
 LINES = ["abc", "d", "eeee", "ab"]  # two batches, the second padded
@@ -132,3 +133,34 @@ def test_the_loader_imports_no_flax_s2s_code():
                 a.name for a in node.names]
             assert all(n.split(".")[0] in sys.stdlib_module_names | {"__future__"}
                        for n in names), names
+
+
+def test_the_export_file_replaces_only_an_earlier_export_and_only_with_overwrite(trained, tmp_path):
+    """A directory, a workdir, a file it did not write (a workdir's metrics.jsonl) are refused
+    (before anything compiles); an earlier export is replaced with --overwrite; nothing else in
+    the tree changes and no partial file is left."""
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints").mkdir(parents=True)
+    (workdir / "metrics.jsonl").write_text("{}\n")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "file.txt").write_text("keep me")
+    before = tree_digest(tmp_path)
+    cases = [("notes", False, r"notes exists and is not a file; --out names the file to write"),
+             ("run", True, r"run is a training workdir; it is never replaced"),
+             ("file.txt", False, r"file.txt exists; pass --overwrite to replace it"),
+             ("file.txt", True, r"file.txt holds other contents \(not an earlier output\), which "
+                                r"this command does not write"),
+             ("run/metrics.jsonl", True, r"metrics.jsonl holds other contents")]
+    for out, overwrite, message in cases:
+        with pytest.raises(outputs.OutputError, match=message):
+            export.export_trained(trained, str(tmp_path / out), BATCH, BEAM, overwrite=overwrite)
+    assert tree_digest(tmp_path) == before
+    out = tmp_path / "model.s2s"
+    export.export_trained(trained, str(out), BATCH, BEAM)
+    written = tree_digest(tmp_path)
+    with pytest.raises(outputs.OutputError, match=r"model.s2s exists; pass --overwrite"):
+        export.export_trained(trained, str(out), BATCH, BEAM)
+    export.export_trained(trained, str(out), BATCH, 1, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["file.txt", "model.s2s", "notes", "run"]
+    assert {k for k, v in tree_digest(tmp_path).items() if written.get(k) != v} == {"model.s2s"}
+    assert exported.ExportedDecoder.load(str(out)).meta["beam_size"] == 1

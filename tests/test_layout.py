@@ -18,7 +18,7 @@ LAYERS = (
      "flax_s2s.hf_files", "flax_s2s.compilation_cache", "flax_s2s.signals", "flax_s2s.logs",
      "flax_s2s.early_stopping", "flax_s2s.resume", "flax_s2s.workdir_lock", "flax_s2s.metrics",
      "flax_s2s.sharding", "flax_s2s.checkpoint", "flax_s2s.exported", "flax_s2s.schedules",
-     "flax_s2s.input_lines"),
+     "flax_s2s.input_lines", "flax_s2s.outputs"),
     ("flax_s2s.data",),
     ("flax_s2s.models",),
     ("flax_s2s.decoding", "flax_s2s.forcing", "flax_s2s.mbr", "flax_s2s.ensemble",

@@ -155,6 +155,58 @@ def test_broken_latest_checkpoint_falls_back_to_previous_with_warning(tmp_path, 
     fresh.save(2, restored, None, {})
 
 
+def _empty_files(directory, only=None):
+    """Truncates to zero length every file under `directory` (a power loss's damage), or only
+    those whose path relative to it is `only`."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            if only is None or os.path.relpath(path, directory) == only:
+                open(path, "w").close()
+
+
+@pytest.mark.parametrize("damaged", [None, "config/metadata", "early_stopping/metadata"])
+def test_any_unreadable_item_of_the_newest_checkpoint_falls_back_to_the_previous(tmp_path, damaged):
+    """Every file of the newest checkpoint empty, or only its config or an extra: the resume's
+    config, the state, the extras and a reader's variables all come from the previous one."""
+    checkpointer = Checkpointer(str(tmp_path), max_to_keep=3)
+    for step in (1, 2):
+        state = {"w": np.full((2, 3), float(step)), "step": np.asarray(step)}
+        checkpointer.save(step, state, None, {"seed": step}, extras={"early_stopping": {"n": step}})
+    checkpointer.close()
+    _empty_files(tmp_path / "2", damaged)
+    fresh = Checkpointer(str(tmp_path))
+    expected = {"seed": 1} if damaged in (None, "config/metadata") else {"seed": 2}
+    with contextlib.ExitStack() as stack:
+        if damaged != "early_stopping/metadata":
+            stack.enter_context(pytest.warns(UserWarning, match=r"checkpoints?.*2.*unreadable"))
+        assert fresh.restore_config(required=("seed",)) == expected
+    with pytest.warns(UserWarning, match=r"checkpoints?.*2.*unreadable"):
+        variables, step = fresh.restore_newest_variables()
+    assert step == 1
+    with pytest.warns(UserWarning, match=r"checkpoints?.*2.*unreadable"):
+        restored = fresh.restore(_small_state())
+    assert fresh.restored_step == 1 and fresh.restore_extra("early_stopping", 1) == {"n": 1}
+    np.testing.assert_array_equal(restored["w"], np.full((2, 3), 1.0))
+    assert fresh.all_steps() == [1] and os.path.isdir(tmp_path / "unreadable-2")
+
+
+@pytest.mark.slow
+def test_a_run_whose_newest_checkpoint_is_all_empty_files_resumes_from_the_previous(
+        tmp_path, addition_data_dir, uninterrupted_workdir, uninterrupted):
+    """A power loss's damage: the finished run's step 30, every file empty; the rerun warns,
+    sets it aside, resumes from 28 and ends with the uninterrupted run's parameters."""
+    workdir = tmp_path / "run"
+    shutil.copytree(uninterrupted_workdir, workdir)
+    _empty_files(workdir / "checkpoints" / str(STEPS))
+    result = subprocess.run(_command(workdir, addition_data_dir), cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(rf"checkpoints/{STEPS} is unreadable", result.stderr)
+    assert os.path.isdir(workdir / "checkpoints" / f"unreadable-{STEPS}")
+    jax.tree.map(np.testing.assert_array_equal, _final_params(workdir), uninterrupted)
+
+
 def _run_tiny(workdir, data_dir, **overrides):
     config = tiny_config(**{"data_dir": data_dir, "num_train_steps": 10, "log_every": 5,
                             "checkpoint_every": 5, "eval_every": 1000, **overrides})

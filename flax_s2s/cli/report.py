@@ -1,5 +1,6 @@
 """`python -m flax_s2s.cli.report --workdir DIR` (or `flax-s2s-report`): a run's pictures and
-`DIR/report/report.md`; `--compare DIR1 DIR2 ... --out DIR` overlays runs (`flax_s2s.report`)."""
+`DIR/report/report.md`; `--compare DIR1 DIR2 ... --out DIR` overlays runs (`flax_s2s.report`).
+An existing report directory is replaced only with `--overwrite`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from flax_s2s.outputs import OutputError
 from flax_s2s.report import write_report
 from flax_s2s.workdirs import WorkdirError
 
@@ -20,6 +22,7 @@ def define_flags() -> None:
     flags.DEFINE_integer(
         "layer", -1, "Attention layer to draw, by layer number (Transformer; -1: the last)."
     )
+    flags.DEFINE_bool("overwrite", False, "Replace an earlier report at the output directory.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -31,11 +34,11 @@ def main(argv: Sequence[str]) -> None:
         raise SystemExit("error: --compare needs --out, the directory of the overlaid report")
     try:
         if args.compare:
-            report = write_report(args.compare, args.out, attention=False)
+            report = write_report(args.compare, args.out, attention=False, overwrite=args.overwrite)
         else:
             out = args.out or os.path.join(args.workdir, "report")
-            report = write_report([args.workdir], out, layer=args.layer)
-    except (OSError, ValueError, WorkdirError) as error:  # no metrics.jsonl, a bad file
+            report = write_report([args.workdir], out, layer=args.layer, overwrite=args.overwrite)
+    except (OutputError, OSError, ValueError, WorkdirError) as error:  # no metrics, a bad --out
         raise SystemExit(f"error: {error}") from None
     print(f"wrote {report}")
 

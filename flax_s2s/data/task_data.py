@@ -75,8 +75,8 @@ def _check_saved_vocab(
 ) -> None:
     """A resumed run must tokenize as the first one did: a changed vocab config is an error."""
     kind = vocab_kind(vocab)
-    if vocab_config.type == "pretrained":  # whichever kind the checkpoint's tokenizer is
-        return
+    if vocab_config.type == "pretrained":  # whichever kind the checkpoint's tokenizer is; that
+        return  # it is this checkpoint's, the trainer checks first (`made_from.check`)
     if kind != vocab_config.type:
         raise ValueError(
             f"{workdir} holds a {kind} {side} vocabulary but config.vocab.type={vocab_config.type!r}"

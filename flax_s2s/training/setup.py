@@ -18,14 +18,14 @@ from jax.sharding import Mesh
 
 from flax_s2s import early_stopping, resume, sharding, warm_start
 from flax_s2s.checkpoint import CONFIG_KEYS, Checkpointer
-from flax_s2s.data import pipeline
+from flax_s2s.data import made_from, pipeline
 from flax_s2s.data.task_data import TaskData, load_task_data
 from flax_s2s.data.vocab import model_special_tokens
 from flax_s2s.early_stopping import EarlyStopping
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing
 from flax_s2s.models import Seq2Seq, build_model
-from flax_s2s.pretrained import load_variables
+from flax_s2s.pretrained import load_variables, pretrained_module
 from flax_s2s.training.evaluation import Evaluator, make_evaluator
 from flax_s2s.training.state import (
     TrainState,
@@ -80,12 +80,19 @@ def _load_data(
 ) -> TaskData:
     """The task data of `splits`; with several processes, process 0 prepares it and writes the
     vocabularies first, and the others read them after (no two processes write the same files).
-    `warm_start_from`: a workdir whose vocabularies are copied in first (see warm_start.py)."""
+    `warm_start_from`: a workdir whose vocabularies are copied in first (see warm_start.py).
+    What the workdir's vocabularies were made from is checked before the data is read, and
+    recorded after it where it was not (`made_from.json`, see `flax_s2s.data.made_from`)."""
+    pretrained = config.pretrained if config.vocab.type == "pretrained" else ""
 
     def load() -> TaskData:
         if warm_start_from:
             warm_start.copy_vocabularies(warm_start_from, workdir)
-        return load_task_data(config, workdir, splits)
+        made_from.check(workdir, pretrained)
+        data = load_task_data(config, workdir, splits)
+        if made_from.read(workdir) is None:
+            made_from.record(workdir, pretrained)
+        return data
 
     if jax.process_count() == 1:
         return load()
@@ -124,6 +131,9 @@ def prepare_run(
     if resuming:  # before any data is read: a run this config cannot continue fails at once
         _check_resume(config, workdir, checkpointer)
     warm_start_from = "" if resuming else config.init_from
+    # Read before anything is written into the workdir: a checkpoint whose weights do not load
+    # fails with the workdir as it was, not after its tokenizer was saved there.
+    pretrained = _pretrained_variables(config) if not (resuming or warm_start_from) else None
     data = _load_data(config, workdir, ("train", *eval_splits), warm_start_from)
     model = build_model(config, len(data.src_vocab), len(data.tgt_vocab),
                         model_special_tokens(data.src_vocab, data.tgt_vocab))
@@ -146,7 +156,8 @@ def prepare_run(
         history = checkpointer.restore_extra(early_stopping.CHECKPOINT_ITEM, checkpointer.restored_step)
         _print(f"resumed from {checkpointer.directory} at step {int(state.step)}")
     else:
-        variables = _initial_variables(config, warm_start_from, abstract_state, workdir, model)
+        variables = _initial_variables(config, warm_start_from, abstract_state, workdir,
+                                       pretrained)
         state = create_train_state(model, tx, config.seed, shapes, state_shardings, variables,
                                    ema)
     return RunSetup(data, model, tx, state, state_shardings, data_iterator, checkpointer, template,
@@ -155,17 +166,27 @@ def prepare_run(
 
 def _initial_variables(
     config: ml_collections.ConfigDict, warm_start_from: str, abstract_state: TrainState,
-    workdir: str, model: Seq2Seq,
+    workdir: str, pretrained: dict[str, Any] | None,
 ) -> dict[str, Any] | None:
     """The variables a fresh run starts from: another run's (`config.init_from`), a pretrained
-    checkpoint's (`config.pretrained`), or None (initialised from the seed)."""
+    checkpoint's (`config.pretrained`, read already: `pretrained`), or None (initialised from
+    the seed)."""
     if warm_start_from:
         return _warm_start_variables(config, warm_start_from, abstract_state, workdir)
-    if config.pretrained:
+    if pretrained is not None:
         _print(f"fine-tuning {config.model.type} from {config.pretrained}: its weights, a fresh "
                "optimizer, step 0")
-        return {"batch_stats": {}, **load_variables(config.pretrained, model.module)}
-    return None
+    return pretrained
+
+
+def _pretrained_variables(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+    """The variables of `config.pretrained` (None without one), for the module its config.json
+    describes: the model the run builds from it has the same shapes (only dtype, dropout and the
+    attention kernel may differ)."""
+    if not config.pretrained:
+        return None
+    module = pretrained_module(config.pretrained)
+    return {"batch_stats": {}, **load_variables(config.pretrained, module)}
 
 
 def _check_resume(

@@ -53,6 +53,7 @@ class TransformerConfig:
     positions_per_stack: learned positions: encoder and decoder each own a table (else one).
     rescale_tied_output: a tied output divides the logits by sqrt(d_model).
     output_bias: a tied output adds a learned bias [tgt_vocab] (an untied one has its own).
+    remat, remat_policy: rematerialised layers (`flax_s2s.models.remat`).
     """
 
     src_vocab_size: int
@@ -80,6 +81,8 @@ class TransformerConfig:
     positions_per_stack: bool = False
     rescale_tied_output: bool = True
     output_bias: bool = False
+    remat: str = "none"
+    remat_policy: str = "nothing_saveable"
 
     def __post_init__(self) -> None:
         check_position(self.norm_position)

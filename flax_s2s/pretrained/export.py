@@ -18,6 +18,7 @@ import flax
 import numpy as np
 from safetensors.numpy import save_file
 
+from flax_s2s import lora
 from flax_s2s.hf_files import (
     CONFIG_FILE,
     TOKENIZER_FILES,
@@ -37,8 +38,10 @@ def export_pretrained(
     """Writes `variables` (of the model `reference`'s config.json describes, e.g. fine-tuned from
     it) as a `save_pretrained` directory `out`: config.json and the tokenizer files copied from
     `reference`, and a model.safetensors (float32) with every tensor name of `reference`'s, each
-    in the reference's layout. Written to a temporary directory first and renamed into place."""
+    in the reference's layout. Written to a temporary directory first and renamed into place.
+    LoRA factors in `variables` (a train state's) are merged into the weights first."""
     reference, out = pathlib.Path(reference), pathlib.Path(out)
+    variables = lora.merged_variables(variables)
     layout = LAYOUTS[architecture(read_config(reference), reference)]
     params = {"/".join(path): np.asarray(value, np.float32)
               for path, value in flax.traverse_util.flatten_dict(variables["params"]).items()}

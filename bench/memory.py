@@ -10,7 +10,9 @@ jitted `training.make_train_step` is lowered and compiled for batch 8 x 512 sour
 tokens from the train state's shapes alone (nothing of that size is allocated) and XLA's own
 account of the compiled step is read (`compiled.memory_analysis()`): the temporaries (the
 activations kept for the backward pass, the gradients, the work buffers) and the arguments; the
-parameters and optimizer state are counted from the state's shapes.
+parameters and optimizer state are counted from the state's shapes, and the values the loss
+keeps from its forward pass for the backward pass (the residuals of `jax.vjp` with respect to
+the trained parameters, as shapes: what a remat policy decides, before XLA schedules anything).
 
 Variants: no remat; `model.remat="layer"` under each policy; LoRA rank 8 on the attention query
 and value projections (every other parameter frozen); the token and position embeddings frozen.
@@ -38,9 +40,11 @@ import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
 from flax_s2s import lora, training  # noqa: E402
+from flax_s2s.forcing import TeacherForcing  # noqa: E402
 from flax_s2s.models import Seq2Seq  # noqa: E402
 from flax_s2s.models.bart import BART_LAYOUT, BART_SPECIAL_TOKENS  # noqa: E402
 from flax_s2s.models.transformer import Transformer, TransformerConfig  # noqa: E402
+from flax_s2s.training import frozen  # noqa: E402
 
 VOCAB, POSITIONS = 50265, 1024
 FULL = (8, 512, 128)  # batch, source tokens, target tokens
@@ -109,18 +113,32 @@ def memory_row(name: str, fields: dict) -> list:
              "tgt_tokens": jax.ShapeDtypeStruct((FULL[0], FULL[2]), jnp.int32)}
     state = training.abstract_train_state(model, tx, config.seed, batch, lora_spec=spec)
     memory = step.lower(state, batch).compile().memory_analysis()
-    trained = _trained_count(state, config)
-    print(name, memory, flush=True)
-    return [name, f"{trained / 1e6:.2f}M", f"{_nbytes(state.params) / MIB:.0f}",
-            f"{_nbytes(state.opt_state) / MIB:.0f}", f"{memory.argument_size_in_bytes / MIB:.0f}",
+    trained = frozen.split(state.params, config)[0]
+    kept = _nbytes(_residuals(model, config, state, batch))
+    print(name, memory, kept, flush=True)
+    return [name, f"{sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trained)) / 1e6:.2f}M",
+            f"{_nbytes(state.params) / MIB:.0f}", f"{_nbytes(state.opt_state) / MIB:.0f}",
+            f"{kept / MIB:.0f}", f"{memory.argument_size_in_bytes / MIB:.0f}",
             f"{memory.temp_size_in_bytes / MIB:.0f}"]
 
 
-def _trained_count(state, config) -> int:
-    from flax_s2s.training import frozen
+def _residuals(model, config, state, batch):
+    """The values the step's loss keeps from its forward pass for its backward pass (the
+    residuals of `jax.vjp` with respect to the trained parameters), as shapes: what remat's
+    policy decides, whatever XLA's scheduler then makes of it."""
+    forcing = TeacherForcing.from_config(config.teacher_forcing)
+    batch_sums = training.make_batch_sums(model, forcing, config)
 
-    trained, _ = frozen.split(state.params, config)
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(trained))
+    def vjp_function(params, batch):
+        trained, fixed = frozen.split(params, config)
+
+        def loss(trained):
+            merged = lora.merged(frozen.join(trained, fixed))
+            return batch_sums(merged, {}, batch, jax.random.PRNGKey(0), jnp.int32(0))[0]
+
+        return jax.vjp(loss, trained)[1]
+
+    return jax.eval_shape(vjp_function, state.params, batch)
 
 
 def step_times(shape: tuple[int, int, int], windows: int) -> tuple[dict[str, float], list[float]]:
@@ -159,20 +177,22 @@ def main() -> None:
     parser.add_argument("--time_src", type=int, default=128)
     parser.add_argument("--time_tgt", type=int, default=32)
     parser.add_argument("--windows", type=int, default=3)
+    parser.add_argument("--parts", default="memory,time", help="memory, time or both")
     parser.add_argument("--write", action="store_true", help="append the section to RESULTS.md")
     args = parser.parse_args()
     load_before = common.load_average()
-    rows = [memory_row(name, fields) for name, fields in VARIANTS.items()]
+    rows = [memory_row(name, fields) if "memory" in args.parts else [name, *["-"] * 6]
+            for name, fields in VARIANTS.items()]
     shape = (args.time_batch, args.time_src, args.time_tgt)
-    times, plain_seconds = step_times(shape, args.windows)
+    times, plain_seconds = step_times(shape, args.windows) if "time" in args.parts else ({}, [0.0])
     plain_seconds = float(np.median(plain_seconds))
     for row in rows:
-        row.append("1.00" if row[0] == "plain" else f"{times[row[0]]:.2f}")
+        row.append("1.00" if row[0] == "plain" else f"{times.get(row[0], float('nan')):.2f}")
     lines = [
         *common.machine_lines(1, load_before),
         "",
         "```bash",
-        "taskset -c 1 env PYTHONPATH=. python bench/memory.py " + " ".join(sys.argv[1:]),
+        "taskset -c N env PYTHONPATH=. python bench/memory.py " + " ".join(sys.argv[1:]),
         "```",
         "",
         f"Train step of the Transformer in BART's layout at bart-base's size (139M parameters, "
@@ -182,7 +202,8 @@ def main() -> None:
         f"alternating windows against the plain step (plain: {plain_seconds:.2f} s/step):",
         "",
         *common.table(["variant", "trained parameters", "parameters MiB", "optimizer state MiB",
-                       "arguments MiB", "temporaries MiB", "step time x plain"], rows),
+                       "kept for backward MiB", "XLA arguments MiB", "XLA temporaries MiB",
+                       "step time x plain"], rows),
     ]
     print("\n".join(lines))
     if args.write:

@@ -146,9 +146,18 @@ def get_config() -> ml_collections.ConfigDict:
     # (a single query over the KV cache) always uses XLA's. Every choice computes the same
     # attention, to rounding.
     config.model.attention = "auto"
+    # Rematerialisation (flax_s2s/models/remat.py; transformer, bart, t5): "layer" recomputes
+    # each encoder and decoder layer's activations in the backward pass instead of keeping them
+    # (less memory, about one more forward pass of compute); "none" keeps them. The policy names
+    # what a rematerialised layer keeps after all (jax.checkpoint_policies): nothing_saveable
+    # | dots_with_no_batch_dims_saveable (the dense projections' outputs) | dots_saveable
+    # | everything_saveable. May change on resume; docs/training.md has the memory it saves.
+    config.model.remat = "none"
+    config.model.remat_policy = "nothing_saveable"
     # t5 and bart: a checkpoint's config.json (its text), filled from config.pretrained by
     # flax_s2s.pretrained.configure; it then defines the model, and of the keys here only dtype,
-    # dropout_rate and (bart) attention apply. Empty: the model is built from the keys here.
+    # dropout_rate, remat and (bart) attention apply. Empty: the model is built from the keys
+    # here.
     config.model.pretrained_config = ""
     # t5 only (also reads d_model, num_heads, mlp_dim, the layer counts, dropout_rate and
     # tie_output, which for T5 also rescales the decoder output by d_model ** -0.5 as v1.0 does;
@@ -167,6 +176,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 1e-4
     config.optimizer.grad_clip_norm = 1.0
     config.label_smoothing = 0.0
+    # Frozen parameters (flax_s2s/training/frozen.py): regexes, each searched in every parameter's
+    # "/"-joined path (e.g. "encoder_layers_0/self_attention/query/kernel"); a parameter one of
+    # them matches keeps its starting value, with no gradient and no optimizer state. E.g.
+    # ("embed",) freezes the token embeddings. A regex that matches no path is an error.
+    config.frozen = ()
+    # LoRA (flax_s2s/lora.py): rank > 0 trains only low-rank updates W + (alpha / rank) * A @ B of
+    # the weights whose paths a `targets` regex matches; every other parameter is frozen. B starts
+    # at zeros, so training starts from the model as it is. dropout: DropConnect on A during
+    # training (a merged update cannot drop the LoRA input itself). Checkpoints keep A and B;
+    # decode, evaluate, warm starts and both exports read the merged weights. 0: no LoRA.
+    config.lora = ml_collections.ConfigDict()
+    config.lora.rank = 0
+    config.lora.alpha = 16.0
+    config.lora.dropout = 0.0
+    config.lora.targets = (r"attention/(query|value)/kernel$",)
     # Gradient accumulation: each train step splits its batch into this many microbatches, scanned
     # one after another inside the step (memory of one microbatch's activations). The loss and the
     # gradient are still the whole batch's: token sums divided once by the batch's target tokens.

@@ -21,7 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
-from flax_s2s import config_checks
+from flax_s2s import config_checks, lora
 from flax_s2s.errors import ConfigError, DiskFullError, FileFormatError, is_disk_full, read_json_object
 
 BEST_MODES = ("max", "min")  # whether a higher or a lower metric is better for `keep_best`
@@ -240,7 +240,7 @@ class Checkpointer:
         """The model variables ({"params": ...}) of `step` (default: latest), without needing a
         train-state template: for decoding, evaluation and reports. Where the run kept an
         average of its parameters (`ema_params`, config.ema_decay > 0), "params" is that average,
-        unless `raw_weights`."""
+        unless `raw_weights`. LoRA factors (`flax_s2s.lora`) are merged into the weights."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
@@ -249,7 +249,8 @@ class Checkpointer:
         )["state"]
         if restored.get("ema_params") and not raw_weights:
             restored["params"] = restored["ema_params"]
-        return {k: restored[k] for k in ("params", "batch_stats") if restored.get(k)}
+        variables = {k: restored[k] for k in ("params", "batch_stats") if restored.get(k)}
+        return lora.merged_variables(variables)  # LoRA factors merged: a plain model's variables
 
     def restore_newest_variables(self, raw_weights: bool = False) -> tuple[dict[str, Any], int]:
         """(variables, step) of the newest checkpoint whose variables and JSON items (the config,

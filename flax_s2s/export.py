@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from flax_s2s import decoding
+from flax_s2s import decoding, lora
 from flax_s2s.data.vocab import SentencePieceVocab, SymbolVocab, Vocab
 from flax_s2s.outputs import check_output, writing_file
 from flax_s2s.workdirs import TrainedModel
@@ -41,8 +41,10 @@ def export_functions(
     platforms: Sequence[str] | None = None,
 ) -> dict[str, jax.export.Exported]:
     """{"greedy": ..., "beam_search": ...}: the jax.export of each decoder for src_tokens
-    [batch_size, max_src_len], with the variables folded in as constants."""
-    model, variables, config = trained.model, trained.variables, trained.config
+    [batch_size, max_src_len], with the variables folded in as constants (LoRA factors, if
+    any, merged into the weights)."""
+    model, config = trained.model, trained.config
+    variables = lora.merged_variables(trained.variables)
     max_len = config.max_tgt_len
     src = jax.ShapeDtypeStruct((batch_size, config.max_src_len), jnp.int32)
     integer, real = jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.float32)

@@ -5,7 +5,8 @@ so anything that shapes that state or the data must be what the saved run used: 
 vocabulary, the task and its data, batch size and lengths, the optimizer, the forcing schedule,
 the seed, whether the state keeps an average of the parameters (`ema_decay`). What only says
 how long to train, how often to log, evaluate or save, how to evaluate, when to stop early, how
-many microbatches make a step's gradient (the same gradient, to rounding), whether the train
+many microbatches make a step's gradient (the same gradient, to rounding), which activations
+are recomputed (`model.remat`: the same gradient, to rounding), whether the train
 split is read from its token store (the same batches), or where and on which devices to run may
 change. Unknown keys (added to the config after the saved run, or removed since) are not
 compared, except those in `BEFORE_ADDED`, which a saved run that predates them had implicitly.
@@ -24,12 +25,12 @@ MAY_CHANGE = (
     "eval_length_alpha", "eval_splits", "final_eval_split", "text_metrics", "mesh_shape", "fsdp",
     "distributed.", "compilation_cache_dir", "data_dir", "tfds_data_dir", "init_from",
     "init_from_step", "pretrained", "nonfinite_policy", "grad_accum_steps",
-    "eval_with_ema", "early_stopping.", "token_store",
+    "eval_with_ema", "early_stopping.", "token_store", "model.remat", "model.remat_policy",
 )
 
 # Keys that change the saved state, with the value a run saved before they existed had: a saved
 # config without `ema_decay` kept no average, so resuming it with one is refused like a change.
-BEFORE_ADDED = {"ema_decay": 0.0, "pack": False}
+BEFORE_ADDED = {"ema_decay": 0.0, "pack": False, "frozen": [], "lora.rank": 0}
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

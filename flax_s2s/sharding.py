@@ -165,14 +165,25 @@ def opt_state_shardings(
     tx: optax.GradientTransformation, abstract_opt_state: Any, params_shardings: Any, mesh: Mesh
 ) -> Any:
     """Each copy of the parameter tree inside the optimizer state (adam's mu, nu, ...) gets the
-    parameters' shardings; everything else (step counts) is replicated."""
-    return optax.tree_map_params(
-        tx,
-        lambda _, sharding: sharding,
-        abstract_opt_state,
-        params_shardings,
-        transform_non_params=lambda _: replicated(mesh),
-    )
+    parameters' shardings; everything else (step counts) is replicated.
+
+    A copy is found by its path: a state leaf whose path ends in a parameter's path (the
+    longest such) and has as many dimensions is that parameter's. This reads any optimizer's
+    state, `multi_transform` over some of the parameters included (`flax_s2s.training.frozen`;
+    optax's `tree_map_params` cannot see through it), so `tx` is not read."""
+    del tx
+    flat = jax.tree_util.tree_flatten_with_path(params_shardings)[0]
+    by_name = {path_name(path): sharding for path, sharding in flat}
+
+    def place(path: Any, leaf: Any) -> NamedSharding:
+        name = path_name(path)
+        matches = [n for n in by_name if name == n or name.endswith("/" + n)]
+        sharding = by_name[max(matches, key=len)] if matches else None
+        if sharding is None or len(sharding.spec) != len(getattr(leaf, "shape", ())):
+            return replicated(mesh)
+        return sharding
+
+    return jax.tree_util.tree_map_with_path(place, abstract_opt_state)
 
 
 def train_state_shardings(

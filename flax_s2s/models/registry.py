@@ -28,6 +28,7 @@ from flax_s2s.models.marian import MARIAN_LAYOUT, marian_config
 from flax_s2s.models.mbart import MBART_LAYOUT, mbart_config
 from flax_s2s.models.norms import NORM_KINDS, NORM_POSITIONS
 from flax_s2s.models.pegasus import PEGASUS_LAYOUT, pegasus_config
+from flax_s2s.models.remat import REMAT_FIELDS
 from flax_s2s.models.rnn import CELLS, RnnConfig, RnnSeq2Seq
 from flax_s2s.models.seam import Seq2Seq
 from flax_s2s.models.t5 import FEED_FORWARDS, T5, T5Config
@@ -205,6 +206,7 @@ def _pretrained_model(
     kind = model_kind(hf.get("model_type"))
     overrides: dict[str, Any] = dict(dtype=DTYPES[model_config.dtype],
                                      dropout_rate=model_config.dropout_rate)
+    overrides.update({field: model_config[field] for field in REMAT_FIELDS if field in model_config})
     overrides.update({field: model_config[field] for field in kind.hf_overrides})
     model = Seq2Seq(module_from_hf_config(hf, **overrides))
     size = model.module.tgt_vocab_size

@@ -45,6 +45,7 @@ from flax_s2s.models.attention import (
     step_origin,
     write_cache,
 )
+from flax_s2s.models.remat import layer_class
 from flax_s2s.models.t5_buckets import relative_position_bucket
 from flax_s2s.models.transformer import check_packed_encoding, encoder_output, source_mask
 from flax_s2s.special_tokens import PRETRAINED_DEFAULTS, SpecialTokens
@@ -82,6 +83,8 @@ class T5Config:
     layer_norm_epsilon: float = 1e-6
     dtype: Any = jnp.float32
     special_tokens: SpecialTokens = T5_SPECIAL_TOKENS
+    remat: str = "none"  # rematerialised layers (`flax_s2s.models.remat`)
+    remat_policy: str = "nothing_saveable"
 
     def __post_init__(self) -> None:
         if self.feed_forward not in FEED_FORWARDS:
@@ -316,8 +319,8 @@ class T5(nn.Module):
         )
         self.encoder_bias = RelativePositionBias(c, bidirectional=True)
         self.decoder_bias = RelativePositionBias(c, bidirectional=False)
-        self.encoder_layers = [T5EncoderLayer(c) for _ in range(c.num_encoder_layers)]
-        self.decoder_layers = [T5DecoderLayer(c) for _ in range(c.num_decoder_layers)]
+        self.encoder_layers = [layer_class(T5EncoderLayer, c)(c) for _ in range(c.num_encoder_layers)]
+        self.decoder_layers = [layer_class(T5DecoderLayer, c)(c) for _ in range(c.num_decoder_layers)]
         self.encoder_norm = _rms_norm(c, "encoder_norm")
         self.decoder_norm = _rms_norm(c, "decoder_norm")
         self.dropout = nn.Dropout(c.dropout_rate)

@@ -48,6 +48,7 @@ from flax_s2s.models.attention import (
     step_origin,
 )
 from flax_s2s.models.norms import make_norm
+from flax_s2s.models.remat import layer_class
 from flax_s2s.models.transformer_layers import (
     POSITIONS,
     DecoderLayer,
@@ -122,8 +123,8 @@ class Transformer(nn.Module):
         if c.embedding_norm:
             self.encoder_embedding_norm = make_norm(c.norm, c.dtype, epsilon=c.norm_epsilon)
             self.decoder_embedding_norm = make_norm(c.norm, c.dtype, epsilon=c.norm_epsilon)
-        self.encoder_layers = [EncoderLayer(c) for _ in range(c.num_encoder_layers)]
-        self.decoder_layers = [DecoderLayer(c) for _ in range(c.num_decoder_layers)]
+        self.encoder_layers = [layer_class(EncoderLayer, c)(c) for _ in range(c.num_encoder_layers)]
+        self.decoder_layers = [layer_class(DecoderLayer, c)(c) for _ in range(c.num_decoder_layers)]
         # Pre-norm leaves the residual stream unnormalised; one final norm closes each stack.
         final_kind = c.norm if c.norm_position == "pre" else "none"
         self.encoder_norm = make_norm(final_kind, c.dtype, epsilon=c.norm_epsilon)

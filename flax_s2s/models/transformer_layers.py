@@ -61,6 +61,7 @@ class TransformerConfig:
     output_bias: a tied output adds a learned bias [tgt_vocab] (an untied one has its own).
     sinusoidal_layout: sinusoidal positions in flax_s2s's layout ("t2t") or in Marian's and
       PEGASUS's ("marian": a table of max_positions rows, see `marian_sinusoids`).
+    remat, remat_policy: rematerialised layers (`flax_s2s.models.remat`).
     """
 
     src_vocab_size: int
@@ -91,6 +92,8 @@ class TransformerConfig:
     rescale_tied_output: bool = True
     output_bias: bool = False
     sinusoidal_layout: str = "t2t"
+    remat: str = "none"
+    remat_policy: str = "nothing_saveable"
 
     def __post_init__(self) -> None:
         check_position(self.norm_position)

@@ -19,6 +19,7 @@ import flax
 import numpy as np
 from safetensors.numpy import save_file
 
+from flax_s2s import lora
 from flax_s2s.hf_files import (
     CONFIG_FILE,
     TOKENIZER_FILES,
@@ -45,9 +46,11 @@ def export_pretrained(
     `reference`, and a model.safetensors (float32) with every tensor name of `reference`'s, each
     in the reference's layout. Written beside `out` and renamed into place (`flax_s2s.outputs`):
     an existing `out` is replaced only with `overwrite` and when it is an earlier export, never
-    when it is `reference`, one of `protected`, a workdir or a directory holding one."""
+    when it is `reference`, one of `protected`, a workdir or a directory holding one. LoRA factors
+    in `variables` (a train state's) are merged into the weights first."""
     reference, out = pathlib.Path(reference), pathlib.Path(out)
     protected = (reference, *protected)
+    variables = lora.merged_variables(variables)
     check_output(out, directory=True, overwrite=overwrite, writes=EXPORTED_FILES,
                  protected=protected)
     layout = LAYOUTS[architecture(read_config(reference), reference)]

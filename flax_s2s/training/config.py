@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from flax_s2s import checkpoint, early_stopping, forcing, sharding
+from flax_s2s import checkpoint, early_stopping, forcing, lora, sharding
 from flax_s2s.data import pipeline, registry, task_data, text_files, token_store
 from flax_s2s.errors import ConfigError
 from flax_s2s.models import registry as model_registry
+from flax_s2s.models import remat
 from flax_s2s.pretrained import finetune
-from flax_s2s.training import evaluation, loop, setup, state, step
+from flax_s2s.training import evaluation, frozen, loop, setup, state, step
 
 # Every module that owns config fields, with its check; a new feature adds its module here.
 CHECKS = (
@@ -26,8 +27,11 @@ CHECKS = (
     finetune.check_config,  # config.pretrained
     setup.check_config,  # where a fresh run starts
     model_registry.check_config,  # config.model, its kind's own checks
+    remat.check_config,  # config.model.remat
     forcing.check_config,  # config.teacher_forcing
     state.check_config,  # config.optimizer
+    frozen.check_config,  # config.frozen
+    lora.check_config,  # config.lora
     step.check_config,  # label smoothing, EMA
     evaluation.check_config,  # eval batches, search, text metrics
     checkpoint.check_config,  # what is kept

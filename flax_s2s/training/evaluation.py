@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from flax_s2s import config_checks, decoding, metrics, reference_eval, scoring, sharding
+from flax_s2s import config_checks, decoding, lora, metrics, reference_eval, scoring, sharding
 from flax_s2s.data import pipeline
 from flax_s2s.data.vocab import Vocab
 from flax_s2s.errors import ConfigError
@@ -81,7 +81,7 @@ def make_evaluator(
         beam_size=config.eval_beam_size, alpha=config.eval_length_alpha,
         controls=decoding.GenerationControls(forced_bos=forced_bos) if forced_bos >= 0 else None,
     )
-    score = make_eval_step(model)
+    decode, score = _merging(decode), _merging(make_eval_step(model))
     if mesh is None:
         return Evaluator(decode=jax.jit(decode), score=jax.jit(score))
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
@@ -97,6 +97,12 @@ def make_evaluator(
         return score(variables, sharding.global_batch_from_full(batch, batch_sharding))
 
     return Evaluator(decode=decode_placed, score=score_placed)
+
+
+def _merging(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function(variables, ...)` reading a train state's variables with LoRA factors merged
+    into the weights (`lora.merged_variables`; other variables pass as they are)."""
+    return lambda variables, *args: function(lora.merged_variables(variables), *args)
 
 
 def evaluate(

@@ -16,7 +16,7 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from flax_s2s import early_stopping, resume, sharding, warm_start
+from flax_s2s import early_stopping, lora, resume, sharding, warm_start
 from flax_s2s.checkpoint import CONFIG_KEYS, Checkpointer
 from flax_s2s.data import made_from, pipeline
 from flax_s2s.data.task_data import TaskData, load_task_data
@@ -26,6 +26,7 @@ from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing
 from flax_s2s.models import Seq2Seq, build_model
 from flax_s2s.pretrained import load_variables, pretrained_module
+from flax_s2s.training import frozen
 from flax_s2s.training.evaluation import Evaluator, make_evaluator
 from flax_s2s.training.state import (
     TrainState,
@@ -146,8 +147,11 @@ def prepare_run(
     )
     data_iterator = pipeline.train_iterator(train_data)
     shapes = pipeline.first_batch(train_data)  # what the parameters are initialised for
-    ema = config.ema_decay > 0
-    abstract_state = abstract_train_state(model, tx, config.seed, shapes, ema)
+    ema, lora_spec = config.ema_decay > 0, lora.LoraSpec.from_config(config)
+    abstract_state = abstract_train_state(model, tx, config.seed, shapes, ema, lora_spec)
+    base_params = lora.without_factors(abstract_state.params)
+    frozen.check_params(config, base_params)  # before any checkpoint or weights are read
+    lora.check_targets(lora_spec, base_params)
     state_shardings = sharding.train_state_shardings(abstract_state, tx, mesh, config.fsdp)
     template = sharding.with_shardings(abstract_state, state_shardings)
     history = None
@@ -159,7 +163,7 @@ def prepare_run(
         variables = _initial_variables(config, warm_start_from, abstract_state, workdir,
                                        pretrained)
         state = create_train_state(model, tx, config.seed, shapes, state_shardings, variables,
-                                   ema)
+                                   ema, lora_spec)
     return RunSetup(data, model, tx, state, state_shardings, data_iterator, checkpointer, template,
                     EarlyStopping.from_config(config, history))
 
@@ -206,9 +210,9 @@ def _warm_start_variables(
 ) -> dict[str, Any]:
     """The variables of `source`'s checkpoint, checked against this run's model; says in the log
     where they come from and which model fields differ from the source's."""
-    variables, source_step = warm_start.load_variables(
-        source, config.init_from_step, abstract_state.variables, workdir
-    )
+    expected = {**abstract_state.variables, "params": lora.without_factors(abstract_state.params)}
+    variables, source_step = warm_start.load_variables(source, config.init_from_step, expected,
+                                                       workdir)
     _print(f"warm start from {source} (checkpoint {source_step}): its parameters, a fresh "
            "optimizer, step 0")
     if jax.process_index() == 0:

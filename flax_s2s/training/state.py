@@ -12,10 +12,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from flax_s2s import config_checks
+from flax_s2s import config_checks, lora
 from flax_s2s.models import Seq2Seq
+from flax_s2s.training import frozen
 
 Array = jax.Array
+LORA_STREAM = 0x10A  # folded into the init key: the LoRA factors' own key
 
 
 @flax.struct.dataclass
@@ -51,7 +53,8 @@ class TrainState:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """adamw with linear warmup, cosine decay to end_lr_factor * peak, global-norm clipping."""
+    """adamw with linear warmup, cosine decay to end_lr_factor * peak, global-norm clipping,
+    over the parameters the config does not freeze (`frozen.wrap_optimizer`)."""
     opt = config.optimizer
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
@@ -60,19 +63,20 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
         decay_steps=max(config.num_train_steps, opt.warmup_steps + 1),
         end_value=opt.learning_rate * opt.end_lr_factor,
     )
-    return optax.chain(
+    return frozen.wrap_optimizer(optax.chain(
         optax.clip_by_global_norm(opt.grad_clip_norm),
         optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay),
-    )
+    ), config)
 
 
 def _state_initializer(
     model: Seq2Seq, tx: optax.GradientTransformation, seed: int, batch: dict[str, np.ndarray],
-    ema: bool = False,
+    ema: bool = False, lora_spec: lora.LoraSpec | None = None,
 ) -> Callable[[], TrainState]:
     """A traceable () -> TrainState. Initialisation reads only the batch's shapes, so it needs
     no data on the devices and gives the same parameters whatever the batch size or mesh. With
-    `ema`, the average of the parameters starts at the parameters themselves."""
+    `ema`, the average of the parameters starts at the parameters themselves; with `lora_spec`,
+    the LoRA factors are added to the (initialised or given) parameters, from their own key."""
     src_shape, tgt_shape = batch["src_tokens"].shape, batch["tgt_tokens"].shape
 
     def init(variables: dict[str, Any] | None = None) -> TrainState:
@@ -82,6 +86,8 @@ def _state_initializer(
             variables = model.init(init_rng, jnp.ones(src_shape, jnp.int32),
                                    jnp.ones(tgt_shape, jnp.int32))
         params = variables["params"]
+        if lora_spec is not None:
+            params = lora.add_factors(params, lora_spec, jax.random.fold_in(init_rng, LORA_STREAM))
         # int32, not weak-typed: the same type as a restored step, so resuming reuses the compile
         step = jnp.zeros((), jnp.int32)
         return TrainState(
@@ -106,17 +112,21 @@ def create_train_state(
     shardings: TrainState | None = None,
     variables: dict[str, Any] | None = None,
     ema: bool = False,
+    lora_spec: lora.LoraSpec | None = None,
 ) -> TrainState:
     """A fresh train state; with `shardings` (`sharding.train_state_shardings`) every array is
     created directly in its place on the mesh, never whole on one device. `variables`
     ({"params", "batch_stats"}, e.g. of a warm start) are taken instead of initialising them;
     optimizer state, step and key are fresh either way. `ema`: keep an average of the
-    parameters (`config.ema_decay` > 0), starting at them."""
-    init = jax.jit(_state_initializer(model, tx, seed, batch, ema), out_shardings=shardings)
+    parameters (`config.ema_decay` > 0), starting at them. `lora_spec`
+    (`lora.LoraSpec.from_config`): add LoRA factors to the parameters."""
+    init = jax.jit(_state_initializer(model, tx, seed, batch, ema, lora_spec),
+                   out_shardings=shardings)
     if variables is None:
         return init()
     if shardings is not None:
-        variables = jax.tree.map(_place, variables, shardings.variables)
+        where = {**shardings.variables, "params": lora.without_factors(shardings.params)}
+        variables = jax.tree.map(_place, variables, where)
     return init(variables)
 
 
@@ -128,10 +138,10 @@ def _place(value: Any, where: jax.sharding.Sharding) -> Array:
 
 def abstract_train_state(
     model: Seq2Seq, tx: optax.GradientTransformation, seed: int, batch: dict[str, np.ndarray],
-    ema: bool = False,
+    ema: bool = False, lora_spec: lora.LoraSpec | None = None,
 ) -> TrainState:
     """The train state's shapes and dtypes (ShapeDtypeStructs), computed without allocating."""
-    return jax.eval_shape(_state_initializer(model, tx, seed, batch, ema))
+    return jax.eval_shape(_state_initializer(model, tx, seed, batch, ema, lora_spec))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

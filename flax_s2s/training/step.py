@@ -12,14 +12,16 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from flax_s2s import config_checks, metrics
+from flax_s2s import config_checks, lora, metrics
 from flax_s2s.data import packing
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing, gold_counts_by_position
 from flax_s2s.models import Seq2Seq, decoder_inputs
+from flax_s2s.training import frozen
 from flax_s2s.training.state import TrainState
 
 Array = jax.Array
+LORA_DROPOUT_STREAM = 0x10A  # folded into a step's key: LoRA's DropConnect mask
 # (params, batch_stats, batch, rng, step, mask=None) -> (loss_sum, (counts, batch_stats))
 BatchSums = Callable[..., Any]
 
@@ -47,29 +49,43 @@ def make_train_step(
 
     `batch_sums` replaces the loss (default: `make_batch_sums(model, forcing, config)`); it
     must keep that function's signature and sums.
+
+    Frozen parameters (`config.frozen`, LoRA's base: `flax_s2s.training.frozen`) are not
+    differentiated and come out of the step unchanged; LoRA factors are merged into the weights
+    the model reads (`flax_s2s.lora.merged`, with its DropConnect drawn from the step's key).
     """
     forcing = forcing or TeacherForcing.from_config(config.teacher_forcing)
     batch_sums = batch_sums or make_batch_sums(model, forcing, config)
+    lora_spec = lora.LoraSpec.from_config(config)
+    lora_dropout = lora_spec.dropout if lora_spec else 0.0
 
-    def loss_fn(params, batch_stats, batch, rng, step):
-        loss_sum, (counts, batch_stats) = batch_sums(params, batch_stats, batch, rng, step)
-        return loss_sum / jnp.maximum(counts["tokens"], 1.0), (counts, batch_stats)
+    def trained_sums(fixed, lora_rng):
+        """`batch_sums` of the trained parameters, the `fixed` ones and LoRA merged in."""
+        def sums(trained, *args):
+            params = lora.merged(frozen.join(trained, fixed), lora_rng, lora_dropout)
+            return batch_sums(params, *args)
+        return sums
 
     def train_step(state: TrainState, batch: dict[str, Array]):
         step_rng = jax.random.fold_in(state.rng, state.step)
+        trained, fixed = frozen.split(state.params, config)
+        sums = trained_sums(fixed, jax.random.fold_in(step_rng, LORA_DROPOUT_STREAM))
         if config.grad_accum_steps == 1:
-            grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+            grad_fn = jax.value_and_grad(_mean_loss(sums), has_aux=True)
             (loss, (counts, batch_stats)), grads = grad_fn(
-                state.params, state.batch_stats, batch, step_rng, state.step
+                trained, state.batch_stats, batch, step_rng, state.step
             )
         else:
             loss, (counts, batch_stats), grads = accumulated_gradients(
-                batch_sums, forcing, state.params, state.batch_stats, batch, step_rng,
+                sums, forcing, trained, state.batch_stats, batch, step_rng,
                 state.step, config.grad_accum_steps, data_shards,
             )
         grad_norm = optax.global_norm(grads)
+        grads = frozen.full_gradient(grads, fixed)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        # the frozen arrays go back as they were, not as p + 0
+        params = frozen.join(frozen.split(optax.apply_updates(state.params, updates), config)[0],
+                             fixed)
         ema_params = _moved_average(state, params, config.ema_decay)
         # A non-finite loss or gradient skips the update (params, statistics, optimizer state and
         # average are kept); the loop counts these steps and, under nonfinite_policy="stop", ends
@@ -90,6 +106,16 @@ def make_train_step(
         return new_state, step_metrics
 
     return train_step
+
+
+def _mean_loss(batch_sums: BatchSums) -> Callable[..., Any]:
+    """`batch_sums` as the loss a step differentiates: the mean over the batch's tokens."""
+
+    def loss_fn(params, batch_stats, batch, rng, step):
+        loss_sum, (counts, batch_stats) = batch_sums(params, batch_stats, batch, rng, step)
+        return loss_sum / jnp.maximum(counts["tokens"], 1.0), (counts, batch_stats)
+
+    return loss_fn
 
 
 def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collections.ConfigDict):

@@ -298,6 +298,8 @@ class Checkpointer:
                 continue
             path = os.path.join(directory, item, "metadata")
             if not os.path.exists(path):
+                if item != "config":  # orbax's own items (the best-checkpoint metrics) hold none
+                    continue
                 raise FileFormatError(f"{path}: no such file; expected the {item} saved with "
                                       f"checkpoint {step} (a JSON object)")
             read_json_object(path, f"the {item} saved with the checkpoint, a JSON object")

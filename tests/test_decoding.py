@@ -833,11 +833,13 @@ def test_decode_cli_decodes_a_file_in_input_order(tmp_path, addition_data_dir):
     assert alias.stdout == result.stdout
     assert "flax_s2s.decode is now python -m flax_s2s.cli.decode" in alias.stderr
 
-    # A corrupt vocabulary names its file, to the decoder and to a resumed training run.
+    # A corrupt vocabulary names its file, to the decoder and to a resumed training run (which
+    # finds it changed since the workdir recorded it, before reading it).
     (tmp_path / "run" / "src_vocab.json").write_text('{"symbols": ["1", ')
     with pytest.raises(FileFormatError, match=r"src_vocab\.json: not a symbol vocabulary"):
         infer.decode_file(workdir, str(input_file))
-    with pytest.raises(FileFormatError, match=r"src_vocab\.json: not a symbol vocabulary"):
+    with pytest.raises(FileFormatError, match=r"src_vocab\.json: not the vocabulary this workdir "
+                                              r"was made with"):
         training.run(config, workdir)
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from flax_s2s import config_checks, metrics
+from flax_s2s import config_checks, input_noise, metrics
 from flax_s2s.data import packing
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing, gold_counts_by_position
@@ -115,10 +115,8 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
         weights = metrics.token_weights(tgt_tokens, pad=model.special_tokens.pad)
         counts = {}
         if forcing.always_gold:  # the parallel teacher-forced path; no scan is compiled
-            segment_ids = None if tgt_segments is None else tgt_segments["segment_ids"]
             logits, batch_stats = model.forward(
-                variables, encoded,
-                decoder_inputs(tgt_tokens, model.special_tokens.bos, segment_ids),
+                variables, encoded, _teacher_inputs(model, config, tgt_tokens, tgt_segments, rng),
                 train=True, rng=decode_rng, update_stats=True, segments=tgt_segments,
             )
         else:  # scheduled sampling (config validation refuses it for BatchNorm models)
@@ -136,6 +134,26 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
         return loss_sum, (counts, batch_stats)
 
     return batch_sums
+
+
+def _teacher_inputs(
+    model: Seq2Seq, config: ml_collections.ConfigDict, tgt_tokens: Array,
+    segments: dict[str, Array] | None, rng: Array,
+) -> Array:
+    """The teacher-forced decoder inputs [batch, tgt_len] of targets [batch, tgt_len]: gold,
+    with `config.teacher_forcing.input_noise` of them replaced by random tokens drawn from `rng`
+    (`flax_s2s.input_noise`)."""
+    segment_ids = None if segments is None else segments["segment_ids"]
+    inputs = decoder_inputs(tgt_tokens, model.special_tokens.bos, segment_ids)
+    rate = config.teacher_forcing.get("input_noise", 0.0)
+    if rate <= 0:
+        return inputs
+    positions = None if segments is None else segments["positions"]
+    noisy, _ = input_noise.noisy_inputs(
+        inputs, input_noise.noise_key(rng), rate, model.module.tgt_vocab_size,
+        model.special_tokens, positions,
+    )
+    return noisy
 
 
 def _token_metrics(counts: dict[str, Array]) -> dict[str, Array]:

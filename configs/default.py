@@ -240,6 +240,10 @@ def get_config() -> ml_collections.ConfigDict:
     # input but BOS and padding is replaced, with this probability, by a uniformly random
     # non-special token. The control for scheduled sampling: noisy inputs, not own predictions.
     config.teacher_forcing.input_noise = 0.0
+    # Scheduled sampling on symbol-level tasks (flax_s2s/oracle.py): the target after a prefix
+    # holding own tokens is the next reference token after the reference prefix aligned to it by
+    # edit distance (a dynamic oracle), not the gold token at the same position. Unpacked rows.
+    config.teacher_forcing.oracle_targets = False
 
     # --- loop ---
     config.num_train_steps = 3500

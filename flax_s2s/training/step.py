@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from flax_s2s import config_checks, input_noise, metrics
+from flax_s2s import config_checks, input_noise, metrics, oracle
 from flax_s2s.data import packing
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing, gold_counts_by_position
@@ -113,23 +113,25 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
         )
         variables = {"params": params, "batch_stats": batch_stats}
         weights = metrics.token_weights(tgt_tokens, pad=model.special_tokens.pad)
-        counts = {}
+        counts, targets = {}, tgt_tokens  # targets: the oracle's under oracle_targets
         if forcing.always_gold:  # the parallel teacher-forced path; no scan is compiled
             logits, batch_stats = model.forward(
                 variables, encoded, _teacher_inputs(model, config, tgt_tokens, tgt_segments, rng),
                 train=True, rng=decode_rng, update_stats=True, segments=tgt_segments,
             )
         else:  # scheduled sampling (config validation refuses it for BatchNorm models)
-            logits, mask = forcing.train_logits(
+            logits, mask, read_tokens = forcing.train_unroll(
                 model, variables, encoded, tgt_tokens, step=step, step_rng=rng,
                 dropout_rng=decode_rng, mask=mask, segments=tgt_segments,
             )
+            if config.teacher_forcing.get("oracle_targets", False):  # config refuses packing
+                targets = oracle.oracle_targets(read_tokens, tgt_tokens, model.special_tokens.pad)
             positions = None if tgt_segments is None else tgt_segments["positions"]
             counts["gold_by_position"], counts["tokens_by_position"] = gold_counts_by_position(
                 mask, weights, config.max_tgt_len, positions  # one shape for every length bucket
             )
-        loss_sum = metrics.cross_entropy_sum(logits, tgt_tokens, weights, config.label_smoothing)
-        counts["correct"] = metrics.correct_tokens(logits.argmax(-1), tgt_tokens, weights)
+        loss_sum = metrics.cross_entropy_sum(logits, targets, weights, config.label_smoothing)
+        counts["correct"] = metrics.correct_tokens(logits.argmax(-1), targets, weights)
         counts["tokens"] = weights.sum()
         return loss_sum, (counts, batch_stats)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flax_s2s import decoding
 from flax_s2s.input_noise import replaceable_ids
@@ -93,3 +94,36 @@ def recovery_counts(
         "corrupted": by_distance(corrupted_logits),
         "replaced": replaced,
     }
+
+
+def recovery_curve(
+    model: Any,
+    variables: Any,
+    src_tokens: Array,
+    tgt_tokens: Array,
+    positions: list[int],
+    corruption: str = "wrong",
+    key: Array | None = None,
+) -> dict[str, np.ndarray]:
+    """`recovery_counts` summed over the replaced positions k in `positions` (one compile for
+    all; "random" draws with fold_in(key, k)), as accuracies by distance d.
+
+    Returns:
+      float64 [tgt_len] each: "tokens" (targets counted at distance d), "clean" and "corrupted"
+      (their accuracy from the clean and the corrupted prefix; nan where nothing is counted).
+    """
+    counts = jax.jit(
+        lambda variables, src, tgt, k, key: recovery_counts(
+            model, variables, src, tgt, k, corruption, key)
+    )
+    total = {"tokens": 0.0, "clean": 0.0, "corrupted": 0.0}
+    for position in positions:
+        position_key = None if key is None else jax.random.fold_in(key, position)
+        got = counts(variables, src_tokens, tgt_tokens, jnp.asarray(position, jnp.int32),
+                     position_key)
+        total = {name: total[name] + np.asarray(got[name], np.float64) for name in total}
+    tokens = total["tokens"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"tokens": tokens,
+                "clean": np.where(tokens > 0, total["clean"] / tokens, np.nan),
+                "corrupted": np.where(tokens > 0, total["corrupted"] / tokens, np.nan)}

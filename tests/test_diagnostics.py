@@ -88,3 +88,25 @@ def test_random_corruption_draws_other_non_special_tokens(data):
     replaced = counts["replaced"]
     assert (replaced != tgt[:, 0]).all() and (replaced >= 4).all() and (replaced < VOCAB).all()
     assert len(set(replaced.tolist())) == VOCAB - 4  # every non-special id is drawn
+
+
+def test_recovery_curves_sum_the_positions(data):
+    tgt, table = data
+    ignoring = diagnostics.recovery_curve(IGNORING, {"params": table[:LENGTH]}, tgt, tgt,
+                                          [0, 1, 2, 3])
+    counted = ignoring["tokens"] > 0
+    assert counted[1:LENGTH - 1].all() and not counted[0]
+    np.testing.assert_array_equal(ignoring["corrupted"][counted], ignoring["clean"][counted])
+    bigram = diagnostics.recovery_curve(BIGRAM, {"params": table}, tgt, tgt, [0, 1, 2, 3],
+                                        "random", jax.random.PRNGKey(1))
+    # by hand: the clean accuracy at d = 1 over k = 0..3 from the bigram's argmax, in NumPy
+    inputs = np.concatenate([np.full((ROWS, 1), BOS), tgt[:, :-1]], 1)
+    right, real = 0, 0
+    for k in range(4):
+        usable = ((tgt != PAD).sum(1) - 1 > k) & (tgt[:, k + 1] != PAD)
+        right += ((table[inputs[:, k + 1]].argmax(1) == tgt[:, k + 1]) & usable).sum()
+        real += usable.sum()
+    assert bigram["tokens"][1] == real
+    assert bigram["clean"][1] == pytest.approx(right / real)
+    np.testing.assert_array_equal(bigram["corrupted"][2:][counted[2:]],
+                                  bigram["clean"][2:][counted[2:]])

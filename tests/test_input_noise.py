@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from flax_s2s import input_noise
+from flax_s2s import input_noise, resume
 from flax_s2s.models import decoder_inputs
 from flax_s2s.special_tokens import SpecialTokens
 from flax_s2s.training import step
@@ -101,3 +101,13 @@ def test_bad_input_noise_config_fails_naming_the_key(fields, message):
     config.teacher_forcing.update(fields)
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
+
+
+def test_resuming_a_run_saved_before_the_noise_and_oracle_keys_refuses_turning_them_on():
+    saved = {"teacher_forcing": {"p": 1.0}}
+    refused, _ = resume.config_changes(
+        saved, {"teacher_forcing": {"p": 1.0, "input_noise": 0.2, "oracle_targets": True}})
+    assert set(refused) == {"teacher_forcing.input_noise", "teacher_forcing.oracle_targets"}
+    refused, _ = resume.config_changes(
+        saved, {"teacher_forcing": {"p": 1.0, "input_noise": 0.0, "oracle_targets": False}})
+    assert not refused

@@ -100,7 +100,10 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
     (default: drawn from `rng` for this batch, as `TeacherForcing.train_logits` does).
 
     A packed batch (`flax_s2s.data.packing`: segment ids and positions beside the tokens) is
-    encoded and decoded per example; its sums count real tokens as an unpacked batch's do."""
+    encoded and decoded per example; its sums count real tokens as an unpacked batch's do.
+    Under `teacher_forcing.oracle_targets` the loss and `correct` are against the oracle's
+    targets (`flax_s2s.oracle`); `teacher_forcing.input_noise` perturbs the teacher-forced
+    inputs (`flax_s2s.input_noise`)."""
 
     def batch_sums(params, batch_stats, batch, rng, step, mask=None):
         tgt_tokens = batch["tgt_tokens"]

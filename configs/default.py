@@ -267,6 +267,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.teacher_forcing.position_slope = 0.01  # linear only: decrease of q per position, > 0
     config.teacher_forcing.position_floor = 0.0  # lower bound of q, in [0, 1]
     config.teacher_forcing.position_combine = "product"  # product | min
+    # Decoder-input noise (flax_s2s/input_noise.py), with full teacher forcing only: each decoder
+    # input but BOS and padding is replaced, with this probability, by a uniformly random
+    # non-special token. The control for scheduled sampling: noisy inputs, not own predictions.
+    config.teacher_forcing.input_noise = 0.0
+    # Scheduled sampling on symbol-level tasks (flax_s2s/oracle.py): the target after a prefix
+    # holding own tokens is the next reference token after the reference prefix aligned to it by
+    # edit distance (a dynamic oracle), not the gold token at the same position. Unpacked rows.
+    config.teacher_forcing.oracle_targets = False
 
     # --- loop ---
     config.num_train_steps = 3500

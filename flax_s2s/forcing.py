@@ -320,8 +320,29 @@ class TeacherForcing:
         mask: Array | None = None,
         segments: dict[str, Array] | None = None,
     ) -> tuple[Array, Array | None]:
+        """`train_unroll`'s logits and mask."""
+        logits, mask, _ = self.train_unroll(
+            model, variables, encoded, tgt_tokens, step=step, step_rng=step_rng,
+            dropout_rng=dropout_rng, mask=mask, segments=segments,
+        )
+        return logits, mask
+
+    def train_unroll(
+        self,
+        model: Any,
+        variables: Any,
+        encoded: Any,
+        tgt_tokens: Array,
+        *,
+        step: Array | int,
+        step_rng: Array,
+        dropout_rng: Array | None,
+        mask: Array | None = None,
+        segments: dict[str, Array] | None = None,
+    ) -> tuple[Array, Array | None, Array]:
         """Decoder logits [batch, tgt_len, vocab] for one train step on targets [batch, tgt_len],
-        and the mask the decoder read by (bool, True: gold; None on the teacher-forced path).
+        the mask the decoder read by (bool, True: gold; None on the teacher-forced path) and the
+        tokens it read, int32 [batch, tgt_len].
 
         step_rng: the train step's key, fold_in(state.rng, step); the mask and the sampled tokens
         use keys folded from it (`forcing_keys`), dropout uses `dropout_rng`.
@@ -336,7 +357,7 @@ class TeacherForcing:
         packed = _packed(segments)
         if self.always_gold:
             return model.forward(variables, encoded, gold_inputs, train=True, rng=dropout_rng,
-                                 **packed), None
+                                 **packed), None, gold_inputs
         if packed and self.mode not in PACKED_MODES:
             raise ValueError(f"teacher_forcing.mode={self.mode!r} does not train on packed rows; "
                              f"scheduled sampling packs in {list(PACKED_MODES)}")
@@ -344,12 +365,12 @@ class TeacherForcing:
             positions = None if segments is None else segments["positions"]
             mask = self.mask(step_rng, step, gold_inputs.shape, positions)
         _, choice_key = forcing_keys(step_rng)
-        logits, _ = self.unroll(model)(
+        logits, read_tokens = self.unroll(model)(
             model, variables, encoded, gold_inputs, mask, choice_key,
             choice=self.choice, temperature=self.temperature, train=True, rng=dropout_rng,
             **packed,
         )
-        return logits, mask
+        return logits, mask, read_tokens
 
 
 def gold_counts_by_position(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from flax_s2s import checkpoint, early_stopping, forcing, lora, sharding
+from flax_s2s import checkpoint, early_stopping, forcing, input_noise, lora, oracle, sharding
 from flax_s2s.data import pipeline, registry, task_data, text_files, token_store
 from flax_s2s.errors import ConfigError
 from flax_s2s.models import registry as model_registry
@@ -29,6 +29,8 @@ CHECKS = (
     model_registry.check_config,  # config.model, its kind's own checks
     remat.check_config,  # config.model.remat
     forcing.check_config,  # config.teacher_forcing
+    input_noise.check_config,  # config.teacher_forcing.input_noise
+    oracle.check_config,  # config.teacher_forcing.oracle_targets
     state.check_config,  # config.optimizer
     frozen.check_config,  # config.frozen
     lora.check_config,  # config.lora

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from flax_s2s import config_checks, lora, metrics
+from flax_s2s import config_checks, input_noise, lora, metrics, oracle
 from flax_s2s.data import packing
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing, gold_counts_by_position
@@ -126,7 +126,10 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
     (default: drawn from `rng` for this batch, as `TeacherForcing.train_logits` does).
 
     A packed batch (`flax_s2s.data.packing`: segment ids and positions beside the tokens) is
-    encoded and decoded per example; its sums count real tokens as an unpacked batch's do."""
+    encoded and decoded per example; its sums count real tokens as an unpacked batch's do.
+    Under `teacher_forcing.oracle_targets` the loss and `correct` are against the oracle's
+    targets (`flax_s2s.oracle`); `teacher_forcing.input_noise` perturbs the teacher-forced
+    inputs (`flax_s2s.input_noise`)."""
 
     def batch_sums(params, batch_stats, batch, rng, step, mask=None):
         tgt_tokens = batch["tgt_tokens"]
@@ -139,29 +142,49 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
         )
         variables = {"params": params, "batch_stats": batch_stats}
         weights = metrics.token_weights(tgt_tokens, pad=model.special_tokens.pad)
-        counts = {}
+        counts, targets = {}, tgt_tokens  # targets: the oracle's under oracle_targets
         if forcing.always_gold:  # the parallel teacher-forced path; no scan is compiled
-            segment_ids = None if tgt_segments is None else tgt_segments["segment_ids"]
             logits, batch_stats = model.forward(
-                variables, encoded,
-                decoder_inputs(tgt_tokens, model.special_tokens.bos, segment_ids),
+                variables, encoded, _teacher_inputs(model, config, tgt_tokens, tgt_segments, rng),
                 train=True, rng=decode_rng, update_stats=True, segments=tgt_segments,
             )
         else:  # scheduled sampling (config validation refuses it for BatchNorm models)
-            logits, mask = forcing.train_logits(
+            logits, mask, read_tokens = forcing.train_unroll(
                 model, variables, encoded, tgt_tokens, step=step, step_rng=rng,
                 dropout_rng=decode_rng, mask=mask, segments=tgt_segments,
             )
+            if config.teacher_forcing.get("oracle_targets", False):  # config refuses packing
+                targets = oracle.oracle_targets(read_tokens, tgt_tokens, model.special_tokens.pad)
             positions = None if tgt_segments is None else tgt_segments["positions"]
             counts["gold_by_position"], counts["tokens_by_position"] = gold_counts_by_position(
                 mask, weights, config.max_tgt_len, positions  # one shape for every length bucket
             )
-        loss_sum = metrics.cross_entropy_sum(logits, tgt_tokens, weights, config.label_smoothing)
-        counts["correct"] = metrics.correct_tokens(logits.argmax(-1), tgt_tokens, weights)
+        loss_sum = metrics.cross_entropy_sum(logits, targets, weights, config.label_smoothing)
+        counts["correct"] = metrics.correct_tokens(logits.argmax(-1), targets, weights)
         counts["tokens"] = weights.sum()
         return loss_sum, (counts, batch_stats)
 
     return batch_sums
+
+
+def _teacher_inputs(
+    model: Seq2Seq, config: ml_collections.ConfigDict, tgt_tokens: Array,
+    segments: dict[str, Array] | None, rng: Array,
+) -> Array:
+    """The teacher-forced decoder inputs [batch, tgt_len] of targets [batch, tgt_len]: gold,
+    with `config.teacher_forcing.input_noise` of them replaced by random tokens drawn from `rng`
+    (`flax_s2s.input_noise`)."""
+    segment_ids = None if segments is None else segments["segment_ids"]
+    inputs = decoder_inputs(tgt_tokens, model.special_tokens.bos, segment_ids)
+    rate = config.teacher_forcing.get("input_noise", 0.0)
+    if rate <= 0:
+        return inputs
+    positions = None if segments is None else segments["positions"]
+    noisy, _ = input_noise.noisy_inputs(
+        inputs, input_noise.noise_key(rng), rate, model.module.tgt_vocab_size,
+        model.special_tokens, positions,
+    )
+    return noisy
 
 
 def _token_metrics(counts: dict[str, Array]) -> dict[str, Array]:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import pathlib
 import shutil
 
+import jax
 import numpy as np
+from safetensors import safe_open
 
 from flax_s2s.data.vocab import SentencePieceVocab
 from flax_s2s.models.t5 import T5_SPECIAL_TOKENS
+from flax_s2s.pretrained import export_pretrained, load_pretrained
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 LETTERS = "abcdefgh"
@@ -65,3 +68,31 @@ def bart_with_tokenizer(directory: pathlib.Path, variant: str = "bart") -> pathl
     tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     tokenizer.save(str(directory / "tokenizer.json"))
     return directory
+
+
+def checkpoint_tensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
+    """Every tensor of a directory's `model.safetensors`, by name."""
+    with safe_open(directory / "model.safetensors", "numpy") as weights:
+        return {name: weights.get_tensor(name) for name in weights.keys()}
+
+
+def assert_export_round_trip(reference: pathlib.Path, out: pathlib.Path) -> dict[str, np.ndarray]:
+    """Import `reference`, export it to `out`, import that: the exported tensors are the
+    reference's names, float32 dtypes and values (what transformers loads), its config.json and
+    tokenizer files are the reference's bytes, no partial directory is left, and the reimported
+    variables equal the first import's. Returns the reference's tensors."""
+    _, variables = load_pretrained(reference)
+    exported_dir = export_pretrained(variables, reference, out)
+    original, exported = checkpoint_tensors(reference), checkpoint_tensors(exported_dir)
+    assert sorted(exported) == sorted(original)
+    for name, tensor in original.items():
+        assert exported[name].dtype == tensor.dtype == np.float32, name
+        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    for file in ("config.json", "sentencepiece.bpe.model", "source.spm", "target.spm",
+                 "vocab.json", "spiece.model"):  # the tokenizer travels with the weights
+        if (reference / file).is_file():
+            assert (exported_dir / file).read_bytes() == (reference / file).read_bytes(), file
+    assert [path.name for path in out.parent.iterdir() if "partial" in path.name] == []
+    _, again = load_pretrained(exported_dir)
+    jax.tree.map(np.testing.assert_array_equal, again, variables)
+    return original

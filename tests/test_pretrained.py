@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 from jax.sharding import PartitionSpec as P
-from safetensors import safe_open
+from pretrained_dirs import assert_export_round_trip, checkpoint_tensors
 from safetensors.numpy import load_file, save_file
 
 from flax_s2s import decoding, sharding
@@ -200,26 +200,9 @@ def test_bart_without_final_logits_bias_loads_it_as_zeros(tmp_path):
 # --- export ---
 
 
-def _tensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
-    with safe_open(directory / "model.safetensors", "numpy") as weights:
-        return {name: weights.get_tensor(name) for name in weights.keys()}
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_import_export_import_is_bit_exact(tmp_path, variant):
-    reference = FIXTURES / variant
-    _, variables = load_pretrained(reference)
-    out = export_pretrained(variables, reference, tmp_path / "exported")
-    # the reference's names, shapes, dtypes and values: what transformers loads
-    original, exported = _tensors(reference), _tensors(out)
-    assert sorted(exported) == sorted(original)
-    for name, tensor in original.items():
-        assert exported[name].dtype == tensor.dtype == np.float32, name
-        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
-    assert (out / "config.json").read_text() == (reference / "config.json").read_text()
-    assert not (tmp_path / "exported.partial").exists()
-    _, again = load_pretrained(out)
-    jax.tree.map(np.testing.assert_array_equal, again, variables)
+    assert_export_round_trip(FIXTURES / variant, tmp_path / "exported")
 
 
 def test_export_writes_changed_weights_where_they_belong(tmp_path):
@@ -236,7 +219,7 @@ def test_export_writes_changed_weights_where_they_belong(tmp_path):
     _, loaded_back = load_bart(out)
     jax.tree.map(np.testing.assert_array_equal, loaded_back, changed)
     # a torch Linear is [out, in]: fc1 of d_model 16 -> ffn 32 is written [32, 16]
-    fc1 = _tensors(out)["model.encoder.layers.0.fc1.weight"]
+    fc1 = checkpoint_tensors(out)["model.encoder.layers.0.fc1.weight"]
     kernel = changed["params"]["encoder_layers_0"]["mlp"]["hidden"]["kernel"]
     np.testing.assert_array_equal(fc1, np.asarray(kernel).T)
 

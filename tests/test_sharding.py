@@ -15,7 +15,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROLLED_FLAGS, ROOT, tiny_config
+from conftest import FAST_COMPILE, ROLLED_FLAGS, ROOT, tiny_config
 from jax.sharding import PartitionSpec as P
 
 from flax_s2s import sharding
@@ -189,7 +189,7 @@ def _strip(spec: list) -> list:
 @pytest.fixture(scope="module", params=sorted(SHARDED_PARAMS))
 def mesh_checks(request, tmp_path_factory):
     checkpoint_dir = tmp_path_factory.mktemp("mesh_checkpoints")
-    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": FAST_COMPILE}
     result = subprocess.run(
         [sys.executable, os.path.join(TESTS, "sharding_checks.py"), request.param, str(checkpoint_dir)],
         capture_output=True, text=True, env=env, timeout=900,
@@ -288,7 +288,7 @@ def _free_port() -> int:
 
 def _start(workdir, data_dir, devices: int, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"}
     command = [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}",
                f"--config.data_dir={data_dir}", *TINY, *extra]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -3,7 +3,7 @@ generation-control flags of the decode and evaluate commands."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from absl import app, flags, logging
@@ -19,6 +19,35 @@ def start(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+
+
+def define_checkpoint_flags(verb: str) -> None:
+    """--workdir and the flags that choose its variables, for a command that `verb`s ("Decode",
+    "Score") with a trained workdir."""
+    flags.DEFINE_string("workdir", None, "A training workdir with checkpoints.")
+    flags.DEFINE_integer("batch_size", 64, f"Lines per batch ({verb.lower()}d together).")
+    flags.DEFINE_integer("step", None, f"Checkpoint step to {verb.lower()} with (default: the "
+                         "newest).")
+    flags.DEFINE_integer("average", 1, f"{verb} with the mean variables of this many kept "
+                         "checkpoints, ending at --step.")
+    flags.DEFINE_boolean("raw_weights", False, f"{verb} with the trained parameters, not their "
+                         "moving average where the run kept one (config.ema_decay > 0).")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def print_lines(produce: Callable[[], Iterable[str]]) -> None:
+    """Prints the lines `produce` returns; a problem with the workdir or the input it names
+    (WorkdirError, InputError, FileFormatError, ValueError) ends the command in one `error:` line."""
+    from flax_s2s.errors import FileFormatError
+    from flax_s2s.input_lines import InputError
+    from flax_s2s.workdirs import WorkdirError
+
+    try:
+        outputs = produce()
+    except (WorkdirError, InputError, FileFormatError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    for output in outputs:
+        print(output)
 
 
 def define_mbr_flags() -> None:

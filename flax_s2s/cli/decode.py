@@ -11,24 +11,16 @@ from absl import app, flags
 
 from flax_s2s.cli import common
 from flax_s2s.data.decode_input import INPUT_FORMATS
-from flax_s2s.errors import FileFormatError
-from flax_s2s.infer import OUTPUT_FORMATS, InputError, decode_file
-from flax_s2s.workdirs import WorkdirError
+from flax_s2s.infer import OUTPUT_FORMATS, decode_file
 
 
 def define_flags() -> None:
     """The command's flags, defined only when it runs (see `flax_s2s.cli`)."""
-    flags.DEFINE_string("workdir", None, "A training workdir with checkpoints.")
+    common.define_checkpoint_flags("Decode")
     flags.DEFINE_integer("beam", 0, "Beam width; 0 (default) decodes greedily, 1 is a beam of one.")
     flags.DEFINE_float("alpha", 0.6,
                        "Length-penalty exponent for beam search, ((5 + len) / 6) ** alpha.")
     flags.DEFINE_string("input", None, "File with one source per line (default: stdin).")
-    flags.DEFINE_integer("batch_size", 64, "Lines decoded per batch.")
-    flags.DEFINE_integer("step", None, "Checkpoint step to decode with (default: the newest).")
-    flags.DEFINE_integer("average", 1, "Decode with the mean variables of this many kept "
-                         "checkpoints, ending at --step.")
-    flags.DEFINE_boolean("raw_weights", False, "Decode with the trained parameters, not their "
-                         "moving average where the run kept one (config.ema_decay > 0).")
     flags.DEFINE_boolean("strict", False, "Fail at the first line that cannot be decoded (not "
                          "UTF-8, empty, too long) instead of printing an empty line for it.")
     flags.DEFINE_integer("nbest", 0, "Print the N best hypotheses of each line, one per line as "
@@ -52,24 +44,19 @@ def define_flags() -> None:
                         "none: no forced token.")
     common.define_mbr_flags()
     common.define_control_flags()
-    flags.mark_flags_as_required(["workdir"])
+    flags.adopt_module_key_flags(common)  # --help lists the shared flags too
 
 
 def main(argv: Sequence[str]) -> None:
     common.start(argv)
     args = flags.FLAGS
-    try:
-        outputs = decode_file(args.workdir, args.input, args.beam, args.alpha, args.batch_size,
-                              args.step, args.average, args.strict, args.nbest, args.format,
-                              args.min_len, not args.no_sort, progress=sys.stderr.isatty(),
-                              mbr_settings=common.mbr_settings(args), raw_weights=args.raw_weights,
-                              controls=common.generation_controls(args), prefix_path=args.prefix,
-                              input_format=args.input_format, prefix_field=args.prefix_field,
-                              forced_bos=args.forced_bos)
-    except (WorkdirError, InputError, FileFormatError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
-    for output in outputs:
-        print(output)
+    common.print_lines(lambda: decode_file(
+        args.workdir, args.input, args.beam, args.alpha, args.batch_size, args.step, args.average,
+        args.strict, args.nbest, args.format, args.min_len, not args.no_sort,
+        progress=sys.stderr.isatty(), mbr_settings=common.mbr_settings(args),
+        raw_weights=args.raw_weights, controls=common.generation_controls(args),
+        prefix_path=args.prefix, input_format=args.input_format, prefix_field=args.prefix_field,
+        forced_bos=args.forced_bos))
 
 
 def run() -> None:

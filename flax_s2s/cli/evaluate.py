@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,8 +66,11 @@ def main(argv: Sequence[str]) -> None:
     try:
         check_diagnose(args.diagnose, args.max_distance, args.ensemble)
         if args.diagnose:  # before the evaluation, not after it
-            check_output(out, directory=False, overwrite=args.overwrite, ours=_is_record,
-                         protected=[args.data])
+            try:
+                check_output(out, directory=False, overwrite=args.overwrite, ours=_is_record,
+                             protected=[args.data])
+            except OutputError as error:
+                raise ValueError(_named(error)) from None
         result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
                                   args.step, args.average, tuple(args.ensemble),
                                   common.mbr_settings(args), args.raw_weights, args.metrics,
@@ -75,17 +79,6 @@ def main(argv: Sequence[str]) -> None:
     except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
         raise SystemExit(f"error: {error}") from None
     source = args.data or f"split {args.split!r}"
-    decoding = (f"MBR over {args.mbr} {args.mbr_source} candidates ({args.mbr_utility})"
-                if args.mbr else "greedy" if args.beam == 0 else f"beam {args.beam}")
-    if args.diagnose:
-        record = {**result["diagnostics"], "workdir": args.workdir, "source": source,
-                  "decoding": decoding}
-        try:
-            write_record(out, record, args.overwrite, [args.data])
-        except (OutputError, OSError) as error:
-            raise SystemExit(f"error: {error}") from None
-        print_diagnostics(record)
-        print(f"wrote {out}")
     averaged = result["averaged_steps"]
     checkpoint = (f"mean of checkpoints {', '.join(map(str, averaged))}" if len(averaged) > 1
                   else f"checkpoint step {result['step']}")
@@ -93,9 +86,39 @@ def main(argv: Sequence[str]) -> None:
     members = (f", ensembled with {len(args.ensemble)} more workdir(s) (checkpoint steps "
                f"{member_steps})" if args.ensemble else "")
     unit = "words" if set(result["metric_names"]) <= set(LEXICON_METRICS) else "sources"
+    decoding = (f"MBR over {args.mbr} {args.mbr_source} candidates ({args.mbr_utility})"
+                if args.mbr else "greedy" if args.beam == 0 else f"beam {args.beam}")
     print(f"{source}: {result['words']} {unit}, {checkpoint}{members}, {decoding}")
     for name in result["metric_names"]:
         print(format_metric(name, result[name]))
+    if args.diagnose:
+        record = {**result["diagnostics"], "workdir": args.workdir, "source": source,
+                  "decoding": decoding}
+        try:
+            write_record(out, record, args.overwrite, [args.data])
+        except (OutputError, OSError) as error:
+            raise SystemExit(f"error: {_named(error)}") from None
+        print_diagnostics(record)
+        print(f"wrote {out}")
+
+
+# The name each metric prints under.
+_LABELS = {"wer": "WER", "per": "PER", "exact_match": "exact match", "bleu": "BLEU", "chrf": "chrF",
+           "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
+
+
+def format_metric(name: str, value: float) -> str:
+    """One metric's line: error rates and exact match in percent ("WER 12.34%"), scores on their
+    0-100 scale ("BLEU 27.10", "ROUGE-1 41.20")."""
+    label = _LABELS.get(name, name)
+    if name == "exact_match":
+        return f"{label} {100 * value:.2f}%"
+    return f"{label} {value:.2f}%" if name in ("wer", "per") else f"{label} {value:.2f}"
+
+
+def _named(error: Exception) -> str:
+    """An output error's message naming this command's flag for the record's path."""
+    return str(error).replace("another --out", "another --diagnostics_out")
 
 
 def _is_record(path: pathlib.Path) -> bool:
@@ -112,7 +135,10 @@ def write_record(out: str, record: dict[str, Any], overwrite: bool,
     """The diagnostics record as JSON at `out`, written beside it and renamed into place; an
     existing file replaced only with `overwrite` and only when it is an earlier record."""
     with writing_file(out, overwrite=overwrite, ours=_is_record, protected=protected) as partial:
-        partial.write_text(json.dumps(record, indent=1) + "\n")
+        text = json.dumps(record, indent=1)
+        # each list of numbers on one line
+        text = re.sub(r"\[([^\[\]{}]*)\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+        partial.write_text(text + "\n")
 
 
 def print_diagnostics(record: dict[str, Any]) -> None:
@@ -129,20 +155,6 @@ def print_diagnostics(record: dict[str, Any]) -> None:
         print(f"error rate after an earlier error {percent(rates['rate_after_error'])} "
               f"({rates['positions_after_error']} positions), after none "
               f"{percent(rates['rate_after_clean'])} ({rates['positions_after_clean']} positions)")
-
-
-# The name each metric prints under.
-_LABELS = {"wer": "WER", "per": "PER", "exact_match": "exact match", "bleu": "BLEU", "chrf": "chrF",
-           "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
-
-
-def format_metric(name: str, value: float) -> str:
-    """One metric's line: error rates and exact match in percent ("WER 12.34%"), scores on their
-    0-100 scale ("BLEU 27.10", "ROUGE-1 41.20")."""
-    label = _LABELS.get(name, name)
-    if name == "exact_match":
-        return f"{label} {100 * value:.2f}%"
-    return f"{label} {value:.2f}%" if name in ("wer", "per") else f"{label} {value:.2f}"
 
 
 def run() -> None:

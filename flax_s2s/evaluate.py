@@ -129,7 +129,8 @@ def diagnostics_record(
     """The diagnostics `names` of `trained` on the evaluated data, as JSON values.
 
     "recovery": `diagnostics.recovery_curve` over every (source, target) pair of `pairs`, each
-    target position k < max_tgt_len - 1 replaced in turn, for the corruptions "wrong" and
+    target position k before the longest target's EOS replaced in turn (two teacher-forced passes
+    per batch, position and corruption), for the corruptions "wrong" and
     "random" (keys from the run's config.seed), as `diagnostics.recovery_record`s to
     `max_distance`. "error_after_error": `diagnostics.error_after_error` of the decoded outputs
     `tokens` [n_sources, max_len], one per source of `grouped`, in the symbols the error rates
@@ -156,7 +157,8 @@ def _recovery(
     examples = pipeline.tokenize(pairs, trained.src_vocab, trained.tgt_vocab, config.max_src_len,
                                  config.max_tgt_len, split="evaluated",
                                  src_eos=config.vocab.get("src_eos", False), evaluated=True)
-    positions = list(range(config.max_tgt_len - 1))
+    longest = int((examples.tgt != trained.model.special_tokens.pad).sum(axis=1).max())
+    positions = list(range(longest - 1))  # every k before some target's EOS
     key = jax.random.PRNGKey(config.seed)
     return {corruption: diagnostics.recovery_record(diagnostics.recovery_curve(
                 trained.model, trained.variables, examples.src, examples.tgt, positions,

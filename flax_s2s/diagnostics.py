@@ -113,7 +113,8 @@ def recovery_curve(
     batch_size: int = 0,
 ) -> dict[str, np.ndarray]:
     """`recovery_counts` summed over the replaced positions k in `positions` (one compile for
-    all; "random" draws with fold_in(key, k)), as accuracies by distance d.
+    all, and for later calls with the same model, corruption and shapes; "random" draws with
+    fold_in(key, k)), as accuracies by distance d.
 
     `batch_size` > 0 runs the rows in batches of that static shape (one compile for all: the last
     batch is filled with copies of its last source and all-pad targets, which count nothing; a
@@ -123,10 +124,6 @@ def recovery_curve(
       float64 [tgt_len] each: "tokens" (targets counted at distance d), "clean" and "corrupted"
       (their accuracy from the clean and the corrupted prefix; nan where nothing is counted).
     """
-    counts = jax.jit(
-        lambda variables, src, tgt, k, key: recovery_counts(
-            model, variables, src, tgt, k, corruption, key)
-    )
     src_tokens, tgt_tokens = np.asarray(src_tokens), np.asarray(tgt_tokens)
     size = batch_size or len(src_tokens)
     total = {"tokens": 0.0, "clean": 0.0, "corrupted": 0.0}
@@ -142,13 +139,18 @@ def recovery_curve(
                 position_key = jax.random.fold_in(key, position)
                 if batch_size:
                     position_key = jax.random.fold_in(position_key, index)
-            got = counts(variables, src, tgt, jnp.asarray(position, jnp.int32), position_key)
+            got = _compiled_counts(model, variables, src, tgt, jnp.asarray(position, jnp.int32),
+                                   corruption, position_key)
             total = {name: total[name] + np.asarray(got[name], np.float64) for name in total}
     tokens = total["tokens"]
     with np.errstate(invalid="ignore", divide="ignore"):
         return {"tokens": tokens,
                 "clean": np.where(tokens > 0, total["clean"] / tokens, np.nan),
                 "corrupted": np.where(tokens > 0, total["corrupted"] / tokens, np.nan)}
+
+
+# jitted once per (model, corruption): the model is hashable (`flax_s2s.models.Seq2Seq`)
+_compiled_counts = jax.jit(recovery_counts, static_argnames=("model", "corruption"))
 
 
 def reference_errors(prediction: Sequence[Hashable], reference: Sequence[Hashable]) -> list[bool]:

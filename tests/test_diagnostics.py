@@ -1,6 +1,7 @@
 """The recovery diagnostic on stand-in models whose answer is known."""
 
-import types
+import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -14,16 +15,22 @@ PAD, BOS, EOS = 0, 1, 2
 VOCAB, ROWS, LENGTH = 10, 64, 8
 
 
-def _model(forward):
-    return types.SimpleNamespace(special_tokens=SpecialTokens(),
-                                 encode=lambda variables, src: src, forward=forward)
+@dataclasses.dataclass(frozen=True)
+class _Model:
+    """A stand-in for the seam, hashable like `Seq2Seq`."""
+
+    forward: Callable
+    special_tokens: SpecialTokens = SpecialTokens()
+
+    def encode(self, variables, src):
+        return src
 
 
 # logits a function of the position alone: the input token is ignored
-IGNORING = _model(lambda variables, encoded, inputs: jnp.broadcast_to(
+IGNORING = _Model(lambda variables, encoded, inputs: jnp.broadcast_to(
     variables["params"][: inputs.shape[1]], (*inputs.shape, VOCAB)))
 # logits a function of the input token alone
-BIGRAM = _model(lambda variables, encoded, inputs: variables["params"][inputs])
+BIGRAM = _Model(lambda variables, encoded, inputs: variables["params"][inputs])
 
 
 @pytest.fixture(scope="module")

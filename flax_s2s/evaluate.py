@@ -18,6 +18,11 @@ output is the minimum-Bayes-risk pick among N candidates (`flax_s2s.mbr`).
 The metrics: `--metrics` names them (`reference_eval.METRIC_NAMES`); by default WER, PER and exact
 match on a lexicon file, and on a split the run's own `config.text_metrics` and exact match (WER,
 PER and exact match for a run without text metrics).
+
+`--diagnose recovery,error_after_error` adds the exposure-bias diagnostics (`flax_s2s.diagnostics`)
+of the evaluated model on the same data, written as a JSON record (`diagnostics_record`):
+recovery curves after a wrong and after a random token in the gold prefix, and, on the decoded
+outputs scored here, the error rate after an earlier error against after none.
 """
 
 from __future__ import annotations
@@ -25,8 +30,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from flax_s2s import decoding, mbr, reference_eval
+import jax
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+from flax_s2s import decoding, diagnostics, mbr, reference_eval
 from flax_s2s.data import cmudict_g2p, pipeline, registry, task_data
+from flax_s2s.data.vocab import Vocab, split_symbols
 from flax_s2s.ensemble import Ensemble
 from flax_s2s.workdirs import TrainedModel, WorkdirError, forced_controls, load_workdir
 
@@ -39,6 +49,8 @@ def evaluate_lexicon(
     raw_weights: bool = False,
     metric_names: Sequence[str] | None = None,
     controls: decoding.GenerationControls | None = None,
+    diagnose: Sequence[str] = (),
+    max_distance: int = 10,
 ) -> dict[str, Any]:
     """The metrics (`default_metrics` unless `metric_names`) of the workdir's model on a lexicon
     file, or (`split`, with `data_path` None) on a split of the run's own task: WER, PER (percent),
@@ -50,8 +62,12 @@ def evaluate_lexicon(
     models decode together with this one (each at its latest checkpoint, averaged like this one).
     `mbr_settings` decodes by MBR instead (beam_size must then be 0). Runs that kept a moving
     average of their parameters are scored with it, unless `raw_weights`. `controls`: the
-    generation controls of every search (`flax_s2s.decoding.GenerationControls`)."""
+    generation controls of every search (`flax_s2s.decoding.GenerationControls`).
+
+    `diagnose` names diagnostics (`diagnostics.DIAGNOSES`) to run on the same data; their record
+    (`diagnostics_record`) is returned under "diagnostics"."""
     reference_eval.check_beam_size(beam_size)
+    check_diagnose(diagnose, max_distance, ensemble)
     if mbr_settings is not None and beam_size:
         raise ValueError(f"--beam={beam_size} with --mbr={mbr_settings.candidates}: choose one "
                          "(--mbr_source=beam takes the N-best of a beam of width --mbr)")
@@ -73,18 +89,102 @@ def evaluate_lexicon(
                                    config.vocab.get("src_eos", False))
     batch_size = batch_size or config.eval_batch_size
     if mbr_settings is None:
-        results = reference_eval.evaluate_references(
-            model, variables, grouped, tgt_vocab, names, batch_size, config.max_tgt_len, beam_size,
+        decode = reference_eval.best_decoder(
+            model, variables, config.max_tgt_len, beam_size,
             alpha=config.eval_length_alpha,  # the length penalty the run was configured with
-            controls=controls,
-        )
+            controls=controls)
+        tokens = reference_eval.decode_sources(decode, grouped.src, batch_size)
     else:
         tokens = mbr.mbr_decode(model, variables, grouped.src, tgt_vocab, config.max_tgt_len,
                                 mbr_settings, batch_size, config.eval_length_alpha, controls)
-        results = reference_eval.score_outputs(tokens, grouped, tgt_vocab, names)
+    results = reference_eval.score_outputs(tokens, grouped, tgt_vocab, names)
+    extra = {}
+    if diagnose:
+        extra["diagnostics"] = diagnostics_record(trained, pairs, tokens, grouped, diagnose,
+                                                  batch_size, max_distance)
     return {"step": trained.step, "averaged_steps": trained.averaged_steps, "words": len(grouped),
             "member_steps": tuple(m.step for m in members), "metric_names": tuple(results),
-            **results}
+            **results, **extra}
+
+
+def check_diagnose(names: Sequence[str], max_distance: int, ensemble: Sequence[str] = ()) -> None:
+    """ValueError naming the flag for an unknown diagnostic, a max distance below 1, or recovery
+    asked of an ensemble (it teacher-forces one model)."""
+    unknown = [name for name in names if name not in diagnostics.DIAGNOSES]
+    if unknown:
+        raise ValueError(f"--diagnose={','.join(names)}: {unknown} not in "
+                         f"{list(diagnostics.DIAGNOSES)}")
+    if max_distance < 1:
+        raise ValueError(f"--max_distance={max_distance}: must be >= 1")
+    if "recovery" in names and ensemble:
+        raise ValueError("--diagnose=recovery teacher-forces one model: it cannot run with "
+                         "--ensemble")
+
+
+def diagnostics_record(
+    trained: TrainedModel, pairs: Sequence[tuple[str, str]], tokens: np.ndarray,
+    grouped: pipeline.GroupedReferences, names: Sequence[str], batch_size: int,
+    max_distance: int = 10,
+) -> dict[str, Any]:
+    """The diagnostics `names` of `trained` on the evaluated data, as JSON values.
+
+    "recovery": `diagnostics.recovery_curve` over every (source, target) pair of `pairs`, each
+    target position k before the longest target's EOS replaced in turn (two teacher-forced passes
+    per batch, position and corruption), for the corruptions "wrong" and
+    "random" (keys from the run's config.seed), as `diagnostics.recovery_record`s to
+    `max_distance`. "error_after_error": `diagnostics.error_after_error` of the decoded outputs
+    `tokens` [n_sources, max_len], one per source of `grouped`, in the symbols the error rates
+    count (`split_symbols`), each against its closest reference by edit distance (the first on
+    ties); rates without positions are None."""
+    record: dict[str, Any] = {"kind": diagnostics.RECORD_KIND, "step": trained.step}
+    if "recovery" in names:
+        record["recovery"] = _recovery(trained, pairs, batch_size, max_distance)
+    if "error_after_error" in names:
+        predictions, references = closest_references(tokens, grouped, trained.tgt_vocab)
+        rates = diagnostics.error_after_error(predictions, references)
+        for name in ("rate_after_error", "rate_after_clean"):
+            rates[name] = diagnostics.json_numbers([rates[name]])[0]
+        rates["by_distance"]["rate"] = diagnostics.json_numbers(rates["by_distance"]["rate"])
+        record["error_after_error"] = rates
+    return record
+
+
+def _recovery(
+    trained: TrainedModel, pairs: Sequence[tuple[str, str]], batch_size: int, max_distance: int
+) -> dict[str, Any]:
+    """Recovery records of the "wrong" and "random" corruptions over `pairs` (a compile each)."""
+    config = trained.config
+    examples = pipeline.tokenize(pairs, trained.src_vocab, trained.tgt_vocab, config.max_src_len,
+                                 config.max_tgt_len, split="evaluated",
+                                 src_eos=config.vocab.get("src_eos", False), evaluated=True)
+    longest = int((examples.tgt != trained.model.special_tokens.pad).sum(axis=1).max())
+    positions = list(range(longest - 1))  # every k before some target's EOS
+    key = jax.random.PRNGKey(config.seed)
+    return {corruption: diagnostics.recovery_record(diagnostics.recovery_curve(
+                trained.model, trained.variables, examples.src, examples.tgt, positions,
+                corruption, key, batch_size), max_distance)
+            for corruption in diagnostics.CORRUPTIONS}
+
+
+def closest_references(
+    tokens: np.ndarray, grouped: pipeline.GroupedReferences, tgt_vocab: Vocab
+) -> tuple[list[list[int]], list[list[int]]]:
+    """(predictions, references) as lists of symbol numbers: each decoded output's symbols and
+    those of its closest reference (fewest edits; the first on ties). Symbols are numbered in
+    order of first appearance."""
+    numbers: dict[str, int] = {}
+
+    def numbered(text: str) -> list[int]:
+        return [numbers.setdefault(s, len(numbers)) for s in split_symbols(text,
+                                                                           tgt_vocab.separator)]
+
+    predictions, references = [], []
+    for row, refs in zip(tokens, grouped.references, strict=True):
+        prediction = numbered(tgt_vocab.decode(row))
+        candidates = [numbered(ref) for ref in refs]
+        predictions.append(prediction)
+        references.append(min(candidates, key=lambda ref: Levenshtein.distance(prediction, ref)))
+    return predictions, references
 
 
 LEXICON_METRICS = ("wer", "per", "exact_match")

@@ -7,7 +7,11 @@
   (the exposure-bias picture: free-running errors compound along the output); beside it, for
   scheduled-sampling runs, the realised share of gold tokens read at each decoder position;
 - attention.png: decoder-to-source attention for a few validation examples, source tokens on one
-  axis and predicted tokens on the other.
+  axis and predicted tokens on the other;
+- recovery.png and error_after_error.png, when the workdir holds the record of the evaluate
+  command's `--diagnose` (`diagnostics.json`): accuracy after one wrong or random token in the
+  gold prefix relative to the clean prefix's, by distance; the error rate of free-running output
+  after an earlier error against after none, and by distance from the latest error.
 
 `python -m flax_s2s.cli.report --compare DIR1 DIR2 ... --out DIR` overlays runs on the same axes.
 An existing report directory is replaced only with `--overwrite` (`flax_s2s.outputs`).
@@ -30,8 +34,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from flax_s2s import decoding  # noqa: E402
+from flax_s2s import decoding, diagnostics  # noqa: E402
 from flax_s2s.data.task_data import load_task_data  # noqa: E402
+from flax_s2s.errors import FileFormatError, read_json_object  # noqa: E402
 from flax_s2s.logs import read_records  # noqa: E402
 from flax_s2s.models import Seq2Seq, Variables, decoder_inputs  # noqa: E402
 from flax_s2s.outputs import check_output, writing_directory  # noqa: E402
@@ -40,7 +45,8 @@ from flax_s2s.workdirs import load_workdir  # noqa: E402
 Records = list[dict]
 Array = jax.Array
 # The files a report directory holds: an existing one holding anything else is not a report.
-REPORT_FILES = ("curves.png", "schedule.png", "by_position.png", "attention.png", "report.md")
+REPORT_FILES = ("curves.png", "schedule.png", "by_position.png", "attention.png",
+                "recovery.png", "error_after_error.png", "report.md")
 
 
 def load_records(workdir: str) -> Records:
@@ -49,6 +55,19 @@ def load_records(workdir: str) -> Records:
         raise FileNotFoundError(f"{path} does not exist: is {workdir} a flax_s2s workdir? (a "
                                 "run writes it from its first log step)")
     return read_records(path)
+
+
+def load_diagnostics(workdir: str) -> dict | None:
+    """The workdir's diagnostics record (`python -m flax_s2s.cli.evaluate --diagnose ...`), or
+    None when it has none; FileFormatError naming the file when it is not one."""
+    path = os.path.join(workdir, diagnostics.RECORD_FILE)
+    if not os.path.exists(path):
+        return None
+    expected = "the record of the evaluate command's --diagnose, a JSON object"
+    record = read_json_object(path, expected)
+    if record.get("kind") != diagnostics.RECORD_KIND:
+        raise FileFormatError(f"{path}: its \"kind\" is {record.get('kind')!r}; expected {expected}")
+    return record
 
 
 def _series(records: Records, split: str, key: str) -> tuple[list[int], list[float]]:
@@ -149,6 +168,66 @@ def by_position_figure(runs: dict[str, Records]) -> Figure | None:
         gold_ax.set_title("realised teacher forcing by position")
         gold_ax.legend(fontsize=7)
     return fig
+
+
+def _floats(values: Sequence[float | None]) -> list[float]:
+    return [np.nan if v is None else v for v in values]
+
+
+def recovery_figure(records: dict[str, dict]) -> Figure | None:
+    """Each run's recovery curves (`diagnostics.recovery_record`): accuracy after the corrupted
+    prefix relative to the clean one, by distance from the replaced token, one line per run and
+    corruption. None when no record holds them."""
+    runs = {name: record["recovery"] for name, record in records.items() if "recovery" in record}
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curves in runs.items():
+        prefix = f"{name}: " if len(records) > 1 else ""
+        for corruption, curve in curves.items():
+            ax.plot(curve["distance"], _floats(curve["relative"]), marker="o",
+                    label=f"{prefix}after a {corruption} token")
+    ax.axhline(1.0, color="gray", linestyle=":", label="recovered (the clean accuracy)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("distance from the replaced token")
+    ax.set_ylabel("accuracy relative to the clean prefix")
+    ax.set_title("recovery from one corrupted token (teacher forced)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def error_after_error_figure(records: dict[str, dict]) -> Figure | None:
+    """Each run's free-running error rates (`diagnostics.error_after_error`): after no earlier
+    error and after one (bars), and by distance from the latest error (lines, the rate after
+    none dotted beside them). None when no record holds them."""
+    runs = {name: record["error_after_error"] for name, record in records.items()
+            if "error_after_error" in record}
+    if not runs:
+        return None
+    fig, (bar_ax, distance_ax) = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / len(runs)
+    for index, (name, rates) in enumerate(runs.items()):
+        heights = _floats([rates["rate_after_clean"], rates["rate_after_error"]])
+        bar_ax.bar(np.arange(2) + index * width, heights, width, label=name)
+        by_distance = rates["by_distance"]
+        line = distance_ax.plot(by_distance["distance"], _floats(by_distance["rate"]),
+                                marker="o", label=f"{name}: after an error")[0]
+        distance_ax.axhline(heights[0], color=line.get_color(), linestyle=":",
+                            label=f"{name}: after none")
+    bar_ax.set_xticks(np.arange(2) + 0.4 - width / 2, ["after no error", "after an error"])
+    bar_ax.set_ylabel("error rate at a reference position")
+    bar_ax.set_title("free-running errors after an earlier error")
+    bar_ax.legend(fontsize=7)
+    distance_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    distance_ax.set_xlabel("distance from the latest error")
+    distance_ax.set_ylabel("error rate")
+    distance_ax.set_title("error rate by distance from the latest error")
+    distance_ax.legend(fontsize=7)
+    return fig
+
+
+def _save_figure(fig: Figure | None, path: str) -> str | None:
+    return None if fig is None else _save(fig, path)
 
 
 def plot_attention(workdir: str, path: str, num_examples: int = 4, layer: int = -1) -> str:
@@ -269,6 +348,13 @@ def write_report(workdirs: Sequence[str], out_dir: str, attention: bool = True,
             "Accuracy (and gold tokens read) by target position": plot_by_position(
                 runs, os.path.join(partial, "by_position.png")),
         }
+        found = {name: record for name, record in
+                 zip(runs, map(load_diagnostics, workdirs), strict=True) if record is not None}
+        if found:
+            figures["Recovery from a corrupted prefix"] = _save_figure(
+                recovery_figure(found), os.path.join(partial, "recovery.png"))
+            figures["Errors after errors (free running)"] = _save_figure(
+                error_after_error_figure(found), os.path.join(partial, "error_after_error.png"))
         if attention and len(workdirs) == 1:
             figures["Attention"] = plot_attention(workdirs[0], os.path.join(partial, "attention.png"),
                                                   layer=layer)

@@ -96,12 +96,26 @@ def test_training_reports_wer_and_per_and_the_cli_reproduces_them(trained, tmp_p
     assert f"{len({w for w, _ in validation})} words" in out.stdout
 
     # The run's own validation split, read through its config: the same words, the same scores.
+    # with the exposure-bias diagnostics recorded beside (flax_s2s.diagnostics)
     own_split = [sys.executable, "-m", "flax_s2s.evaluate", f"--workdir={workdir}", "--split=validation"]
-    out = subprocess.run(own_split, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    record = tmp_path / "diagnostics" / "record.json"
+    out = subprocess.run([*own_split, "--diagnose=recovery,error_after_error",
+                          f"--diagnostics_out={record}"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = dict(line.rsplit(" ", 1) for line in out.stdout.splitlines()[1:])
+    lines = dict(line.rsplit(" ", 1) for line in out.stdout.splitlines()[1:4])
     assert float(lines["WER"].rstrip("%")) == pytest.approx(final["wer"], abs=0.01)
     assert f"{len({w for w, _ in validation})} words" in out.stdout
+    assert f"wrote {record}" in out.stdout and "recovery after a wrong token" in out.stdout
+    saved = json.loads(record.read_text())
+    assert saved["source"] == "split 'validation'" and saved["decoding"] == "greedy"
+    assert set(saved["recovery"]) == {"wrong", "random"} and len(saved["recovery"]["wrong"]["distance"]) == 10
+    lengths = {}  # each word's outputs aligned to one of its pronunciations
+    for word, phones in validation:
+        lengths.setdefault(word, []).append(len(phones.split()))
+    rates = saved["error_after_error"]
+    positions = rates["positions_after_clean"] + rates["positions_after_error"]
+    assert sum(map(min, lengths.values())) <= positions <= sum(map(max, lengths.values()))
 
     both = subprocess.run([*command, "--split=validation"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)

@@ -15,10 +15,13 @@ import sentencepiece as spm
 from conftest import ROLLED, tiny_config
 from tensorboardX.proto import event_pb2
 
-from flax_s2s import report, training
+from flax_s2s import diagnostics, evaluate, report, training
+from flax_s2s.cli import evaluate as cli_evaluate
 from flax_s2s.data.registry import read_task_texts
 from flax_s2s.models import build_model, decoder_inputs
+from flax_s2s.outputs import OutputError
 from flax_s2s.report import attention_weights, layer_order
+from flax_s2s.workdirs import load_workdir
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +76,56 @@ def test_compare_overlays_runs(workdir, tmp_path):
     assert "| exact_match | wer | per |" in text
     assert "| other | validation | 30 | 0.5000 |  |  |  | 12.5000 | 3.2500 |" in text
     assert matplotlib.image.imread(tmp_path / "cmp" / "curves.png").var() > 0
+
+
+def _nan(values):
+    return [np.nan if v is None else v for v in values]
+
+
+def test_evaluate_records_the_diagnostics_and_the_report_draws_them(workdir, tmp_path):
+    run = tmp_path / "tiny"
+    shutil.copytree(workdir, run)
+    result = evaluate.evaluate_lexicon(str(run), None, split="validation",
+                                       diagnose=diagnostics.DIAGNOSES, max_distance=4)
+    record = result["diagnostics"]
+    trained = load_workdir(str(run))
+    pairs = read_task_texts(trained.config, trained.config.data_dir, ("validation",))["validation"]
+    lengths = np.array([len(trained.tgt_vocab.encode(target)) for _, target in pairs])  # EOS too
+    for curve in record["recovery"].values():  # every k before the EOS, counted at k + d
+        assert curve["distance"] == [1, 2, 3, 4]
+        assert curve["tokens"] == [np.maximum(lengths - d, 0).sum() for d in (1, 2, 3, 4)]
+    rates = record["error_after_error"]
+    assert rates["positions_after_clean"] + rates["positions_after_error"] == sum(
+        len(target) for target in dict(pairs).values())  # the references' characters
+    # every wrong output has one first error, after none
+    assert rates["errors_after_clean"] == round((1 - result["exact_match"]) * result["words"])
+
+    out = run / diagnostics.RECORD_FILE
+    cli_evaluate.write_record(str(out), record, overwrite=False)
+    with pytest.raises(OutputError, match="exists; pass --overwrite"):
+        cli_evaluate.write_record(str(out), record, overwrite=False)
+    path = report.write_report([str(run)], str(tmp_path / "report"), attention=False)
+    text = open(path).read()
+    for name in ("recovery.png", "error_after_error.png"):
+        assert f"]({name})" in text and matplotlib.image.imread(tmp_path / "report" / name).var() > 0
+    figure = report.recovery_figure({"tiny": report.load_diagnostics(str(run))})
+    *lines, recovered = figure.axes[0].get_lines()  # a line per corruption, and y = 1
+    np.testing.assert_array_equal(recovered.get_ydata(), [1, 1])
+    for line, curve in zip(lines, record["recovery"].values(), strict=True):
+        np.testing.assert_array_equal(line.get_xdata(), curve["distance"])
+        np.testing.assert_array_equal(line.get_ydata(), _nan(curve["relative"]))
+    bars, by_distance = report.error_after_error_figure({"tiny": record}).axes
+    assert [patch.get_height() for patch in bars.patches] == _nan(
+        [rates["rate_after_clean"], rates["rate_after_error"]])
+    np.testing.assert_array_equal(by_distance.get_lines()[0].get_ydata(),
+                                  _nan(rates["by_distance"]["rate"]))
+    matplotlib.pyplot.close("all")
+
+    out.write_text("{}")  # not a record: neither replaced nor drawn
+    with pytest.raises(OutputError, match="does not write"):
+        cli_evaluate.write_record(str(out), record, overwrite=True)
+    with pytest.raises(ValueError, match="diagnostics.json: its \"kind\" is None"):
+        report.write_report([str(run)], str(tmp_path / "again"), attention=False)
 
 
 @pytest.mark.parametrize("model_type", ["lstm", "transformer"])

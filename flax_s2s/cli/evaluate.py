@@ -1,16 +1,24 @@
 """`python -m flax_s2s.cli.evaluate --workdir DIR (--data FILE | --split S) [--beam N] ...` (or
 `flax-s2s-evaluate`): WER, PER and exact match of a workdir, an average of its checkpoints or an
 ensemble of workdirs on a `WORD<TAB>PHONES` file, or the run's text metrics (`--metrics`: BLEU,
-chrF, ROUGE, ...) on a split of its own task (`flax_s2s.evaluate`)."""
+chrF, ROUGE, ...) on a split of its own task (`flax_s2s.evaluate`); `--diagnose` adds the
+exposure-bias diagnostics, written to WORKDIR/diagnostics.json or `--diagnostics_out`."""
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import re
 from collections.abc import Sequence
+from typing import Any
 
 from absl import app, flags
 
+from flax_s2s import diagnostics
 from flax_s2s.cli import common
-from flax_s2s.evaluate import LEXICON_METRICS, evaluate_lexicon
+from flax_s2s.evaluate import LEXICON_METRICS, check_diagnose, evaluate_lexicon
+from flax_s2s.outputs import OutputError, check_output, writing_file
 from flax_s2s.reference_eval import METRIC_NAMES
 from flax_s2s.workdirs import WorkdirError
 
@@ -38,6 +46,15 @@ def define_flags() -> None:
                       "exact_match.")
     flags.DEFINE_boolean("raw_weights", False, "Score the trained parameters, not their moving "
                          "average where the run kept one (config.ema_decay > 0).")
+    flags.DEFINE_list("diagnose", [], "Exposure-bias diagnostics to run on the same data, from "
+                      f"{','.join(diagnostics.DIAGNOSES)}: recovery after one wrong token in the "
+                      "gold prefix, by distance; the error rate of the decoded outputs after an "
+                      "earlier error against after none.")
+    flags.DEFINE_integer("max_distance", 10, "--diagnose=recovery: the largest distance from "
+                         "the replaced token recorded.")
+    flags.DEFINE_string("diagnostics_out", None, "The JSON file of --diagnose (default: "
+                        f"WORKDIR/{diagnostics.RECORD_FILE}, which the report draws).")
+    flags.DEFINE_boolean("overwrite", False, "Replace an earlier --diagnose record.")
     flags.mark_flags_as_required(["workdir"])
     flags.mark_flags_as_mutual_exclusive(["data", "split"], required=True)
 
@@ -45,11 +62,20 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     common.start(argv)
     args = flags.FLAGS
+    out = args.diagnostics_out or os.path.join(args.workdir, diagnostics.RECORD_FILE)
     try:
+        check_diagnose(args.diagnose, args.max_distance, args.ensemble)
+        if args.diagnose:  # before the evaluation, not after it
+            try:
+                check_output(out, directory=False, overwrite=args.overwrite, ours=_is_record,
+                             protected=[args.data])
+            except OutputError as error:
+                raise ValueError(_named(error)) from None
         result = evaluate_lexicon(args.workdir, args.data, args.beam, args.batch_size, args.split,
                                   args.step, args.average, tuple(args.ensemble),
                                   common.mbr_settings(args), args.raw_weights, args.metrics,
-                                  common.generation_controls(args))
+                                  common.generation_controls(args), args.diagnose,
+                                  args.max_distance)
     except (ValueError, FileNotFoundError, WorkdirError) as error:  # bad input: the message says it all
         raise SystemExit(f"error: {error}") from None
     source = args.data or f"split {args.split!r}"
@@ -60,11 +86,20 @@ def main(argv: Sequence[str]) -> None:
     members = (f", ensembled with {len(args.ensemble)} more workdir(s) (checkpoint steps "
                f"{member_steps})" if args.ensemble else "")
     unit = "words" if set(result["metric_names"]) <= set(LEXICON_METRICS) else "sources"
-    print(f"{source}: {result['words']} {unit}, {checkpoint}{members}, "
-          + (f"MBR over {args.mbr} {args.mbr_source} candidates ({args.mbr_utility})" if args.mbr
-             else "greedy" if args.beam == 0 else f"beam {args.beam}"))
+    decoding = (f"MBR over {args.mbr} {args.mbr_source} candidates ({args.mbr_utility})"
+                if args.mbr else "greedy" if args.beam == 0 else f"beam {args.beam}")
+    print(f"{source}: {result['words']} {unit}, {checkpoint}{members}, {decoding}")
     for name in result["metric_names"]:
         print(format_metric(name, result[name]))
+    if args.diagnose:
+        record = {**result["diagnostics"], "workdir": args.workdir, "source": source,
+                  "decoding": decoding}
+        try:
+            write_record(out, record, args.overwrite, [args.data])
+        except (OutputError, OSError) as error:
+            raise SystemExit(f"error: {_named(error)}") from None
+        print_diagnostics(record)
+        print(f"wrote {out}")
 
 
 # The name each metric prints under.
@@ -79,6 +114,47 @@ def format_metric(name: str, value: float) -> str:
     if name == "exact_match":
         return f"{label} {100 * value:.2f}%"
     return f"{label} {value:.2f}%" if name in ("wer", "per") else f"{label} {value:.2f}"
+
+
+def _named(error: Exception) -> str:
+    """An output error's message naming this command's flag for the record's path."""
+    return str(error).replace("another --out", "another --diagnostics_out")
+
+
+def _is_record(path: pathlib.Path) -> bool:
+    """Whether the file `path` is an earlier diagnostics record (the only file --overwrite
+    replaces)."""
+    try:
+        return json.loads(path.read_text()).get("kind") == diagnostics.RECORD_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_record(out: str, record: dict[str, Any], overwrite: bool,
+                 protected: Sequence[str | None] = ()) -> None:
+    """The diagnostics record as JSON at `out`, written beside it and renamed into place; an
+    existing file replaced only with `overwrite` and only when it is an earlier record."""
+    with writing_file(out, overwrite=overwrite, ours=_is_record, protected=protected) as partial:
+        text = json.dumps(record, indent=1)
+        # each list of numbers on one line
+        text = re.sub(r"\[([^\[\]{}]*)\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+        partial.write_text(text + "\n")
+
+
+def print_diagnostics(record: dict[str, Any]) -> None:
+    """The diagnostics' headline numbers, one line each."""
+    for corruption, curve in record.get("recovery", {}).items():
+        relative = ", ".join("-" if r is None else f"{r:.3f}" for r in curve["relative"][:5])
+        print(f"recovery after a {corruption} token: accuracy relative to the clean prefix at "
+              f"distance 1..: {relative}")
+    rates = record.get("error_after_error")
+    if rates:
+        def percent(rate):
+            return "-" if rate is None else f"{100 * rate:.2f}%"
+
+        print(f"error rate after an earlier error {percent(rates['rate_after_error'])} "
+              f"({rates['positions_after_error']} positions), after none "
+              f"{percent(rates['rate_after_clean'])} ({rates['positions_after_clean']} positions)")
 
 
 def run() -> None:

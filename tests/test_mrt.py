@@ -12,8 +12,10 @@ import pytest
 from conftest import train_tiny
 
 from configs import default
-from flax_s2s import mrt, resume
+from flax_s2s import metrics, mrt, resume
+from flax_s2s.forcing import TeacherForcing
 from flax_s2s.special_tokens import SpecialTokens
+from flax_s2s.training import step
 from flax_s2s.training.config import ConfigError, validate_config
 
 PAD, BOS, EOS = 0, 1, 2
@@ -126,6 +128,35 @@ def test_edit_costs_equal_a_plain_python_edit_distance():
         ref = symbols(references[row])
         expected = python_edit(symbols(candidates[row, c]), ref) / max(len(ref), 1)
         assert got[row, c] == pytest.approx(expected), (row, c)
+
+
+def test_the_step_loss_mixes_token_loss_and_token_weighted_risk(monkeypatch):
+    """(1 - w) * cross-entropy sum + w * sum over rows of risk * reference tokens, with the
+    candidates fixed to the enumerated ones (the bigram table has no decoder step to sample)."""
+    table = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (VOCAB, VOCAB)), np.float64)
+    model = types.SimpleNamespace(
+        special_tokens=SpecialTokens(),
+        encode=lambda variables, src, **kw: ((), {}),
+        forward=lambda variables, encoded, inputs, update_stats=False, **kw: (
+            (variables["params"][inputs], {}) if update_stats else variables["params"][inputs]),
+    )
+    fixed = np.broadcast_to(CANDIDATES, (2, *CANDIDATES.shape))
+    monkeypatch.setattr(mrt, "draw_candidates", lambda *args: (
+        jnp.asarray(fixed), jnp.ones(fixed.shape[:2], bool)))
+    config = default.get_config()
+    config.max_tgt_len = LENGTH
+    config.mrt.update(weight=0.3, alpha=0.7)
+    sums = step.make_batch_sums(model, TeacherForcing.from_config(config.teacher_forcing), config)
+    batch = {"src_tokens": jnp.asarray(REFERENCES), "tgt_tokens": jnp.asarray(REFERENCES)}
+    loss, (counts, _) = sums(jnp.asarray(table, jnp.float32), {}, batch, jax.random.PRNGKey(0), 0)
+
+    inputs = np.concatenate([np.full((2, 1), BOS), REFERENCES[:, :-1]], 1)
+    weights = metrics.token_weights(REFERENCES, pad=PAD)
+    cross_entropy = float(metrics.cross_entropy_sum(table[inputs], REFERENCES, weights, 0.0))
+    risks = [numpy_risk_and_gradient(table, ref, 0.7)[0] for ref in REFERENCES]
+    risk_sum = sum(r * int((ref != PAD).sum()) for r, ref in zip(risks, REFERENCES, strict=True))
+    assert float(counts["mrt_risk"]) == pytest.approx(risk_sum, rel=1e-5)
+    assert float(loss) == pytest.approx(0.7 * cross_entropy + 0.3 * risk_sum, rel=1e-5)
 
 
 @pytest.mark.parametrize("fields, message", [

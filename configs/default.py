@@ -276,6 +276,21 @@ def get_config() -> ml_collections.ConfigDict:
     # edit distance (a dynamic oracle), not the gold token at the same position. Unpacked rows.
     config.teacher_forcing.oracle_targets = False
 
+    # --- minimum risk training (flax_s2s/mrt.py; Shen et al. 2016, Edunov et al. 2018) ---
+    # loss = (1 - weight) * token cross-entropy + weight * risk, both means over target tokens;
+    # risk = sum over candidates c of q(c) * cost(c, reference), q = softmax(alpha * log p(c))
+    # over the per-example candidate set (duplicates dropped). Unpacked rows, no BatchNorm.
+    config.mrt = ml_collections.ConfigDict()
+    config.mrt.weight = 0.0  # in [0, 1]; 0: off
+    config.mrt.num_candidates = 4  # k per example, drawn without gradient in the train step
+    # On sentence log-probability sums: 1 renormalises the model's probabilities over the set.
+    config.mrt.alpha = 1.0
+    # "edit": edit distance of the tokens before EOS / reference length ("chrf", "bleu": refused).
+    config.mrt.cost = "edit"
+    # "sample": ancestral samples (temperature 1) | "beam": a width-k beam search's hypotheses.
+    config.mrt.candidates = "sample"
+    config.mrt.include_reference = False  # True: the reference is candidate k + 1
+
     # --- loop ---
     config.num_train_steps = 3500
     config.log_every = 100  # train loss/accuracy to metrics.jsonl and the progress line

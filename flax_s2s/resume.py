@@ -31,7 +31,8 @@ MAY_CHANGE = (
 # Keys that change the saved state, with the value a run saved before they existed had: a saved
 # config without `ema_decay` kept no average, so resuming it with one is refused like a change.
 BEFORE_ADDED = {"ema_decay": 0.0, "pack": False, "frozen": [], "lora.rank": 0,
-                "teacher_forcing.input_noise": 0.0, "teacher_forcing.oracle_targets": False}
+                "teacher_forcing.input_noise": 0.0, "teacher_forcing.oracle_targets": False,
+                "mrt.weight": 0.0}
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

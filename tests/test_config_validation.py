@@ -4,7 +4,7 @@ value the owner offers passes, any other is refused naming the key and the owner
 import pytest
 from conftest import tiny_config
 
-from flax_s2s import checkpoint, forcing, models, schedules
+from flax_s2s import checkpoint, forcing, models, mrt, schedules
 from flax_s2s.data import encoding, registry, task_data, vocab
 from flax_s2s.models import norms, rnn, t5, transformer
 from flax_s2s.training.config import ConfigError, validate_config
@@ -23,6 +23,8 @@ OWNED_CHOICES = {
     "teacher_forcing.mode": forcing.MODES,
     "teacher_forcing.position_schedule": schedules.POSITION_SCHEDULES,
     "teacher_forcing.position_combine": schedules.COMBINES,
+    "mrt.cost": mrt.COSTS,
+    "mrt.candidates": mrt.CANDIDATES,
     "task": registry.TASK_NAMES,
     "vocab.type": task_data.VOCAB_TYPES,
     "vocab.sp_model_type": vocab.SP_MODEL_TYPES,

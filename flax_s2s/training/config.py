@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from flax_s2s import checkpoint, early_stopping, forcing, input_noise, lora, oracle, sharding
+from flax_s2s import checkpoint, early_stopping, forcing, input_noise, lora, mrt, oracle, sharding
 from flax_s2s.data import pipeline, registry, task_data, text_files, token_store
 from flax_s2s.errors import ConfigError
 from flax_s2s.models import registry as model_registry
@@ -31,6 +31,7 @@ CHECKS = (
     forcing.check_config,  # config.teacher_forcing
     input_noise.check_config,  # config.teacher_forcing.input_noise
     oracle.check_config,  # config.teacher_forcing.oracle_targets
+    mrt.check_config,  # config.mrt
     state.check_config,  # config.optimizer
     frozen.check_config,  # config.frozen
     lora.check_config,  # config.lora

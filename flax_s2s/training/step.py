@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from flax_s2s import config_checks, input_noise, lora, metrics, oracle
+from flax_s2s import config_checks, input_noise, lora, metrics, mrt, oracle
 from flax_s2s.data import packing
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing, gold_counts_by_position
@@ -129,7 +129,9 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
     encoded and decoded per example; its sums count real tokens as an unpacked batch's do.
     Under `teacher_forcing.oracle_targets` the loss and `correct` are against the oracle's
     targets (`flax_s2s.oracle`); `teacher_forcing.input_noise` perturbs the teacher-forced
-    inputs (`flax_s2s.input_noise`)."""
+    inputs (`flax_s2s.input_noise`). With `mrt.weight` = w > 0 the loss is (1 - w) times the
+    token loss plus w times the token-weighted risk (`flax_s2s.mrt.risk_sum`), also in the sums
+    as `mrt_risk`."""
 
     def batch_sums(params, batch_stats, batch, rng, step, mask=None):
         tgt_tokens = batch["tgt_tokens"]
@@ -160,6 +162,11 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
                 mask, weights, config.max_tgt_len, positions  # one shape for every length bucket
             )
         loss_sum = metrics.cross_entropy_sum(logits, targets, weights, config.label_smoothing)
+        mrt_weight = config.get("mrt", {}).get("weight", 0.0)
+        if mrt_weight > 0:  # config refuses packing and BatchNorm
+            counts["mrt_risk"] = mrt.risk_sum(model, variables, encoded, batch, rng, config.mrt,
+                                              config.max_tgt_len)
+            loss_sum = (1.0 - mrt_weight) * loss_sum + mrt_weight * counts["mrt_risk"]
         counts["correct"] = metrics.correct_tokens(logits.argmax(-1), targets, weights)
         counts["tokens"] = weights.sum()
         return loss_sum, (counts, batch_stats)
@@ -188,9 +195,13 @@ def _teacher_inputs(
 
 
 def _token_metrics(counts: dict[str, Array]) -> dict[str, Array]:
-    """A step's metrics from its sums: token accuracy, and the by-position counts as they are."""
-    by_position = {k: v for k, v in counts.items() if k not in ("correct", "tokens")}
-    return {**by_position, "token_accuracy": counts["correct"] / jnp.maximum(counts["tokens"], 1.0)}
+    """A step's metrics from its sums: token accuracy, the mean risk under minimum risk training,
+    and the by-position counts as they are."""
+    tokens = jnp.maximum(counts["tokens"], 1.0)
+    by_position = {k: v for k, v in counts.items() if k not in ("correct", "tokens", "mrt_risk")}
+    if "mrt_risk" in counts:  # the token-weighted mean risk
+        by_position["mrt_risk"] = counts["mrt_risk"] / tokens
+    return {**by_position, "token_accuracy": counts["correct"] / tokens}
 
 
 def split_microbatches(batch: Any, num_microbatches: int, data_shards: int = 1) -> Any:

@@ -15,11 +15,13 @@ import pytest
 from conftest import LETTERS, ROLLED, ROOT, TINY_TRANSFORMER, tiny_config, train_tiny, tree_digest
 
 from flax_s2s import infer, training
+from flax_s2s.data.vocab import SymbolVocab
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing
-from flax_s2s.models import decoder_inputs
+from flax_s2s.models import build_model, decoder_inputs
 from flax_s2s.training import distill as token_distill
 from flax_s2s.training import step as train_step
+from flax_s2s.training.config import validate_config
 
 SHARD = 4
 
@@ -35,8 +37,16 @@ def _sums(model, config, teachers, weight, temperature):
 
 @pytest.fixture(scope="module")
 def runs():
-    """Two tiny trained models on the same vocabulary: an LSTM and a Transformer."""
-    return train_tiny(), train_tiny(tuple(TINY_TRANSFORMER.items()))
+    """A tiny trained LSTM, and a tiny Transformer on its vocabulary at initialisation:
+    (config, model, tx, batch, initial, final) and (model, variables)."""
+    config, model, tx, batch, initial, final, _ = train_tiny()
+    transformer_config = tiny_config(**{"max_src_len": config.max_src_len,
+                                        "max_tgt_len": config.max_tgt_len, **TINY_TRANSFORMER})
+    size = len(SymbolVocab.build(LETTERS))  # train_tiny's vocabulary, both sides
+    transformer = build_model(transformer_config, size, size)
+    variables = jax.jit(transformer.init)(jax.random.PRNGKey(1), batch["src_tokens"],
+                                          batch["tgt_tokens"])
+    return (config, model, tx, batch, initial, final), (transformer, {"batch_stats": {}, **variables})
 
 
 def _variables(state):
@@ -44,17 +54,34 @@ def _variables(state):
 
 
 def test_the_kl_to_a_teacher_equal_to_the_student_has_no_gradient(runs):
-    config, model, _, batch, initial, final, _ = runs[0]
+    config, model, _, batch, initial, final = runs[0]
     sums = _sums(model, config, (model,), weight=1.0, temperature=2.0)
 
-    def gradient(teacher):
+    @jax.jit
+    def grad(teacher):
         def loss(params):
             return sums(params, final.batch_stats, batch, jax.random.PRNGKey(0), 0,
                         teachers=(teacher,))[0]
-        return max(float(np.abs(g).max()) for g in jax.tree.leaves(jax.grad(loss)(final.params)))
+        return jax.grad(loss)(final.params)
+
+    def gradient(teacher):
+        return max(float(np.abs(g).max()) for g in jax.tree.leaves(grad(teacher)))
 
     assert gradient(_variables(final)) < 1e-5
     assert gradient(_variables(initial)) > 1e-2  # another teacher pulls the student
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"distill.weight": 1.5}, "config.distill.weight=1.5: must be in [0, 1]"),
+    ({"distill.temperature": 0.0}, "config.distill.temperature=0.0: must be > 0"),
+    ({"distill.teachers": ("runs/a",), "teacher_forcing.p": 0.5},
+     "config.distill.teachers with scheduled sampling"),
+])
+def test_the_distill_fields_are_checked_naming_them(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        validate_config(tiny_config(**overrides))
+    assert message in str(error.value)
+    validate_config(tiny_config(**{"distill.teachers": ("runs/a",), "distill.weight": 1.0}))
 
 
 def _log_softmax(x):
@@ -64,11 +91,10 @@ def _log_softmax(x):
 
 def test_the_loss_mixes_cross_entropy_and_the_kl_to_the_mean_of_the_teachers(runs):
     """Teachers of two architectures; the reference is NumPy over the models' logits."""
-    (config, student, _, batch, lstm_initial, lstm_final, _), transformer = runs
-    t_model, t_final = transformer[1], transformer[5]
+    (config, student, _, batch, lstm_initial, lstm_final), (t_model, t_variables) = runs
     weight, temperature = 0.3, 2.0
     sums = _sums(student, config, (t_model, student), weight, temperature)
-    teachers = (_variables(t_final), _variables(lstm_initial))
+    teachers = (t_variables, _variables(lstm_initial))
     loss, (counts, _) = sums(lstm_final.params, lstm_final.batch_stats, batch,
                              jax.random.PRNGKey(0), 0, teachers=teachers)
 
@@ -93,12 +119,11 @@ def test_the_loss_mixes_cross_entropy_and_the_kl_to_the_mean_of_the_teachers(run
 
 
 def test_teachers_stay_as_they_are_and_outside_the_optimizer(runs):
-    (config, model, tx, batch, initial, _, _), transformer = runs
+    (config, model, tx, batch, initial, _), (t_model, teacher) = runs
     config = config.copy_and_resolve_references()
     config.distill.weight = 0.5
-    teacher = _variables(transformer[5])
     before = jax.tree.map(np.array, teacher)
-    step = jax.jit(train_step.make_train_step(model, tx, config, teachers=(transformer[1],)),
+    step = jax.jit(train_step.make_train_step(model, tx, config, teachers=(t_model,)),
                    donate_argnums=0)
     state = jax.tree.map(lambda x: x.copy(), initial)
     for _ in range(3):

@@ -176,6 +176,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 1e-4
     config.optimizer.grad_clip_norm = 1.0
     config.label_smoothing = 0.0
+    # Token-level distillation (flax_s2s/training/distill.py, docs/distillation.md): trained
+    # workdirs whose models teach this one (any architecture, the same vocabularies); the loss is
+    # (1 - weight) * cross-entropy + weight * temperature^2 * KL(teachers || student), both at
+    # `temperature`, the teachers' probabilities averaged. Teacher forcing only. (): off.
+    config.distill = ml_collections.ConfigDict()
+    config.distill.teachers = ()
+    config.distill.weight = 0.5
+    config.distill.temperature = 1.0
     # Frozen parameters (flax_s2s/training/frozen.py): regexes, each searched in every parameter's
     # "/"-joined path (e.g. "encoder_layers_0/self_attention/query/kernel"); a parameter one of
     # them matches keeps its starting value, with no gradient and no optimizer state. E.g.

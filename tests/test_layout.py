@@ -26,7 +26,7 @@ LAYERS = (
      "flax_s2s.reference_eval", "flax_s2s.workdirs", "flax_s2s.warm_start", "flax_s2s.scoring",
      "flax_s2s.input_noise", "flax_s2s.oracle", "flax_s2s.diagnostics", "flax_s2s.mrt"),
     ("flax_s2s.pretrained", "flax_s2s.infer", "flax_s2s.evaluate", "flax_s2s.export",
-     "flax_s2s.report", "flax_s2s.decode", "flax_s2s.score"),
+     "flax_s2s.report", "flax_s2s.decode", "flax_s2s.score", "flax_s2s.distill"),
     ("flax_s2s.training",),
     ("flax_s2s.cli",),
 )

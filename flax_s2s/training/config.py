@@ -15,7 +15,7 @@ from flax_s2s.errors import ConfigError
 from flax_s2s.models import registry as model_registry
 from flax_s2s.models import remat
 from flax_s2s.pretrained import finetune
-from flax_s2s.training import evaluation, frozen, loop, setup, state, step
+from flax_s2s.training import distill, evaluation, frozen, loop, setup, state, step
 
 # Every module that owns config fields, with its check; a new feature adds its module here.
 CHECKS = (
@@ -36,6 +36,7 @@ CHECKS = (
     frozen.check_config,  # config.frozen
     lora.check_config,  # config.lora
     step.check_config,  # label smoothing, EMA
+    distill.check_config,  # config.distill: token-level distillation
     evaluation.check_config,  # eval batches, search, text metrics
     checkpoint.check_config,  # what is kept
     early_stopping.check_config,

@@ -43,7 +43,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, start_time: float) ->
     forcing = TeacherForcing.from_config(config.teacher_forcing)
     first = forced_bos_id(setup.data.tgt_vocab, config.get("forced_bos", ""))  # None: none
     steps = jit_steps(setup.model, setup.tx, config, mesh, setup.state_shardings, forcing,
-                      -1 if first is None else first)
+                      -1 if first is None else first, setup.teachers)
     loop = _Loop(config, workdir, setup, steps, forcing, final_splits, start_time)
     with GracefulStop() as stop:
         loop.train(stop)

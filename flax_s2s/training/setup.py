@@ -26,7 +26,7 @@ from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing
 from flax_s2s.models import Seq2Seq, build_model
 from flax_s2s.pretrained import load_variables, pretrained_module
-from flax_s2s.training import frozen
+from flax_s2s.training import distill, frozen
 from flax_s2s.training.evaluation import Evaluator, make_evaluator
 from flax_s2s.training.state import (
     TrainState,
@@ -58,19 +58,26 @@ def jit_steps(
     state_shardings: TrainState,
     forcing: TeacherForcing | None = None,
     forced_bos: int = -1,
+    teachers: distill.Teachers | None = None,
 ) -> Steps:
     """Compiles (lazily) the train step and the evaluator with explicit in/out shardings; the
-    evaluator's outputs start with `forced_bos` unless it is -1."""
+    evaluator's outputs start with `forced_bos` unless it is -1. With `teachers`
+    (`distill.load_teachers`), the step also reads their placed variables, a frozen argument."""
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    models = teachers.models if teachers else ()
+    in_shardings = (state_shardings, batch_sharding) + ((teachers.shardings,) if teachers else ())
     train = jax.jit(
-        make_train_step(model, tx, config, forcing, data_shards=mesh.shape[sharding.DATA]),
-        in_shardings=(state_shardings, batch_sharding),
+        make_train_step(model, tx, config, forcing, data_shards=mesh.shape[sharding.DATA],
+                        teachers=models),
+        in_shardings=in_shardings,
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
+    extra = (teachers.variables,) if teachers else ()
 
     def train_step(state, local_batch):
-        return train(state, sharding.global_batch(local_batch, batch_sharding, config.batch_size))
+        return train(state, sharding.global_batch(local_batch, batch_sharding, config.batch_size),
+                     *extra)
 
     evaluator = make_evaluator(model, config, mesh, state_shardings.variables, forced_bos)
     return Steps(train=train_step, evaluator=evaluator)
@@ -115,6 +122,7 @@ class RunSetup:
     checkpointer: Checkpointer
     state_template: TrainState  # ShapeDtypeStructs on the mesh: what a checkpoint restores into
     early_stopping: EarlyStopping  # with the restored run's eval history
+    teachers: distill.Teachers | None = None  # config.distill.teachers, loaded and placed
 
 
 def prepare_run(
@@ -138,6 +146,7 @@ def prepare_run(
     data = _load_data(config, workdir, ("train", *eval_splits), warm_start_from)
     model = build_model(config, len(data.src_vocab), len(data.tgt_vocab),
                         model_special_tokens(data.src_vocab, data.tgt_vocab))
+    teachers = distill.load_teachers(config, data.src_vocab, data.tgt_vocab, workdir, mesh)
     tx = make_optimizer(config)
     # This process reads only its rows of each global batch, the rows its devices hold.
     process_index, process_count = sharding.process_batch_rows(mesh, config.batch_size)
@@ -165,7 +174,7 @@ def prepare_run(
         state = create_train_state(model, tx, config.seed, shapes, state_shardings, variables,
                                    ema, lora_spec)
     return RunSetup(data, model, tx, state, state_shardings, data_iterator, checkpointer, template,
-                    EarlyStopping.from_config(config, history))
+                    EarlyStopping.from_config(config, history), teachers)
 
 
 def _initial_variables(

@@ -17,7 +17,7 @@ from flax_s2s.data import packing
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import TeacherForcing, gold_counts_by_position
 from flax_s2s.models import Seq2Seq, decoder_inputs
-from flax_s2s.training import frozen
+from flax_s2s.training import distill, frozen
 from flax_s2s.training.state import TrainState
 
 Array = jax.Array
@@ -33,8 +33,9 @@ def make_train_step(
     forcing: TeacherForcing | None = None,
     data_shards: int = 1,
     batch_sums: BatchSums | None = None,
-) -> Callable[[TrainState, dict[str, Array]], tuple[TrainState, dict[str, Array]]]:
-    """(state, batch) -> (state, metrics); jit it once and reuse it.
+    teachers: tuple[Seq2Seq, ...] = (),
+) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
+    """(state, batch[, teacher_variables]) -> (state, metrics); jit it once and reuse it.
 
     The decoder reads gold or own tokens as `forcing` says (default: built from
     `config.teacher_forcing`; see flax_s2s.forcing). Under scheduled sampling the metrics also
@@ -50,26 +51,38 @@ def make_train_step(
     `batch_sums` replaces the loss (default: `make_batch_sums(model, forcing, config)`); it
     must keep that function's signature and sums.
 
+    `teachers` (token-level distillation, `flax_s2s.training.distill`): their models; the step
+    then takes their variables (a tuple, one per teacher) as a third argument, frozen, and the
+    loss mixes in the KL to them (`distill_kl` in the metrics: the per-token KL).
+
     Frozen parameters (`config.frozen`, LoRA's base: `flax_s2s.training.frozen`) are not
     differentiated and come out of the step unchanged; LoRA factors are merged into the weights
     the model reads (`flax_s2s.lora.merged`, with its DropConnect drawn from the step's key).
     """
     forcing = forcing or TeacherForcing.from_config(config.teacher_forcing)
-    batch_sums = batch_sums or make_batch_sums(model, forcing, config)
+    term = distill.make_distill_term(teachers, config.distill.temperature) if teachers else None
+    batch_sums = batch_sums or make_batch_sums(model, forcing, config, term)
     lora_spec = lora.LoraSpec.from_config(config)
     lora_dropout = lora_spec.dropout if lora_spec else 0.0
 
-    def trained_sums(fixed, lora_rng):
-        """`batch_sums` of the trained parameters, the `fixed` ones and LoRA merged in."""
+    def trained_sums(fixed, lora_rng, teacher_variables):
+        """`batch_sums` of the trained parameters, the `fixed` ones and LoRA merged in (and the
+        teachers' variables, held constant)."""
         def sums(trained, *args):
             params = lora.merged(frozen.join(trained, fixed), lora_rng, lora_dropout)
-            return batch_sums(params, *args)
+            if teacher_variables is None:
+                return batch_sums(params, *args)
+            return batch_sums(params, *args, teachers=teacher_variables)
         return sums
 
-    def train_step(state: TrainState, batch: dict[str, Array]):
+    def train_step(state: TrainState, batch: dict[str, Array], teacher_variables=None):
         step_rng = jax.random.fold_in(state.rng, state.step)
         trained, fixed = frozen.split(state.params, config)
-        sums = trained_sums(fixed, jax.random.fold_in(step_rng, LORA_DROPOUT_STREAM))
+        if (teacher_variables is None) != (not teachers):
+            raise ValueError(f"{len(teachers)} teacher model(s) but teacher variables "
+                             f"{'missing' if teacher_variables is None else 'given'}")
+        sums = trained_sums(fixed, jax.random.fold_in(step_rng, LORA_DROPOUT_STREAM),
+                            teacher_variables)
         if config.grad_accum_steps == 1:
             grad_fn = jax.value_and_grad(_mean_loss(sums), has_aux=True)
             (loss, (counts, batch_stats)), grads = grad_fn(
@@ -118,8 +131,10 @@ def _mean_loss(batch_sums: BatchSums) -> Callable[..., Any]:
     return loss_fn
 
 
-def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collections.ConfigDict):
-    """(params, batch_stats, batch, rng, step, mask=None) -> (loss_sum, (counts, batch_stats)):
+def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collections.ConfigDict,
+                    distill_term: distill.DistillTerm | None = None):
+    """(params, batch_stats, batch, rng, step, mask=None, teachers=()) ->
+    (loss_sum, (counts, batch_stats)):
     the token-summed loss of a batch or microbatch, and its sums: `tokens` (non-pad targets),
     `correct` and, under scheduled sampling, `gold_by_position` / `tokens_by_position`
     [max_tgt_len]. `mask` [batch, tgt_len]: the rows of the teacher-forcing mask to read by
@@ -131,9 +146,11 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
     targets (`flax_s2s.oracle`); `teacher_forcing.input_noise` perturbs the teacher-forced
     inputs (`flax_s2s.input_noise`). With `mrt.weight` = w > 0 the loss is (1 - w) times the
     token loss plus w times the token-weighted risk (`flax_s2s.mrt.risk_sum`), also in the sums
-    as `mrt_risk`."""
+    as `mrt_risk`. With `distill_term` (teacher forcing only, no MRT), the loss mixes the KL to
+    the teachers whose variables are `teachers` (`distill.mixed_loss`), and the sums hold
+    `distill_kl`."""
 
-    def batch_sums(params, batch_stats, batch, rng, step, mask=None):
+    def batch_sums(params, batch_stats, batch, rng, step, mask=None, teachers=()):
         tgt_tokens = batch["tgt_tokens"]
         src_segments, tgt_segments = packing.segments(batch, "src"), packing.segments(batch, "tgt")
         encode_rng, decode_rng = jax.random.split(rng)
@@ -146,8 +163,9 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
         weights = metrics.token_weights(tgt_tokens, pad=model.special_tokens.pad)
         counts, targets = {}, tgt_tokens  # targets: the oracle's under oracle_targets
         if forcing.always_gold:  # the parallel teacher-forced path; no scan is compiled
+            inputs = _teacher_inputs(model, config, tgt_tokens, tgt_segments, rng)
             logits, batch_stats = model.forward(
-                variables, encoded, _teacher_inputs(model, config, tgt_tokens, tgt_segments, rng),
+                variables, encoded, inputs,
                 train=True, rng=decode_rng, update_stats=True, segments=tgt_segments,
             )
         else:  # scheduled sampling (config validation refuses it for BatchNorm models)
@@ -167,6 +185,10 @@ def make_batch_sums(model: Seq2Seq, forcing: TeacherForcing, config: ml_collecti
             counts["mrt_risk"] = mrt.risk_sum(model, variables, encoded, batch, rng, config.mrt,
                                               config.max_tgt_len)
             loss_sum = (1.0 - mrt_weight) * loss_sum + mrt_weight * counts["mrt_risk"]
+        if distill_term is not None:  # config validation refuses it with sampling or MRT
+            counts["distill_kl"] = distill_term(teachers, batch, inputs, src_segments,
+                                                tgt_segments, logits, weights)
+            loss_sum = distill.mixed_loss(loss_sum, counts["distill_kl"], config)
         counts["correct"] = metrics.correct_tokens(logits.argmax(-1), targets, weights)
         counts["tokens"] = weights.sum()
         return loss_sum, (counts, batch_stats)
@@ -195,12 +217,14 @@ def _teacher_inputs(
 
 
 def _token_metrics(counts: dict[str, Array]) -> dict[str, Array]:
-    """A step's metrics from its sums: token accuracy, the mean risk under minimum risk training,
-    and the by-position counts as they are."""
+    """A step's metrics from its sums: token accuracy, the per-token means of the MRT risk and
+    the distillation KL, and the by-position counts as they are."""
+    per_token = ("mrt_risk", "distill_kl")
+    by_position = {k: v for k, v in counts.items() if k not in ("correct", "tokens", *per_token)}
     tokens = jnp.maximum(counts["tokens"], 1.0)
-    by_position = {k: v for k, v in counts.items() if k not in ("correct", "tokens", "mrt_risk")}
-    if "mrt_risk" in counts:  # the token-weighted mean risk
-        by_position["mrt_risk"] = counts["mrt_risk"] / tokens
+    for name in per_token:
+        if name in counts:
+            by_position[name] = counts[name] / tokens
     return {**by_position, "token_accuracy": counts["correct"] / tokens}
 
 

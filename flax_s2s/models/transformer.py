@@ -32,11 +32,13 @@ positions. Without segment ids nothing of this is traced.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 from flax_s2s.models.attention import (
     ATTENTIONS,
@@ -80,6 +82,19 @@ def encoder_output(
     if segment_ids is not None:
         encoded["src_segment_ids"] = segment_ids
     return encoded
+
+
+def tied_logits(embed: nn.Embed, x: Array) -> Array:
+    """`embed.attend(x)`: x [..., d_model] -> logits [..., vocab] through the embedding table.
+
+    One row (a batch-1 decoding step) is computed as the matrix-vector product table @ x: the
+    same numbers, but written as x @ table.T, XLA:CPU reduces it to a vector-matrix product that
+    it fuses with a following bias add by transposing the whole table first, at every step
+    (20 ms for a 16k x 512 table, against 1.4 ms for the product itself)."""
+    if math.prod(x.shape[:-1]) != 1:
+        return embed.attend(x)
+    query, table = promote_dtype(x, embed.embedding, dtype=embed.dtype)
+    return (table @ query.reshape(-1)).reshape(*x.shape[:-1], table.shape[0])
 
 
 def check_packed_encoding(encoded: dict[str, Any], encode_reads: str) -> None:
@@ -213,7 +228,7 @@ class Transformer(nn.Module):
         x = self.dropout(x, deterministic=not train)
         if not c.tie_output:
             return self.output_proj(x).astype(jnp.float32)
-        logits = self.tgt_embed.attend(x)
+        logits = tied_logits(self.tgt_embed, x)
         if c.rescale_tied_output:
             # Unit-variance embeddings give logits of variance d_model; rescale (examples/wmt).
             logits = logits / jnp.sqrt(x.shape[-1]).astype(x.dtype)

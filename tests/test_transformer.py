@@ -4,6 +4,7 @@ the LSTM with norms, so the comparison is not Transformer-only."""
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -252,3 +253,30 @@ def test_unequal_stacks_have_their_own_heads_and_widths_and_steps_equal_forward(
     np.testing.assert_allclose(beam_logits, logits[:, 0], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="decoder_num_heads=5"):
         TransformerConfig(VOCAB, VOCAB, d_model=12, num_heads=3, decoder_num_heads=5)
+
+
+def test_a_batch_one_tied_output_equals_the_batched_one_and_numpy():
+    """A one-row step takes the matrix-vector form of the tied output projection
+    (`tied_logits`): its logits equal NumPy's x @ table.T, and greedy (with an output bias) decoding of each
+    row alone returns the tokens and scores of the same rows decoded together."""
+    from flax_s2s import decoding
+    from flax_s2s.models.seam import Seq2Seq
+    from flax_s2s.models.transformer import Transformer, TransformerConfig, tied_logits
+
+    config = TransformerConfig(VOCAB, VOCAB, d_model=16, num_heads=2, mlp_dim=32,
+                               num_encoder_layers=1, num_decoder_layers=1, share_embeddings=True,
+                               tie_output=True, output_bias=True, attention="xla")
+    model = Seq2Seq(Transformer(config))
+    variables = model.init(jax.random.PRNGKey(0), SRC, TGT)
+    bias = jax.random.normal(jax.random.PRNGKey(1), (VOCAB,))
+    variables = {"params": {**variables["params"], "output_bias": bias}}
+    table = np.asarray(variables["params"]["src_embed"]["embedding"])
+    x = np.random.default_rng(0).normal(size=(1, 1, 16)).astype(np.float32)
+    got = nn.Embed(VOCAB, 16).apply({"params": {"embedding": table}}, x, method=tied_logits)
+    np.testing.assert_allclose(got, x @ table.T, rtol=1e-5, atol=1e-5)
+    tokens, lengths, scores = decoding.greedy(model, variables, SRC, 6)
+    for row in range(SRC.shape[0]):
+        one = decoding.greedy(model, variables, SRC[row:row + 1], 6)
+        np.testing.assert_array_equal(one[0][0], tokens[row])
+        assert one[1][0] == lengths[row]
+        np.testing.assert_allclose(one[2][0], scores[row], rtol=1e-5, atol=1e-5)

@@ -280,3 +280,23 @@ def test_a_batch_one_tied_output_equals_the_batched_one_and_numpy():
         np.testing.assert_array_equal(one[0][0], tokens[row])
         assert one[1][0] == lengths[row]
         np.testing.assert_allclose(one[2][0], scores[row], rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_dense_layers_accumulate_in_float32_and_round_once():
+    """`float32_accumulation`, the matmul of every dense layer: bfloat16 operands give the
+    float32 product of those same bfloat16 numbers (NumPy), rounded once to bfloat16 (within one
+    rounding step); float32 operands give NumPy's float32 product."""
+    from flax_s2s.models.transformer_layers import float32_accumulation
+
+    rng = np.random.default_rng(0)
+    lhs, rhs = rng.normal(size=(3, 64)).astype(np.float32), rng.normal(size=(64, 5)).astype(np.float32)
+    numbers = (((1,), (0,)), ((), ()))
+    got32 = float32_accumulation(jnp.asarray(lhs), jnp.asarray(rhs), numbers)
+    assert got32.dtype == jnp.float32
+    np.testing.assert_allclose(got32, lhs @ rhs, rtol=1e-5, atol=1e-5)
+    a, b = jnp.asarray(lhs, jnp.bfloat16), jnp.asarray(rhs, jnp.bfloat16)
+    got = float32_accumulation(a, b, numbers)
+    assert got.dtype == jnp.bfloat16
+    exact = np.asarray(a, np.float32) @ np.asarray(b, np.float32)
+    step = 2.0 ** (np.floor(np.log2(np.abs(exact))) - 7)  # one bfloat16 rounding step
+    assert (np.abs(np.asarray(got, np.float32) - exact) <= step).all()

@@ -47,7 +47,8 @@ from flax_s2s.models.attention import (
 )
 from flax_s2s.models.remat import layer_class
 from flax_s2s.models.t5_buckets import relative_position_bucket
-from flax_s2s.models.transformer import check_packed_encoding, encoder_output, source_mask
+from flax_s2s.models.transformer import check_packed_encoding, encoder_output, source_mask, tied_logits
+from flax_s2s.models.transformer_layers import DENSE
 from flax_s2s.special_tokens import PRETRAINED_DEFAULTS, SpecialTokens
 
 Array = jax.Array
@@ -161,7 +162,7 @@ class T5Attention(nn.Module):
         c = self.config
         heads = (c.num_heads, c.d_kv)
         inner = c.num_heads * c.d_kv
-        dense = dict(use_bias=False, dtype=c.dtype)
+        dense = dict(use_bias=False, dtype=c.dtype, **DENSE)
         normal = nn.initializers.normal
         # T5's init: the query's scale stands in for the 1 / sqrt(d_kv) of the logits.
         self.query = nn.DenseGeneral(heads, kernel_init=normal((c.d_model * c.d_kv) ** -0.5), **dense)
@@ -201,14 +202,15 @@ class T5Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         c = self.config
-        dense = dict(use_bias=False, dtype=c.dtype, kernel_init=nn.initializers.normal(c.d_model ** -0.5))
+        dense = dict(use_bias=False, dtype=c.dtype, kernel_init=nn.initializers.normal(c.d_model ** -0.5),
+                     **DENSE)
         if c.feed_forward == "gated-gelu":
             h = jax.nn.gelu(nn.Dense(c.d_ff, name="wi_0", **dense)(x), approximate=True)
             h = h * nn.Dense(c.d_ff, name="wi_1", **dense)(x)
         else:
             h = nn.relu(nn.Dense(c.d_ff, name="wi", **dense)(x))
         h = nn.Dropout(c.dropout_rate)(h, deterministic=not train)
-        return nn.Dense(c.d_model, use_bias=False, dtype=c.dtype, name="wo",
+        return nn.Dense(c.d_model, use_bias=False, dtype=c.dtype, name="wo", **DENSE,
                         kernel_init=nn.initializers.normal(c.d_ff ** -0.5))(h)
 
 
@@ -325,7 +327,7 @@ class T5(nn.Module):
         self.decoder_norm = _rms_norm(c, "decoder_norm")
         self.dropout = nn.Dropout(c.dropout_rate)
         if not c.tie_output:
-            self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype,
+            self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype, **DENSE,
                                     kernel_init=nn.initializers.normal(1.0))
 
     def encode(
@@ -392,7 +394,7 @@ class T5(nn.Module):
         x = self.dropout(self.decoder_norm(x), deterministic=not train)
         if self.config.scale_output:
             x = x * jnp.asarray(self.config.d_model ** -0.5, x.dtype)
-        logits = self.shared_embed.attend(x) if self.config.tie_output else self.lm_head(x)
+        logits = tied_logits(self.shared_embed, x) if self.config.tie_output else self.lm_head(x)
         return logits.astype(jnp.float32), (None if caches is None else new_caches)
 
     def forward(

@@ -39,6 +39,23 @@ ACTIVATIONS = {"relu": nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=Fal
                "silu": jax.nn.silu}
 
 
+def float32_accumulation(
+    lhs: Array, rhs: Array, dimension_numbers: Any, precision: Any = None,
+    preferred_element_type: Any = None,
+) -> Array:
+    """`lax.dot_general` for the dense layers: products accumulate into a float32 result, rounded
+    once to the operands' dtype. For float32 operands this is lax.dot_general itself; for
+    bfloat16 ones it is the form XLA:CPU runs on its bf16 matrix units (AMX, AVX-512 BF16),
+    3.5-8x faster there than a dot with a bfloat16 result, whose kernel is a slow generic one."""
+    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                              preferred_element_type=jnp.float32)
+    return out.astype(preferred_element_type or jnp.result_type(lhs, rhs))
+
+
+# The matmul of every dense layer
+DENSE = {"dot_general": float32_accumulation}
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """Hyperparameters shared by all the modules below (hashable, like Flax's examples/wmt).
@@ -198,10 +215,10 @@ class Attention(nn.Module):
         c = self.config
         num_heads = self.num_heads or c.num_heads
         heads = (num_heads, c.d_model // num_heads)
-        self.query = nn.DenseGeneral(heads, dtype=c.dtype, name="query")
-        self.key = nn.DenseGeneral(heads, dtype=c.dtype, name="key")
-        self.value = nn.DenseGeneral(heads, dtype=c.dtype, name="value")
-        self.out = nn.DenseGeneral(c.d_model, axis=(-2, -1), dtype=c.dtype, name="out")
+        self.query = nn.DenseGeneral(heads, dtype=c.dtype, name="query", **DENSE)
+        self.key = nn.DenseGeneral(heads, dtype=c.dtype, name="key", **DENSE)
+        self.value = nn.DenseGeneral(heads, dtype=c.dtype, name="value", **DENSE)
+        self.out = nn.DenseGeneral(c.d_model, axis=(-2, -1), dtype=c.dtype, name="out", **DENSE)
 
     def project_kv(self, x: Array) -> KeyValue:
         """x [batch, length, d_model] -> keys and values [batch, length, heads, head_dim]."""
@@ -261,10 +278,10 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         c = self.config
-        hidden = nn.Dense(self.hidden_dim or c.mlp_dim, dtype=c.dtype, name="hidden")(x)
+        hidden = nn.Dense(self.hidden_dim or c.mlp_dim, dtype=c.dtype, name="hidden", **DENSE)(x)
         x = ACTIVATIONS[c.activation](hidden)
         x = nn.Dropout(c.dropout_rate)(x, deterministic=not train)
-        return nn.Dense(c.d_model, dtype=c.dtype, name="output")(x)
+        return nn.Dense(c.d_model, dtype=c.dtype, name="output", **DENSE)(x)
 
 
 class ResidualLayer(nn.Module):

@@ -2,14 +2,15 @@
 the same weights on every side, side by side in one process.
 
     taskset -c 0 python bench/decode_realistic.py [--shape bart|t5] [--batches 1,8,64]
-        [--searches greedy,beam] [--windows 2] [--no_record]
+        [--searches greedy,beam] [--windows 2] [--dtype float32|bfloat16] [--no_record]
 
 --shape bart: a BART of d_model 512, 8 heads, ff 2048, 6 + 6 layers, a 16k vocabulary (about
 60M parameters); --shape t5: t5-small's shape (`T5Config()`: d_model 512, 8 heads, ff 2048,
 6 + 6 layers, 32128 tokens). Random weights (torch seed 0), written once with `save_pretrained`
 (plus a word-level tokenizer naming every id, which CTranslate2's converter reads); flax_s2s loads
 that directory with `flax_s2s.pretrained.load_pretrained`, Hugging Face with `from_pretrained`,
-CTranslate2 4.x from `TransformersConverter`'s conversion of it (float32). 32 source tokens
+CTranslate2 4.x from `TransformersConverter`'s conversion of it. Every side in float32, or with
+--dtype bfloat16 in bfloat16 (weights and compute; CTranslate2's compute_type). 32 source tokens
 (random ids, EOS last), exactly 32 output tokens on every side: EOS is forbidden until the
 length limit (flax_s2s min_len = max_len = 32, HF min_new_tokens = max_new_tokens = 32,
 CTranslate2 min_decoding_length = max_decoding_length = 32), checked on every side's output.
@@ -29,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402  (set_threads before jax and torch)
 
 LENGTH, BEAM = 32, 4
+CT2_TYPE: set[str] = set()  # the compute types CTranslate2 ran in
 SHAPES = {
     "bart": "BART d_model 512, 8 heads, ff 2048, 6+6 layers, vocabulary 16000 (gelu, post-norm, "
             "tied output + final_logits_bias)",
@@ -52,7 +54,8 @@ def hf_model(shape: str):
 
     torch.manual_seed(0)
     if shape == "t5":
-        return T5ForConditionalGeneration(T5Config(dropout_rate=0.0)).eval()
+        config = T5Config(dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+        return T5ForConditionalGeneration(config).eval()
     config = BartConfig(
         vocab_size=16000, d_model=512, encoder_layers=6, decoder_layers=6,
         encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048,
@@ -109,14 +112,20 @@ def check(side: str, lengths) -> None:
         raise AssertionError(f"{side} emitted other than {LENGTH} tokens: {sorted(set(lengths.ravel()))}")
 
 
-def flax_side(directory: str, src):
-    """{"greedy": call, "beam 4": call} of flax_s2s on `src`, from `load_pretrained`."""
+def flax_side(directory: str, src, dtype: str):
+    """{"greedy": call, "beam 4": call} of flax_s2s on `src`, from `load_pretrained` (bfloat16:
+    computing in bfloat16, the weights cast to it once)."""
     import jax
+    import jax.numpy as jnp
 
     from flax_s2s import decoding
     from flax_s2s.pretrained import load_pretrained
 
-    model, variables = load_pretrained(directory)
+    if dtype == "float32":
+        model, variables = load_pretrained(directory)
+    else:
+        model, variables = load_pretrained(directory, dtype=jnp.bfloat16)
+        variables = jax.tree.map(lambda x: x.astype(jnp.bfloat16), variables)
     src = jax.device_put(src)
     calls = {
         "greedy": lambda: decoding.greedy(model, variables, src, LENGTH, min_len=LENGTH),
@@ -127,9 +136,10 @@ def flax_side(directory: str, src):
     return {name: (lambda fn=fn: jax.block_until_ready(fn())) for name, fn in calls.items()}
 
 
-def hf_side(model, src):
+def hf_side(model, src, dtype: str):
     import torch
 
+    model = model.to(getattr(torch, dtype))
     src = torch.from_numpy(src).long()
     mask = torch.ones_like(src)
 
@@ -146,10 +156,18 @@ def hf_side(model, src):
 
 
 def ct2_side(directory: str, src, tokenizer_names: list[str], compute_type: str):
+    """CTranslate2's calls in `compute_type`, or in float32 where its CPU build refuses it (its
+    CPU backend may have no bfloat16 kernels): see CT2_TYPE."""
     import ctranslate2
 
-    translator = ctranslate2.Translator(directory, device="cpu", compute_type=compute_type,
-                                        intra_threads=1, inter_threads=1)
+    try:
+        translator = ctranslate2.Translator(directory, device="cpu", compute_type=compute_type,
+                                            intra_threads=1, inter_threads=1)
+    except ValueError:
+        compute_type = "float32"
+        translator = ctranslate2.Translator(directory, device="cpu", compute_type=compute_type,
+                                            intra_threads=1, inter_threads=1)
+    CT2_TYPE.add(compute_type)
     tokens = [[tokenizer_names[i] for i in row] for row in src]
 
     def translate(beams: int):
@@ -161,7 +179,8 @@ def ct2_side(directory: str, src, tokenizer_names: list[str], compute_type: str)
     return {"greedy": lambda: translate(1), "beam 4": lambda: translate(BEAM)}
 
 
-def measure(shape: str, batches: list[int], searches: list[str], windows: int) -> list[list[str]]:
+def measure(shape: str, batches: list[int], searches: list[str], windows: int,
+            dtype: str) -> list[list[str]]:
     """One row per (batch, search): the three sides' medians (ms) and the ratios."""
     rows = []
     with tempfile.TemporaryDirectory() as directory:
@@ -171,8 +190,8 @@ def measure(shape: str, batches: list[int], searches: list[str], windows: int) -
                  for i in range(model.config.vocab_size)]
         for batch in batches:
             src = sources(batch, model.config.vocab_size, specials["</s>"])
-            sides = {"flax_s2s": flax_side(directory, src), "HF": hf_side(model, src),
-                     "CTranslate2": ct2_side(ct2_dir, src, names, "float32")}
+            sides = {"flax_s2s": flax_side(directory, src, dtype), "HF": hf_side(model, src, dtype),
+                     "CTranslate2": ct2_side(ct2_dir, src, names, dtype)}
             for search in searches:
                 times = common.compare({name: calls[search] for name, calls in sides.items()},
                                        warmup=1, windows=windows, repeats=3 if batch == 1 else 1)
@@ -191,16 +210,20 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--searches", default="greedy,beam")
     parser.add_argument("--windows", type=int, default=2)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="every side's weights and compute (CTranslate2's compute_type)")
     parser.add_argument("--no_record", action="store_true")
     args = parser.parse_args()
     common.set_threads(1)
     load_before = common.load_average()
     searches = [{"greedy": "greedy", "beam": "beam 4"}[s] for s in args.searches.split(",")]
-    rows = measure(args.shape, [int(b) for b in args.batches.split(",")], searches, args.windows)
+    rows = measure(args.shape, [int(b) for b in args.batches.split(",")], searches, args.windows,
+                   args.dtype)
     command = f"taskset -c 0 python bench/decode_realistic.py {' '.join(sys.argv[1:])}".strip()
     section = [
         *common.machine_lines(1, load_before),
-        f"- CTranslate2 {__import__('ctranslate2').__version__}, float32, intra_threads 1",
+        f"- CTranslate2 {__import__('ctranslate2').__version__}, intra_threads 1; flax_s2s and HF in "
+        f"{args.dtype} (weights and compute), CTranslate2 in {', '.join(sorted(CT2_TYPE))}",
         "", "```bash", command, "```", "",
         f"{SHAPES[args.shape]}; random weights, one save_pretrained directory for all three; "
         f"source {LENGTH} tokens, exactly {LENGTH} output tokens on every side (checked).", "",
@@ -212,7 +235,7 @@ def main() -> None:
     if args.no_record:
         print("\n".join(section))
     else:
-        common.append_section(f"Decoding at a realistic size, {args.shape} "
+        common.append_section(f"Decoding at a realistic size, {args.shape}, {args.dtype} "
                               "(`bench/decode_realistic.py`)", section)
 
 

@@ -248,7 +248,7 @@ def test_unequal_stacks_have_their_own_heads_and_widths_and_steps_equal_forward(
                                rtol=1e-4, atol=1e-4)
     cache = model.module.apply(variables, encoded, TGT.shape[1], 1,
                                method=type(model.module).init_beam_cache)
-    assert cache["self"][0]["key"].shape == (SRC.shape[0], TGT.shape[1], 2, 6)
+    assert cache["self"][0]["key"].shape == (SRC.shape[0], 2, TGT.shape[1], 6)  # heads-major
     beam_logits, _ = model.step(variables, encoded, cache, tgt_inputs[:, 0], 0)
     np.testing.assert_allclose(beam_logits, logits[:, 0], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="decoder_num_heads=5"):

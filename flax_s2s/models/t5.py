@@ -39,6 +39,7 @@ from flax_s2s.models.attention import (
     KeyValue,
     attend_beams,
     beam_cache,
+    cache_view,
     empty_caches,
     reorder_beam_cache,
     segment_mask,
@@ -275,7 +276,7 @@ class T5DecoderLayer(nn.Module):
         y = self.self_attention_norm(x)
         kv = self.self_attention.project_kv(y)
         if self_cache is not None:
-            kv = self_cache = write_cache(self_cache, kv, position)
+            kv = cache_view(self_cache := write_cache(self_cache, kv, position))
         filled = None if origin is None else position + 1
         y = self.self_attention(y, kv, self_bias, train, origin, filled)
         x = x + self.dropout(y, deterministic=not train)
@@ -434,7 +435,7 @@ class T5(nn.Module):
         """prev_tokens [batch] at `position` -> (logits [batch, vocab], updated cache). The
         self-attention bias is this position's against every cache position, those after it
         masked. `cache`: `init_cache`'s, or `init_beam_cache`'s (with the beams' `origin`)."""
-        max_len = cache["self"][0]["key"].shape[1]
+        max_len = cache["self"][0]["key"].shape[2]
         keys = jnp.arange(max_len)
         query = jnp.asarray(position)[None]
         self_bias = self.decoder_bias(query, keys) + jnp.where(keys <= query[0], 0.0, _MASKED)

@@ -21,6 +21,7 @@ from flax_s2s.models.attention import (
     attend_beams,
     attention_implementation,
     attention_mask,
+    cache_view,
     key_lengths,
     write_cache,
 )
@@ -380,7 +381,7 @@ class DecoderLayer(ResidualLayer):
             # and what padded positions compute is never counted.
             y = self.self_attention(y, kv, causal=True)
         else:
-            kv = self_cache = write_cache(self_cache, kv, position)
+            kv = cache_view(self_cache := write_cache(self_cache, kv, position))
             # One query over the cache: positions <= `position` are written, the rest masked.
             filled = jnp.full(x.shape[:1], position + 1, jnp.int32)
             y = self.self_attention(y, kv, filled, origin=origin)

@@ -126,7 +126,8 @@ def attend_beams(
     """One decoding step's self-attention for beams whose caches stay where they were written.
 
     query [groups * beams, 1, heads, head_dim]; key, value [groups * beams, max_len, heads,
-    head_dim], where row g * beams + s holds what slot s of input g wrote at each position;
+    head_dim] (a heads-major cache's `cache_view`), where row g * beams + s holds what slot s of
+    input g wrote at each position;
     origin [groups, beams, max_len] int32: the slot whose row holds, at each position, the key and
     value of the beam now in slot b (`reorder_beam_cache` keeps it). Positions >= filled (a
     scalar) are masked. `bias` [1, heads, 1, max_len] (T5's relative positions), the same for

@@ -19,7 +19,7 @@ What sets it apart from `transformer.Transformer`:
 
 The cache, `encoded` and the four seam functions are the Transformer's: `encode` also projects the
 memory into each decoder layer's cross-attention keys and values; the cache holds only the
-decoder's self-attention keys and values ([batch, max_len, heads, d_kv] per layer). Beam search
+decoder's self-attention keys and values ([batch, heads, max_len, d_kv] per layer). Beam search
 keeps it in place, as the Transformer's: `init_beam_cache` adds the table `origin` of which beam
 wrote each position, `reorder_cache` gathers only that table, and a step's self-attention reads
 the cache through it (`attend_beams`, with T5's bias and no logit scale).
@@ -269,7 +269,7 @@ class T5DecoderLayer(nn.Module):
         origin: Array | None = None,
     ) -> tuple[Array, KeyValue | None]:
         """The parallel pass over x [batch, tgt_len, d_model] when `self_cache` is None, else one
-        step (tgt_len 1) whose key and value are written into self_cache [batch, max_len, heads,
+        step (tgt_len 1) whose key and value are written into self_cache [batch, heads, max_len,
         d_kv] at `position` (beam search's caches are read through `origin`, `attend_beams`).
         self_bias: relative positions and causal mask of the self-attention, cross_bias: the
         source padding mask. Returns (x, updated self_cache or None)."""

@@ -366,7 +366,7 @@ class DecoderLayer(ResidualLayer):
     ) -> tuple[Array, KeyValue | None]:
         """The parallel causal pass over x [batch, tgt_len, d_model] when `self_cache` is None;
         else one step (tgt_len == 1) at `position`, whose key and value are written into
-        self_cache [batch, max_len, heads, head_dim] (beam search's caches are read through
+        self_cache [batch, heads, max_len, head_dim] (heads-major; beam search's are read through
         `origin`, see `attend_beams`). Returns (x, updated self_cache or None).
 
         Packed rows (parallel pass only): `self_mask` [batch, 1, tgt_len, tgt_len] and

@@ -54,18 +54,19 @@ class CompileLog:
         return seconds, compiles
 
 
-def in_process() -> list[tuple]:
+def in_process(size: str = "bench") -> list[tuple]:
     import jax
-    from train_vs_torch import VOCAB, batch_arrays, transformer_config
+    from train_vs_torch import SIZES, batch_arrays, transformer_config
 
     from flax_s2s import decoding, training
     from flax_s2s.models import build_model
 
     log = CompileLog()
-    config = transformer_config()
-    model = build_model(config, VOCAB, VOCAB)
+    *_, vocab, batch_size, length = SIZES[size]
+    config = transformer_config(size=size)
+    model = build_model(config, vocab, vocab)
     tx = training.make_optimizer(config)
-    batch = jax.device_put(batch_arrays(64, 24, 24, VOCAB))
+    batch = jax.device_put(batch_arrays(batch_size, length, length, vocab))
     state = [training.create_train_state(model, tx, config.seed, batch)]
     train_step = jax.jit(training.make_train_step(model, tx, config), donate_argnums=0)
     src = batch["src_tokens"]
@@ -76,9 +77,9 @@ def in_process() -> list[tuple]:
 
     calls = {
         "train step": train,
-        "greedy": lambda: jax.block_until_ready(decoding.greedy(model, state[0].variables, src, 24)),
+        "greedy": lambda: jax.block_until_ready(decoding.greedy(model, state[0].variables, src, length)),
         "beam 4": lambda: jax.block_until_ready(
-            decoding.beam_search(model, state[0].variables, src, 4, 24)
+            decoding.beam_search(model, state[0].variables, src, 4, length)
         ),
     }
     log.take()  # forget initialisation's compiles
@@ -135,14 +136,20 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip_train_py", action="store_true")
+    parser.add_argument("--size", choices=("bench", "realistic"), default="bench",
+                        help="bench/train_vs_torch.py's sizes (SIZES) of the in-process part")
     parser.add_argument("--no_record", action="store_true")
     args = parser.parse_args()
     common.set_threads(args.threads)
     load_before = common.load_average()
-    rows = in_process()
+    rows = in_process(args.size)
     total = sum(float(r[1]) - float(r[2]) for r in rows)
+    from train_vs_torch import SIZES
+
+    d_model, heads, mlp, layers, vocab, batch, length = SIZES[args.size]
     lines = [
-        "Transformer d_model 256, 4 heads, ff 1024, 3+3 layers, vocab 64, batch 64, lengths 24/24. "
+        f"Transformer d_model {d_model}, {heads} heads, ff {mlp}, {layers}+{layers} layers, vocab "
+        f"{vocab}, batch {batch}, lengths {length}/{length} (decoding max_len {length}). "
         "First call = trace + lower + compile + one run; compile phases from jax.monitoring.", "",
         *common.table(["function", "first call s", "later calls s", "trace s", "lower s",
                        "XLA compile s", "compiles", "compiles in 3 later calls"], rows),

@@ -21,17 +21,21 @@ import sys
 import common
 
 VOCAB = 64
+# --size: the Transformer's d_model, heads, MLP width, layers per stack, vocabulary, batch and
+# (source = target) length
+SIZES = {"bench": (256, 4, 1024, 3, VOCAB, 64, 24), "realistic": (512, 8, 2048, 6, 16000, 32, 64)}
 
 
-def transformer_config(mode: str | None = None):
+def transformer_config(mode: str | None = None, size: str = "bench"):
     from configs import default
 
+    d_model, heads, mlp, layers, _, batch, length = SIZES[size]
     config = default.get_config()
     config.model.type = "transformer"
     config.model.norm, config.model.norm_position = "layer", "pre"
-    config.model.d_model, config.model.num_heads, config.model.mlp_dim = 256, 4, 1024
-    config.model.num_encoder_layers = config.model.num_decoder_layers = 3
-    config.batch_size, config.max_src_len, config.max_tgt_len = 64, 24, 24
+    config.model.d_model, config.model.num_heads, config.model.mlp_dim = d_model, heads, mlp
+    config.model.num_encoder_layers = config.model.num_decoder_layers = layers
+    config.batch_size, config.max_src_len, config.max_tgt_len = batch, length, length
     if mode is not None:  # scheduled sampling at p = 0.5
         config.teacher_forcing.p, config.teacher_forcing.mode = 0.5, mode
     return config
@@ -131,17 +135,22 @@ def run_transformer(args) -> list[str]:
     import torch
     from torch_models import TorchTransformer
 
-    batch = batch_arrays(64, 24, 24, VOCAB)
-    flops = common.transformer_train_flops(64, 24, 24, 256, 1024, 3, VOCAB)
+    d_model, heads, mlp, layers, vocab, batch_size, length = SIZES[args.size]
+    batch = batch_arrays(batch_size, length, length, vocab)
+    flops = common.transformer_train_flops(batch_size, length, length, d_model, mlp, layers, vocab)
     torch.manual_seed(0)
     matmuls, matmul_flops = matmul_sides()
+
+    def torch_model():
+        return TorchTransformer(vocab, d_model, heads, mlp, layers, layers, max(64, length))
+
     sides = {
-        "flax_s2s": jax_step_fn(transformer_config(), VOCAB, batch),
-        "torch eager": torch_step_fn(TorchTransformer(VOCAB, 256, 4, 1024, 3, 3), batch),
+        "flax_s2s": jax_step_fn(transformer_config(size=args.size), vocab, batch),
+        "torch eager": torch_step_fn(torch_model(), batch),
     }
     if args.torch_compile:
         try:
-            compiled = torch_step_fn(TorchTransformer(VOCAB, 256, 4, 1024, 3, 3), batch, True)
+            compiled = torch_step_fn(torch_model(), batch, True)
             compiled()  # compiles here, outside the timed windows
             sides["torch.compile"] = compiled
         except Exception as error:  # noqa: BLE001 - report any failure of the optional side
@@ -150,13 +159,16 @@ def run_transformer(args) -> list[str]:
     times = common.compare({**sides, **matmuls}, windows=args.windows, repeats=args.repeats)
     rates = {name: matmul_flops / times.pop(name) / 1e9 for name in matmuls}
     ceiling = max(rates.values())
-    tokens = 64 * 24
+    tokens = batch_size * length
     rows = [
         (name, f"{t * 1e3:.0f}", f"{tokens / t:.0f}", f"{flops / t / 1e9:.1f}",
          f"{100 * flops / t / 1e9 / ceiling:.0f}%", f"{times['torch eager'] / t:.2f}")
         for name, t in times.items()
     ]
     return [
+        f"Transformer d_model {d_model}, {heads} heads, ff {mlp}, {layers}+{layers} layers, "
+        f"vocabulary {vocab}, batch {batch_size} x {length} source and target tokens.",
+        "",
         "Float32 matmul ceiling, [1536,256] @ [256,1024] @ [1024,256] (the MLP sublayer's shapes), "
         "timed in the same windows as the train steps: "
         + ", ".join(f"{name} {rate:.1f} GFLOP/s" for name, rate in rates.items()) + ".",
@@ -240,6 +252,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--torch_compile", action="store_true")
+    parser.add_argument("--size", choices=sorted(SIZES), default="bench",
+                        help="the Transformer part's size: bench's or realistic (16k vocabulary)")
     parser.add_argument("--no_record", action="store_true", help="print, do not append to RESULTS.md")
     args = parser.parse_args()
     common.set_threads(args.threads)

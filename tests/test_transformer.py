@@ -4,6 +4,7 @@ the LSTM with norms, so the comparison is not Transformer-only."""
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -247,8 +248,55 @@ def test_unequal_stacks_have_their_own_heads_and_widths_and_steps_equal_forward(
                                rtol=1e-4, atol=1e-4)
     cache = model.module.apply(variables, encoded, TGT.shape[1], 1,
                                method=type(model.module).init_beam_cache)
-    assert cache["self"][0]["key"].shape == (SRC.shape[0], TGT.shape[1], 2, 6)
+    assert cache["self"][0]["key"].shape == (SRC.shape[0], 2, TGT.shape[1], 6)  # heads-major
     beam_logits, _ = model.step(variables, encoded, cache, tgt_inputs[:, 0], 0)
     np.testing.assert_allclose(beam_logits, logits[:, 0], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="decoder_num_heads=5"):
         TransformerConfig(VOCAB, VOCAB, d_model=12, num_heads=3, decoder_num_heads=5)
+
+
+def test_a_batch_one_tied_output_equals_the_batched_one_and_numpy():
+    """A one-row step takes the matrix-vector form of the tied output projection
+    (`tied_logits`): its logits equal NumPy's x @ table.T, and greedy (with an output bias) decoding of each
+    row alone returns the tokens and scores of the same rows decoded together."""
+    from flax_s2s import decoding
+    from flax_s2s.models.seam import Seq2Seq
+    from flax_s2s.models.transformer import Transformer, TransformerConfig, tied_logits
+
+    config = TransformerConfig(VOCAB, VOCAB, d_model=16, num_heads=2, mlp_dim=32,
+                               num_encoder_layers=1, num_decoder_layers=1, share_embeddings=True,
+                               tie_output=True, output_bias=True, attention="xla")
+    model = Seq2Seq(Transformer(config))
+    variables = model.init(jax.random.PRNGKey(0), SRC, TGT)
+    bias = jax.random.normal(jax.random.PRNGKey(1), (VOCAB,))
+    variables = {"params": {**variables["params"], "output_bias": bias}}
+    table = np.asarray(variables["params"]["src_embed"]["embedding"])
+    x = np.random.default_rng(0).normal(size=(1, 1, 16)).astype(np.float32)
+    got = nn.Embed(VOCAB, 16).apply({"params": {"embedding": table}}, x, method=tied_logits)
+    np.testing.assert_allclose(got, x @ table.T, rtol=1e-5, atol=1e-5)
+    tokens, lengths, scores = decoding.greedy(model, variables, SRC, 6)
+    for row in range(SRC.shape[0]):
+        one = decoding.greedy(model, variables, SRC[row:row + 1], 6)
+        np.testing.assert_array_equal(one[0][0], tokens[row])
+        assert one[1][0] == lengths[row]
+        np.testing.assert_allclose(one[2][0], scores[row], rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_dense_layers_accumulate_in_float32_and_round_once():
+    """`float32_accumulation`, the matmul of every dense layer: bfloat16 operands give the
+    float32 product of those same bfloat16 numbers (NumPy), rounded once to bfloat16 (within one
+    rounding step); float32 operands give NumPy's float32 product."""
+    from flax_s2s.models.transformer_layers import float32_accumulation
+
+    rng = np.random.default_rng(0)
+    lhs, rhs = rng.normal(size=(3, 64)).astype(np.float32), rng.normal(size=(64, 5)).astype(np.float32)
+    numbers = (((1,), (0,)), ((), ()))
+    got32 = float32_accumulation(jnp.asarray(lhs), jnp.asarray(rhs), numbers)
+    assert got32.dtype == jnp.float32
+    np.testing.assert_allclose(got32, lhs @ rhs, rtol=1e-5, atol=1e-5)
+    a, b = jnp.asarray(lhs, jnp.bfloat16), jnp.asarray(rhs, jnp.bfloat16)
+    got = float32_accumulation(a, b, numbers)
+    assert got.dtype == jnp.bfloat16
+    exact = np.asarray(a, np.float32) @ np.asarray(b, np.float32)
+    step = 2.0 ** (np.floor(np.log2(np.abs(exact))) - 7)  # one bfloat16 rounding step
+    assert (np.abs(np.asarray(got, np.float32) - exact) <= step).all()

@@ -126,7 +126,8 @@ def attend_beams(
     """One decoding step's self-attention for beams whose caches stay where they were written.
 
     query [groups * beams, 1, heads, head_dim]; key, value [groups * beams, max_len, heads,
-    head_dim], where row g * beams + s holds what slot s of input g wrote at each position;
+    head_dim] (a heads-major cache's `cache_view`), where row g * beams + s holds what slot s of
+    input g wrote at each position;
     origin [groups, beams, max_len] int32: the slot whose row holds, at each position, the key and
     value of the beam now in slot b (`reorder_beam_cache` keeps it). Positions >= filled (a
     scalar) are masked. `bias` [1, heads, 1, max_len] (T5's relative positions), the same for
@@ -139,26 +140,32 @@ def attend_beams(
     """
     groups, beams, length = origin.shape
     heads, head_dim = query.shape[-2:]
-    query = query.reshape(groups, beams, heads, head_dim)
-    key = key.reshape(groups, beams, length, heads, head_dim)
-    value = value.reshape(groups, beams, length, heads, head_dim)
-    scores = jnp.einsum("gqhd,gslhd->ghqsl", query, key)
-    scores = (scores / np.sqrt(head_dim) if scaled else scores).astype(jnp.float32)
-    if bias is not None:  # [1, heads, 1, max_len] -> [1, heads, 1 (query), 1 (slot), max_len]
-        scores = scores + bias[:, :, :, None, :]
-    own = origin[:, None, :, None, :] == jnp.arange(beams)[None, None, None, :, None]
-    mask = own & (jnp.arange(length) < filled)  # [groups, 1, beams (query), beams (slot), len]
-    scores = jnp.where(mask, scores, -jnp.inf)
-    weights = jax.nn.softmax(scores.reshape(*scores.shape[:3], -1), axis=-1).reshape(scores.shape)
-    out = jnp.einsum("ghqsl,gslhd->gqhd", weights.astype(value.dtype), value)
-    return out.reshape(groups * beams, 1, heads, head_dim)
+    # Keys and values heads-major as the cache stores them (the transposes cancel `cache_view`'s),
+    # [groups, slot, heads, len, head_dim]; each query copied to every slot, so that group, slot
+    # and heads are the batch of both matmuls and no step copies the cache into another layout.
+    key, value = (x.transpose(0, 2, 1, 3).reshape(groups, beams, heads, length, head_dim)
+                  for x in (key, value))
+    query = query.reshape(groups, beams, heads, head_dim).transpose(0, 2, 1, 3)
+    query = jnp.broadcast_to(query[:, None], (groups, beams, heads, beams, head_dim))
+    batch_dims = ((0, 1, 2), (0, 1, 2))
+    scores = jax.lax.dot_general(query, key, (((4,), (4,)), batch_dims),
+                                 preferred_element_type=jnp.float32)  # [g, slot, h, query, len]
+    scores = scores / np.sqrt(head_dim) if scaled else scores
+    if bias is not None:  # [1, heads, 1, max_len] -> [1, 1 (slot), heads, 1 (query), max_len]
+        scores = scores + bias[:, None]
+    own = origin[:, None, None] == jnp.arange(beams)[None, :, None, None, None]
+    mask = own & (jnp.arange(length) < filled)  # [groups, slot, 1, query, len]
+    weights = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=(1, 4))
+    out = jax.lax.dot_general(weights.astype(value.dtype), value, (((4,), (3,)), batch_dims),
+                              preferred_element_type=jnp.float32).sum(1)  # [g, h, query, d]
+    return out.transpose(0, 2, 1, 3).reshape(groups * beams, 1, heads, head_dim).astype(query.dtype)
 
 
 def beam_cache(cache: dict[str, Any], beam_size: int) -> dict[str, Any]:
     """A decoder's `init_cache` result for beam search over rows g * beam_size + slot, plus the
     table `origin` [groups, beam_size, max_len] int32 that `reorder_beam_cache` updates instead
     of moving the caches (each slot starts as its own origin)."""
-    batch, max_len = cache["self"][0]["key"].shape[:2]
+    batch, _, max_len, _ = cache["self"][0]["key"].shape
     slots = jnp.arange(beam_size, dtype=jnp.int32)[None, :, None]
     return {**cache, "origin": jnp.broadcast_to(slots, (batch // beam_size, beam_size, max_len))}
 
@@ -187,18 +194,27 @@ def step_origin(origin: Array | None, position: Array | int) -> Array | None:
 
 def write_cache(cache: KeyValue, kv: KeyValue, position: Array | int) -> KeyValue:
     """One step's keys and values kv [batch, 1, heads, head_dim] written into a self-attention
-    cache [batch, max_len, heads, head_dim] at `position`."""
+    cache, heads-major [batch, heads, max_len, head_dim], at `position`."""
     return jax.tree.map(
-        lambda cached, new: jax.lax.dynamic_update_slice_in_dim(cached, new, position, 1),
+        lambda cached, new: jax.lax.dynamic_update_slice_in_dim(
+            cached, new.transpose(0, 2, 1, 3), position, 2),
         cache, kv,
     )
+
+
+def cache_view(cache: KeyValue) -> KeyValue:
+    """A heads-major cache [batch, heads, max_len, head_dim] as the keys and values [batch,
+    max_len, heads, head_dim] that attention reads. The cache is stored heads-major because
+    attention's batched matmuls take batch and heads outermost: XLA folds this transpose into
+    them, where a [batch, max_len, heads, head_dim] cache is copied whole at every step."""
+    return jax.tree.map(lambda x: x.transpose(0, 2, 1, 3), cache)
 
 
 def empty_caches(
     batch: int, max_len: int, num_heads: int, head_dim: int, dtype: Any, num_layers: int
 ) -> dict[str, list[KeyValue]]:
     """`init_cache`'s result: for each of `num_layers` decoder layers, zero keys and values
-    [batch, max_len, num_heads, head_dim] of `dtype`."""
-    shape = (batch, max_len, num_heads, head_dim)
+    heads-major, [batch, num_heads, max_len, head_dim], of `dtype` (see `cache_view`)."""
+    shape = (batch, num_heads, max_len, head_dim)
     empty = {"key": jnp.zeros(shape, dtype), "value": jnp.zeros(shape, dtype)}
     return {"self": [empty for _ in range(num_layers)]}

@@ -19,7 +19,7 @@ What sets it apart from `transformer.Transformer`:
 
 The cache, `encoded` and the four seam functions are the Transformer's: `encode` also projects the
 memory into each decoder layer's cross-attention keys and values; the cache holds only the
-decoder's self-attention keys and values ([batch, max_len, heads, d_kv] per layer). Beam search
+decoder's self-attention keys and values ([batch, heads, max_len, d_kv] per layer). Beam search
 keeps it in place, as the Transformer's: `init_beam_cache` adds the table `origin` of which beam
 wrote each position, `reorder_cache` gathers only that table, and a step's self-attention reads
 the cache through it (`attend_beams`, with T5's bias and no logit scale).
@@ -39,6 +39,7 @@ from flax_s2s.models.attention import (
     KeyValue,
     attend_beams,
     beam_cache,
+    cache_view,
     empty_caches,
     reorder_beam_cache,
     segment_mask,
@@ -47,7 +48,8 @@ from flax_s2s.models.attention import (
 )
 from flax_s2s.models.remat import layer_class
 from flax_s2s.models.t5_buckets import relative_position_bucket
-from flax_s2s.models.transformer import check_packed_encoding, encoder_output, source_mask
+from flax_s2s.models.transformer import check_packed_encoding, encoder_output, source_mask, tied_logits
+from flax_s2s.models.transformer_layers import DENSE
 from flax_s2s.special_tokens import PRETRAINED_DEFAULTS, SpecialTokens
 
 Array = jax.Array
@@ -161,7 +163,7 @@ class T5Attention(nn.Module):
         c = self.config
         heads = (c.num_heads, c.d_kv)
         inner = c.num_heads * c.d_kv
-        dense = dict(use_bias=False, dtype=c.dtype)
+        dense = dict(use_bias=False, dtype=c.dtype, **DENSE)
         normal = nn.initializers.normal
         # T5's init: the query's scale stands in for the 1 / sqrt(d_kv) of the logits.
         self.query = nn.DenseGeneral(heads, kernel_init=normal((c.d_model * c.d_kv) ** -0.5), **dense)
@@ -201,14 +203,15 @@ class T5Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         c = self.config
-        dense = dict(use_bias=False, dtype=c.dtype, kernel_init=nn.initializers.normal(c.d_model ** -0.5))
+        dense = dict(use_bias=False, dtype=c.dtype, kernel_init=nn.initializers.normal(c.d_model ** -0.5),
+                     **DENSE)
         if c.feed_forward == "gated-gelu":
             h = jax.nn.gelu(nn.Dense(c.d_ff, name="wi_0", **dense)(x), approximate=True)
             h = h * nn.Dense(c.d_ff, name="wi_1", **dense)(x)
         else:
             h = nn.relu(nn.Dense(c.d_ff, name="wi", **dense)(x))
         h = nn.Dropout(c.dropout_rate)(h, deterministic=not train)
-        return nn.Dense(c.d_model, use_bias=False, dtype=c.dtype, name="wo",
+        return nn.Dense(c.d_model, use_bias=False, dtype=c.dtype, name="wo", **DENSE,
                         kernel_init=nn.initializers.normal(c.d_ff ** -0.5))(h)
 
 
@@ -266,14 +269,14 @@ class T5DecoderLayer(nn.Module):
         origin: Array | None = None,
     ) -> tuple[Array, KeyValue | None]:
         """The parallel pass over x [batch, tgt_len, d_model] when `self_cache` is None, else one
-        step (tgt_len 1) whose key and value are written into self_cache [batch, max_len, heads,
+        step (tgt_len 1) whose key and value are written into self_cache [batch, heads, max_len,
         d_kv] at `position` (beam search's caches are read through `origin`, `attend_beams`).
         self_bias: relative positions and causal mask of the self-attention, cross_bias: the
         source padding mask. Returns (x, updated self_cache or None)."""
         y = self.self_attention_norm(x)
         kv = self.self_attention.project_kv(y)
         if self_cache is not None:
-            kv = self_cache = write_cache(self_cache, kv, position)
+            kv = cache_view(self_cache := write_cache(self_cache, kv, position))
         filled = None if origin is None else position + 1
         y = self.self_attention(y, kv, self_bias, train, origin, filled)
         x = x + self.dropout(y, deterministic=not train)
@@ -325,7 +328,7 @@ class T5(nn.Module):
         self.decoder_norm = _rms_norm(c, "decoder_norm")
         self.dropout = nn.Dropout(c.dropout_rate)
         if not c.tie_output:
-            self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype,
+            self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype, **DENSE,
                                     kernel_init=nn.initializers.normal(1.0))
 
     def encode(
@@ -392,7 +395,7 @@ class T5(nn.Module):
         x = self.dropout(self.decoder_norm(x), deterministic=not train)
         if self.config.scale_output:
             x = x * jnp.asarray(self.config.d_model ** -0.5, x.dtype)
-        logits = self.shared_embed.attend(x) if self.config.tie_output else self.lm_head(x)
+        logits = tied_logits(self.shared_embed, x) if self.config.tie_output else self.lm_head(x)
         return logits.astype(jnp.float32), (None if caches is None else new_caches)
 
     def forward(
@@ -432,7 +435,7 @@ class T5(nn.Module):
         """prev_tokens [batch] at `position` -> (logits [batch, vocab], updated cache). The
         self-attention bias is this position's against every cache position, those after it
         masked. `cache`: `init_cache`'s, or `init_beam_cache`'s (with the beams' `origin`)."""
-        max_len = cache["self"][0]["key"].shape[1]
+        max_len = cache["self"][0]["key"].shape[2]
         keys = jnp.arange(max_len)
         query = jnp.asarray(position)[None]
         self_bias = self.decoder_bias(query, keys) + jnp.where(keys <= query[0], 0.0, _MASKED)

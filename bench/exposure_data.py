@@ -18,8 +18,8 @@ import random
 from collections.abc import Callable
 
 RARE_SHARE = 0.015  # six-digit numbers in train / validation / test
-SPLIT_SIZES = {"train": 4_000, "validation": 1_000, "test": 2_000, "test_pattern": 2_000,
-               "test_magnitude": 2_000}
+SPLIT_SIZES = {"train": 4_000, "validation": 500, "test": 1_000, "test_pattern": 1_000,
+               "test_magnitude": 1_000}
 SPLITS = tuple(SPLIT_SIZES)
 
 

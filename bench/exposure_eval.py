@@ -150,6 +150,45 @@ def _errors(result: dict, split: str, decoding: str) -> np.ndarray:
     return 1.0 - np.asarray(result["scores"][split][decoding]["correct"], np.float64)
 
 
+def _symbol_errors(result: dict, split: str, decoding: str) -> np.ndarray:
+    """Per example: edit distance to the nearest reference over its length (a secondary metric
+    that, unlike sequence error, sees what follows a first error)."""
+    got = result["scores"][split][decoding]
+    return np.asarray([edit_distance(h, r) / max(len(r), 1)
+                       for h, r in zip(got["predictions"], got["references"], strict=True)])
+
+
+def _by_arm(runs: dict, arms: list[str], seeds: list[int], splits: Sequence[str],
+            metric: Callable) -> list[str]:
+    lines = ["| arm | seeds | " + " | ".join(splits) + " |", "|---|---|" + "---|" * len(splits)]
+    for arm in ["base", *arms]:
+        done = [s for s in seeds if (arm, s) in runs]
+        if done:
+            cells = [" / ".join(f"{100 * np.mean([metric(runs[arm, s], split, d).mean() for s in done]):.2f}"
+                                for d in BEAMS) for split in splits]
+            lines.append(f"| {arm} | {len(done)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired(runs: dict, task, arms: list[str], seeds: list[int], splits: Sequence[str],
+            metric: Callable) -> list[str]:
+    lines = ["| arm | split | decoding | seeds | difference [95% interval] | per seed |",
+             "|---|---|---|---|---|---|"]
+    for arm in arms:
+        paired = [s for s in seeds if (arm, s) in runs and ("tf", s) in runs]
+        if arm == "tf" or not paired:
+            continue
+        for split in (*task.primary, *[s for s in splits if s not in task.primary]):
+            for decoding in BEAMS:
+                diffs = np.stack([metric(runs[arm, s], split, decoding)
+                                  - metric(runs["tf", s], split, decoding) for s in paired])
+                mean, lo, hi = paired_bootstrap(100 * diffs)
+                per_seed = ", ".join(f"{100 * d.mean():+.2f}" for d in diffs)
+                lines.append(f"| {arm} | {split} | {decoding} | {len(paired)} | {mean:+.2f} "
+                             f"[{lo:+.2f}, {hi:+.2f}] | {per_seed} |")
+    return lines
+
+
 def table(task, seeds: list[int], arms: list[str], job_of: Callable, base_of: Callable,
           notes: list[str]) -> list[str]:
     """Markdown lines: scores by arm, paired differences against tf, errors after errors, the
@@ -166,31 +205,16 @@ def table(task, seeds: list[int], arms: list[str], job_of: Callable, base_of: Ca
     splits = TEST_SETS[task.name]
     lines = [*notes, "", f"Runs not (yet) finished: {', '.join(missing) or 'none'}.", "",
              "Sequence error % (mean over the seeds done), greedy / beam 5:", "",
-             "| arm | seeds | " + " | ".join(splits) + " |", "|---|---|" + "---|" * len(splits)]
-    for arm in ["base", *arms]:
-        done = [s for s in seeds if (arm, s) in runs]
-        if not done:
-            continue
-        cells = [" / ".join(f"{100 * np.mean([_errors(runs[arm, s], split, d).mean() for s in done]):.2f}"
-                            for d in BEAMS) for split in splits]
-        lines.append(f"| {arm} | {len(done)} | " + " | ".join(cells) + " |")
-    lines += ["", "Paired difference arm - tf in sequence error (points; negative: the arm is "
-              "better), pooled over the seeds both finished, 95% bootstrap interval over seeds "
-              "and test examples; per-seed differences after it:", "",
-              "| arm | split | decoding | seeds | difference [95% interval] | per seed |",
-              "|---|---|---|---|---|---|"]
-    for arm in arms:
-        paired = [s for s in seeds if (arm, s) in runs and ("tf", s) in runs]
-        if arm == "tf" or not paired:
-            continue
-        for split in (*task.primary, *[s for s in splits if s not in task.primary]):
-            for decoding in BEAMS:
-                diffs = np.stack([_errors(runs[arm, s], split, decoding)
-                                  - _errors(runs["tf", s], split, decoding) for s in paired])
-                mean, lo, hi = paired_bootstrap(100 * diffs)
-                per_seed = ", ".join(f"{100 * d.mean():+.2f}" for d in diffs)
-                lines.append(f"| {arm} | {split} | {decoding} | {len(paired)} | {mean:+.2f} "
-                             f"[{lo:+.2f}, {hi:+.2f}] | {per_seed} |")
+             *_by_arm(runs, arms, seeds, splits, _errors), "",
+             "Paired difference arm - tf in sequence error (points; negative: the arm is better), "
+             "pooled over the seeds both finished, 95% bootstrap interval over seeds and test "
+             "examples; the per-seed differences after it:", "",
+             *_paired(runs, task, arms, seeds, splits, _errors), "",
+             "Secondary: symbol error % (edit distance to the nearest reference over its length, "
+             "mean over examples and seeds), greedy / beam 5:", "",
+             *_by_arm(runs, arms, seeds, splits, _symbol_errors), "",
+             "Its paired difference arm - tf (points), as above:", "",
+             *_paired(runs, task, arms, seeds, splits, _symbol_errors)]
     lines += ["", "Errors after an error against after none (greedy outputs aligned to the "
               "reference by edit distance; rates summed over the seeds):", "",
               "| arm | split | after an error % | after none % |", "|---|---|---|---|"]

@@ -105,7 +105,7 @@ def numbers_task(root: str) -> Task:
         f"{c}eval_batch_size=500", f"{c}text_metrics=('wer',)", f"{c}final_eval_split=validation",
         f"{c}optimizer.learning_rate=3e-3", f"{c}optimizer.warmup_steps=100",
         f"{c}optimizer.end_lr_factor=1.0",
-    ), base_steps=1500, steps=300, learning_rate=1e-3,
+    ), base_steps=200, steps=100, learning_rate=1e-3,
         primary=("test_pattern", "test_magnitude"), seeds=(0, 1, 2, 3, 4), config=config)
 
 
@@ -125,7 +125,7 @@ def g2p_task(root: str, g2p_data: str) -> Task:
 
 def base_job(root: str, task: Task, seed: int) -> Job:
     workdir = os.path.join(root, task.name, f"seed{seed}", "base")
-    every = max(task.base_steps // 10, 1)
+    every = max(task.base_steps // 2, 1)
     return Job(workdir, task.base_steps, [
         *task.base_args, f"--workdir={workdir}", f"--config.seed={seed}",
         f"--config.num_train_steps={task.base_steps}", f"--config.eval_every={every}",
@@ -250,6 +250,13 @@ def stage_gonogo(root: str, task: Task, seeds: list[int]) -> None:
             print(f"{task.name} seed {seed} base, {split}: {exposure_eval.describe_eae(found)}")
 
 
+def run(jobs: list[Job]) -> None:
+    """`ss_finetune.run_jobs` (one trainer per core this process may use), parents made first."""
+    for job in jobs:
+        os.makedirs(os.path.dirname(job.workdir), exist_ok=True)
+    run_jobs(jobs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -278,12 +285,12 @@ def main() -> None:
     for task in tasks:
         seeds = args.seeds or list(task.seeds)
         if "base" in args.stage:
-            run_jobs([base_job(args.root, task, seed) for seed in seeds])
+            run([base_job(args.root, task, seed) for seed in seeds])
         if "gonogo" in args.stage:
             stage_gonogo(args.root, task, seeds)
         if "arms" in args.stage:
             jobs = [arm_job(args.root, task, arm, seed) for seed in seeds for arm in args.arms]
-            run_jobs([job for job in jobs if job is not None])
+            run([job for job in jobs if job is not None])
         if "table" in args.stage:
             lines = exposure_eval.table(
                 task, seeds, args.arms, functools.partial(arm_job, args.root, task),

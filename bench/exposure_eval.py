@@ -203,7 +203,9 @@ def table(task, seeds: list[int], arms: list[str], job_of: Callable, base_of: Ca
                 continue
             runs[arm, seed] = evaluate_run(job, task.name)
     splits = TEST_SETS[task.name]
+    single = ["With one seed done the interval is over the test examples alone.", ""]
     lines = [*notes, "", f"Runs not (yet) finished: {', '.join(missing) or 'none'}.", "",
+             *(single if len({s for _, s in runs}) == 1 else []),
              "Sequence error % (mean over the seeds done), greedy / beam 5:", "",
              *_by_arm(runs, arms, seeds, splits, _errors), "",
              "Paired difference arm - tf in sequence error (points; negative: the arm is better), "

@@ -246,6 +246,14 @@ def stage_gonogo(root: str, task: Task, seeds: list[int]) -> None:
             print(f"{job.workdir}: not trained yet, skipped")
             continue
         result = exposure_eval.evaluate_run(job, task.name)
+        if exposure_eval.error_after_error_function() is None:
+            print(f"{task.name} seed {seed} base: error_after_error skipped, this code has no "
+                  "diagnostics.error_after_error (rerun --stage gonogo once it has)")
+        curve = result["recovery"]
+        gaps = [f"{100 * (c - k):+.1f}" for c, k in zip(curve["corrupted"][1:6], curve["clean"][1:6],
+                                                        strict=True) if c is not None]
+        print(f"{task.name} seed {seed} base: recovery, corrupted - clean accuracy at d = 1..5: "
+              + ", ".join(gaps))
         for split, found in result["error_after_error"].items():
             print(f"{task.name} seed {seed} base, {split}: {exposure_eval.describe_eae(found)}")
 

@@ -48,6 +48,8 @@ def set_threads(threads: int) -> None:
         torch.set_num_interop_threads(1)
     except ImportError:
         pass
+    except RuntimeError:  # set already: a second bench script imported into the first
+        pass
 
 
 def pinned_cores() -> list[int]:

@@ -18,7 +18,7 @@ import time
 
 import pytest
 from absl import flags
-from conftest import ROOT
+from conftest import ROLLED, ROOT
 from probes import PROBES, Probe, make_inputs
 
 from flax_s2s import workdir_lock
@@ -151,8 +151,8 @@ def test_a_trained_workdir_meets_reruns_lost_metrics_and_bad_decode_input(inputs
 
     workdir = str(tmp_path / "run")
     config = tiny_config(**{
-        "task": "parallel_text", "data_path": f"{inputs}/data", "max_src_len": 8,
-        "max_tgt_len": 6, "batch_size": 8, "eval_batch_size": 8, "num_train_steps": 2,
+        "task": "parallel_text", "data_path": f"{inputs}/data", **ROLLED,
+        "batch_size": 8, "eval_batch_size": 8, "num_train_steps": 2,
         "eval_every": 1, "log_every": 1, "checkpoint_every": 2, "keep_best": 1,
         "best_metric": "validation/bleu", "model.emb_dim": 8, "model.hidden_dim": 8,
         "model.attention_dim": 8})
@@ -181,7 +181,7 @@ def test_a_trained_workdir_meets_reruns_lost_metrics_and_bad_decode_input(inputs
     code, message, _ = run_command("decode", [f"--workdir={workdir}", f"--input={lines}",
                                               "--min_len=50"])
     assert (code, message) == (1, "error: --min_len=50: must be >= 0 and below the model's "
-                                  "max_tgt_len=6 (EOS included)")
+                                  "max_tgt_len=13 (EOS included)")
     code, message, _ = run_command("decode", [f"--workdir={workdir}", f"--input={lines}",
                                               "--strict"])
     assert (code, message) == (1, "error: line 2: 1 symbol(s) outside the source vocabulary "

@@ -31,6 +31,8 @@ TINY_CONFIG = {
     "num_train_steps": STEPS, "max_checkpoints": 2, **ROLLED,
     # an average of the parameters and two microbatches a step: both resume exactly too
     "ema_decay": 0.9, "grad_accum_steps": 2,
+    # one final split (the periodic evals' own): what these tests compare is the parameters
+    "final_eval_split": "validation",
 }
 TINY = [f"--config.{key}={value}" for key, value in TINY_CONFIG.items()]
 
@@ -209,7 +211,9 @@ def test_a_run_whose_newest_checkpoint_is_all_empty_files_resumes_from_the_previ
 
 def _run_tiny(workdir, data_dir, **overrides):
     config = tiny_config(**{"data_dir": data_dir, "num_train_steps": 10, "log_every": 5,
-                            "checkpoint_every": 5, "eval_every": 1000, **overrides})
+                            "checkpoint_every": 5, "eval_every": 1000, **ROLLED,
+                            "eval_batch_size": 500, "final_eval_split": "validation",
+                            **overrides})
     return training.run(config, str(workdir))
 
 

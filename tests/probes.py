@@ -6,8 +6,14 @@ lists them). Paths are written with `{root}`, the probes' directory of inputs (`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
+import io
 import os
+import sys
+
+from absl import flags
 
 # A tiny train.py: a parallel_text task of TSV files, a small LSTM; every train probe below fails
 # before anything compiles.
@@ -138,3 +144,24 @@ def make_inputs(root: str) -> None:
     write(f"{root}/src.txt", "1+2\n3+4\n5+6\n")
     write(f"{root}/one.txt", "3\n")
     write(f"{root}/lexicon.tsv", "ABC\tA B C\n")
+
+
+def run_command(command: str, argv: list[str]) -> tuple[int, str, str]:
+    """(exit code, its message, what it printed): `flax_s2s.cli.<command>.run()` with `argv`,
+    as its console script runs it; the flags it defined are removed after."""
+    module = importlib.import_module(f"flax_s2s.cli.{command}")
+    defined, saved_argv = set(flags.FLAGS), sys.argv
+    sys.argv = [command, *argv]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
+            module.run()
+        code, message = 0, ""
+    except SystemExit as exit_:
+        code, message = (1, exit_.code) if isinstance(exit_.code, str) else (exit_.code or 0, "")
+    finally:
+        sys.argv = saved_argv
+        for name in set(flags.FLAGS) - defined:
+            delattr(flags.FLAGS, name)
+        flags.FLAGS.unparse_flags()
+    return code, message, printed.getvalue()

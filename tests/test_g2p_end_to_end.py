@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROLLED, ROOT, tiny_config
 from lexicon_fixture import lexicon_pairs, write_lexicon
+from probes import run_command
 
 from configs import g2p_lstm
 from flax_s2s import evaluate, training, workdirs
@@ -117,24 +118,26 @@ def test_training_reports_wer_and_per_and_the_cli_reproduces_them(trained, tmp_p
     positions = rates["positions_after_clean"] + rates["positions_after_error"]
     assert sum(map(min, lengths.values())) <= positions <= sum(map(max, lengths.values()))
 
-    both = subprocess.run([*command, "--split=validation"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert both.returncode != 0 and "exactly one of (data, split)" in both.stderr.lower()
+    # The rest through the command's run() in this process, as its console script runs it.
+    def run_evaluate(*flags: str) -> tuple[int, str]:
+        """(exit code, its message and then what it printed)."""
+        code, message, printed = run_command("evaluate", [f"--workdir={workdir}", *flags])
+        return code, f"{message}\n{printed}"
+
+    code, out = run_evaluate(f"--data={data}", "--split=validation")
+    assert code != 0 and "exactly one of (data, split)" in out.lower()
 
     headers = {"--step=10": "checkpoint step 10,", "--average=2": "mean of checkpoints 10, 20,"}
     for flag, header in headers.items():
-        out = subprocess.run([*own_split, flag], cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=300)
-        assert out.returncode == 0, out.stderr[-3000:]
-        assert header in out.stdout.splitlines()[0], out.stdout
+        code, out = run_evaluate("--split=validation", flag)
+        assert code == 0, out[-3000:]
+        assert header in out.splitlines()[1], out  # the first line printed
 
-    too_many = subprocess.run([*command, "--average=3"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
-    assert too_many.returncode != 0
-    assert "cannot average 3 checkpoints up to step 20" in too_many.stderr, too_many.stderr[-2000:]
+    code, out = run_evaluate(f"--data={data}", "--average=3")
+    assert code != 0 and "cannot average 3 checkpoints up to step 20" in out, out[-2000:]
 
-    beam = subprocess.run([*command, "--beam=-1"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert beam.returncode != 0 and "beam size must be >= 0" in beam.stderr
+    code, out = run_evaluate(f"--data={data}", "--beam=-1")
+    assert code != 0 and "beam size must be >= 0" in out
 
 
 @pytest.mark.slow

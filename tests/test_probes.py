@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
-import io
 import os
 import re
 import signal
@@ -17,9 +15,8 @@ import sys
 import time
 
 import pytest
-from absl import flags
-from conftest import ROOT
-from probes import PROBES, Probe, make_inputs
+from conftest import ROLLED, ROOT
+from probes import PROBES, Probe, make_inputs, run_command
 
 from flax_s2s import workdir_lock
 
@@ -45,27 +42,6 @@ def tree_state(root: str, skip: str | None = None) -> dict[str, str]:
             with open(path, "rb") as f:
                 state[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
     return state
-
-
-def run_command(command: str, argv: list[str]) -> tuple[int, str, str]:
-    """(exit code, its message, what it printed): `flax_s2s.cli.<command>.run()` with `argv`,
-    as its console script runs it; the flags it defined are removed after."""
-    module = importlib.import_module(f"flax_s2s.cli.{command}")
-    defined, saved_argv = set(flags.FLAGS), sys.argv
-    sys.argv = [command, *argv]
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
-            module.run()
-        code, message = 0, ""
-    except SystemExit as exit_:
-        code, message = (1, exit_.code) if isinstance(exit_.code, str) else (exit_.code or 0, "")
-    finally:
-        sys.argv = saved_argv
-        for name in set(flags.FLAGS) - defined:
-            delattr(flags.FLAGS, name)
-        flags.FLAGS.unparse_flags()
-    return code, message, printed.getvalue()
 
 
 @contextlib.contextmanager
@@ -151,8 +127,8 @@ def test_a_trained_workdir_meets_reruns_lost_metrics_and_bad_decode_input(inputs
 
     workdir = str(tmp_path / "run")
     config = tiny_config(**{
-        "task": "parallel_text", "data_path": f"{inputs}/data", "max_src_len": 8,
-        "max_tgt_len": 6, "batch_size": 8, "eval_batch_size": 8, "num_train_steps": 2,
+        "task": "parallel_text", "data_path": f"{inputs}/data", **ROLLED,
+        "batch_size": 8, "eval_batch_size": 8, "num_train_steps": 2,
         "eval_every": 1, "log_every": 1, "checkpoint_every": 2, "keep_best": 1,
         "best_metric": "validation/bleu", "model.emb_dim": 8, "model.hidden_dim": 8,
         "model.attention_dim": 8})
@@ -181,7 +157,7 @@ def test_a_trained_workdir_meets_reruns_lost_metrics_and_bad_decode_input(inputs
     code, message, _ = run_command("decode", [f"--workdir={workdir}", f"--input={lines}",
                                               "--min_len=50"])
     assert (code, message) == (1, "error: --min_len=50: must be >= 0 and below the model's "
-                                  "max_tgt_len=6 (EOS included)")
+                                  "max_tgt_len=13 (EOS included)")
     code, message, _ = run_command("decode", [f"--workdir={workdir}", f"--input={lines}",
                                               "--strict"])
     assert (code, message) == (1, "error: line 2: 1 symbol(s) outside the source vocabulary "

@@ -24,7 +24,7 @@ from flax_s2s.data import cmudict_g2p, parallel_text, registry, tasks
 from flax_s2s.errors import DiskFullError, FileFormatError
 from flax_s2s.training.config import ConfigError, validate_config
 
-STEPS = 30
+STEPS = 16  # checkpoints at 4, 8, 12, 16; the three kills land at steps 8, 12 and 13
 TINY_CONFIG = {
     "model.emb_dim": 8, "model.hidden_dim": 16, "model.attention_dim": 8, "batch_size": 16,
     "eval_batch_size": 500, "log_every": 1, "eval_every": 1000, "checkpoint_every": 4,
@@ -60,10 +60,18 @@ def _final_params(workdir):
     return {"params": state["params"], "ema_params": state["ema_params"]}
 
 
+def _config(data_dir, **overrides):
+    """train.py's config under `_command`, for a run in this process (which spares a process
+    start and its imports)."""
+    return tiny_config(**{"data_dir": data_dir, **TINY_CONFIG, **overrides})
+
+
 @pytest.fixture(scope="module")
 def uninterrupted_workdir(tmp_path_factory, addition_data_dir):
+    """The run uninterrupted, in this process: the train.py runs below that are killed and
+    resumed must end with its parameters bit for bit."""
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    subprocess.run(_command(workdir, addition_data_dir), cwd=ROOT, check=True, capture_output=True)
+    assert training.run(_config(addition_data_dir), str(workdir))["step"] == STEPS
     return workdir
 
 
@@ -89,7 +97,7 @@ def test_killed_three_times_and_resumed_gives_bit_identical_params(
 
 @pytest.mark.slow
 def test_a_second_trainer_on_a_workdir_in_use_fails_at_once_and_a_killed_ones_lock_is_taken_over(
-    tmp_path, addition_data_dir
+    tmp_path, addition_data_dir, capsys
 ):
     # far more steps than it will live for: it still holds the workdir when the second starts
     first = subprocess.Popen([*_command(tmp_path, addition_data_dir), "--config.num_train_steps=1000000"],
@@ -105,24 +113,25 @@ def test_a_second_trainer_on_a_workdir_in_use_fails_at_once_and_a_killed_ones_lo
     assert f"is in use by a trainer: pid {first.pid} on this host" in second.stderr, second.stderr
     assert "Traceback" not in second.stderr
 
-    # kill -9 left the lock behind; the next trainer takes it over and trains to the end
-    third = subprocess.run([*_command(tmp_path, addition_data_dir), "--config.num_train_steps=5"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0, third.stderr[-2000:]
-    assert f"taking over the stale lock of pid {first.pid}" in third.stderr
+    # kill -9 left the lock behind; the next trainer (in this process) takes it over and trains
+    # to the end
+    capsys.readouterr()
+    training.run(_config(addition_data_dir, num_train_steps=5), str(tmp_path))
+    assert f"taking over the stale lock of pid {first.pid}" in capsys.readouterr().err
     assert not (tmp_path / "trainer.lock").exists()
 
 
 @pytest.mark.slow
-def test_sigterm_saves_exits_zero_and_resume_continues(tmp_path, addition_data_dir, uninterrupted):
+def test_sigterm_saves_exits_zero_and_resume_continues(tmp_path, addition_data_dir, uninterrupted,
+                                                       capsys):
     code, out, err = _run_until_step(tmp_path, addition_data_dir, 6, signal.SIGTERM)
     assert code == 0, err[-2000:]
     stopped_at = int(out.split("stopped by SIGTERM at step ")[1].split(";")[0])
     assert stopped_at >= 6
     assert str(stopped_at) in os.listdir(tmp_path / "checkpoints")
-    result = subprocess.run(_command(tmp_path, addition_data_dir), cwd=ROOT, capture_output=True,
-                            text=True, check=True)
-    assert f"at step {stopped_at}" in result.stdout
+    capsys.readouterr()
+    training.run(_config(addition_data_dir), str(tmp_path))  # the resume, in this process
+    assert f"at step {stopped_at}" in capsys.readouterr().out
     jax.tree.map(np.testing.assert_array_equal, _final_params(tmp_path), uninterrupted)
 
 
@@ -194,22 +203,22 @@ def test_any_unreadable_item_of_the_newest_checkpoint_falls_back_to_the_previous
 @pytest.mark.slow
 def test_a_run_whose_newest_checkpoint_is_all_empty_files_resumes_from_the_previous(
         tmp_path, addition_data_dir, uninterrupted_workdir, uninterrupted):
-    """A power loss's damage: the finished run's step 30, every file empty; the rerun warns,
-    sets it aside, resumes from 28 and ends with the uninterrupted run's parameters."""
+    """A power loss's damage: the finished run's last step, every file empty; the rerun warns,
+    sets it aside, resumes from the one before and ends with the uninterrupted run's parameters."""
     workdir = tmp_path / "run"
     shutil.copytree(uninterrupted_workdir, workdir)
     _empty_files(workdir / "checkpoints" / str(STEPS))
-    result = subprocess.run(_command(workdir, addition_data_dir), cwd=ROOT, capture_output=True,
-                            text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(rf"checkpoints/{STEPS} is unreadable", result.stderr)
+    with pytest.warns(UserWarning, match=rf"checkpoints/{STEPS} is unreadable"):
+        training.run(_config(addition_data_dir), str(workdir))
     assert os.path.isdir(workdir / "checkpoints" / f"unreadable-{STEPS}")
     jax.tree.map(np.testing.assert_array_equal, _final_params(workdir), uninterrupted)
 
 
 def _run_tiny(workdir, data_dir, **overrides):
     config = tiny_config(**{"data_dir": data_dir, "num_train_steps": 10, "log_every": 5,
-                            "checkpoint_every": 5, "eval_every": 1000, **overrides})
+                            "checkpoint_every": 5, "eval_every": 1000, **ROLLED,
+                            "eval_batch_size": 500, "final_eval_split": "validation",
+                            **overrides})
     return training.run(config, str(workdir))
 
 
@@ -393,9 +402,9 @@ def _fill_once_saved(checkpoint_dir, filesystem, stop):
 def test_a_disk_that_fills_during_a_save_stops_the_run_and_a_rerun_with_space_resumes_exactly(
     tmp_path, addition_data_dir, uninterrupted_workdir, uninterrupted, capsys
 ):
-    reference = uninterrupted_workdir  # the same run uninterrupted (train.py, TINY_CONFIG)
+    reference = uninterrupted_workdir  # the same run uninterrupted (TINY_CONFIG)
     room = 8 * _tmpfs_bytes(reference / "checkpoints" / str(STEPS)) + _tmpfs_bytes(reference)
-    config = tiny_config(data_dir=addition_data_dir, **TINY_CONFIG)
+    config = _config(addition_data_dir)
     stop = threading.Event()
     with _small_filesystem(tmp_path / "small", room) as small:
         workdir = small / "run"

@@ -1,7 +1,8 @@
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import ROLLED, tiny_config
 
 from flax_s2s import reference_eval, training
 from flax_s2s.checkpoint import Checkpointer
@@ -16,7 +17,7 @@ VOCAB = SymbolVocab.build("0123456789+")
 @pytest.fixture(scope="module")
 def setup():
     config = tiny_config(**{"optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 20,
-                            "num_train_steps": 400, "eval_batch_size": 32})
+                            "num_train_steps": 400, "eval_batch_size": 32, **ROLLED})
     config.model.hidden_dim = 64
     examples = pipeline.tokenize(PAIRS, VOCAB, VOCAB, config.max_src_len, config.max_tgt_len)
     model = build_model(config, len(VOCAB), len(VOCAB))
@@ -27,11 +28,17 @@ def setup():
     return config, examples, model, tx, dataset, train_step, eval_step
 
 
+def _as_restored(state):
+    """`state` strongly typed and committed to the device, as a checkpoint restores it and as the
+    train step returns it: then the one compile of the train step serves every state here."""
+    return jax.device_put(state.replace(step=jnp.asarray(state.step, jnp.int32)), jax.devices()[0])
+
+
 @pytest.fixture(scope="module")
 def overfit(setup):
     """(initial state, the state after num_train_steps on the 32 examples)."""
     config, examples, model, tx, dataset, train_step, eval_step = setup
-    initial = state = training.create_train_state(model, tx, config.seed, dataset[0])
+    initial = state = _as_restored(training.create_train_state(model, tx, config.seed, dataset[0]))
     for step in range(config.num_train_steps):
         state, _ = train_step(state, dataset[step])
     return initial, state
@@ -48,7 +55,7 @@ def test_tiny_model_overfits_32_examples(setup, overfit):
 
 def test_save_then_restore_gives_same_params_and_next_loss(setup, tmp_path):
     config, examples, model, tx, dataset, train_step, eval_step = setup
-    state = training.create_train_state(model, tx, config.seed, dataset[0])
+    state = _as_restored(training.create_train_state(model, tx, config.seed, dataset[0]))
     iterator = pipeline.train_iterator(dataset)
     for _ in range(3):
         state, _ = train_step(state, next(iterator))
@@ -57,7 +64,7 @@ def test_save_then_restore_gives_same_params_and_next_loss(setup, tmp_path):
     _, expected = train_step(state, next(iterator))
 
     fresh_iterator = pipeline.train_iterator(dataset)
-    template = training.create_train_state(model, tx, config.seed + 1, dataset[0])
+    template = jax.tree.map(jnp.zeros_like, state)  # a fresh process's state, all zeros here
     restored = Checkpointer(str(tmp_path / "ckpt")).restore(template, fresh_iterator)
     assert int(restored.step) == 3
     jax.tree.map(np.testing.assert_array_equal, restored.params, state.params)

@@ -5,11 +5,13 @@
 
 Tasks. `numbers`: digits -> English number words (num2words, British: "forty thousand and
 five"), character level, built in code by `bench/exposure_data.py`: in-distribution train /
-validation / test, and two shifted tests, `test_pattern` (numbers whose hundreds digit is 0
-after a thousands group, held out of every other split) and `test_magnitude` (six-digit numbers,
-1.5% of training). `g2p`: CMUdict G2P trained on the standard training split as
-`configs/g2p_gru.py` does (the lexicon read from --g2p_data, never copied); its test is the
-validation words of 10+ letters (`validation_long`), the full validation split beside it.
+validation / test, and two shifted tests of new combinations of seen words: `test_pattern`
+(30_000 .. 99_999 with hundreds digit 0, "forty-five thousand and eighty": held out of every
+other split, which show that zero group below 30_000 and those thousands groups without it) and
+`test_magnitude` (numbers 1 .. 999, 2% of training, the rest 1_000 .. 99_999). `g2p`: CMUdict
+G2P trained on the standard training split as `configs/g2p_gru.py` does (the lexicon read from
+--g2p_data, never copied); its test is the validation words of 10+ letters (`validation_long`),
+the full validation split beside it.
 
 Stages, each resumable (every (task, seed, arm) is its own workdir, `ROOT/TASK/seedS/ARM`, and
 each evaluation is cached in its workdir's `study_eval.json`; rerunning skips what is done and

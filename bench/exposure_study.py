@@ -1,6 +1,6 @@
 """Exposure bias, measured: does any remedy beat more teacher-forced steps on a shifted test set?
 
-    python bench/exposure_study.py [--root runs/exposure_study] [--tasks numbers g2p]
+    python bench/exposure_study.py [--root runs/exposure_study_v2] [--tasks numbers g2p]
         [--stage data base gonogo arms table] [--seeds 0 1 2 3 4] [--arms tf step ...]
 
 Tasks. `numbers`: digits -> English number words (num2words, British: "forty thousand and
@@ -270,7 +270,7 @@ def run(jobs: list[Job]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="runs/exposure_study")
+    parser.add_argument("--root", default="runs/exposure_study_v2")  # v2 data: a new root
     parser.add_argument("--tasks", nargs="+", choices=("numbers", "g2p"), default=["numbers"])
     parser.add_argument("--stage", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--seeds", type=int, nargs="+", help="default: the task's (5 / 3)")

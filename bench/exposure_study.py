@@ -1,15 +1,17 @@
 """Exposure bias, measured: does any remedy beat more teacher-forced steps on a shifted test set?
 
-    python bench/exposure_study.py [--root runs/exposure_study] [--tasks numbers g2p]
+    python bench/exposure_study.py [--root runs/exposure_study_v2] [--tasks numbers g2p]
         [--stage data base gonogo arms table] [--seeds 0 1 2 3 4] [--arms tf step ...]
 
 Tasks. `numbers`: digits -> English number words (num2words, British: "forty thousand and
 five"), character level, built in code by `bench/exposure_data.py`: in-distribution train /
-validation / test, and two shifted tests, `test_pattern` (numbers whose hundreds digit is 0
-after a thousands group, held out of every other split) and `test_magnitude` (six-digit numbers,
-1.5% of training). `g2p`: CMUdict G2P trained on the standard training split as
-`configs/g2p_gru.py` does (the lexicon read from --g2p_data, never copied); its test is the
-validation words of 10+ letters (`validation_long`), the full validation split beside it.
+validation / test, and two shifted tests of new combinations of seen words: `test_pattern`
+(30_000 .. 99_999 with hundreds digit 0, "forty-five thousand and eighty": held out of every
+other split, which show that zero group below 30_000 and those thousands groups without it) and
+`test_magnitude` (numbers 1 .. 999, 2% of training, the rest 1_000 .. 99_999). `g2p`: CMUdict
+G2P trained on the standard training split as `configs/g2p_gru.py` does (the lexicon read from
+--g2p_data, never copied); its test is the validation words of 10+ letters (`validation_long`),
+the full validation split beside it.
 
 Stages, each resumable (every (task, seed, arm) is its own workdir, `ROOT/TASK/seedS/ARM`, and
 each evaluation is cached in its workdir's `study_eval.json`; rerunning skips what is done and
@@ -268,7 +270,7 @@ def run(jobs: list[Job]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="runs/exposure_study")
+    parser.add_argument("--root", default="runs/exposure_study_v2")  # v2 data: a new root
     parser.add_argument("--tasks", nargs="+", choices=("numbers", "g2p"), default=["numbers"])
     parser.add_argument("--stage", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--seeds", type=int, nargs="+", help="default: the task's (5 / 3)")

@@ -53,6 +53,18 @@ def _compile_faster() -> None:
 _compile_faster()
 
 
+def load_bench(name: str):
+    """The module bench/NAME.py (bench/ is scripts, not a package), registered under NAME in
+    sys.modules, where dataclasses look their module up."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "bench", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def tree_digest(root) -> dict[str, str]:
     """{path relative to `root`: sha256 of its bytes, or "dir"} of everything under `root`: equal
     before and after a command when it changed nothing there."""

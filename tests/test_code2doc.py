@@ -3,27 +3,14 @@ standard library: which files and functions it reads, the sources without their 
 first-sentence rule, splits disjoint by top-level name, and the same bytes from two builds; and
 the pieces of its baselines (bench/code2doc_baselines.py): identifier words, TF-IDF nearest."""
 
-import importlib.util
 import json
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
+from conftest import load_bench
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-code2doc, baselines = _load("code2doc"), _load("code2doc_baselines")
+code2doc, baselines = load_bench("code2doc"), load_bench("code2doc_baselines")
 
 
 @pytest.mark.parametrize("docstring, expected", [

@@ -2,24 +2,11 @@
 other splits none of it; no number is in two splits. Checked on the digits themselves, not
 through the builder's own predicate."""
 
-import importlib.util
-import os
-import sys
 
 import pytest
+from conftest import load_bench
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-exposure_data = _load("exposure_data")
+exposure_data = load_bench("exposure_data")
 SIZES = {"train": 3000, "validation": 200, "test": 400, "test_pattern": 300, "test_magnitude": 300}
 
 

@@ -3,13 +3,12 @@
 bench/gpu_wheels.py finds the packages a host lacks from Requires-Dist with markers and extras.
 Nothing here downloads."""
 
-import importlib.util
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import load_bench
 from packaging.utils import canonicalize_name
 
 from flax_s2s import training
@@ -17,15 +16,7 @@ from flax_s2s import training
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_mfu, train_speed, gpu_wheels = (_load(n) for n in ("gpu_mfu", "train_speed", "gpu_wheels"))
+gpu_mfu, train_speed, gpu_wheels = (load_bench(n) for n in ("gpu_mfu", "train_speed", "gpu_wheels"))
 
 
 def test_gpu_mfu_tiny_times_the_real_train_step(monkeypatch, capsys):

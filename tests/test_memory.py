@@ -68,11 +68,13 @@ def _loss_grads_and_greedy(module_class, config):
         return optax.softmax_cross_entropy_with_integer_labels(logits, tgt).mean()
 
     value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
-    # two decoder steps over the KV cache, run eagerly (no compile): the logits of each
-    encoded = model.encode(variables, src)
-    cache, steps = model.init_cache(variables, encoded, 4), []
+    # two decoder steps over the KV cache: the logits of each (one compiled step; run eagerly,
+    # op by op, the two steps cost 5x its compile)
+    encoded = jax.jit(model.encode)(variables, src)
+    cache, steps = jax.jit(model.init_cache, static_argnums=2)(variables, encoded, 4), []
+    step = jax.jit(model.step)
     for position in range(2):
-        logits, cache = model.step(variables, encoded, cache, tgt[:, position], position)
+        logits, cache = step(variables, encoded, cache, tgt[:, position], position)
         steps.append(np.asarray(logits))
     traced = str(jax.make_jaxpr(loss)(variables["params"]))
     rematerialised = traced.count("remat2[") + traced.count("checkpoint[")

@@ -9,10 +9,12 @@ p = read[1..t] and reference r (its tokens up to and including EOS, n of them),
 
     j* = the largest j < n minimising edit(p, r[:j]),    target[t] = r[j*]
 
-(ties go to the alignment that has consumed the most reference). Where the prefix is gold,
-edit(p, r[:t]) = 0 and the target is the gold one. The rows of the edit-distance table are
-computed in one `lax.scan` over the prefix, each row from the previous one in parallel (the
-horizontal insertions by a cumulative minimum), on static shapes.
+(ties go to the alignment that has consumed the most reference; optimal completion
+distillation, Sabour et al. 2019, takes every tied r[j] as a target, uniformly: one target keeps
+the token loss as it is, and the longest prefix is the one that moves the output on). Where the
+prefix is gold, edit(p, r[:t]) = 0 and the target is the gold one. The rows of the edit-distance
+table are computed in one `lax.scan` over the prefix, each row from the previous one in parallel
+(the horizontal insertions by a cumulative minimum), on static shapes.
 """
 
 from __future__ import annotations

@@ -293,7 +293,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.mrt.num_candidates = 4  # k per example, drawn without gradient in the train step
     # On sentence log-probability sums: 1 renormalises the model's probabilities over the set.
     config.mrt.alpha = 1.0
-    # "edit": edit distance of the tokens before EOS / reference length ("chrf", "bleu": refused).
+    # On the tokens before EOS (flax_s2s/sequence_costs.py): "edit": edit distance / reference
+    # length | "bleu": 1 - sentence BLEU (4-grams, add-one smoothing for n > 1) | "chrf": 1 - chrF.
     config.mrt.cost = "edit"
     # "sample": ancestral samples (temperature 1) | "beam": a width-k beam search's hypotheses.
     config.mrt.candidates = "sample"

@@ -13,10 +13,11 @@ tokens' log-probabilities, EOS included. The renormalised candidate distribution
 
 `alpha` scales sentence log-probability sums (not per-token means): alpha = 1 renormalises the
 model's own probabilities over S, smaller values flatten q (Shen et al. use 5e-3 with S = 100
-samples on long sentences). The cost `"edit"` is the Levenshtein distance between the
-candidate's and the reference's tokens before EOS, divided by the reference's length: the
-expected edit rate (PER / WER on symbol tasks; above 1 for long wrong candidates). "chrf" and
-"bleu" are refused by name: they are not computed inside the train step.
+samples on long sentences). The cost compares the candidate's and the reference's tokens
+before EOS (`flax_s2s.sequence_costs`, computed inside the jitted step): `"edit"`, the
+Levenshtein distance divided by the reference's length (the expected edit rate: PER / WER on
+symbol tasks; above 1 for long wrong candidates); `"bleu"`, 1 - sentence BLEU over tokens
+(4-grams, add-one smoothing for n > 1); `"chrf"`, 1 - chrF over tokens (6-grams, beta 2).
 
 The step's loss mixes the two convexly, (1 - weight) * token cross-entropy + weight * risk,
 each the mean over the batch's target tokens (a row's risk counts once per reference token), as
@@ -32,53 +33,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from flax_s2s import config_checks, decoding
+from flax_s2s import config_checks, decoding, sequence_costs
 from flax_s2s.errors import ConfigError
 from flax_s2s.models import Seq2Seq, decoder_inputs
 
 Array = jax.Array
-COSTS = ("edit",)  # implemented; "chrf" and "bleu" are refused by name (see check_config)
+COSTS = tuple(sequence_costs.COSTS)  # "edit", "bleu", "chrf"
 CANDIDATES = ("sample", "beam")
 # Folded into the step's key: the candidates' draws, and the scoring pass's dropout.
 _SAMPLE_STREAM, _SCORE_STREAM = 0x3127, 0x3128
-
-
-def symbol_lengths(tokens: Array, eos: int, pad: int) -> Array:
-    """int32 [...]: the tokens before the first EOS or PAD of each row of tokens [..., len]."""
-    ended = jnp.cumsum((tokens == eos) | (tokens == pad), axis=-1) > 0
-    return (~ended).sum(-1).astype(jnp.int32)
-
-
-def edit_distances(a: Array, a_lengths: Array, b: Array, b_lengths: Array) -> Array:
-    """Levenshtein distances int32 [n] between a[i, :a_lengths[i]] and b[i, :b_lengths[i]].
-
-    a: int [n, len_a], b: int [n, len_b]. One `lax.scan` over a's tokens; each row of the table
-    (a's prefix against every prefix of b) comes from the previous one in parallel, the
-    insertions along b by a cumulative minimum. Tokens past a row's length are never read."""
-    columns = jnp.arange(b.shape[1] + 1)
-    first = jnp.broadcast_to(columns, (a.shape[0], b.shape[1] + 1)).astype(jnp.int32)
-
-    def body(row, inputs):
-        token, i = inputs
-        substitute = row[:, :-1] + (token[:, None] != b).astype(jnp.int32)
-        best = jnp.minimum(jnp.concatenate([row[:, :1] + 1, substitute], axis=1), row + 1)
-        new = jax.lax.cummin(best - columns, axis=1) + columns
-        return jnp.where((i < a_lengths)[:, None], new, row), None
-
-    steps = (a.T.astype(jnp.int32), jnp.arange(a.shape[1]))
-    last, _ = jax.lax.scan(body, first, steps)
-    return jnp.take_along_axis(last, b_lengths[:, None].astype(jnp.int32), axis=1)[:, 0]
-
-
-def edit_costs(candidates: Array, reference: Array, eos: int, pad: int) -> Array:
-    """float32 [batch, k]: edit distance / reference length (at least 1) of candidates
-    [batch, k, len] against references [batch, len_ref], both compared up to their first EOS."""
-    batch, k, _ = candidates.shape
-    flat = candidates.reshape(batch * k, -1)
-    ref = jnp.repeat(reference, k, axis=0)
-    ref_lengths = symbol_lengths(ref, eos, pad)
-    distances = edit_distances(flat, symbol_lengths(flat, eos, pad), ref, ref_lengths)
-    return (distances / jnp.maximum(ref_lengths, 1)).reshape(batch, k).astype(jnp.float32)
 
 
 def distinct(candidates: Array, valid: Array) -> Array:
@@ -139,7 +102,7 @@ def candidate_risk(
     logits = model.forward(variables, tiled, decoder_inputs(flat, specials.bos), train=True,
                            rng=rng)
     log_probs = sequence_log_probs(logits, flat, specials.pad).reshape(batch, k)
-    costs = edit_costs(candidates, tgt_tokens, specials.eos, specials.pad)
+    costs = sequence_costs.COSTS[settings.cost](candidates, tgt_tokens, specials.eos, specials.pad)
     return expected_risk(log_probs, costs, valid, settings.alpha)
 
 
@@ -168,16 +131,13 @@ def risk_sum(
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """`config.mrt`: weight in [0, 1] (0: off), num_candidates >= 1, alpha > 0, cost and
-    candidates among those implemented, include_reference a bool; with a weight, unpacked rows
+    """`config.mrt`: weight in [0, 1] (0: off), num_candidates >= 1, alpha > 0, cost among
+    `COSTS`, candidates among `CANDIDATES`, include_reference a bool; with a weight, unpacked rows
     and a model without BatchNorm."""
     mrt = config.mrt
     config_checks.fraction(config, "mrt.weight", note=" (0: off)", closed=True)
     config_checks.positive(config, "mrt.num_candidates")
     config_checks.positive(config, "mrt.alpha")
-    if mrt.cost in ("chrf", "bleu"):
-        raise ConfigError(f"config.mrt.cost={mrt.cost!r}: not implemented in the train step "
-                          f"(sentence {mrt.cost} is not computed there); use one of {list(COSTS)}")
     config_checks.one_of(config, "mrt.cost", COSTS)
     config_checks.one_of(config, "mrt.candidates", CANDIDATES)
     if not isinstance(mrt.include_reference, bool):

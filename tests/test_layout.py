@@ -17,6 +17,7 @@ LAYERS = (
     ("flax_s2s", "flax_s2s.errors", "flax_s2s.special_tokens", "flax_s2s.config_checks",
      "flax_s2s.hf_files", "flax_s2s.compilation_cache", "flax_s2s.signals", "flax_s2s.logs",
      "flax_s2s.early_stopping", "flax_s2s.resume", "flax_s2s.workdir_lock", "flax_s2s.metrics",
+     "flax_s2s.sequence_costs",
      "flax_s2s.sharding", "flax_s2s.checkpoint", "flax_s2s.exported", "flax_s2s.schedules",
      "flax_s2s.input_lines", "flax_s2s.outputs",
      "flax_s2s.lora"),

@@ -1,5 +1,6 @@
 """Minimum risk training: the risk and its gradient against NumPy on a bigram table with
-enumerated candidates, the edit distance against plain Python, the config, one train step."""
+enumerated candidates, beam candidates against a plain-Python beam search, the config, one train
+step. The costs themselves: tests/test_sequence_costs.py."""
 
 import itertools
 import types
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import train_tiny
+from conftest import train_tiny, untrained_symbol_model
 
 from configs import default
 from flax_s2s import metrics, mrt, resume
@@ -83,7 +84,7 @@ def numpy_risk_and_gradient(table: np.ndarray, reference, alpha: float):
 
 @pytest.fixture(scope="module")
 def risk_fn():
-    settings = ml_collections.ConfigDict({"alpha": 0.7})
+    settings = ml_collections.ConfigDict({"alpha": 0.7, "cost": "edit"})
 
     def risk(table, candidates, valid, reference):
         return mrt.candidate_risk(BIGRAM, {"params": table}, (), candidates, valid, reference,
@@ -109,25 +110,6 @@ def test_a_single_candidate_equal_to_the_reference_has_zero_risk(risk_fn):
     risk, gradient = risk_fn(table, REFERENCES[:, None], np.ones((2, 1), bool), REFERENCES)
     assert float(risk) == 0.0
     assert not np.asarray(gradient).any()
-
-
-def test_edit_costs_equal_a_plain_python_edit_distance():
-    rng = np.random.default_rng(0)
-    rows, k, length = 12, 3, 7
-    candidates = rng.integers(3, 7, (rows, k, length))
-    references = rng.integers(3, 7, (rows, length))
-    for row in range(rows):  # EOS somewhere (a candidate's maybe nowhere), PAD after it
-        end = rng.integers(0, length)
-        references[row, end], references[row, end + 1:] = EOS, PAD
-        for c in range(k):
-            end = rng.integers(0, length + 1)
-            if end < length:
-                candidates[row, c, end], candidates[row, c, end + 1:] = EOS, PAD
-    got = np.asarray(mrt.edit_costs(jnp.asarray(candidates), jnp.asarray(references), EOS, PAD))
-    for row, c in itertools.product(range(rows), range(k)):
-        ref = symbols(references[row])
-        expected = python_edit(symbols(candidates[row, c]), ref) / max(len(ref), 1)
-        assert got[row, c] == pytest.approx(expected), (row, c)
 
 
 def test_the_step_loss_mixes_token_loss_and_token_weighted_risk(monkeypatch):
@@ -160,7 +142,6 @@ def test_the_step_loss_mixes_token_loss_and_token_weighted_risk(monkeypatch):
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(cost="chrf"), "mrt.cost='chrf': not implemented"),
     (dict(cost="wer"), "mrt.cost='wer': must be one of"),
     (dict(weight=1.5), r"mrt.weight=1.5: must be in \[0, 1\]"),
     (dict(num_candidates=0), "mrt.num_candidates=0: must be > 0"),
@@ -189,3 +170,51 @@ def test_a_train_step_with_sampled_candidates_is_finite_and_moves_the_parameters
     moved = jax.tree.map(lambda a, b: bool((np.asarray(a) != np.asarray(b)).any()),
                          initial.params, state.params)
     assert any(jax.tree.leaves(moved))
+
+
+def python_beam(log_probs_of, k: int, max_len: int, eos: int) -> list[tuple[int, ...]]:
+    """A width-k beam search in plain Python ranked by log-probability (no length penalty):
+    at each step the k best extensions of the live prefixes that end in EOS (or any at the
+    length limit) join the finished ones, the k best others stay live; the k best finished,
+    best first. `log_probs_of(prefixes)` gives each prefix's next-token log-probabilities."""
+    live, finished = [((), 0.0)], []
+    for position in range(max_len):
+        rows = log_probs_of([prefix for prefix, _ in live])
+        extensions = sorted(((prefix + (token,), score + float(rows[i][token]))
+                             for i, (prefix, score) in enumerate(live)
+                             for token in range(len(rows[i])) if np.isfinite(rows[i][token])),
+                            key=lambda c: -c[1])
+        finished += [c for c in extensions[:k] if c[0][-1] == eos or position + 1 == max_len]
+        live = [c for c in extensions if c[0][-1] != eos][:k]
+    return [tokens for tokens, _ in sorted(finished, key=lambda c: -c[1])[:k]]
+
+
+def test_beam_candidates_are_an_independent_beam_searchs_best_k():
+    """draw_candidates(how="beam") against a plain-Python beam search that scores each prefix
+    by the model's teacher-forced `forward` (no decoder cache, no step function)."""
+    k, src_len, max_len = 3, 4, 4
+    trained = untrained_symbol_model(6, 2, src_len, max_len)  # mixed lengths
+    model, variables, specials = trained.model, trained.variables, trained.model.special_tokens
+    src = np.array([[4, 5, 6, 7], [8, 4, 4, PAD]], np.int32)
+    tokens, valid = jax.jit(lambda v, s: mrt.draw_candidates(
+        model, v, s, max_len, jax.random.PRNGKey(0), k, "beam"))(variables, src)
+
+    @jax.jit
+    def forward(row_src, inputs):  # [1, src_len], [k, max_len] -> log-probs [k, max_len, vocab]
+        encoded = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), model.encode(variables, row_src))
+        logits = model.forward(variables, encoded, inputs)
+        never = np.isin(np.arange(logits.shape[-1]), specials.never_emitted)
+        return jax.nn.log_softmax(jnp.where(never, -jnp.inf, logits.astype(jnp.float32)))
+
+    for row in range(len(src)):
+        def log_probs_of(prefixes, row=row):
+            inputs = np.full((k, max_len), PAD, np.int32)
+            for i, prefix in enumerate(prefixes):
+                inputs[i, :len(prefix) + 1] = (specials.bos, *prefix)
+            out = np.asarray(forward(src[row:row + 1], inputs), np.float64)
+            return [out[i, len(prefix)] for i, prefix in enumerate(prefixes)]
+
+        expected = python_beam(log_probs_of, k, max_len, specials.eos)
+        assert np.asarray(valid[row]).all()
+        assert [tuple(int(t) for t in hyp if t != PAD) for hyp in np.asarray(tokens[row])] \
+            == expected

@@ -3,7 +3,9 @@
 Every cost takes candidates int [batch, k, len] and references int [batch, len_ref], compares
 each row up to its first EOS or PAD (its symbols; tokens after them are never read), and
 returns float32 [batch, k], 0 for a candidate whose symbols equal the reference's. Static
-shapes and no Python loop over positions, so the costs run inside a jitted train step.
+shapes and no Python loop over positions, so the costs run inside a jitted train step (the
+evaluation scores and MBR use sacrebleu on decoded strings, `flax_s2s.metrics`; on tokens as
+words, BLEU here equals its add-one sentence BLEU and chrF its chrF with tokens as characters).
 
 - `edit`: Levenshtein distance / the reference's length (at least 1); above 1 for long wrong
   candidates.

@@ -150,3 +150,27 @@ def test_edge_cases_of_bleu_and_chrf(cases):
     assert copies[len(HAND):].sum() >= 5
     for name in ("bleu", "chrf", "edit"):
         assert not got[name][copies].any()
+
+
+def test_bleu_and_chrf_equal_sacrebleus_sentence_scores(cases):
+    """The same scores as sacrebleu (the corpus metrics' library): tokens as words for BLEU
+    (add-one smoothing above unigrams, effective order), as characters for chrF (orders 1-6,
+    beta 2, no word n-grams); every pair with two non-empty sides."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu = BLEU(smooth_method="add-k", smooth_value=1, tokenize="none", effective_order=True)
+    chrf = CHRF(char_order=6, word_order=0, beta=2)
+    candidates, references, got = cases
+    compared = 0
+    for row, c in itertools.product(range(len(references)), range(K)):
+        cand, ref = symbols(candidates[row, c]), symbols(references[row])
+        if not cand or not ref:
+            continue
+        chars = ["".join(chr(ord("a") + t) for t in s) for s in (cand, ref)]
+        words = [" ".join(f"w{t}" for t in s) for s in (cand, ref)]
+        expected_bleu = 1 - bleu.sentence_score(words[0], [words[1]]).score / 100
+        expected_chrf = 1 - chrf.sentence_score(chars[0], [chars[1]]).score / 100
+        assert got["bleu"][row, c] == pytest.approx(expected_bleu, abs=1e-5), (cand, ref)
+        assert got["chrf"][row, c] == pytest.approx(expected_chrf, abs=1e-5), (cand, ref)
+        compared += 1
+    assert compared >= 100

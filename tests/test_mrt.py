@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 from conftest import train_tiny, untrained_symbol_model
+from test_sequence_costs import python_edit, symbols  # the same PAD and EOS ids
 
 from configs import default
 from flax_s2s import metrics, mrt, resume
@@ -23,23 +24,6 @@ PAD, BOS, EOS = 0, 1, 2
 A, B = 4, 5
 VOCAB = 6
 LENGTH = 3
-
-
-def python_edit(a: list[int], b: list[int]) -> int:
-    table = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
-    for i, j in itertools.product(range(1, len(a) + 1), range(1, len(b) + 1)):
-        table[i][j] = min(table[i - 1][j] + 1, table[i][j - 1] + 1,
-                          table[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
-    return table[len(a)][len(b)]
-
-
-def symbols(row) -> list[int]:
-    out = []
-    for token in row:
-        if token in (EOS, PAD):
-            break
-        out.append(int(token))
-    return out
 
 
 # Every output of at most 2 symbols over {A, B}, then EOS; the last repeats the first, which

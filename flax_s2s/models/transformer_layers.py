@@ -25,6 +25,7 @@ from flax_s2s.models.attention import (
     key_lengths,
     write_cache,
 )
+from flax_s2s.models.dense import DENSE
 from flax_s2s.models.norms import check_position, make_norm
 from flax_s2s.special_tokens import SpecialTokens
 
@@ -39,61 +40,6 @@ SINUSOIDAL_LAYOUTS = ("t2t", "marian")
 ACTIVATIONS = {"relu": nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
                "silu": jax.nn.silu}
 
-
-def float32_accumulation(
-    lhs: Array, rhs: Array, dimension_numbers: Any, precision: Any = None,
-    preferred_element_type: Any = None,
-) -> Array:
-    """`lax.dot_general` for the dense layers: products accumulate into a float32 result, rounded
-    once to the operands' dtype. For float32 operands this is lax.dot_general itself; for
-    bfloat16 ones it is the form XLA:CPU runs on its bf16 matrix units (AMX, AVX-512 BF16),
-    3.5-8x faster there than a dot with a bfloat16 result, whose kernel is a slow generic one.
-
-    A dense layer's dot (no batch dimensions; lhs [..., K...] contracting its trailing dims, rhs
-    contracting its leading or trailing dims) runs as one 2D matmul [M, K] x [K, N] (or [N, K])
-    between reshapes, so its weight gradient is a 2D dot over M rows too: contracted over
-    [batch, length] at once, XLA:CPU copies the output gradient into a transposed layout and
-    runs a slow transposed-operand dot on it (see `as_matmul`)."""
-    matmul = as_matmul(lhs, rhs, dimension_numbers)
-    if matmul is not None:
-        lhs2, rhs2, numbers, out_shape = matmul
-        out = jax.lax.dot_general(lhs2, rhs2, numbers, precision=precision,
-                                  preferred_element_type=jnp.float32).reshape(out_shape)
-    else:
-        out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                                  preferred_element_type=jnp.float32)
-    return out.astype(preferred_element_type or jnp.result_type(lhs, rhs))
-
-
-def as_matmul(lhs: Array, rhs: Array, dimension_numbers: Any) -> tuple | None:
-    """(lhs [M, K], rhs [K, N] or [N, K], their 2D dimension numbers, the result's shape) for a
-    dot_general with no batch dimensions whose lhs contracts its trailing dims and rhs its
-    leading or trailing dims, in order, with more than 2D on either side (flattened, with the
-    same products and sums); None for any other dot (left as it is)."""
-    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
-    n = len(lhs_contract)
-    lhs_contract = tuple(d % lhs.ndim for d in lhs_contract)
-    rhs_contract = tuple(d % rhs.ndim for d in rhs_contract)
-    free_lhs, free_rhs = lhs.ndim - n, rhs.ndim - n
-    if (lhs_batch or rhs_batch or not n or free_lhs < 1 or free_rhs < 1
-            or lhs_contract != tuple(range(free_lhs, lhs.ndim))
-            or (lhs.ndim == 2 and rhs.ndim == 2)):
-        return None
-    k = int(np.prod(lhs.shape[free_lhs:]))
-    if rhs_contract == tuple(range(n)):
-        rhs2, rhs_dim = rhs.reshape(k, -1), 0
-        rhs_free = rhs.shape[n:]
-    elif rhs_contract == tuple(range(free_rhs, rhs.ndim)):
-        rhs2, rhs_dim = rhs.reshape(-1, k), 1
-        rhs_free = rhs.shape[:free_rhs]
-    else:
-        return None
-    out_shape = lhs.shape[:free_lhs] + rhs_free
-    return lhs.reshape(-1, k), rhs2, (((1,), (rhs_dim,)), ((), ())), out_shape
-
-
-# The matmul of every dense layer
-DENSE = {"dot_general": float32_accumulation}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,9 @@ On an Intel Xeon (one core, 2026-12-07): a weight gradient contracted over [batc
 once made XLA:CPU copy the output gradient into a transposed layout and run a slow
 transposed-operand dot (3-4x the time of the forward's dot); a 2D dot over all rows runs at the
 forward's rate. In bfloat16, autodiff of a dot with a float32 result ran the backward's dots in
-float32; here they take bfloat16 operands with float32 accumulation, the bf16 matrix units' form.
+float32; here they take bfloat16 operands with float32 accumulation, the bf16 matrix units' form
+(XLA:CPU still converts the weight gradients' operands to float32: a dot contracting rows runs in
+Eigen, which has no bf16 kernel).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ backward, and the whole step (clipping, AdamW, the non-finite guard), timed alte
 
 `--trace DIR` also writes a jax.profiler trace of 3 steps (open it with TensorBoard's profile
 plugin or Perfetto) and tabulates the step's time by kind of XLA op (YNNPACK fusions, plain dots,
-copies and transposes, ...), read from the trace's events. Appends its tables to bench/RESULTS.md.
+copies and transposes, ...), read from the trace's events; with `--ops N`, also the N longest ops,
+each with its instruction in the compiled step's HLO (`step.lower(...).compile().as_text()`: the
+result shape, dot dimensions, the JAX op it came from). Appends its tables to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--trace", default="")
+    parser.add_argument("--ops", type=int, default=0, help="with --trace: list the N longest ops")
     parser.add_argument("--no_record", action="store_true")
     args = parser.parse_args()
     common.set_threads(args.threads)
@@ -69,6 +72,10 @@ def main() -> None:
                 full_step()
         op_rows = [(kind, f"{ms:.1f}", f"{ms / 1e3 / times['train step']:.2f}")
                    for kind, ms in op_kinds(args.trace, steps=3)[:12]]
+        if args.ops:
+            hlo = step.lower(state[0], batch).compile().as_text()
+            for name, ms in op_times(args.trace, steps=3).most_common(args.ops):
+                print(f"{ms:8.2f} ms  {name:28s} {hlo_instruction(hlo, name)}")
     fwd, bwd, whole = times["forward + loss"], times["forward + backward"], times["train step"]
     rows = [("forward + loss", f"{fwd * 1e3:.0f}", f"{fwd / whole:.2f}"),
             ("backward (difference)", f"{(bwd - fwd) * 1e3:.0f}", f"{(bwd - fwd) / whole:.2f}"),
@@ -94,6 +101,17 @@ def op_kinds(trace_dir: str, steps: int) -> list[tuple[str, float]]:
     """(op kind, ms per step) from the perfetto trace under `trace_dir`, longest first: the XLA
     thunks' events grouped by name less its number (`dot.12`, `ynn_fusion.3` -> `dot`, ...)."""
     import collections
+    import re
+
+    total: collections.Counter = collections.Counter()
+    for name, ms in op_times(trace_dir, steps).items():
+        total[re.sub(r"[._]\d+$", "", name)] += ms
+    return total.most_common()
+
+
+def op_times(trace_dir: str, steps: int):
+    """Counter of ms per step by XLA op name (`dot.12`) from the perfetto trace under `trace_dir`."""
+    import collections
     import glob
     import gzip
     import json
@@ -107,8 +125,22 @@ def op_kinds(trace_dir: str, steps: int) -> list[tuple[str, float]]:
     for event in events:
         name = event.get("name", "")
         if event.get("ph") == "X" and re.fullmatch(r"[a-z_]+[._]\d+", name):
-            total[re.sub(r"[._]\d+$", "", name)] += event["dur"] / 1e3 / steps
-    return total.most_common()
+            total[name] += event["dur"] / 1e3 / steps
+    return total
+
+
+def hlo_instruction(hlo: str, name: str) -> str:
+    """The compiled HLO's instruction `name`, shortened: result shape, op and operands, dot
+    dimensions, and the JAX op it came from (`op_name`)."""
+    import re
+
+    match = re.search(rf"^\s*(?:ROOT )?%{re.escape(name)} = (.*)$", hlo, re.MULTILINE)
+    if not match:
+        return "?"
+    line = match.group(1)
+    origin = re.search(r'op_name="([^"]*)"', line)
+    line = re.sub(r", (metadata|backend_config|calls)=.*", "", line)
+    return line[:160] + (f"  <- {origin.group(1)[-90:]}" if origin else "")
 
 
 if __name__ == "__main__":

@@ -78,17 +78,21 @@ class TorchLstmAttention(nn.Module):
         return torch.stack(logits, 1)
 
 
-def make_train_step(model: nn.Module, learning_rate: float = 1e-3, clip: float = 1.0):
+def make_train_step(model: nn.Module, learning_rate: float = 1e-3, clip: float = 1.0,
+                    autocast: torch.dtype | None = None):
     """One AdamW step with global-norm clipping on (src, tgt_inputs, tgt_tokens): what the
-    flax_s2s train step does (optax adamw after clip_by_global_norm)."""
+    flax_s2s train step does (optax adamw after clip_by_global_norm). With `autocast`
+    (torch.bfloat16), forward and loss run under `torch.autocast("cpu", dtype=autocast)`;
+    parameters and optimizer stay float32."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98),
                                   weight_decay=1e-4, foreach=True)
     loss_fn = nn.CrossEntropyLoss()
 
     def step(src_tokens, tgt_inputs, tgt_tokens):
         optimizer.zero_grad(set_to_none=True)
-        logits = model(src_tokens, tgt_inputs)
-        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_tokens.reshape(-1))
+        with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            logits = model(src_tokens, tgt_inputs)
+            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_tokens.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()

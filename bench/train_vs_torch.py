@@ -1,11 +1,14 @@
 """Train-step throughput of flax_s2s against PyTorch, side by side in one process.
 
     PYTHONPATH=. python bench/train_vs_torch.py [--threads 1] [--parts transformer,ss,lstm] [--torch_compile]
+        [--size bench|realistic] [--dtype float32|bfloat16]
 
 - transformer: float32 matmul GFLOP/s on the model's MLP shapes (JAX and torch, the ceiling)
   and the teacher-forced train step (d_model 256, 4 heads, ff 1024, 3+3 layers, vocab 64,
   batch 64, lengths 24/24, AdamW + clipping) in flax_s2s, PyTorch eager, and torch.compile
   (--torch_compile); target tokens/s and model FLOPs utilisation against the ceiling.
+  `--dtype bfloat16`: flax_s2s with `model.dtype` bfloat16 (parameters float32), torch under
+  `torch.autocast("cpu", dtype=torch.bfloat16)` (the ceiling stays float32's).
 - ss: scheduled sampling (p = 0.5) `exact` (both ways of computing it) and `two_pass` as ratios
   to the teacher-forced step, with compile times, on the Transformer and the LSTM.
 - lstm: the default LSTM-attention model (emb 64, hidden 128 bidirectional, attention 128,
@@ -26,7 +29,7 @@ VOCAB = 64
 SIZES = {"bench": (256, 4, 1024, 3, VOCAB, 64, 24), "realistic": (512, 8, 2048, 6, 16000, 32, 64)}
 
 
-def transformer_config(mode: str | None = None, size: str = "bench"):
+def transformer_config(mode: str | None = None, size: str = "bench", dtype: str = "float32"):
     from configs import default
 
     d_model, heads, mlp, layers, _, batch, length = SIZES[size]
@@ -36,6 +39,7 @@ def transformer_config(mode: str | None = None, size: str = "bench"):
     config.model.d_model, config.model.num_heads, config.model.mlp_dim = d_model, heads, mlp
     config.model.num_encoder_layers = config.model.num_decoder_layers = layers
     config.batch_size, config.max_src_len, config.max_tgt_len = batch, length, length
+    config.model.dtype = dtype
     if mode is not None:  # scheduled sampling at p = 0.5
         config.teacher_forcing.p, config.teacher_forcing.mode = 0.5, mode
     return config
@@ -93,7 +97,7 @@ def jax_step_fn(config, vocab: int, batch, graded_scan: bool | None = None, comp
     return run
 
 
-def torch_step_fn(model, batch, compile_model: bool = False):
+def torch_step_fn(model, batch, compile_model: bool = False, dtype: str = "float32"):
     import torch
     from torch_models import make_train_step
 
@@ -102,7 +106,7 @@ def torch_step_fn(model, batch, compile_model: bool = False):
     tgt_inputs = torch.cat([torch.ones_like(tgt[:, :1]), tgt[:, :-1]], 1)  # BOS = 1
     if compile_model:
         model = torch.compile(model)
-    step = make_train_step(model)
+    step = make_train_step(model, autocast=None if dtype == "float32" else getattr(torch, dtype))
     return lambda: step(src, tgt_inputs, tgt).item()
 
 
@@ -145,12 +149,12 @@ def run_transformer(args) -> list[str]:
         return TorchTransformer(vocab, d_model, heads, mlp, layers, layers, max(64, length))
 
     sides = {
-        "flax_s2s": jax_step_fn(transformer_config(size=args.size), vocab, batch),
-        "torch eager": torch_step_fn(torch_model(), batch),
+        "flax_s2s": jax_step_fn(transformer_config(size=args.size, dtype=args.dtype), vocab, batch),
+        "torch eager": torch_step_fn(torch_model(), batch, dtype=args.dtype),
     }
     if args.torch_compile:
         try:
-            compiled = torch_step_fn(torch_model(), batch, True)
+            compiled = torch_step_fn(torch_model(), batch, True, args.dtype)
             compiled()  # compiles here, outside the timed windows
             sides["torch.compile"] = compiled
         except Exception as error:  # noqa: BLE001 - report any failure of the optional side
@@ -167,7 +171,8 @@ def run_transformer(args) -> list[str]:
     ]
     return [
         f"Transformer d_model {d_model}, {heads} heads, ff {mlp}, {layers}+{layers} layers, "
-        f"vocabulary {vocab}, batch {batch_size} x {length} source and target tokens.",
+        f"vocabulary {vocab}, batch {batch_size} x {length} source and target tokens, compute "
+        f"dtype {args.dtype}" + (" (torch: autocast)" if args.dtype != "float32" else "") + ".",
         "",
         "Float32 matmul ceiling, [1536,256] @ [256,1024] @ [1024,256] (the MLP sublayer's shapes), "
         "timed in the same windows as the train steps: "
@@ -254,6 +259,8 @@ def main() -> None:
     parser.add_argument("--torch_compile", action="store_true")
     parser.add_argument("--size", choices=sorted(SIZES), default="bench",
                         help="the Transformer part's size: bench's or realistic (16k vocabulary)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="the Transformer part's compute dtype (torch: autocast)")
     parser.add_argument("--no_record", action="store_true", help="print, do not append to RESULTS.md")
     args = parser.parse_args()
     common.set_threads(args.threads)

@@ -286,7 +286,7 @@ def test_bfloat16_dense_layers_accumulate_in_float32_and_round_once():
     """`float32_accumulation`, the matmul of every dense layer: bfloat16 operands give the
     float32 product of those same bfloat16 numbers (NumPy), rounded once to bfloat16 (within one
     rounding step); float32 operands give NumPy's float32 product."""
-    from flax_s2s.models.transformer_layers import float32_accumulation
+    from flax_s2s.models.dense import float32_accumulation
 
     rng = np.random.default_rng(0)
     lhs, rhs = rng.normal(size=(3, 64)).astype(np.float32), rng.normal(size=(64, 5)).astype(np.float32)
@@ -300,3 +300,56 @@ def test_bfloat16_dense_layers_accumulate_in_float32_and_round_once():
     exact = np.asarray(a, np.float32) @ np.asarray(b, np.float32)
     step = 2.0 ** (np.floor(np.log2(np.abs(exact))) - 7)  # one bfloat16 rounding step
     assert (np.abs(np.asarray(got, np.float32) - exact) <= step).all()
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, numbers, spec", [
+    ((2, 3, 4), (4, 5), (((2,), (0,)), ((), ())), "blk,kn->bln"),  # Dense
+    ((2, 3, 4), (4, 2, 3), (((2,), (0,)), ((), ())), "blk,khd->blhd"),  # query/key/value
+    ((2, 3, 2, 3), (2, 3, 4), (((2, 3), (0, 1)), ((), ())), "blhd,hdk->blk"),  # attention out
+    ((2, 3, 4), (7, 4), (((2,), (1,)), ((), ())), "blk,vk->blv"),  # tied output, x @ table.T
+])
+def test_dense_dots_run_as_2d_matmuls_with_numpys_outputs_and_gradients(
+    lhs_shape, rhs_shape, numbers, spec
+):
+    """`float32_accumulation` turns each dense layer's dot into one 2D matmul (`as_matmul`,
+    `dense.matmul` with its own backward pass, whose weight gradient is computed transposed
+    when K > N, as for the attention output here): its output and both gradients (of
+    sum(out * g)) equal NumPy's einsum and its transposes in float64, and autodiff of
+    `lax.dot_general` on the unflattened form; in bfloat16, the old form's (float32 products,
+    one rounding) to within one bfloat16 rounding step."""
+    from flax_s2s.models.dense import as_matmul, float32_accumulation
+
+    rng = np.random.default_rng(0)
+    lhs, rhs = rng.normal(size=lhs_shape), rng.normal(size=rhs_shape)
+    out_spec = spec.split("->")[1]
+    g = rng.normal(size=np.einsum(spec, lhs, rhs).shape)
+    assert as_matmul(jnp.asarray(lhs), jnp.asarray(rhs), numbers) is not None
+
+    def total(dot, a, b):
+        return (dot(a, b, numbers) * jnp.asarray(g, jnp.float32)).sum()
+
+    args = (jnp.asarray(lhs, jnp.float32), jnp.asarray(rhs, jnp.float32))
+    out = float32_accumulation(*args, numbers)
+    grads = jax.grad(lambda a, b: total(float32_accumulation, a, b), argnums=(0, 1))(*args)
+    old = jax.grad(lambda a, b: total(jax.lax.dot_general, a, b), argnums=(0, 1))(*args)
+    lhs_spec, rhs_spec = spec.split("->")[0].split(",")
+    expected = (np.einsum(f"{out_spec},{rhs_spec}->{lhs_spec}", g, rhs),
+                np.einsum(f"{lhs_spec},{out_spec}->{rhs_spec}", lhs, g))
+    np.testing.assert_allclose(out, np.einsum(spec, lhs, rhs), rtol=1e-5, atol=1e-5)
+    for got, before, want in zip(grads, old, expected, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got, before, rtol=1e-5, atol=1e-5)
+
+    def old_form(a, b, numbers):
+        return jax.lax.dot_general(a, b, numbers, preferred_element_type=jnp.float32).astype(a.dtype)
+
+    args16 = tuple(a.astype(jnp.bfloat16) for a in args)
+    for dot in (float32_accumulation, old_form):
+        assert dot(*args16, numbers).dtype == jnp.bfloat16
+    grads16 = jax.grad(lambda a, b: total(float32_accumulation, a, b), argnums=(0, 1))(*args16)
+    old16 = jax.grad(lambda a, b: total(old_form, a, b), argnums=(0, 1))(*args16)
+    for got, before in zip(grads16, old16, strict=True):
+        got, before = np.asarray(got, np.float32), np.asarray(before, np.float32)
+        step = 2.0 ** (np.floor(np.log2(np.maximum(np.abs(before), 1e-30))) - 7)
+        assert (np.abs(got - before) <= step).all()

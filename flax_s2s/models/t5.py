@@ -46,10 +46,10 @@ from flax_s2s.models.attention import (
     step_origin,
     write_cache,
 )
+from flax_s2s.models.dense import DENSE
 from flax_s2s.models.remat import layer_class
 from flax_s2s.models.t5_buckets import relative_position_bucket
 from flax_s2s.models.transformer import check_packed_encoding, encoder_output, source_mask, tied_logits
-from flax_s2s.models.transformer_layers import DENSE
 from flax_s2s.special_tokens import PRETRAINED_DEFAULTS, SpecialTokens
 
 Array = jax.Array

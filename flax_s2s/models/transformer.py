@@ -49,16 +49,15 @@ from flax_s2s.models.attention import (
     segment_mask,
     step_origin,
 )
+from flax_s2s.models.dense import DENSE, float32_accumulation
 from flax_s2s.models.norms import make_norm
 from flax_s2s.models.remat import layer_class
 from flax_s2s.models.transformer_layers import (
-    DENSE,
     POSITIONS,
     DecoderLayer,
     EncoderLayer,
     Positions,
     TransformerConfig,
-    float32_accumulation,
 )
 from flax_s2s.special_tokens import SpecialTokens
 

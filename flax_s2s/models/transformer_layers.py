@@ -25,6 +25,7 @@ from flax_s2s.models.attention import (
     key_lengths,
     write_cache,
 )
+from flax_s2s.models.dense import DENSE
 from flax_s2s.models.norms import check_position, make_norm
 from flax_s2s.special_tokens import SpecialTokens
 
@@ -39,22 +40,6 @@ SINUSOIDAL_LAYOUTS = ("t2t", "marian")
 ACTIVATIONS = {"relu": nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
                "silu": jax.nn.silu}
 
-
-def float32_accumulation(
-    lhs: Array, rhs: Array, dimension_numbers: Any, precision: Any = None,
-    preferred_element_type: Any = None,
-) -> Array:
-    """`lax.dot_general` for the dense layers: products accumulate into a float32 result, rounded
-    once to the operands' dtype. For float32 operands this is lax.dot_general itself; for
-    bfloat16 ones it is the form XLA:CPU runs on its bf16 matrix units (AMX, AVX-512 BF16),
-    3.5-8x faster there than a dot with a bfloat16 result, whose kernel is a slow generic one."""
-    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                              preferred_element_type=jnp.float32)
-    return out.astype(preferred_element_type or jnp.result_type(lhs, rhs))
-
-
-# The matmul of every dense layer
-DENSE = {"dot_general": float32_accumulation}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -97,6 +97,27 @@ def test_remat_gives_the_plain_models_loss_gradients_and_steps(family):
     np.testing.assert_allclose(remat[2], plain[2], rtol=1e-5, atol=1e-6)  # over the KV cache
 
 
+def test_a_dots_remat_policy_saves_the_float32_dense_dots(capsys):
+    """Under `dots_with_no_batch_dims_saveable` the dense layers' float32 dots stay saveable
+    (their 2D form keeps autodiff's backward, which the policy can see; a custom_vjp hides its
+    dot and the policy would save nothing): both dots' outputs are saved, not recomputed."""
+    from jax.ad_checkpoint import print_saved_residuals
+
+    from flax_s2s.models.dense import float32_accumulation
+
+    numbers = (((2,), (0,)), ((), ()))
+
+    def two_layers(x, w1, w2):
+        hidden = jnp.tanh(float32_accumulation(x, w1, numbers))
+        return jnp.tanh(float32_accumulation(hidden, w2, numbers)).sum()
+
+    policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    print_saved_residuals(jax.checkpoint(two_layers, policy=policy),
+                          jnp.ones((2, 3, 4)), jnp.ones((4, 5)), jnp.ones((5, 6)))
+    saved = capsys.readouterr().out
+    assert saved.count("output of dot_general") == 2, saved
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"model.remat": "block"}, "config.model.remat='block'"),
     ({"model.remat": "layer", "model.remat_policy": "dots"}, "config.model.remat_policy='dots'"),

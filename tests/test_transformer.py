@@ -311,9 +311,9 @@ def test_bfloat16_dense_layers_accumulate_in_float32_and_round_once():
 def test_dense_dots_run_as_2d_matmuls_with_numpys_outputs_and_gradients(
     lhs_shape, rhs_shape, numbers, spec
 ):
-    """`float32_accumulation` turns each dense layer's dot into one 2D matmul (`as_matmul`,
-    `dense.matmul` with its own backward pass, whose weight gradient is computed transposed
-    when K > N, as for the attention output here): its output and both gradients (of
+    """`float32_accumulation` turns each dense layer's dot into one 2D matmul (`as_matmul`;
+    in bfloat16 `dense.matmul` with its own backward pass, whose weight gradient is computed
+    transposed when K > N, as for the attention output here): its output and both gradients (of
     sum(out * g)) equal NumPy's einsum and its transposes in float64, and autodiff of
     `lax.dot_general` on the unflattened form; in bfloat16, the old form's (float32 products,
     one rounding) to within one bfloat16 rounding step."""

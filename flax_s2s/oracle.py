@@ -25,21 +25,9 @@ import ml_collections
 
 from flax_s2s.errors import ConfigError
 from flax_s2s.forcing import always_gold
+from flax_s2s.sequence_costs import edit_row
 
 Array = jax.Array
-
-
-def _next_row(previous: Array, prefix_token: Array, reference: Array) -> Array:
-    """Edit distances of the prefix extended by `prefix_token` [batch] to every reference prefix
-    r[:j], j in [0, length): int32 [batch, length], from the prefix's row `previous`."""
-    columns = jnp.arange(reference.shape[1])
-    mismatch = (prefix_token[:, None] != reference[:, :-1]).astype(jnp.int32)
-    big = jnp.full_like(previous[:, :1], 4 * reference.shape[1])
-    diagonal = jnp.concatenate([big, previous[:, :-1] + mismatch], axis=1)  # match / substitute
-    vertical = previous + 1  # the prefix token is an insertion
-    best = jnp.minimum(diagonal, vertical)
-    # a reference token skipped (deletion): row[j] = min over k <= j of best[k] + (j - k)
-    return jax.lax.cummin(best - columns, axis=1) + columns
 
 
 def _target(row: Array, reference: Array, lengths: Array) -> Array:
@@ -67,8 +55,8 @@ def oracle_targets(read_tokens: Array, tgt_tokens: Array, pad: int) -> Array:
     lengths = (reference != pad).sum(axis=1)
     first = jnp.broadcast_to(jnp.arange(reference.shape[1], dtype=jnp.int32), reference.shape)
 
-    def body(row, prefix_token):
-        row = _next_row(row, prefix_token, reference)
+    def body(row, prefix_token):  # row [batch, tgt_len]: distances to r[:j], j < tgt_len
+        row = edit_row(row, prefix_token, reference[:, :-1])
         return row, _target(row, reference, lengths)
 
     _, later = jax.lax.scan(body, first, read_tokens[:, 1:].astype(jnp.int32).T)

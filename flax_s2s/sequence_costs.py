@@ -40,6 +40,16 @@ def symbol_lengths(tokens: Array, eos: int, pad: int) -> Array:
     return (~ended).sum(-1).astype(jnp.int32)
 
 
+def edit_row(previous: Array, token: Array, b: Array) -> Array:
+    """One row of the edit-distance table: the distances int32 [n, len_b + 1] of a prefix
+    extended by `token` [n] to every prefix b[:, :j], from the prefix's row `previous`. The
+    insertions along b (row[j] = min over i <= j of best[i] + j - i) by a cumulative minimum."""
+    columns = jnp.arange(b.shape[1] + 1)
+    substitute = previous[:, :-1] + (token[:, None] != b).astype(jnp.int32)
+    best = jnp.minimum(jnp.concatenate([previous[:, :1] + 1, substitute], axis=1), previous + 1)
+    return jax.lax.cummin(best - columns, axis=1) + columns
+
+
 def edit_distances(a: Array, a_lengths: Array, b: Array, b_lengths: Array) -> Array:
     """Levenshtein distances int32 [n] between a[i, :a_lengths[i]] and b[i, :b_lengths[i]].
 
@@ -51,10 +61,7 @@ def edit_distances(a: Array, a_lengths: Array, b: Array, b_lengths: Array) -> Ar
 
     def body(row, inputs):
         token, i = inputs
-        substitute = row[:, :-1] + (token[:, None] != b).astype(jnp.int32)
-        best = jnp.minimum(jnp.concatenate([row[:, :1] + 1, substitute], axis=1), row + 1)
-        new = jax.lax.cummin(best - columns, axis=1) + columns
-        return jnp.where((i < a_lengths)[:, None], new, row), None
+        return jnp.where((i < a_lengths)[:, None], edit_row(row, token, b), row), None
 
     steps = (a.T.astype(jnp.int32), jnp.arange(a.shape[1]))
     last, _ = jax.lax.scan(body, first, steps)

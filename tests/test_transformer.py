@@ -161,20 +161,28 @@ def test_batch_norm_refuses_step_by_step_training():
         jax.eval_shape(train_one_step)  # refused while tracing
 
 
-def test_cross_attention_keys_live_in_encoded_not_in_the_reordered_cache():
-    """Beam search reorders every cache leaf at every step; the cross-attention keys and values
-    belong to the input, so `encode` holds them ([batch, src_len, heads, head_dim] per decoder
-    layer) and the cache holds only the self-attention keys and values."""
+def test_the_cache_holds_the_source_keys_heads_major_and_beam_steps_leave_them_in_place():
+    """`encode` holds the cross-attention keys and values ([batch, src_len, heads, head_dim]
+    per decoder layer) for the parallel pass; `init_cache` copies them once, heads-major, for
+    the steps (read from `encoded`, every step transposed them). Beam search's cache follows
+    its beams through `origin`, so neither a step nor a reorder changes that copy."""
     config = transformer_config("layer", "pre")
     model = build_model(config, VOCAB, VOCAB)
-    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), SRC, TGT)
-    encoded = jax.eval_shape(model.encode, variables, SRC)
-    cache = jax.eval_shape(lambda v, e: model.init_cache(v, e, TGT.shape[1]), variables, encoded)
+    variables = model.init(jax.random.PRNGKey(0), SRC, TGT)
+    encoded = model.encode(variables, SRC)
     heads = config.model.num_heads
     kv_shape = (SRC.shape[0], SRC.shape[1], heads, config.model.d_model // heads)
     assert len(encoded["cross"]) == config.model.num_decoder_layers
     assert all(kv[name].shape == kv_shape for kv in encoded["cross"] for name in ("key", "value"))
-    assert set(cache) == {"self"}
+    cache = model.init_beam_cache(variables, encoded, TGT.shape[1], 2)
+    assert set(cache) == {"self", "cross", "origin"}
+    for cached, source in zip(cache["cross"], encoded["cross"], strict=True):
+        for name in ("key", "value"):
+            np.testing.assert_array_equal(cached[name], np.transpose(source[name], (0, 2, 1, 3)))
+    _, stepped = model.step(variables, encoded, cache, TGT[:, 0], 0)
+    reordered = model.reorder_cache(stepped, jnp.array([1, 1, 2, 2]))  # rows within each input
+    for name in ("key", "value"):
+        np.testing.assert_array_equal(reordered["cross"][0][name], cache["cross"][0][name])
 
 
 def test_shared_embeddings_need_one_vocabulary():

@@ -18,8 +18,9 @@ What sets it apart from `transformer.Transformer`:
 - the decoder starts from the pad token (`T5_SPECIAL_TOKENS`: pad 0 = bos, eos 1, unk 2).
 
 The cache, `encoded` and the four seam functions are the Transformer's: `encode` also projects the
-memory into each decoder layer's cross-attention keys and values; the cache holds only the
-decoder's self-attention keys and values ([batch, heads, max_len, d_kv] per layer). Beam search
+memory into each decoder layer's cross-attention keys and values; the cache holds the decoder's
+self-attention keys and values ([batch, heads, max_len, d_kv] per layer) and a copy of the
+source's laid out for the loop (`empty_caches`). Beam search
 keeps it in place, as the Transformer's: `init_beam_cache` adds the table `origin` of which beam
 wrote each position, `reorder_cache` gathers only that table, and a step's self-attention reads
 the cache through it (`attend_beams`, with T5's bias and no logit scale).
@@ -359,10 +360,10 @@ class T5(nn.Module):
         return encoder_output(memory, src_mask, self.decoder_layers, segment_ids)
 
     def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
-        """Empty self-attention caches for `max_len` positions, one per decoder layer."""
+        """Empty self-attention caches for `max_len` positions, one per decoder layer, and the
+        cross-attention keys and values laid out for a decoding loop (`empty_caches`)."""
         c = self.config
-        return empty_caches(encoded["memory"].shape[0], max_len, c.num_heads, c.d_kv, c.dtype,
-                            len(self.decoder_layers))
+        return empty_caches(max_len, c.num_heads, c.d_kv, c.dtype, encoded["cross"])
 
     def init_beam_cache(self, encoded: dict[str, Any], max_len: int, beam_size: int) -> dict[str, Any]:
         """`init_cache` for beam search over encoded rows g * beam_size + slot, plus the table
@@ -381,14 +382,17 @@ class T5(nn.Module):
         position: Array | None = None,
         cross_bias: Array | None = None,
         origin: Array | None = None,
+        cross: list[KeyValue] | None = None,
     ) -> tuple[Array, list[KeyValue] | None]:
         """The decoder stack from embedded inputs x [batch, len, d_model] to float32 logits.
-        `cross_bias` (packed rows) replaces the source padding bias; `origin`: a beam step's."""
+        `cross_bias` (packed rows) replaces the source padding bias; `origin`: a beam step's;
+        `cross`: the source's keys and values (default `encoded`'s; a step's from its cache)."""
         if cross_bias is None:
             cross_bias = _padding_bias(encoded["src_mask"])
         x = self.dropout(x, deterministic=not train)
         new_caches = []
-        for i, (layer, cross_kv) in enumerate(zip(self.decoder_layers, encoded["cross"], strict=True)):
+        cross = encoded["cross"] if cross is None else cross
+        for i, (layer, cross_kv) in enumerate(zip(self.decoder_layers, cross, strict=True)):
             x, cache = layer(x, self_bias, cross_kv, cross_bias, train,
                              None if caches is None else caches[i], position, origin)
             new_caches.append(cache)
@@ -424,26 +428,21 @@ class T5(nn.Module):
                                  cross_bias=cross_bias)
         return logits
 
-    def step(
-        self,
-        encoded: dict[str, Any],
-        cache: dict[str, Any],
-        prev_tokens: Array,
-        position: Array | int,
-        train: bool = False,
-    ) -> tuple[Array, dict[str, Any]]:
+    def step(self, encoded: dict[str, Any], cache: dict[str, Any], prev_tokens: Array,
+             position: Array | int, train: bool = False) -> tuple[Array, dict[str, Any]]:
         """prev_tokens [batch] at `position` -> (logits [batch, vocab], updated cache). The
         self-attention bias is this position's against every cache position, those after it
         masked. `cache`: `init_cache`'s, or `init_beam_cache`'s (with the beams' `origin`)."""
-        max_len = cache["self"][0]["key"].shape[2]
-        keys = jnp.arange(max_len)
+        keys = jnp.arange(cache["self"][0]["key"].shape[2])
         query = jnp.asarray(position)[None]
         self_bias = self.decoder_bias(query, keys) + jnp.where(keys <= query[0], 0.0, _MASKED)
         x = self.shared_embed(prev_tokens[:, None])
         origin = step_origin(cache.get("origin"), position)
+        cross = [cache_view(kv) for kv in cache["cross"]]
         logits, caches = self._decode(encoded, x, self_bias, train, cache["self"], position,
-                                      origin=origin)
-        return logits[:, 0], ({"self": caches} if origin is None else {"self": caches, "origin": origin})
+                                      origin=origin, cross=cross)
+        new_cache = {"self": caches, "cross": cache["cross"]}
+        return logits[:, 0], (new_cache if origin is None else {**new_cache, "origin": origin})
 
     def __call__(self, src_tokens: Array, tgt_inputs: Array, train: bool = False) -> Array:
         """Creates every parameter (used by `init`): the teacher-forced logits."""

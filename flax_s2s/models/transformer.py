@@ -11,8 +11,10 @@ The module exposes the decoder step-function seam (`encode`, `init_cache`, `step
 The cache is a plain pytree passed in and returned (no mutable linen collection), so `step` is a
 pure function of its inputs and beam search can reorder it with one tree_map. `encode` also
 projects the encoder memory into each layer's cross-attention keys and values, once per input:
-they belong to the input, not to a hypothesis, so they live in `encoded` (which beam search tiles
-once) rather than in the cache (which it reorders at every step).
+they belong to the input, not to a hypothesis. `forward` reads them from `encoded`; `init_cache`
+copies them once, heads-major, into the cache that `step` reads (see `empty_caches`: read from
+`encoded`, every step of a decoding loop transposed them). Beam search never moves them: it
+follows its beams through the `origin` table.
 
 `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32, attention logits and
 softmax and norm statistics are computed in float32, and logits are returned in float32.
@@ -44,6 +46,7 @@ from flax_s2s.models.attention import (
     ATTENTIONS,
     KeyValue,
     beam_cache,
+    cache_view,
     empty_caches,
     reorder_beam_cache,
     segment_mask,
@@ -194,11 +197,12 @@ class Transformer(nn.Module):
         return encoder_output(memory, src_mask, self.decoder_layers, segment_ids)
 
     def init_cache(self, encoded: dict[str, Any], max_len: int) -> dict[str, list[KeyValue]]:
-        """Empty self-attention caches for `max_len` positions, one per decoder layer."""
+        """Empty self-attention caches for `max_len` positions, one per decoder layer, and the
+        cross-attention keys and values laid out for a decoding loop (`empty_caches`)."""
         self._check_length(max_len)
         c = self.config
-        return empty_caches(encoded["memory"].shape[0], max_len, c.decoder_heads,
-                            c.d_model // c.decoder_heads, c.dtype, len(self.decoder_layers))
+        return empty_caches(max_len, c.decoder_heads, c.d_model // c.decoder_heads, c.dtype,
+                            encoded["cross"])
 
     def init_beam_cache(
         self, encoded: dict[str, Any], max_len: int, beam_size: int
@@ -276,8 +280,8 @@ class Transformer(nn.Module):
         train: bool = False,
     ) -> tuple[Array, dict[str, Any]]:
         """prev_tokens [batch] at `position` -> (logits [batch, tgt_vocab], updated cache).
-        `cache` is `init_cache`'s ({"self": per-layer keys and values}) or `init_beam_cache`'s
-        (the same plus the beams' `origin` table)."""
+        `cache` is `init_cache`'s ({"self": per-layer keys and values, "cross": the source's})
+        or `init_beam_cache`'s (the same plus the beams' `origin` table)."""
         if train and self.config.norm == "batch":
             raise ValueError(
                 "model.norm='batch' trains on the parallel teacher-forced path only: step-by-step "
@@ -288,14 +292,13 @@ class Transformer(nn.Module):
         origin = step_origin(cache.get("origin"), position)
         self_caches = []
         for layer, self_cache, cross_kv in zip(
-            self.decoder_layers, cache["self"], encoded["cross"], strict=True
+            self.decoder_layers, cache["self"], cache["cross"], strict=True
         ):
-            x, self_cache = layer(
-                x, tgt_mask, cross_kv, encoded["src_mask"], train, self_cache, position, origin
-            )
+            x, self_cache = layer(x, tgt_mask, cache_view(cross_kv), encoded["src_mask"], train,
+                                  self_cache, position, origin)
             self_caches.append(self_cache)
         logits = self._logits(x, tgt_mask, train)[:, 0]
-        new_cache = {"self": self_caches}
+        new_cache = {"self": self_caches, "cross": cache["cross"]}
         if origin is not None:
             new_cache["origin"] = origin
         return logits, new_cache

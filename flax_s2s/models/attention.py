@@ -140,24 +140,28 @@ def attend_beams(
     """
     groups, beams, length = origin.shape
     heads, head_dim = query.shape[-2:]
-    # Keys and values heads-major as the cache stores them (the transposes cancel `cache_view`'s),
-    # [groups, slot, heads, len, head_dim]; each query copied to every slot, so that group, slot
-    # and heads are the batch of both matmuls and no step copies the cache into another layout.
-    key, value = (x.transpose(0, 2, 1, 3).reshape(groups, beams, heads, length, head_dim)
-                  for x in (key, value))
-    query = query.reshape(groups, beams, heads, head_dim).transpose(0, 2, 1, 3)
-    query = jnp.broadcast_to(query[:, None], (groups, beams, heads, beams, head_dim))
-    batch_dims = ((0, 1, 2), (0, 1, 2))
-    scores = jax.lax.dot_general(query, key, (((4,), (4,)), batch_dims),
-                                 preferred_element_type=jnp.float32)  # [g, slot, h, query, len]
+    # Keys and values exactly as the cache stores them, [rows, heads, len, head_dim] (the
+    # transposes cancel `cache_view`'s; reshaped here, XLA would write each step's keys into the
+    # cache once per shape and copy the whole cache for it). Row g * beams + s gets all of input
+    # g's queries, so that rows and heads are the batch of both matmuls.
+    key, value = (x.transpose(0, 2, 1, 3) for x in (key, value))
+    query = query.reshape(groups, 1, beams, heads, head_dim).transpose(0, 1, 3, 2, 4)
+    query = jnp.broadcast_to(query, (groups, beams, heads, beams, head_dim))
+    query = query.reshape(groups * beams, heads, beams, head_dim)  # [rows, h, query, d]
+    batch_dims = ((0, 1), (0, 1))
+    scores = jax.lax.dot_general(query, key, (((3,), (3,)), batch_dims),
+                                 preferred_element_type=jnp.float32)  # [rows, h, query, len]
+    scores = scores.reshape(groups, beams, heads, beams, length)  # [g, slot, h, query, len]
     scores = scores / np.sqrt(head_dim) if scaled else scores
     if bias is not None:  # [1, heads, 1, max_len] -> [1, 1 (slot), heads, 1 (query), max_len]
         scores = scores + bias[:, None]
     own = origin[:, None, None] == jnp.arange(beams)[None, :, None, None, None]
     mask = own & (jnp.arange(length) < filled)  # [groups, slot, 1, query, len]
     weights = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=(1, 4))
-    out = jax.lax.dot_general(weights.astype(value.dtype), value, (((4,), (3,)), batch_dims),
-                              preferred_element_type=jnp.float32).sum(1)  # [g, h, query, d]
+    weights = weights.reshape(groups * beams, heads, beams, length).astype(value.dtype)
+    out = jax.lax.dot_general(weights, value, (((3,), (2,)), batch_dims),
+                              preferred_element_type=jnp.float32)  # [rows, h, query, d]
+    out = out.reshape(groups, beams, heads, beams, head_dim).sum(1)  # [g, h, query, d]
     return out.transpose(0, 2, 1, 3).reshape(groups * beams, 1, heads, head_dim).astype(query.dtype)
 
 

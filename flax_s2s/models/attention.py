@@ -230,6 +230,8 @@ def empty_caches(
     batch = cross[0]["key"].shape[0]
     shape = (batch, num_heads, max_len, head_dim)
     empty = {"key": jnp.zeros(shape, dtype), "value": jnp.zeros(shape, dtype)}
+    # The barrier keeps the copy: without it XLA cancels this transpose against the step's
+    # `cache_view` and the per-step transposes come back into the loop.
     heads_major = jax.lax.optimization_barrier(
         [jax.tree.map(lambda x: x.transpose(0, 2, 1, 3), kv) for kv in cross])
     return {"self": [empty for _ in cross], "cross": heads_major}

@@ -124,6 +124,49 @@ def test_the_average_of_the_parameters_follows_them_and_skips_a_nonfinite_step(j
     assert state.eval_variables(use_ema=False)["params"] is state.params
 
 
+def test_a_step_updates_as_optax_does_keeps_all_state_when_skipped_and_copies_no_moment(job):
+    """The guard against non-finite steps: a finite step's parameters and optimizer state equal
+    optax's update applied by hand to the gradient; the NaN step leaves every leaf of the state
+    (parameters, moments, count, average) bit for bit as it was; and the compiled step, its
+    state donated, copies none of the optimizer's moments (a select of new against old state
+    made XLA copy each of them before writing the new one in place)."""
+    _, model, _, batch = job
+    config = tiny_config(**ROLLED, ema_decay=0.5)
+    tx = training.make_optimizer(config)
+    state = training.create_train_state(model, tx, config.seed, batch, ema=True)
+    batch_sums = training.make_batch_sums(model, TeacherForcing.from_config(config.teacher_forcing),
+                                          config)
+    train_step = jax.jit(training.make_train_step(model, tx, config,
+                                                  batch_sums=nan_loss_at(1, batch_sums)))
+    copy_of = jax.tree.map(np.array, state)  # host copies: the step below donates nothing
+
+    def mean_loss(params):
+        loss_sum, (counts, _) = batch_sums(params, {}, batch, jax.random.fold_in(
+            state.rng, 0), jnp.int32(0))
+        return loss_sum / counts["tokens"]
+
+    grads = jax.grad(mean_loss)(state.params)
+    updates, want_opt_state = tx.update(grads, state.opt_state, state.params)
+    want_params = optax.apply_updates(state.params, updates)
+    stepped, step_metrics = train_step(state, batch)
+    assert int(step_metrics["nonfinite_steps"]) == 0
+    jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7),
+                 (stepped.params, stepped.opt_state), (want_params, want_opt_state))
+
+    before = jax.tree.map(np.array, stepped)
+    skipped, step_metrics = train_step(stepped, batch)
+    assert int(step_metrics["nonfinite_steps"]) == 1 and int(skipped.step) == 2
+    jax.tree.map(np.testing.assert_array_equal,
+                 (skipped.params, skipped.opt_state, skipped.ema_params),
+                 (before.params, before.opt_state, before.ema_params))
+    assert int(copy_of.step) == 0  # the first state was not touched either
+
+    donating = jax.jit(training.make_train_step(model, tx, config), donate_argnums=0)
+    hlo = donating.lower(state, batch).compile().as_text()
+    copied = [line for line in hlo.splitlines() if " copy(%state_opt_state" in line]
+    assert not copied, copied[:3]
+
+
 @flax.struct.dataclass
 class _StateWithoutAverage:
     """A train state as checkpoints saved it before the average existed."""

@@ -94,21 +94,26 @@ def make_train_step(
                 state.step, config.grad_accum_steps, data_shards,
             )
         grad_norm = optax.global_norm(grads)
-        grads = frozen.full_gradient(grads, fixed)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        # the frozen arrays go back as they were, not as p + 0
-        params = frozen.join(frozen.split(optax.apply_updates(state.params, updates), config)[0],
-                             fixed)
-        ema_params = _moved_average(state, params, config.ema_decay)
         # A non-finite loss or gradient skips the update (params, statistics, optimizer state and
         # average are kept); the loop counts these steps and, under nonfinite_policy="stop", ends
-        # the run.
+        # the run. A cond, not a select of new against old: selecting needs the old state after
+        # the new one is written into the donated buffers, so XLA copied every optimizer moment
+        # at every step (bench/RESULTS.md, "Train step: the guard's copies").
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        params, opt_state, batch_stats, ema_params = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old),
-            (params, opt_state, batch_stats, ema_params),
-            (state.params, state.opt_state, state.batch_stats, state.ema_params),
-        )
+
+        def updated(_):
+            updates, opt_state = tx.update(frozen.full_gradient(grads, fixed), state.opt_state,
+                                           state.params)
+            # the frozen arrays go back as they were, not as p + 0
+            params = frozen.join(
+                frozen.split(optax.apply_updates(state.params, updates), config)[0], fixed)
+            return params, opt_state, batch_stats, _moved_average(state, params,
+                                                                  config.ema_decay)
+
+        def kept(_):
+            return state.params, state.opt_state, state.batch_stats, state.ema_params
+
+        params, opt_state, batch_stats, ema_params = jax.lax.cond(finite, updated, kept, None)
         step_metrics = {"loss": loss, "grad_norm": grad_norm, **_token_metrics(counts),
                         "nonfinite_steps": 1 - finite.astype(jnp.int32)}
         step_metrics["teacher_forcing_prob"] = forcing.prob(state.step)

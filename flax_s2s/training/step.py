@@ -98,7 +98,7 @@ def make_train_step(
         # average are kept); the loop counts these steps and, under nonfinite_policy="stop", ends
         # the run. A cond, not a select of new against old: selecting needs the old state after
         # the new one is written into the donated buffers, so XLA copied every optimizer moment
-        # at every step (bench/RESULTS.md, "Train step: the guard's copies").
+        # at every step (bench/RESULTS.md, "the non-finite guard copied every optimizer moment").
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
         def updated(_):

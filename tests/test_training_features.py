@@ -92,6 +92,18 @@ def test_microbatches_take_each_data_shards_rows_in_turn():
                                           [6, 7, 14, 15]])
 
 
+def _step_with_nan_loss_at(nan_step, config, model, batch):
+    """(optimizer, a train state with an average, the batch's loss sums, the jitted train step
+    whose loss is NaN at train step `nan_step`)."""
+    tx = training.make_optimizer(config)
+    state = training.create_train_state(model, tx, config.seed, batch, ema=True)
+    batch_sums = training.make_batch_sums(model, TeacherForcing.from_config(config.teacher_forcing),
+                                          config)
+    train_step = jax.jit(training.make_train_step(model, tx, config,
+                                                  batch_sums=nan_loss_at(nan_step, batch_sums)))
+    return tx, state, batch_sums, train_step
+
+
 def test_the_average_of_the_parameters_follows_them_and_skips_a_nonfinite_step(job):
     """The state's average after each step equals decay * average + (1 - decay) * params,
     computed here in NumPy from the parameters recorded after each step, starting at the
@@ -99,12 +111,7 @@ def test_the_average_of_the_parameters_follows_them_and_skips_a_nonfinite_step(j
     config, model, _, batch = job
     config = tiny_config(**ROLLED, ema_decay=0.6,
                          **{"optimizer.warmup_steps": 1, "optimizer.learning_rate": 3e-2})
-    tx = training.make_optimizer(config)
-    state = training.create_train_state(model, tx, config.seed, batch, ema=True)
-    batch_sums = training.make_batch_sums(model, TeacherForcing.from_config(config.teacher_forcing),
-                                          config)
-    train_step = jax.jit(training.make_train_step(model, tx, config,
-                                                  batch_sums=nan_loss_at(2, batch_sums)))
+    tx, state, batch_sums, train_step = _step_with_nan_loss_at(2, config, model, batch)
     recorded, skipped = [jax.device_get(state.params)], []
     for _ in range(4):
         state, step_metrics = train_step(state, batch)
@@ -132,12 +139,7 @@ def test_a_step_updates_as_optax_does_keeps_all_state_when_skipped_and_copies_no
     made XLA copy each of them before writing the new one in place)."""
     _, model, _, batch = job
     config = tiny_config(**ROLLED, ema_decay=0.5)
-    tx = training.make_optimizer(config)
-    state = training.create_train_state(model, tx, config.seed, batch, ema=True)
-    batch_sums = training.make_batch_sums(model, TeacherForcing.from_config(config.teacher_forcing),
-                                          config)
-    train_step = jax.jit(training.make_train_step(model, tx, config,
-                                                  batch_sums=nan_loss_at(1, batch_sums)))
+    tx, state, batch_sums, train_step = _step_with_nan_loss_at(1, config, model, batch)
     copy_of = jax.tree.map(np.array, state)  # host copies: the step below donates nothing
 
     def mean_loss(params):

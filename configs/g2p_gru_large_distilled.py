@@ -2,9 +2,9 @@
 parameters) at batch 128, taught by two one-hour models (`configs/g2p_gru.py`, seeds 0 and 1) by
 token-level distillation from their averaged distributions (docs/distillation.md).
 
-The recipe, on 2 CPU cores, for a budget of 4 hours in all: the teachers side by side, one core
-each (about 75 minutes), then the student on both cores (about 2 hours; it stops and resumes
-from its checkpoints):
+The recipe, on 2 CPU cores, aimed at a budget of 4 hours in all: the teachers side by side, one
+core each (about 75 minutes alone, 91-115 measured beside other runs), then the student on both
+cores (it stops and resumes from its checkpoints):
 
     taskset -c 0 python train.py --config configs/g2p_gru.py --workdir runs/g2p_gru_seed0 \\
         --config.seed=0 &
@@ -12,9 +12,9 @@ from its checkpoints):
         --config.seed=1
     python train.py --config configs/g2p_gru_large_distilled.py --workdir runs/g2p_large_distilled
 
-The student with its two teachers trains at 662 words/s on both cores (734 without them, both at
-batch 128): 36k steps are about 2 hours. What it reaches: bench/RESULTS.md ("G2P recipes:
-distillation") and docs/data.md.
+The student with its two teachers trains at 504-662 words/s on both cores (601-739 without them,
+both at batch 128; bench/g2p_buckets.py, two runs): 36k steps are 2 to 2.5 hours. What it
+reaches: bench/RESULTS.md ("G2P recipes: distillation and a re-tuned hour") and docs/data.md.
 """
 
 from configs import g2p_gru_distilled, g2p_gru_large

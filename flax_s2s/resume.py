@@ -10,10 +10,14 @@ are recomputed (`model.remat`: the same gradient, to rounding), whether the trai
 split is read from its token store (the same batches), or where and on which devices to run may
 change. Unknown keys (added to the config after the saved run, or removed since) are not
 compared, except those in `BEFORE_ADDED`, which a saved run that predates them had implicitly.
+Keys that hold paths compare as the files they name (the caller says how each resolves), so
+`runs/a` and its absolute spelling are the same teacher.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flax_s2s.errors import ConfigError
@@ -50,23 +54,46 @@ def _may_change(key: str) -> bool:
                for allowed in MAY_CHANGE)
 
 
+PathResolvers = Mapping[str, Callable[[str], Any]]
+
+
+def _resolved(value: Any, resolve: Callable[[str], Any]) -> Any:
+    """A path (or each of a list of paths) as the real path it names; "" stays ""."""
+    if isinstance(value, (list, tuple)):
+        return [_resolved(path, resolve) for path in value]
+    return os.path.realpath(resolve(value)) if value else value
+
+
+def _same(saved: Any, requested: Any, resolve: Callable[[str], Any] | None) -> bool:
+    if saved == requested:
+        return True
+    return resolve is not None and _resolved(saved, resolve) == _resolved(requested, resolve)
+
+
 def config_changes(
-    saved: dict[str, Any], requested: dict[str, Any]
+    saved: dict[str, Any], requested: dict[str, Any], paths: PathResolvers | None = None
 ) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
     """(changes that resuming cannot honour, changes it may take), each {key: (saved, requested)},
-    for two configs as JSON dicts (`json.loads(config.to_json())`)."""
+    for two configs as JSON dicts (`json.loads(config.to_json())`). `paths` maps each key that
+    holds a path (or a list of paths) to how a run resolves one (e.g. against the repository
+    root); those keys differ only where the resolved real paths do."""
+    paths = paths or {}
     saved, requested = {**BEFORE_ADDED, **_flat(saved)}, _flat(requested)
     changed = {key: (saved[key], requested[key]) for key in sorted(saved.keys() & requested.keys())
-               if saved[key] != requested[key]}
+               if not _same(saved[key], requested[key], paths.get(key))}
     refused = {key: values for key, values in changed.items() if not _may_change(key)}
     accepted = {key: values for key, values in changed.items() if _may_change(key)}
     return refused, accepted
 
 
-def check_resume(saved: dict[str, Any], requested: dict[str, Any], workdir: str) -> list[str]:
+def check_resume(
+    saved: dict[str, Any], requested: dict[str, Any], workdir: str,
+    paths: PathResolvers | None = None,
+) -> list[str]:
     """Raises ConfigError listing every key that differs from the saved run's and must not;
-    returns the accepted changes as "key saved -> requested" for the log."""
-    refused, accepted = config_changes(saved, requested)
+    returns the accepted changes as "key saved -> requested" for the log. `paths`: as in
+    `config_changes`."""
+    refused, accepted = config_changes(saved, requested, paths)
     if refused:
         listed = "; ".join(f"config.{key}: saved {old!r}, requested {new!r}"
                            for key, (old, new) in refused.items())

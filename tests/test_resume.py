@@ -83,3 +83,27 @@ def test_microbatches_early_stopping_and_the_eval_weights_may_change():
         "early_stopping.min_delta 0.0 -> 0.01", "early_stopping.patience 0 -> 3",
         "eval_with_ema True -> False", "grad_accum_steps 1 -> 4",
     ]
+
+
+def test_a_path_spelled_relative_or_absolute_is_the_same_path(tmp_path, monkeypatch):
+    from flax_s2s.data.registry import REPO_ROOT
+    from flax_s2s.training.setup import RESUME_PATHS
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "t0").mkdir(parents=True)
+    saved, requested = default.get_config(), default.get_config()
+    saved.distill.teachers = (str(tmp_path / "runs" / "t0"), str(tmp_path / "runs" / "t1"))
+    requested.distill.teachers = ("runs/t0", "runs/../runs/t1")  # relative to the working directory
+    saved.data_path = "data/lexicon.txt"  # relative to the repository root
+    requested.data_path = str(REPO_ROOT / "data" / "lexicon.txt")
+    assert resume.check_resume(_as_saved(saved), _as_saved(requested), "w", RESUME_PATHS) == []
+
+    requested.distill.teachers = ("runs/t1", "runs/t0")  # the same two, in another order
+    with pytest.raises(ConfigError, match=re.escape("config.distill.teachers: saved [")):
+        resume.check_resume(_as_saved(saved), _as_saved(requested), "w", RESUME_PATHS)
+    requested.distill.teachers = saved.distill.teachers
+    monkeypatch.chdir(tmp_path / "runs")  # data paths do not depend on the working directory
+    assert resume.check_resume(_as_saved(saved), _as_saved(requested), "w", RESUME_PATHS) == []
+    requested.data_path = "data/other.txt"
+    with pytest.raises(ConfigError, match=re.escape("config.data_path: saved 'data/lexicon.txt'")):
+        resume.check_resume(_as_saved(saved), _as_saved(requested), "w", RESUME_PATHS)

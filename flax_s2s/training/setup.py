@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 from flax_s2s import early_stopping, lora, resume, sharding, warm_start
 from flax_s2s.checkpoint import CONFIG_KEYS, Checkpointer
 from flax_s2s.data import made_from, pipeline
+from flax_s2s.data.registry import resolve_data_path
 from flax_s2s.data.task_data import TaskData, load_task_data
 from flax_s2s.data.vocab import model_special_tokens
 from flax_s2s.early_stopping import EarlyStopping
@@ -202,6 +203,13 @@ def _pretrained_variables(config: ml_collections.ConfigDict) -> dict[str, Any] |
     return {"batch_stats": {}, **load_variables(config.pretrained, module)}
 
 
+# The config keys that hold paths, with how the run resolves each: a relative data path against
+# the repository root, a teacher's workdir against the working directory.
+RESUME_PATHS: resume.PathResolvers = {
+    "data_path": resolve_data_path, "distill.teachers": os.path.abspath,
+}
+
+
 def _check_resume(
     config: ml_collections.ConfigDict, workdir: str, checkpointer: Checkpointer
 ) -> None:
@@ -209,7 +217,7 @@ def _check_resume(
     `flax_s2s.resume`); lists in the log the changes it takes."""
     # A damaged saved config names itself (FileFormatError): without it nothing can be checked.
     saved = checkpointer.restore_config(required=CONFIG_KEYS)
-    accepted = resume.check_resume(saved, json.loads(config.to_json()), workdir)
+    accepted = resume.check_resume(saved, json.loads(config.to_json()), workdir, RESUME_PATHS)
     if accepted:
         _print("resuming with changed settings (saved -> this run): " + ", ".join(accepted))
 

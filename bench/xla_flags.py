@@ -7,7 +7,9 @@ one's pinning), and the variants take turns for `--rounds` rounds (A, B, C, A, B
 change of the machine's load spreads over all of them. Each process prints the median of
 `--steps` steps after 2 warm-up steps; the table gives the median over rounds and the ratio to the
 default. Default variants: the vector width of XLA's own loops (512 bits, where the CPU has
-AVX-512), dots without YNNPACK (Eigen's), and YNNPACK fusions of elementwise and reduce work too.
+AVX-512), dots without YNNPACK (Eigen's), YNNPACK fusions of elementwise and reduce work too, and
+dots on oneDNN. A variant whose process fails is reported with how it failed (a signal, an exit
+code) and its last line of stderr, and not run again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ VARIANTS = {
     "512-bit vectors": "--xla_cpu_prefer_vector_width=512",
     "no YNNPACK (Eigen dots)": "--xla_cpu_experimental_ynn_fusion_type=",
     "YNNPACK eltwise + reduce too": "--xla_cpu_experimental_ynn_fusion_type=+eltwise,+reduce",
+    # jaxlib carries oneDNN; these flags send the dots to it instead of YNNPACK.
+    "oneDNN dots": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot "
+                   "--xla_cpu_experimental_ynn_fusion_type=",
 }
 
 
@@ -46,6 +51,17 @@ def one_process(steps: int) -> None:
     print(statistics.median(seconds))
 
 
+def _failure(run: subprocess.CompletedProcess) -> str:
+    """How a variant's process failed: the signal that killed it, or its exit code, and the last
+    line it wrote to stderr."""
+    import signal
+
+    code = run.returncode
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    last = (run.stderr.strip().splitlines() or [""])[-1][:80]
+    return f"failed: {how}" + (f" ({last})" if last else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -63,17 +79,25 @@ def main() -> None:
     variants.update(dict(v.split("=", 1) for v in args.variant))
     load_before = common.load_average()
     seconds: dict[str, list[float]] = {name: [] for name in variants}
+    failed: dict[str, str] = {}
     for _ in range(args.rounds):
         for name, flags in variants.items():
+            if name in failed:
+                continue
             env = {**os.environ, "XLA_FLAGS": flags}
-            out = subprocess.run(
+            run = subprocess.run(
                 [sys.executable, os.path.abspath(__file__), "--child", f"--steps={args.steps}"],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout
-            seconds[name].append(float(out.split()[-1]))
+                env=env, capture_output=True, text=True,
+            )
+            if run.returncode == 0:
+                seconds[name].append(float(run.stdout.split()[-1]))
+            else:
+                failed[name] = _failure(run)
     base = statistics.median(seconds["default"])
-    rows = [(name, f"`{variants[name] or '(none)'}`", f"{statistics.median(s) * 1e3:.0f}",
-             f"{base / statistics.median(s):.2f}") for name, s in seconds.items()]
+    rows = [(name, f"`{variants[name] or '(none)'}`",
+             *((failed[name], "-") if name in failed else
+               (f"{statistics.median(s) * 1e3:.0f}", f"{base / statistics.median(s):.2f}")))
+            for name, s in seconds.items()]
     command = f"taskset -c 0 python bench/xla_flags.py {' '.join(sys.argv[1:])}".strip()
     section = [*common.machine_lines(1, load_before), "", "```bash", command, "```", "",
                "Transformer train step of bench/train_vs_torch.py, one process per variant and "

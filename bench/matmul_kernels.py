@@ -15,15 +15,20 @@ JAX / torch for the form each side's models use (Dense against nn.Linear, x^T dy
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import common
 
 # (rows, in, out): decoding at batch 64 (BART shape), train steps (bench, realistic).
 SHAPES = [(64, 512, 2048), (64, 2048, 512), (64, 512, 16000),
           (1536, 256, 1024), (1536, 1024, 256), (2048, 512, 2048), (2048, 2048, 512)]
+# The timed forms, in the table's column order: (name, column header).
+FORMS = [("jax x@W", "JAX x @ W"), ("torch linear", "torch F.linear"), ("torch x@W", "torch x @ W"),
+         ("jax x^T dy", "JAX x^T dy"), ("torch x^T dy", "torch x^T dy")]
+WINDOW_SECONDS, ROUGH_FLOPS = 0.05, 120e9  # repeats per window: about 50 ms at 120 GFLOP/s
 
 
-def sides(m: int, k: int, n: int) -> dict:
+def sides(m: int, k: int, n: int) -> dict[str, Callable[[], object]]:
     """{form: call} on random float32 operands, the same numbers on both sides."""
     import jax
     import torch
@@ -55,10 +60,10 @@ def main() -> None:
     load_before = common.load_average()
     rows = []
     for m, k, n in SHAPES:
-        repeats = max(1, int(0.05 / (2 * m * k * n / 120e9)))  # ~50 ms a window
+        repeats = max(1, int(WINDOW_SECONDS * ROUGH_FLOPS / (2 * m * k * n)))
         seconds = common.compare(sides(m, k, n), windows=args.windows, repeats=repeats)
         gflops = {name: 2 * m * k * n / s / 1e9 for name, s in seconds.items()}
-        rows.append((f"{m}, {k}, {n}", *(f"{g:.0f}" for g in gflops.values()),
+        rows.append((f"{m}, {k}, {n}", *(f"{gflops[name]:.0f}" for name, _ in FORMS),
                      f"{gflops['jax x@W'] / gflops['torch linear']:.2f}",
                      f"{gflops['jax x^T dy'] / gflops['torch x^T dy']:.2f}"))
     section = [
@@ -66,9 +71,8 @@ def main() -> None:
         "taskset -c 0 python bench/matmul_kernels.py" + (f" --windows {args.windows}"
                                                          if args.windows != 5 else ""),
         "```", "", "GFLOP/s, float32, one thread (rows, in, out):", "",
-        *common.table(["rows, in, out", "JAX x @ W", "torch F.linear", "torch x @ W",
-                       "JAX x^T dy", "torch x^T dy", "JAX / torch, forward (Dense / nn.Linear)",
-                       "JAX / torch, weight gradient"], rows),
+        *common.table(["rows, in, out", *(header for _, header in FORMS),
+                       "JAX / torch, forward", "JAX / torch, weight gradient"], rows),
     ]
     if args.no_record:
         print("\n".join(section))

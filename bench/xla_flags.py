@@ -27,7 +27,8 @@ VARIANTS = {
     "512-bit vectors": "--xla_cpu_prefer_vector_width=512",
     "no YNNPACK (Eigen dots)": "--xla_cpu_experimental_ynn_fusion_type=",
     "YNNPACK eltwise + reduce too": "--xla_cpu_experimental_ynn_fusion_type=+eltwise,+reduce",
-    # jaxlib carries oneDNN; these flags send the dots to it instead of YNNPACK.
+    # jaxlib carries oneDNN; these flags send the dots to it instead of YNNPACK. On jaxlib 0.10.2
+    # the train step's compile fails and the process dies (SIGILL): reported as such.
     "oneDNN dots": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot "
                    "--xla_cpu_experimental_ynn_fusion_type=",
 }
@@ -93,10 +94,11 @@ def main() -> None:
                 seconds[name].append(float(run.stdout.split()[-1]))
             else:
                 failed[name] = _failure(run)
-    base = statistics.median(seconds["default"])
+    base = statistics.median(seconds["default"]) if seconds["default"] else None
     rows = [(name, f"`{variants[name] or '(none)'}`",
              *((failed[name], "-") if name in failed else
-               (f"{statistics.median(s) * 1e3:.0f}", f"{base / statistics.median(s):.2f}")))
+               (f"{statistics.median(s) * 1e3:.0f}",
+                f"{base / statistics.median(s):.2f}" if base else "-")))
             for name, s in seconds.items()]
     command = f"taskset -c 0 python bench/xla_flags.py {' '.join(sys.argv[1:])}".strip()
     section = [*common.machine_lines(1, load_before), "", "```bash", command, "```", "",

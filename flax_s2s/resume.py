@@ -54,17 +54,18 @@ def _may_change(key: str) -> bool:
                for allowed in MAY_CHANGE)
 
 
-PathResolvers = Mapping[str, Callable[[str], Any]]
+Resolver = Callable[[str], "str | os.PathLike[str]"]  # a path as the run reads it
+PathResolvers = Mapping[str, Resolver]
 
 
-def _resolved(value: Any, resolve: Callable[[str], Any]) -> Any:
+def _resolved(value: Any, resolve: Resolver) -> Any:
     """A path (or each of a list of paths) as the real path it names; "" stays ""."""
     if isinstance(value, (list, tuple)):
         return [_resolved(path, resolve) for path in value]
     return os.path.realpath(resolve(value)) if value else value
 
 
-def _same(saved: Any, requested: Any, resolve: Callable[[str], Any] | None) -> bool:
+def _same(saved: Any, requested: Any, resolve: Resolver | None) -> bool:
     if saved == requested:
         return True
     return resolve is not None and _resolved(saved, resolve) == _resolved(requested, resolve)

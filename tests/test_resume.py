@@ -91,9 +91,10 @@ def test_a_path_spelled_relative_or_absolute_is_the_same_path(tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "t0").mkdir(parents=True)
+    (tmp_path / "latest").symlink_to(tmp_path / "runs" / "t0")
     saved, requested = default.get_config(), default.get_config()
     saved.distill.teachers = (str(tmp_path / "runs" / "t0"), str(tmp_path / "runs" / "t1"))
-    requested.distill.teachers = ("runs/t0", "runs/../runs/t1")  # relative to the working directory
+    requested.distill.teachers = ("latest", "runs/../runs/t1")  # relative to the working directory
     saved.data_path = "data/lexicon.txt"  # relative to the repository root
     requested.data_path = str(REPO_ROOT / "data" / "lexicon.txt")
     assert resume.check_resume(_as_saved(saved), _as_saved(requested), "w", RESUME_PATHS) == []

@@ -4,6 +4,7 @@ bucket gets, against every batch at the maximum lengths.
 
     python bench/g2p_buckets.py [--config configs.g2p_lstm] [--steps 30] [--hidden_dim 256]
         [--num_encoder_layers 2] [--batch_size 128] [--teachers 2] [--data_dir DIR]
+        [--dtype bfloat16]
 
 `--teachers N` adds N teachers of `configs/g2p_gru.py`'s size (random weights: the cost depends
 on the shapes, not the values) to the step, as token-level distillation runs them
@@ -44,6 +45,7 @@ def load_config(args):
     config.model.num_encoder_layers = args.num_encoder_layers or config.model.num_encoder_layers
     config.batch_size = args.batch_size or config.batch_size
     config.data_dir = args.data_dir or config.data_dir
+    config.model.dtype = args.dtype or config.model.dtype
     return config
 
 
@@ -55,6 +57,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=0)
     parser.add_argument("--teachers", type=int, default=0, help="teachers of g2p_gru's size")
     parser.add_argument("--data_dir", default="")
+    parser.add_argument("--dtype", default="", help="the model's compute dtype (float32, bfloat16)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--workdir", default="/tmp/g2p_bucket_bench")
     args = parser.parse_args()

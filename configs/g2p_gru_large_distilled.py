@@ -3,8 +3,8 @@ parameters) at batch 128, taught by two one-hour models (`configs/g2p_gru.py`, s
 token-level distillation from their averaged distributions (docs/distillation.md).
 
 The recipe, on 2 CPU cores, aimed at a budget of 4 hours in all: the teachers side by side, one
-core each (75-85 minutes alone, 91-115 measured beside other runs), then the student on both
-cores (it stops and resumes from its checkpoints):
+core each (74-77 minutes measured on quiet cores), then the student on both cores (it stops and
+resumes from its checkpoints):
 
     taskset -c 0 python train.py --config configs/g2p_gru.py --workdir runs/g2p_gru_seed0 \\
         --config.seed=0 &
@@ -14,9 +14,9 @@ cores (it stops and resumes from its checkpoints):
 
 Seed 0 reached validation WER 21.59% / PER 5.17% (beam 5: 21.59 / 5.18), past the teachers decoded
 together (21.76 / 5.20) and past `g2p_gru_large.py` alone after 3.5 hours (22.38 / 5.36). It met
-the goal (<= 22.0 / 5.2) from its 28k-step checkpoint on. On both cores it trains at about 4.4
-steps/s, evaluations included (36k steps: about 2.3 hours). With the teachers' 75-85 minutes that
-makes 3.5-3.7 hours in all. The measured run took 4.8, in pieces beside other work. Details:
+the goal (<= 22.0 / 5.2) from its 28k-step checkpoint on. On both cores it trains at about 4.5
+steps/s, evaluations included (36k steps: about 2.2 hours). With the teachers' 77 minutes that
+makes about 3.5 hours in all. Seed 0's run took 4.8, in pieces beside other work. Details:
 bench/RESULTS.md ("G2P recipes: distillation and a re-tuned hour") and docs/data.md.
 """
 

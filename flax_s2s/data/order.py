@@ -5,8 +5,8 @@ without reading the ones before it (a resumed run continues it exactly).
 This is grain's `MapDataset.shuffle(seed).repeat()` with the permutation drawn by NumPy, once
 per epoch, instead of by grain's per-index Feistel bijection (`index_shuffle`): that one costs
 about 500 us an index at 32 examples and 34 us at 1,000 (3.5 us at 100,000), which made a tiny
-model's run spend more time ordering its data than training (`bench/RESULTS.md`, "The test
-suite's time"). The price is one int32 array of the split's size per epoch held (two at most).
+model's run spend more time ordering its data than training (`bench/RESULTS.md`, beside the
+test suite's timings). The price is one int32 array of the split's size per epoch held (two at most).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import ADDITION_TEST_SPLITS, ROOT
 
-from flax_s2s.data import pipeline, tasks
+from flax_s2s.data import order, pipeline, tasks
 from flax_s2s.data.vocab import EOS, PAD, SymbolVocab
 
 
@@ -126,3 +126,21 @@ def test_two_runs_preparing_the_same_dataset_at_once_take_turns(tmp_path):
         assert process.returncode == 0, err[-2000:]
     first, second = (out.splitlines()[-1] for out, _ in outputs)  # after TFDS's own messages
     assert first == second and first.startswith("[(")
+
+
+def test_the_epoch_order_is_a_fresh_seeded_permutation_each_epoch_read_alike_by_batch_and_by_index():
+    n, batch_size = 10, 4  # 10 % 4 != 0: batches cross from one epoch into the next
+    stream = order.shuffled_indices(n, seed=5)
+    positions = [int(stream[p]) for p in range(4 * n)]
+    epochs = [positions[e * n : (e + 1) * n] for e in range(4)]
+    assert all(sorted(epoch) == list(range(n)) for epoch in epochs)  # each example once an epoch
+    assert len({tuple(epoch) for epoch in epochs}) == 4  # reshuffled each epoch
+    batches = order.shuffled_batches(n, batch_size, seed=5)
+    assert np.concatenate([batches[b] for b in range(10)]).tolist() == positions
+    assert [int(order.shuffled_indices(n, seed=5)[p]) for p in range(4 * n)] == positions
+    assert [int(order.shuffled_indices(n, seed=6)[p]) for p in range(n)] != epochs[0]
+    # far positions are computed without the ones before them, and agree with an iterator's
+    far = 10**12 * n + 3
+    iterator = iter(stream.to_iter_dataset())
+    iterator.set_state({"next_index": far})
+    assert next(iterator) == int(stream[far]) == int(order.EpochOrder(n, 5).permutation(10**12)[3])

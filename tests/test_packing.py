@@ -14,7 +14,7 @@ import pytest
 from conftest import LETTERS, REVERSE_PAIRS, TINY_TRANSFORMER, tiny_config
 
 from flax_s2s import forcing, training
-from flax_s2s.data import packing, pipeline
+from flax_s2s.data import order, packing, pipeline
 from flax_s2s.data.vocab import SymbolVocab
 from flax_s2s.errors import ConfigError
 from flax_s2s.models import build_model, decoder_inputs
@@ -76,8 +76,8 @@ def setup():
 
 def packed_rows(examples, num_rows):
     """Every row grain's packer makes of the examples in their order (one pass)."""
-    order = grain.MapDataset.range(len(examples))
-    stream = packing.unpadded_examples(examples, order).to_iter_dataset()
+    in_order = grain.MapDataset.range(len(examples))
+    stream = packing.unpadded_examples(examples, in_order).to_iter_dataset()
     rows = list(packing.pack_rows(stream, MAX_SRC, MAX_TGT, num_rows, 0, 0))
     return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
 
@@ -135,8 +135,8 @@ def test_endless_batches_keep_the_shuffled_order_and_resume(setup):
     seen = [(tuple(b["src_tokens"][r][b["src_segment_ids"][r] == s]),
              tuple(b["tgt_tokens"][r][b["tgt_segment_ids"][r] == s]))
             for b in batches for r in range(ROWS) for s in range(1, b["src_segment_ids"][r].max() + 1)]
-    order = grain.MapDataset.range(len(examples)).shuffle(seed=3).repeat()
-    stream = [int(order[i]) for i in range(len(seen))]
+    epoch_order = order.EpochOrder(len(examples), seed=3)
+    stream = epoch_order.indices(0, len(seen)).tolist()
     real = [(tuple(examples.src[i][examples.src[i] != 0]), tuple(examples.tgt[i][examples.tgt[i] != 0]))
             for i in stream]
     assert collections.Counter(seen) == collections.Counter(real)

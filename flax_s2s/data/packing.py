@@ -21,6 +21,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from flax_s2s.data import order
 from flax_s2s.data.examples import Examples, row_lengths, take_rows
 
 SIDES = ("src", "tgt")
@@ -44,8 +45,8 @@ def segments(batch, side: str):
             "positions": batch[POSITIONS.format(side=side)]}
 
 
-def unpadded_examples(examples: Examples, order: grain.MapDataset) -> grain.MapDataset:
-    """The examples at the indices of `order`, each {"src", "tgt"} cut to its real tokens
+def unpadded_examples(examples: Examples, indices: grain.MapDataset) -> grain.MapDataset:
+    """The examples at the indices `indices` holds, each {"src", "tgt"} cut to its real tokens
     (1-D int32 arrays of its source and target lengths, EOS included)."""
     src_lengths = row_lengths(examples.src, examples.src_pad)
     tgt_lengths = row_lengths(examples.tgt, examples.tgt_pad)
@@ -55,7 +56,7 @@ def unpadded_examples(examples: Examples, order: grain.MapDataset) -> grain.MapD
         return {"src": take_rows(examples.src, index)[0, : src_lengths[index[0]]],
                 "tgt": take_rows(examples.tgt, index)[0, : tgt_lengths[index[0]]]}
 
-    return order.map(example)
+    return indices.map(example)
 
 
 def pack_rows(
@@ -93,8 +94,7 @@ def packed_train_dataset(
     depend on the number of processes.
     """
     max_src_len, max_tgt_len = examples.src.shape[1], examples.tgt.shape[1]
-    order = grain.MapDataset.range(len(examples)).shuffle(seed=seed).repeat()
-    stream = unpadded_examples(examples, order).to_iter_dataset()
+    stream = unpadded_examples(examples, order.shuffled_indices(len(examples), seed)).to_iter_dataset()
     packed = pack_rows(stream, max_src_len, max_tgt_len, batch_size, examples.src_pad,
                        examples.tgt_pad)
     return packed.batch(batch_size, drop_remainder=True).map(

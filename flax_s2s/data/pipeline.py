@@ -4,9 +4,10 @@ The examples of a split are tokenized once into two padded int32 matrices, each 
 length policy of `encoding.encode_pair` (a training split drops, refuses or truncates a pair over
 the limits; an evaluated split keeps every pair, cut where it must be); the train split's may be
 memory-mapped from its token store (`token_store.py`) and read by `examples.take_rows`. Training
-batches come from a grain `MapDataset` over example indices: seeded shuffle (a fresh permutation each epoch),
-repeat, batch. Its iterator state (how many batches were drawn) is saved in every checkpoint, so a
-resumed run sees exactly the batches an uninterrupted one would. With length buckets, each batch
+batches come from a grain `MapDataset` over the epoch order of `order.py` (a fresh seeded
+permutation each epoch), cut into consecutive batches. Its iterator state (how many batches were
+drawn) is saved in every checkpoint, so a resumed run sees exactly the batches an uninterrupted
+one would. With length buckets, each batch
 holds examples of one bucket, cut to that bucket's static shape (one compile per bucket). With
 packing (`packing.py`), each row holds several examples, with their segment ids and positions.
 
@@ -26,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from flax_s2s import config_checks
-from flax_s2s.data import encoding, packing
+from flax_s2s.data import encoding, order, packing
 from flax_s2s.data.examples import Examples, row_lengths, take_rows
 from flax_s2s.data.vocab import Vocab
 from flax_s2s.errors import ConfigError, DataError
@@ -146,17 +147,11 @@ def train_dataset(
         return bucketed_train_dataset(examples, batch_size, seed, rows, bucket_boundaries)
 
     def gather(indices: np.ndarray) -> dict[str, np.ndarray]:
-        indices = np.asarray(indices)[rows]
+        indices = indices[rows]
         return {"src_tokens": take_rows(examples.src, indices),
                 "tgt_tokens": take_rows(examples.tgt, indices)}
 
-    return (
-        grain.MapDataset.range(len(examples))
-        .shuffle(seed=seed)
-        .repeat()
-        .batch(batch_size, drop_remainder=True)
-        .map(gather)
-    )
+    return order.shuffled_batches(len(examples), batch_size, seed).map(gather)
 
 
 def train_iterator(dataset: grain.MapDataset | grain.IterDataset) -> grain.DatasetIterator:

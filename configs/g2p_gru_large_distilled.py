@@ -14,9 +14,10 @@ resumes from its checkpoints):
 
 Seed 0 reached validation WER 21.59% / PER 5.17% (beam 5: 21.59 / 5.18), past the teachers decoded
 together (21.76 / 5.20) and past `g2p_gru_large.py` alone after 3.5 hours (22.38 / 5.36). It met
-the goal (<= 22.0 / 5.2) from its 28k-step checkpoint on. On both cores it trains at about 4.5
-steps/s, evaluations included (36k steps: about 2.2 hours). With the teachers' 77 minutes that
-makes about 3.5 hours in all. Seed 0's run took 4.8, in pieces beside other work. Details:
+the goal (<= 22.0 / 5.2) from its 28k-step checkpoint on. Seed 1, with two new teachers (seeds 2
+and 3, decoded together 22.48 / 5.37), reached 21.78 / 5.28 (beam 5: 21.68 / 5.25). On both cores
+it trains at 4.5-5.0 steps/s, evaluations included (36k steps: 2.0-2.2 hours). With the teachers'
+74-77 minutes that makes 3.3-3.5 hours in all. Seed 0's run took 4.8, in pieces beside other work. Details:
 bench/RESULTS.md ("G2P recipes: distillation and a re-tuned hour") and docs/data.md.
 """
 

@@ -7,9 +7,9 @@ memory-mapped from its token store (`token_store.py`) and read by `examples.take
 batches come from a grain `MapDataset` over the epoch order of `order.py` (a fresh seeded
 permutation each epoch), cut into consecutive batches. Its iterator state (how many batches were
 drawn) is saved in every checkpoint, so a resumed run sees exactly the batches an uninterrupted
-one would. With length buckets, each batch
-holds examples of one bucket, cut to that bucket's static shape (one compile per bucket). With
-packing (`packing.py`), each row holds several examples, with their segment ids and positions.
+one would. With length buckets, each batch holds examples of one bucket, cut to that bucket's
+static shape (one compile per bucket). With packing (`packing.py`), each row holds several
+examples, with their segment ids and positions.
 
 For evaluation against several references (a word with alternative pronunciations),
 `group_references` gathers the unique sources of a split with all their targets.
